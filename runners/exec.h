@@ -1,0 +1,60 @@
+/*
+ * exec.h - starting and stopping the processes stages run.
+ *
+ * Each process starts in a process group of its own, so a timeout or a
+ * cancel reaches everything it started (grandchildren too) with one
+ * kill(-pgid).  Completion is a readable pidfd: callers poll() it with
+ * their other descriptors instead of sleeping or catching SIGCHLD.
+ */
+#ifndef MLP_EXEC_H
+#define MLP_EXEC_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+struct mlp_proc {
+	pid_t pid;  /* also the process group id */
+	int pidfd;  /* readable once the process has exited */
+	int out_fd; /* read end of its stdout+stderr (non-blocking), or -1 */
+};
+
+struct mlp_spawn {
+	char *const *argv;
+	char *const *envp;
+	const char *cwd;  /* NULL: inherit */
+	bool capture;     /* pipe stdout and stderr to out_fd (else inherit) */
+};
+
+/*
+ * Starts a process in a new process group with default signal handling and
+ * an empty signal mask, stdin from /dev/null.  Returns 0, or MLP_EIO with a
+ * message (a missing working directory or program says which).
+ */
+int mlp_proc_spawn(struct mlp_proc *out, const struct mlp_spawn *spec);
+
+/* Sends sig to the process's whole group; a group already gone is not an
+ * error. */
+void mlp_proc_kill_group(const struct mlp_proc *p, int sig);
+
+/* True when some process of the group is still alive. */
+bool mlp_proc_group_alive(const struct mlp_proc *p);
+
+struct mlp_exit {
+	int code;   /* exit status, or -1 when killed by a signal */
+	int signal; /* the signal that killed it, or 0 */
+};
+
+/*
+ * Reaps the process once its pidfd is readable (or blocks until it exits
+ * when wait is true).  Returns 0 and fills out, or MLP_EAGAIN-like
+ * MLP_ETIMEOUT when it is still running and wait is false.
+ */
+int mlp_proc_reap(struct mlp_proc *p, struct mlp_exit *out, bool wait);
+
+/* Closes the descriptors (not the process). */
+void mlp_proc_close(struct mlp_proc *p);
+
+/* Describes an exit: "exit code 3", "killed by SIGKILL". */
+void mlp_exit_describe(char *buf, size_t size, const struct mlp_exit *e);
+
+#endif

@@ -1,0 +1,125 @@
+/*
+ * cmd.c - finding and running commands (see cmd.h).
+ */
+#include "config.h"
+
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cmd.h"
+#include "util.h"
+
+const struct mlp_cmd *const mlp_cmd_table[] = {
+	&mlp_cmd_run,
+	&mlp_cmd_validate,
+	&mlp_cmd_runs,
+	&mlp_cmd_logs,
+	&mlp_cmd_version,
+	&mlp_cmd_help,
+	NULL,
+};
+
+const struct mlp_cmd *mlp_cmd_find(const char *name, int *ambiguous)
+{
+	const struct mlp_cmd *found = NULL;
+	size_t len = strlen(name);
+	int matches = 0;
+
+	*ambiguous = 0;
+	for (size_t i = 0; mlp_cmd_table[i]; i++) {
+		if (strcmp(mlp_cmd_table[i]->name, name) == 0)
+			return mlp_cmd_table[i];
+		if (len > 0 && strncmp(mlp_cmd_table[i]->name, name, len) == 0) {
+			found = mlp_cmd_table[i];
+			matches++;
+		}
+	}
+	if (matches > 1) {
+		*ambiguous = 1;
+		return NULL;
+	}
+	return found;
+}
+
+void mlp_cmd_print_help(const struct mlp_cmd *c, FILE *f)
+{
+	fprintf(f, "usage: mlpipe %s%s%s\n\n%s\n", c->name, c->args[0] ? " " : "", c->args,
+	        c->summary);
+	if (c->help && c->help[0])
+		fprintf(f, "\n%s", c->help);
+}
+
+void mlp_cmd_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("mlpipe: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+int mlp_cmd_usage_error(const struct mlp_cmd *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "mlpipe %s: ", c->name);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, " (see 'mlpipe help %s')\n", c->name);
+	return MLP_EXIT_USAGE;
+}
+
+char *mlp_cmd_self_exe(void)
+{
+	char buf[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+
+	if (n <= 0)
+		return xstrdup("mlpipe");
+	buf[n] = '\0';
+	return xstrdup(buf);
+}
+
+int mlp_cmd_main(int argc, char **argv)
+{
+	const struct mlp_cmd *c;
+	int ambiguous;
+
+	if (argc < 2) {
+		mlp_cmd_help.exec(1, (char *[]){"help", NULL});
+		return MLP_EXIT_USAGE;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
+		return mlp_cmd_help.exec(1, (char *[]){"help", NULL});
+	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)
+		return mlp_cmd_version.exec(1, (char *[]){"version", NULL});
+	c = mlp_cmd_find(argv[1], &ambiguous);
+	if (c == NULL) {
+		const char *names[16];
+		size_t n = 0;
+		const char *near;
+
+		for (size_t i = 0; mlp_cmd_table[i] && n < MLP_ARRAY_SIZE(names); i++)
+			names[n++] = mlp_cmd_table[i]->name;
+		if (ambiguous) {
+			mlp_cmd_error("'%s' is ambiguous: it starts more than one command "
+			              "(see 'mlpipe help')", argv[1]);
+			return MLP_EXIT_USAGE;
+		}
+		near = mlp_suggest(argv[1], names, n);
+		if (near)
+			mlp_cmd_error("unknown command '%s' (did you mean '%s'?)", argv[1], near);
+		else
+			mlp_cmd_error("unknown command '%s' (see 'mlpipe help')", argv[1]);
+		return MLP_EXIT_USAGE;
+	}
+	/* getopt in the command sees argv[0] = the command's name. */
+	optind = 1;
+	return c->exec(argc - 1, argv + 1);
+}

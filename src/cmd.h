@@ -1,0 +1,56 @@
+/*
+ * cmd.h - the `mlpipe COMMAND` table: one command per cmd-*.c file.
+ *
+ * A command is found by its full name or a unique prefix ("val" for
+ * validate); an unknown one gets the nearest name as a suggestion.
+ */
+#ifndef MLP_CMD_H
+#define MLP_CMD_H
+
+#include <stdio.h>
+
+/* Exit codes every command uses. */
+enum {
+	MLP_EXIT_OK = 0,
+	MLP_EXIT_FAILED = 1, /* the run (or what the command checked) failed */
+	MLP_EXIT_USAGE = 2,  /* bad usage or invalid input */
+};
+
+struct mlp_cmd {
+	const char *name;
+	const char *args;    /* after the name in the usage line */
+	const char *summary; /* one line for `mlpipe help` */
+	const char *help;    /* the rest of `mlpipe help NAME` */
+	int (*exec)(int argc, char **argv);
+};
+
+extern const struct mlp_cmd mlp_cmd_help;
+extern const struct mlp_cmd mlp_cmd_version;
+extern const struct mlp_cmd mlp_cmd_validate;
+extern const struct mlp_cmd mlp_cmd_run;
+extern const struct mlp_cmd mlp_cmd_runs;
+extern const struct mlp_cmd mlp_cmd_logs;
+
+/* NULL-terminated, in the order `mlpipe help` lists them. */
+extern const struct mlp_cmd *const mlp_cmd_table[];
+
+/* The command named name (or by a unique prefix of it), or NULL; on NULL
+ * *ambiguous says whether several matched. */
+const struct mlp_cmd *mlp_cmd_find(const char *name, int *ambiguous);
+
+/* The entry point: argv[0] is the program. */
+int mlp_cmd_main(int argc, char **argv);
+
+/* Prints the command's usage and help. */
+void mlp_cmd_print_help(const struct mlp_cmd *c, FILE *f);
+
+/* "mlpipe: message" on stderr; returns MLP_EXIT_USAGE for convenience. */
+int mlp_cmd_usage_error(const struct mlp_cmd *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* "mlpipe: message" on stderr. */
+void mlp_cmd_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* The absolute path of the running mlpipe binary (caller frees). */
+char *mlp_cmd_self_exe(void);
+
+#endif

@@ -1,0 +1,21 @@
+/*
+ * crypto.h - hashes and signatures.  The only module that includes OpenSSL.
+ */
+#ifndef MLP_CRYPTO_H
+#define MLP_CRYPTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define MLP_SHA256_HEX_LEN 64
+
+/* Writes the lower-case hex SHA-256 of data (65 bytes with the NUL). */
+void mlp_sha256_hex(char out[MLP_SHA256_HEX_LEN + 1], const void *data, size_t len);
+
+/* The SHA-256 of a file's contents; 0 or MLP_EIO with a message. */
+int mlp_sha256_file_hex(char out[MLP_SHA256_HEX_LEN + 1], const char *path);
+
+/* Compares two buffers in time that depends only on len. */
+bool mlp_equal_ct(const void *a, const void *b, size_t len);
+
+#endif

@@ -1,0 +1,110 @@
+/*
+ * stagekind.c - the table of stage kinds (see stagekind.h).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "crypto.h"
+#include "error.h"
+#include "stagekind.h"
+
+void mlp_kvlist_set(struct mlp_kvlist *l, const char *key, const char *value)
+{
+	for (size_t i = 0; i < l->len; i++) {
+		if (strcmp(l->items[i].key, key) == 0) {
+			free(l->items[i].value);
+			l->items[i].value = xstrdup(value);
+			return;
+		}
+	}
+	xgrow((void **)&l->items, &l->cap, l->len + 1, sizeof(*l->items));
+	l->items[l->len].key = xstrdup(key);
+	l->items[l->len].value = xstrdup(value);
+	l->items[l->len].pos = (struct mlp_pos){0, 0};
+	l->len++;
+}
+
+const char *mlp_kvlist_get(const struct mlp_kvlist *l, const char *key)
+{
+	for (size_t i = 0; i < l->len; i++)
+		if (strcmp(l->items[i].key, key) == 0)
+			return l->items[i].value;
+	return NULL;
+}
+
+void mlp_kvlist_free(struct mlp_kvlist *l)
+{
+	for (size_t i = 0; i < l->len; i++) {
+		free(l->items[i].key);
+		free(l->items[i].value);
+	}
+	free(l->items);
+	l->items = NULL;
+	l->len = l->cap = 0;
+}
+
+/* run: a shell command, every expression value shell-quoted. */
+static int run_prepare(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx)
+{
+	char *cmd;
+	int rc = mlp_expr_expand(&cmd, ctx->stage->run, 1, ctx->resolve, ctx->resolve_payload);
+
+	if (rc != 0)
+		return rc;
+	mlp_strv_push(argv, "/bin/sh");
+	mlp_strv_push(argv, "-c");
+	mlp_strv_push_owned(argv, cmd);
+	return 0;
+}
+
+/*
+ * model: on a stage that succeeded: the file must exist; its path and
+ * sha256 become outputs (model_path, model_sha256) for later stages.
+ */
+static int model_finish(struct mlp_kvlist *outputs, const struct mlp_stage_ctx *ctx)
+{
+	const struct mlp_model_ref *m = &ctx->stage->model;
+	char hex[MLP_SHA256_HEX_LEN + 1];
+	char *rel, *path;
+	int rc;
+
+	if (!m->set)
+		return 0;
+	rc = mlp_expr_expand(&rel, m->path, 0, ctx->resolve, ctx->resolve_payload);
+	if (rc != 0)
+		return rc;
+	path = rel[0] == '/' ? xstrdup(rel) : xasprintf("%s/%s", ctx->workdir, rel);
+	free(rel);
+	if (access(path, R_OK) != 0) {
+		mlp_error_set("model '%s': the stage succeeded but did not write %s",
+		              m->name, path);
+		free(path);
+		return MLP_EINVAL;
+	}
+	rc = mlp_sha256_file_hex(hex, path);
+	if (rc == 0) {
+		mlp_kvlist_set(outputs, "model_path", path);
+		mlp_kvlist_set(outputs, "model_sha256", hex);
+	}
+	free(path);
+	return rc;
+}
+
+static const struct mlp_stage_kind_ops kinds[] = {
+	{MLP_STAGE_RUN, run_prepare, model_finish},
+	{MLP_STAGE_TRAIN, NULL, NULL},
+	{MLP_STAGE_GATE, NULL, NULL},
+	{MLP_STAGE_ROLLOUT, NULL, NULL},
+};
+
+const struct mlp_stage_kind_ops *mlp_stage_kind_ops(enum mlp_stage_kind kind)
+{
+	for (size_t i = 0; i < MLP_ARRAY_SIZE(kinds); i++)
+		if (kinds[i].kind == kind)
+			return &kinds[i];
+	abort();
+}

@@ -1,0 +1,48 @@
+/*
+ * store-int.h - what the store's own files share; never included outside
+ * src/store*.c.  This is where sqlite3 types may appear.
+ */
+#ifndef MLP_STORE_INT_H
+#define MLP_STORE_INT_H
+
+#include <sqlite3.h>
+
+#include "store.h"
+
+struct mlp_store {
+	sqlite3 *db;
+	char *path;
+	char *data_dir;
+	bool readonly;
+	int busy_timeout_ms;
+	/* The liveness lock of the run this process executes (-1: none). */
+	int run_lock_fd;
+	int64_t run_lock_id;
+};
+
+struct mlp_migration {
+	int version;
+	const char *what;
+	const char *sql;
+};
+
+extern const struct mlp_migration mlp_store_migrations[];
+extern const size_t mlp_store_nmigrations;
+
+/* Sets the error message from the database's last error, naming what was
+ * being done, and returns MLP_EDB. */
+int store_fail(struct mlp_store *s, const char *doing);
+
+/* Prepares sql; on failure sets the message and returns NULL. */
+sqlite3_stmt *store_prepare(struct mlp_store *s, const char *sql);
+
+/* Steps a statement that returns no rows, then finalizes it. */
+int store_exec_stmt(struct mlp_store *s, sqlite3_stmt *st, const char *doing);
+
+/* A column as a new string, or NULL for SQL NULL. */
+char *store_column_text(sqlite3_stmt *st, int col);
+
+/* Path of the liveness lock file of a run. */
+char *store_run_lock_path(const struct mlp_store *s, int64_t run_id);
+
+#endif
