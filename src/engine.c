@@ -983,12 +983,17 @@ static int build_base_env(struct engine *e)
 
 	for (char **v = environ; *v; v++)
 		mlp_strv_push(&e->base_env, *v);
+	/* In file order, so a value can use the ones before it; --var values
+	 * take the place of the file's, and later values see them. */
 	for (size_t k = 0; k < e->p->env.len; k++) {
 		const struct mlp_kv *kv = &e->p->env.items[k];
+		const char *var = e->opts->vars ? mlp_kvlist_get(e->opts->vars, kv->key) : NULL;
 		char *value;
 
-		if (e->opts->vars && mlp_kvlist_get(e->opts->vars, kv->key))
+		if (var) {
+			mlp_strv_setenv(&e->base_env, kv->key, var);
 			continue;
+		}
 		if (mlp_expr_expand(&value, kv->value, 0, resolve, &rc) != 0) {
 			char *msg = xasprintf("env %s: %s", kv->key, mlp_error_last());
 
