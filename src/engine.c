@@ -53,9 +53,11 @@ struct stage_rt {
 	int64_t attempt_id;
 	struct mlp_proc proc;
 	int log_fd;
+	bool log_created;        /* the log file exists (made on first output) */
 	char *dir;               /* the run's directory for this stage's files */
 	char *output_path;
 	char *metrics_path;
+	char *log_path;
 	int64_t started_ms;
 	int64_t ended_ms;
 	int64_t deadline_ms;     /* timeout; 0: none */
@@ -76,7 +78,9 @@ struct engine {
 	const struct mlp_engine_opts *opts;
 	const struct mlp_engine_observer *obs;
 	struct stage_rt *st;
+	size_t *starting; /* scratch: stages started in this turn */
 	size_t n;
+	bool in_tx;
 	int jobs;
 	int running;
 	int sigfd;
@@ -167,6 +171,17 @@ static void drain_output(struct engine *e, size_t i)
 				s->proc.out_fd = -1;
 			}
 			break;
+		}
+		if (s->log_fd < 0 && !s->log_created) {
+			/* Created on the first byte: a stage that prints nothing
+			 * costs no file (creating one is most of a short stage's
+			 * cost to mlpipe on ext4). */
+			s->log_created = true;
+			s->log_fd = open(s->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
+			                 O_APPEND, 0644);
+			if (s->log_fd < 0)
+				fprintf(stderr, "mlpipe: cannot create log %s: %s\n", s->log_path,
+				        strerror(errno));
 		}
 		if (s->log_fd >= 0) {
 			const char *p = buf;
@@ -439,24 +454,43 @@ static int build_env(struct engine *e, size_t i, struct mlp_strv *env, const cha
 
 static int record_failure(struct engine *e, size_t i);
 
-/* Starts the next attempt of stage i.  Failures to start fail the attempt. */
-static int start_attempt(struct engine *e, size_t i)
+/*
+ * Writes go into one transaction per turn of the loop, committed before
+ * any process it records is started: a stage's end, its outputs and
+ * metrics, the skips it causes and the starts of its dependants cost one
+ * commit, not one each.
+ */
+static int tx_ensure(struct engine *e)
+{
+	int rc;
+
+	if (e->in_tx)
+		return 0;
+	if ((rc = mlp_store_begin(e->store)) != 0)
+		return rc;
+	e->in_tx = true;
+	return 0;
+}
+
+static int tx_commit(struct engine *e)
+{
+	int rc;
+
+	if (!e->in_tx)
+		return 0;
+	e->in_tx = false;
+	if ((rc = mlp_store_commit(e->store)) != 0)
+		mlp_store_rollback(e->store);
+	return rc;
+}
+
+/* Records the next attempt of stage i (inside the turn's transaction). */
+static int record_attempt(struct engine *e, size_t i)
 {
 	struct stage_rt *s = &e->st[i];
-	const struct mlp_stage_kind_ops *ops = mlp_stage_kind_ops(s->def->kind);
-	struct mlp_strv env = {0}, argv = {0};
-	char *workdir = stage_workdir(e, s->def);
-	char *log_path;
-	struct resolve_ctx rctx = {.e = e, .stage = i};
-	struct mlp_stage_ctx ctx = {
-		.pipeline = e->p, .stage = s->def, .run_id = e->run_id,
-		.workdir = workdir, .self_exe = e->opts->self_exe, .store = e->store,
-		.env = &env, .resolve = resolve, .resolve_payload = &rctx,
-	};
 	int rc;
 
 	s->attempt++;
-	ctx.attempt = s->attempt;
 	s->timed_out = false;
 	s->kill_at_ms = 0;
 	s->retry_at_ms = 0;
@@ -467,28 +501,44 @@ static int start_attempt(struct engine *e, size_t i)
 	s->nmetrics = 0;
 	free(s->output_path);
 	free(s->metrics_path);
+	free(s->log_path);
+	/* The run's directory is new and attempts are numbered: these paths
+	 * never exist yet. */
 	s->output_path = xasprintf("%s/%s.%d.output", e->run_dir, s->def->name, s->attempt);
 	s->metrics_path = xasprintf("%s/%s.%d.metrics.json", e->run_dir, s->def->name,
 	                            s->attempt);
-	log_path = xasprintf("%s/%s.%d.log", e->run_dir, s->def->name, s->attempt);
-	unlink(s->output_path);
-	unlink(s->metrics_path);
-
+	s->log_path = xasprintf("%s/%s.%d.log", e->run_dir, s->def->name, s->attempt);
+	if ((rc = tx_ensure(e)) != 0)
+		return rc;
 	rc = mlp_store_attempt_start(e->store, &s->attempt_id, e->run_id, s->def->name,
-	                             mlp_stage_kind_name(s->def->kind), s->attempt, log_path);
+	                             mlp_stage_kind_name(s->def->kind), s->attempt,
+	                             s->log_path);
 	if (rc != 0)
-		goto done;
+		return rc;
 	s->started_ms = mlp_mono_ms();
 	s->ended_ms = 0;
 	s->state = RUNNING;
 	e->running++;
+	return 0;
+}
 
-	s->log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_APPEND, 0644);
-	if (s->log_fd < 0) {
-		mlp_error_set_errno(errno, "cannot create log %s", log_path);
-		goto failed_to_start;
-	}
-	rctx.env = &env;
+/* Starts the process of a recorded attempt.  A failure to start fails the
+ * attempt (and may retry it); only database errors are returned. */
+static int spawn_attempt(struct engine *e, size_t i)
+{
+	struct stage_rt *s = &e->st[i];
+	const struct mlp_stage_kind_ops *ops = mlp_stage_kind_ops(s->def->kind);
+	struct mlp_strv env = {0}, argv = {0};
+	char *workdir = stage_workdir(e, s->def);
+	struct resolve_ctx rctx = {.e = e, .stage = i, .env = &env};
+	struct mlp_stage_ctx ctx = {
+		.pipeline = e->p, .stage = s->def, .run_id = e->run_id,
+		.attempt = s->attempt, .workdir = workdir, .self_exe = e->opts->self_exe,
+		.store = e->store, .env = &env, .resolve = resolve, .resolve_payload = &rctx,
+	};
+	int rc = 0;
+
+	s->log_created = false;
 	if (build_env(e, i, &env, workdir) != 0 || ops->prepare(&argv, &ctx) != 0)
 		goto failed_to_start;
 	{
@@ -504,8 +554,17 @@ static int start_attempt(struct engine *e, size_t i)
 	goto done;
 
 failed_to_start:
-	/* The attempt ends before it began: same path as a failure. */
+	/* The attempt ends before it began: same path as a failure, and the
+	 * reason goes to its log too. */
 	set_detail(s, "%s", mlp_error_last());
+	{
+		int fd = open(s->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+		if (fd >= 0) {
+			dprintf(fd, "mlpipe: the stage could not start: %s\n", s->detail);
+			close(fd);
+		}
+	}
 	s->proc.pid = -1;
 	s->ended_ms = mlp_mono_ms();
 	notify(e, i);
@@ -514,7 +573,6 @@ done:
 	mlp_strv_free(&env);
 	mlp_strv_free(&argv);
 	free(workdir);
-	free(log_path);
 	return rc;
 }
 
@@ -573,8 +631,10 @@ static int finish_failed(struct engine *e, size_t i, const struct mlp_exit *ex)
 		.timed_out = s->timed_out,
 		.message = s->detail,
 	};
-	int rc = mlp_store_attempt_finish(e->store, s->attempt_id, &end);
+	int rc = tx_ensure(e);
 
+	if (rc == 0)
+		rc = mlp_store_attempt_finish(e->store, s->attempt_id, &end);
 	if (rc != 0)
 		return rc;
 	if (!e->cancelled && s->attempt <= r->max && retry_matches(r, s, ex)) {
@@ -677,8 +737,8 @@ static int handle_exit(struct engine *e, size_t i)
 		return finish_failed(e, i, &ex);
 	}
 
-	/* One transaction: the attempt's end, its outputs and its metrics. */
-	if ((rc = mlp_store_begin(e->store)) != 0)
+	/* The attempt's end, its outputs and its metrics: one transaction. */
+	if ((rc = tx_ensure(e)) != 0)
 		return rc;
 	{
 		struct mlp_attempt_end end = {
@@ -693,12 +753,8 @@ static int handle_exit(struct engine *e, size_t i)
 	for (size_t k = 0; rc == 0 && k < s->nmetrics; k++)
 		rc = mlp_store_metric_put(e->store, e->run_id, s->def->name,
 		                          s->metrics[k].name, s->metrics[k].value);
-	if (rc == 0)
-		rc = mlp_store_commit(e->store);
-	if (rc != 0) {
-		mlp_store_rollback(e->store);
+	if (rc != 0)
 		return rc;
-	}
 	s->state = DONE;
 	s->result = MLP_STATUS_SUCCEEDED;
 	notify(e, i);
@@ -758,6 +814,8 @@ static int decide_waiting(struct engine *e)
 		s->result = result;
 		s->tainted = any_tainted;
 		set_detail(s, "%s", why);
+		if ((rc = tx_ensure(e)) != 0)
+			return rc;
 		rc = mlp_store_stage_not_run(e->store, e->run_id, s->def->name,
 		                             mlp_stage_kind_name(s->def->kind), result, why);
 		if (rc != 0)
@@ -772,16 +830,23 @@ next:;
 
 static int start_ready(struct engine *e)
 {
-	for (size_t o = 0; o < e->n && e->running < e->jobs; o++) {
+	size_t n = 0;
+	int rc = 0;
+
+	for (size_t o = 0; o < e->n && e->running < e->jobs && rc == 0; o++) {
 		size_t i = e->p->order[o];
-		int rc;
 
 		if (e->st[i].state != READY)
 			continue;
-		if ((rc = start_attempt(e, i)) != 0)
-			return rc;
+		rc = record_attempt(e, i);
+		e->starting[n++] = i;
 	}
-	return 0;
+	/* Recorded before anything runs. */
+	if (rc == 0)
+		rc = tx_commit(e);
+	for (size_t k = 0; k < n && rc == 0; k++)
+		rc = spawn_attempt(e, e->starting[k]);
+	return rc;
 }
 
 static void cancel_all(struct engine *e, int sig, bool hard)
@@ -903,6 +968,9 @@ static int engine_loop(struct engine *e)
 				who[nfd++] = i;
 			}
 		}
+		/* Nothing waits on poll() with the write lock held. */
+		if ((rc = tx_commit(e)) != 0)
+			break;
 		now = mlp_mono_ms();
 		if (next_tick >= 0 && (next < 0 || next_tick < next))
 			next = next_tick;
@@ -938,6 +1006,8 @@ static int engine_loop(struct engine *e)
 				cancel_all(e, (int)si.ssi_signo, e->cancelled);
 		}
 	}
+	if (rc == 0)
+		rc = tx_commit(e);
 	if (rc != 0) {
 		/* The engine cannot go on: leave nothing running behind. */
 		for (size_t i = 0; i < e->n; i++) {
@@ -1028,6 +1098,7 @@ int mlp_engine_run(struct mlp_engine_result *out, const struct mlp_pipeline *p,
 	if (e.jobs < 1)
 		e.jobs = 1;
 	e.st = xcalloc(e.n, sizeof(*e.st));
+	e.starting = xcalloc(e.n, sizeof(*e.starting));
 	for (size_t i = 0; i < e.n; i++) {
 		e.st[i].def = &p->stages[i];
 		e.st[i].log_fd = -1;
@@ -1086,12 +1157,16 @@ done:
 		close_attempt(s);
 		free(s->output_path);
 		free(s->metrics_path);
+		free(s->log_path);
 		free(s->dir);
 		mlp_buf_free(&s->line);
 		mlp_kvlist_free(&s->outputs);
 		mlp_metrics_free(s->metrics, s->nmetrics);
 	}
+	if (e.in_tx)
+		mlp_store_rollback(store);
 	free(e.st);
+	free(e.starting);
 	free(e.first_failure);
 	free(e.run_dir);
 	mlp_strv_free(&e.base_env);

@@ -15,6 +15,12 @@ struct mlp_store {
 	char *data_dir;
 	bool readonly;
 	int busy_timeout_ms;
+	/* Prepared statements of the hot paths, keyed by their SQL text's
+	 * address (each is a string literal). */
+	struct {
+		const char *sql;
+		sqlite3_stmt *st;
+	} cache[16];
 	/* The liveness lock of the run this process executes (-1: none). */
 	int run_lock_fd;
 	int64_t run_lock_id;
@@ -35,6 +41,14 @@ int store_fail(struct mlp_store *s, const char *doing);
 
 /* Prepares sql; on failure sets the message and returns NULL. */
 sqlite3_stmt *store_prepare(struct mlp_store *s, const char *sql);
+
+/* A cached statement for sql (a string literal), reset and unbound; NULL
+ * with the message set when it cannot be prepared.  Step it with
+ * store_exec_cached(), never finalize it. */
+sqlite3_stmt *store_cached(struct mlp_store *s, const char *sql);
+
+/* Steps a cached statement that returns no rows, then resets it. */
+int store_exec_cached(struct mlp_store *s, sqlite3_stmt *st, const char *doing);
 
 /* Steps a statement that returns no rows, then finalizes it. */
 int store_exec_stmt(struct mlp_store *s, sqlite3_stmt *st, const char *doing);

@@ -218,7 +218,7 @@ int mlp_store_attempt_start(struct mlp_store *s, int64_t *out_id, int64_t run_id
                             const char *stage, const char *kind, int attempt,
                             const char *log_path)
 {
-	sqlite3_stmt *st = store_prepare(s,
+	sqlite3_stmt *st = store_cached(s,
 		"INSERT INTO stages (run_id, stage, attempt, kind, status, started_at, log_path)"
 		" VALUES (?, ?, ?, ?, 'running', ?, ?)");
 	int rc;
@@ -231,7 +231,7 @@ int mlp_store_attempt_start(struct mlp_store *s, int64_t *out_id, int64_t run_id
 	bind_text(st, 4, kind);
 	sqlite3_bind_int64(st, 5, mlp_wall_ms());
 	bind_text(st, 6, log_path);
-	rc = store_exec_stmt(s, st, "recording a stage start");
+	rc = store_exec_cached(s, st, "recording a stage start");
 	if (rc == 0)
 		*out_id = sqlite3_last_insert_rowid(s->db);
 	return rc;
@@ -240,7 +240,7 @@ int mlp_store_attempt_start(struct mlp_store *s, int64_t *out_id, int64_t run_id
 int mlp_store_attempt_finish(struct mlp_store *s, int64_t attempt_id,
                              const struct mlp_attempt_end *end)
 {
-	sqlite3_stmt *st = store_prepare(s,
+	sqlite3_stmt *st = store_cached(s,
 		"UPDATE stages SET status = ?, exit_code = ?, signal = ?, timed_out = ?,"
 		" message = ?, ended_at = ? WHERE id = ?");
 
@@ -259,13 +259,13 @@ int mlp_store_attempt_finish(struct mlp_store *s, int64_t attempt_id,
 	bind_text(st, 5, end->message);
 	sqlite3_bind_int64(st, 6, mlp_wall_ms());
 	sqlite3_bind_int64(st, 7, attempt_id);
-	return store_exec_stmt(s, st, "recording a stage end");
+	return store_exec_cached(s, st, "recording a stage end");
 }
 
 int mlp_store_stage_not_run(struct mlp_store *s, int64_t run_id, const char *stage,
                             const char *kind, enum mlp_status status, const char *message)
 {
-	sqlite3_stmt *st = store_prepare(s,
+	sqlite3_stmt *st = store_cached(s,
 		"INSERT INTO stages (run_id, stage, attempt, kind, status, message)"
 		" VALUES (?, ?, 0, ?, ?, ?)");
 
@@ -276,13 +276,13 @@ int mlp_store_stage_not_run(struct mlp_store *s, int64_t run_id, const char *sta
 	bind_text(st, 3, kind);
 	bind_text(st, 4, mlp_status_name(status));
 	bind_text(st, 5, message);
-	return store_exec_stmt(s, st, "recording a stage that did not run");
+	return store_exec_cached(s, st, "recording a stage that did not run");
 }
 
 int mlp_store_output_put(struct mlp_store *s, int64_t run_id, const char *stage,
                          const char *key, const char *value)
 {
-	sqlite3_stmt *st = store_prepare(s,
+	sqlite3_stmt *st = store_cached(s,
 		"INSERT OR REPLACE INTO outputs (run_id, stage, key, value) VALUES (?, ?, ?, ?)");
 
 	if (st == NULL)
@@ -291,13 +291,13 @@ int mlp_store_output_put(struct mlp_store *s, int64_t run_id, const char *stage,
 	bind_text(st, 2, stage);
 	bind_text(st, 3, key);
 	bind_text(st, 4, value);
-	return store_exec_stmt(s, st, "recording an output");
+	return store_exec_cached(s, st, "recording an output");
 }
 
 int mlp_store_metric_put(struct mlp_store *s, int64_t run_id, const char *stage,
                          const char *name, double value)
 {
-	sqlite3_stmt *st = store_prepare(s,
+	sqlite3_stmt *st = store_cached(s,
 		"INSERT OR REPLACE INTO metrics (run_id, stage, name, value) VALUES (?, ?, ?, ?)");
 
 	if (st == NULL)
@@ -306,7 +306,7 @@ int mlp_store_metric_put(struct mlp_store *s, int64_t run_id, const char *stage,
 	bind_text(st, 2, stage);
 	bind_text(st, 3, name);
 	sqlite3_bind_double(st, 4, value);
-	return store_exec_stmt(s, st, "recording a metric");
+	return store_exec_cached(s, st, "recording a metric");
 }
 
 #define RUN_COLUMNS \

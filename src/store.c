@@ -58,6 +58,42 @@ int store_exec_stmt(struct mlp_store *s, sqlite3_stmt *st, const char *doing)
 	return 0;
 }
 
+sqlite3_stmt *store_cached(struct mlp_store *s, const char *sql)
+{
+	size_t i;
+
+	for (i = 0; i < MLP_ARRAY_SIZE(s->cache) && s->cache[i].sql; i++) {
+		if (s->cache[i].sql == sql) {
+			sqlite3_reset(s->cache[i].st);
+			sqlite3_clear_bindings(s->cache[i].st);
+			return s->cache[i].st;
+		}
+	}
+	if (i == MLP_ARRAY_SIZE(s->cache))
+		return store_prepare(s, sql); /* cannot happen: the table is sized */
+	if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->cache[i].st,
+	                       NULL) != SQLITE_OK) {
+		store_fail(s, "preparing a query");
+		s->cache[i].st = NULL;
+		return NULL;
+	}
+	s->cache[i].sql = sql;
+	return s->cache[i].st;
+}
+
+int store_exec_cached(struct mlp_store *s, sqlite3_stmt *st, const char *doing)
+{
+	int rc = sqlite3_step(st);
+
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		store_fail(s, doing);
+		sqlite3_reset(st);
+		return MLP_EDB;
+	}
+	sqlite3_reset(st);
+	return 0;
+}
+
 char *store_column_text(sqlite3_stmt *st, int col)
 {
 	const unsigned char *t = sqlite3_column_text(st, col);
@@ -263,6 +299,8 @@ void mlp_store_close(struct mlp_store *s)
 		return;
 	if (s->run_lock_fd >= 0)
 		close(s->run_lock_fd);
+	for (size_t i = 0; i < MLP_ARRAY_SIZE(s->cache); i++)
+		sqlite3_finalize(s->cache[i].st);
 	sqlite3_close(s->db);
 	free(s->path);
 	free(s->data_dir);
