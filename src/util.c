@@ -385,7 +385,8 @@ const char *mlp_suggest(const char *word, const char *const *candidates, size_t 
 	const char *best = NULL;
 	int best_d = 99;
 	size_t wl = strlen(word);
-	int limit = wl <= 3 ? 1 : wl <= 6 ? 2 : 3;
+	/* One letter is no evidence of a typo: "c" is as near "a" as "b" is. */
+	int limit = wl <= 1 ? 0 : wl <= 3 ? 1 : wl <= 6 ? 2 : 3;
 
 	for (size_t i = 0; i < n; i++) {
 		int d;

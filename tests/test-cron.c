@@ -1,0 +1,250 @@
+/*
+ * test-cron.c - unit tests of cron expression parsing and time zone
+ * names (cron.h): the bits each field sets, Vixie's day rule flags, the
+ * macros, and the exact message for each kind of mistake.
+ */
+#include "config.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "cron.h"
+#include "error.h"
+
+/* Bits lo..hi (inclusive) stepping by step. */
+static uint64_t bits(int lo, int hi, int step)
+{
+	uint64_t b = 0;
+
+	for (int i = lo; i <= hi; i += step)
+		b |= UINT64_C(1) << i;
+	return b;
+}
+
+static void expect_error(const char *expr, const char *message)
+{
+	struct mlp_cron c;
+
+	mlp_error_clear();
+	assert_int_equal(mlp_cron_parse(&c, expr), MLP_EINVAL);
+	assert_string_equal(mlp_error_last(), message);
+}
+
+static void test_cron__stars_set_every_bit(void **state)
+{
+	struct mlp_cron c;
+
+	(void)state;
+	assert_int_equal(mlp_cron_parse(&c, "* * * * *"), 0);
+	assert_true(c.minutes == bits(0, 59, 1));
+	assert_true(c.hours == bits(0, 23, 1));
+	assert_true(c.days == bits(1, 31, 1));
+	assert_true(c.months == bits(1, 12, 1));
+	assert_true(c.weekdays == bits(0, 6, 1));
+	assert_true(c.dom_star);
+	assert_true(c.dow_star);
+}
+
+static void test_cron__lists_ranges_and_steps(void **state)
+{
+	struct mlp_cron c;
+
+	(void)state;
+	assert_int_equal(mlp_cron_parse(&c, "*/15 1-10/2 1,15,31 6-8 1-5"), 0);
+	assert_true(c.minutes == bits(0, 45, 15));
+	assert_true(c.hours == bits(1, 9, 2));
+	assert_true(c.days == ((1u << 1) | (1u << 15) | (1u << 31)));
+	assert_true(c.months == bits(6, 8, 1));
+	assert_true(c.weekdays == bits(1, 5, 1));
+	assert_false(c.dom_star);
+	assert_false(c.dow_star);
+}
+
+static void test_cron__single_value_with_step_runs_to_the_end(void **state)
+{
+	struct mlp_cron c;
+
+	(void)state;
+	assert_int_equal(mlp_cron_parse(&c, "5/20 0 * * *"), 0);
+	assert_true(c.minutes == ((UINT64_C(1) << 5) | (UINT64_C(1) << 25) |
+	                          (UINT64_C(1) << 45)));
+}
+
+static void test_cron__names_in_any_case(void **state)
+{
+	struct mlp_cron c;
+
+	(void)state;
+	assert_int_equal(mlp_cron_parse(&c, "0 0 * jan,Mar-MAY mon-fri"), 0);
+	assert_true(c.months == ((1u << 1) | bits(3, 5, 1)));
+	assert_true(c.weekdays == bits(1, 5, 1));
+	assert_int_equal(mlp_cron_parse(&c, "0 0 * DEC SUN,SAT"), 0);
+	assert_true(c.months == (1u << 12));
+	assert_true(c.weekdays == ((1u << 0) | (1u << 6)));
+}
+
+static void test_cron__seven_is_sunday(void **state)
+{
+	struct mlp_cron c;
+
+	(void)state;
+	assert_int_equal(mlp_cron_parse(&c, "0 0 * * 7"), 0);
+	assert_true(c.weekdays == 1);
+	assert_int_equal(mlp_cron_parse(&c, "0 0 * * 5-7"), 0);
+	assert_true(c.weekdays == ((1u << 0) | (1u << 5) | (1u << 6)));
+}
+
+static void test_cron__day_star_flags_follow_vixie(void **state)
+{
+	struct mlp_cron c;
+
+	(void)state;
+	assert_int_equal(mlp_cron_parse(&c, "0 0 1,15 * MON"), 0);
+	assert_false(c.dom_star);
+	assert_false(c.dow_star);
+	assert_int_equal(mlp_cron_parse(&c, "0 0 */2 * MON"), 0);
+	assert_true(c.dom_star); /* a '*' with a step still counts as '*' */
+	assert_false(c.dow_star);
+	assert_true(c.days == bits(1, 31, 2));
+}
+
+static void test_cron__macros(void **state)
+{
+	static const struct {
+		const char *macro;
+		const char *same_as;
+	} cases[] = {
+		{"@yearly", "0 0 1 1 *"}, {"@annually", "0 0 1 1 *"},
+		{"@monthly", "0 0 1 * *"}, {"@weekly", "0 0 * * 0"},
+		{"@daily", "0 0 * * *"}, {"@midnight", "0 0 * * *"},
+		{"@hourly", "0 * * * *"}, {"@nightly", "0 2 * * *"},
+		{"  @DAILY  ", "0 0 * * *"},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct mlp_cron a, b;
+
+		assert_int_equal(mlp_cron_parse(&a, cases[i].macro), 0);
+		assert_int_equal(mlp_cron_parse(&b, cases[i].same_as), 0);
+		assert_true(a.minutes == b.minutes);
+		assert_true(a.hours == b.hours);
+		assert_true(a.days == b.days);
+		assert_true(a.months == b.months);
+		assert_true(a.weekdays == b.weekdays);
+		assert_true(a.dom_star == b.dom_star);
+		assert_true(a.dow_star == b.dow_star);
+	}
+}
+
+static void test_cron__extra_whitespace_is_fine(void **state)
+{
+	struct mlp_cron c;
+
+	(void)state;
+	assert_int_equal(mlp_cron_parse(&c, "  0\t2  *  * *\n"), 0);
+	assert_true(c.hours == (1u << 2));
+}
+
+static void test_cron__out_of_range_names_the_field(void **state)
+{
+	(void)state;
+	expect_error("0 24 * * *", "cron field 2 (hour): 24 is out of range 0-23");
+	expect_error("60 0 * * *", "cron field 1 (minute): 60 is out of range 0-59");
+	expect_error("0 0 0 * *", "cron field 3 (day-of-month): 0 is out of range 1-31");
+	expect_error("0 0 32 * *", "cron field 3 (day-of-month): 32 is out of range 1-31");
+	expect_error("0 0 * 13 *", "cron field 4 (month): 13 is out of range 1-12");
+	expect_error("0 0 * * 8", "cron field 5 (day-of-week): 8 is out of range 0-7");
+	expect_error("0 0-99999999999 * * *",
+	             "cron field 2 (hour): 99999999999 is out of range 0-23");
+}
+
+static void test_cron__malformed_fields(void **state)
+{
+	(void)state;
+	expect_error("0 0 * JANUARY *",
+	             "cron field 4 (month): unknown name 'JANUARY' (use JAN-DEC or 1-12)");
+	expect_error("0 0 * * FUN",
+	             "cron field 5 (day-of-week): unknown name 'FUN' (use SUN-SAT or 0-7)");
+	expect_error("MON 0 * * *", "cron field 1 (minute): 'MON' is not a number");
+	expect_error("5x 0 * * *", "cron field 1 (minute): '5x' is not a number");
+	expect_error("0 5-1 * * *", "cron field 2 (hour): range 5-1 goes backwards");
+	expect_error("*/0 * * * *", "cron field 1 (minute): step must be at least 1");
+	expect_error("*/x * * * *", "cron field 1 (minute): step 'x' is not a number");
+	expect_error("1,,2 * * * *", "cron field 1 (minute): empty list item in '1,,2'");
+	expect_error("1, * * * *", "cron field 1 (minute): empty list item in '1,'");
+	expect_error("0 1- * * *", "cron field 2 (hour): missing number in '1-'");
+	expect_error("** * * * *", "cron field 1 (minute): unexpected '*' in '**'");
+}
+
+static void test_cron__field_count(void **state)
+{
+	(void)state;
+	expect_error("", "empty cron expression (it needs 5 fields: minute hour "
+	             "day-of-month month day-of-week, or a macro such as @daily)");
+	expect_error("0 2 * *", "cron expression '0 2 * *' has 4 fields; it needs 5 "
+	             "(minute hour day-of-month month day-of-week) or a macro such as @daily");
+	expect_error("0", "cron expression '0' has 1 field; it needs 5 (minute hour "
+	             "day-of-month month day-of-week) or a macro such as @daily");
+	expect_error("0 0 2 * * *", "cron expression '0 0 2 * * *' has more than 5 "
+	             "fields; it needs 5 (minute hour day-of-month month day-of-week; "
+	             "there is no seconds field) or a macro such as @daily");
+}
+
+static void test_cron__unknown_macros(void **state)
+{
+	(void)state;
+	expect_error("@dayly", "unknown cron macro '@dayly' (did you mean '@daily'?)");
+	expect_error("@fortnightly-ish", "unknown cron macro '@fortnightly-ish' (known: "
+	             "@yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly, "
+	             "@nightly)");
+	expect_error("@reboot", "cron macro @reboot is not supported (schedules fire at "
+	             "times; use @daily, @hourly ... or five fields)");
+	expect_error("@daily 5", "cron macro '@daily' takes nothing after it");
+}
+
+static void test_cron__timezones(void **state)
+{
+	(void)state;
+	assert_true(mlp_timezone_valid("UTC"));
+	assert_true(mlp_timezone_valid("Europe/Berlin"));
+	assert_true(mlp_timezone_valid("America/New_York"));
+	assert_true(mlp_timezone_valid("Etc/GMT+5"));
+	assert_false(mlp_timezone_valid(NULL));
+	assert_false(mlp_timezone_valid(""));
+	assert_false(mlp_timezone_valid("Mars/Olympus_Mons"));
+	assert_false(mlp_timezone_valid("/etc/passwd"));
+	assert_false(mlp_timezone_valid("../../../etc/passwd"));
+	assert_false(mlp_timezone_valid("Europe/../Europe/Berlin"));
+	assert_false(mlp_timezone_valid("Europe"));      /* a directory */
+	assert_false(mlp_timezone_valid("zone.tab"));    /* not a TZif file */
+	assert_false(mlp_timezone_valid("Europe/Berlin\n"));
+	assert_false(mlp_timezone_valid("Europe/Berlin "));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_cron__stars_set_every_bit),
+		cmocka_unit_test(test_cron__lists_ranges_and_steps),
+		cmocka_unit_test(test_cron__single_value_with_step_runs_to_the_end),
+		cmocka_unit_test(test_cron__names_in_any_case),
+		cmocka_unit_test(test_cron__seven_is_sunday),
+		cmocka_unit_test(test_cron__day_star_flags_follow_vixie),
+		cmocka_unit_test(test_cron__macros),
+		cmocka_unit_test(test_cron__extra_whitespace_is_fine),
+		cmocka_unit_test(test_cron__out_of_range_names_the_field),
+		cmocka_unit_test(test_cron__malformed_fields),
+		cmocka_unit_test(test_cron__field_count),
+		cmocka_unit_test(test_cron__unknown_macros),
+		cmocka_unit_test(test_cron__timezones),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
