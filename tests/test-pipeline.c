@@ -844,7 +844,7 @@ static void test_pipeline__every_problem_is_reported(void **state)
 	             "  a: { run: z }\n",
 	             "1:22: 'timeout' must be more than 0\n"
 	             "3:25: 'timeout': duration '5' has no unit (write e.g. '5s' or '5m')\n"
-	             "4:16: stage 'b' needs 'c', which does not exist (did you mean 'a'?)\n"
+	             "4:16: stage 'b' needs 'c', which does not exist\n"
 	             "4:42: unknown retry rule 'exit:x' (the rules are any, exit, exit:N "
 	             "with N 0-255, signal, signal:NAME such as signal:KILL, signal:N with "
 	             "N 1-64, and timeout)\n"
