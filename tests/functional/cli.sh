@@ -41,4 +41,10 @@ expect_eq "a bad --var exits 2" 2 "$rc"
 run_mlpipe run --bogus x.yml
 expect_eq "an unknown option exits 2" 2 "$rc"
 
+# The ready pipelines and the examples shipped with mlpipe are valid.
+for f in "$MLPIPE_TEST_SRCDIR"/../pipelines/*.yml "$MLPIPE_TEST_SRCDIR"/../examples/*/pipeline.yml; do
+	run_mlpipe validate "$f"
+	expect_eq "$(basename "$(dirname "$f")")/$(basename "$f") is valid" 0 "$rc"
+done
+
 finish

@@ -1,0 +1,49 @@
+/*
+ * rdzv.h - the rendezvous: how the ranks of a job find each other.
+ *
+ * Rank 0 listens on MASTER_ADDR:MASTER_PORT; every other rank connects
+ * (retrying until rank 0 is up or the timeout passes) and says who it is:
+ * its rank, world size, node, pid and the port of its own listener.  Rank 0
+ * checks that the group is consistent (same world size, each rank once)
+ * and answers everyone with the whole table, then the connections close.
+ */
+#ifndef MLP_RDZV_H
+#define MLP_RDZV_H
+
+#include <netinet/in.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define RDZV_MAX_RANKS 1024
+
+struct rdzv_peer {
+	int32_t rank;
+	int32_t group_rank; /* node */
+	int32_t pid;
+	uint16_t port;       /* the peer's data listener (TCP backend), 0: none */
+	struct in_addr addr; /* as rank 0 saw it (127.0.0.1 for itself) */
+};
+
+struct rdzv_table {
+	int world;
+	struct rdzv_peer *peers; /* indexed by rank */
+	uint64_t token;          /* random per rendezvous, names shared memory */
+};
+
+/*
+ * Joins: listen_port is this rank's data listener (0: none).  On success
+ * fills table (free with rdzv_table_free).  Errors: MLP_EIO / MLP_ETIMEOUT
+ * with a message naming what went wrong.
+ */
+int rdzv_join(struct rdzv_table *out, const char *master_addr, int master_port, int rank,
+              int world, int group_rank, uint16_t listen_port, int timeout_ms);
+
+void rdzv_table_free(struct rdzv_table *t);
+
+/* Helpers for the TCP paths, shared with the ring. */
+int rdzv_write_all(int fd, const void *buf, size_t len, int64_t deadline_ms);
+int rdzv_read_all(int fd, void *buf, size_t len, int64_t deadline_ms);
+int rdzv_connect(const struct in_addr *addr, uint16_t port, int64_t deadline_ms);
+int rdzv_resolve(struct in_addr *out, const char *host);
+
+#endif
