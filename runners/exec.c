@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -172,4 +173,33 @@ void mlp_exit_describe(char *buf, size_t size, const struct mlp_exit *e)
 	} else {
 		snprintf(buf, size, "exit code %d", e->code);
 	}
+}
+
+int mlp_exec_find(char **out, const char *name)
+{
+	const char *path = getenv("PATH");
+	char *copy, *save = NULL;
+
+	if (strchr(name, '/')) {
+		if (access(name, X_OK) != 0) {
+			mlp_error_set_errno(errno, "%s", name);
+			return MLP_ENOTFOUND;
+		}
+		*out = xstrdup(name);
+		return 0;
+	}
+	copy = xstrdup(path && *path ? path : "/usr/local/bin:/usr/bin:/bin");
+	for (char *dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
+		char *candidate = xasprintf("%s/%s", *dir ? dir : ".", name);
+
+		if (access(candidate, X_OK) == 0) {
+			free(copy);
+			*out = candidate;
+			return 0;
+		}
+		free(candidate);
+	}
+	free(copy);
+	mlp_error_set("%s: command not found in PATH", name);
+	return MLP_ENOTFOUND;
 }

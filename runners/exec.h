@@ -54,6 +54,10 @@ int mlp_proc_reap(struct mlp_proc *p, struct mlp_exit *out, bool wait);
 /* Closes the descriptors (not the process). */
 void mlp_proc_close(struct mlp_proc *p);
 
+/* Finds a program: a name with a '/' as it is, else the first executable
+ * in $PATH.  *out is a new string; MLP_ENOTFOUND with a message if none. */
+int mlp_exec_find(char **out, const char *name);
+
 /* Describes an exit: "exit code 3", "killed by SIGKILL". */
 void mlp_exit_describe(char *buf, size_t size, const struct mlp_exit *e);
 

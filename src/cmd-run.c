@@ -9,7 +9,6 @@
 #include "config.h"
 
 #include <getopt.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,18 +39,6 @@ static bool valid_var_name(const char *s, size_t len)
 			return false;
 	}
 	return true;
-}
-
-static char *current_user(void)
-{
-	struct passwd *pw = getpwuid(getuid());
-	const char *env = getenv("USER");
-
-	if (pw && pw->pw_name)
-		return xstrdup(pw->pw_name);
-	if (env && *env)
-		return xstrdup(env);
-	return xasprintf("uid %ld", (long)getuid());
 }
 
 static int resolve_workspace(char **out, const struct mlp_pipeline *p, const char *opt)
@@ -173,7 +160,7 @@ static int run_exec(int argc, char **argv)
 
 	mlp_sha256_hex(sha, p->text, p->text_len);
 	mlp_git_head_commit(&commit, p->dir);
-	user = current_user();
+	user = mlp_cmd_current_user();
 	{
 		char *abs_path = NULL;
 		struct mlp_run_new r = {

@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <limits.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,8 +18,12 @@ const struct mlp_cmd *const mlp_cmd_table[] = {
 	&mlp_cmd_validate,
 	&mlp_cmd_runs,
 	&mlp_cmd_logs,
+	&mlp_cmd_launch,
+	&mlp_cmd_models,
+	&mlp_cmd_gate,
 	&mlp_cmd_version,
 	&mlp_cmd_help,
+	&mlp_cmd_stage_gate,
 	NULL,
 };
 
@@ -84,6 +89,18 @@ char *mlp_cmd_self_exe(void)
 		return xstrdup("mlpipe");
 	buf[n] = '\0';
 	return xstrdup(buf);
+}
+
+char *mlp_cmd_current_user(void)
+{
+	struct passwd *pw = getpwuid(getuid());
+	const char *env = getenv("USER");
+
+	if (pw && pw->pw_name)
+		return xstrdup(pw->pw_name);
+	if (env && *env)
+		return xstrdup(env);
+	return xasprintf("uid %ld", (long)getuid());
 }
 
 int mlp_cmd_main(int argc, char **argv)

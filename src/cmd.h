@@ -30,6 +30,10 @@ extern const struct mlp_cmd mlp_cmd_validate;
 extern const struct mlp_cmd mlp_cmd_run;
 extern const struct mlp_cmd mlp_cmd_runs;
 extern const struct mlp_cmd mlp_cmd_logs;
+extern const struct mlp_cmd mlp_cmd_launch;
+extern const struct mlp_cmd mlp_cmd_models;
+extern const struct mlp_cmd mlp_cmd_gate;
+extern const struct mlp_cmd mlp_cmd_stage_gate;
 
 /* NULL-terminated, in the order `mlpipe help` lists them. */
 extern const struct mlp_cmd *const mlp_cmd_table[];
@@ -52,5 +56,9 @@ void mlp_cmd_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* The absolute path of the running mlpipe binary (caller frees). */
 char *mlp_cmd_self_exe(void);
+
+/* Who is running this: the login name of the real uid, else $USER, else
+ * "uid N" (caller frees). */
+char *mlp_cmd_current_user(void);
 
 #endif

@@ -58,6 +58,7 @@ struct stage_rt {
 	char *output_path;
 	char *metrics_path;
 	char *log_path;
+	char *reason_path;       /* where a stage may explain its failure */
 	int64_t started_ms;
 	int64_t ended_ms;
 	int64_t deadline_ms;     /* timeout; 0: none */
@@ -449,6 +450,7 @@ static int build_env(struct engine *e, size_t i, struct mlp_strv *env, const cha
 	mlp_strv_setenv(env, "MLPIPE_WORKDIR", workdir);
 	mlp_strv_setenv(env, "MLPIPE_OUTPUT", s->output_path);
 	mlp_strv_setenv(env, "MLPIPE_METRICS", s->metrics_path);
+	mlp_strv_setenv(env, "MLPIPE_REASON", s->reason_path);
 	return 0;
 }
 
@@ -508,6 +510,8 @@ static int record_attempt(struct engine *e, size_t i)
 	s->metrics_path = xasprintf("%s/%s.%d.metrics.json", e->run_dir, s->def->name,
 	                            s->attempt);
 	s->log_path = xasprintf("%s/%s.%d.log", e->run_dir, s->def->name, s->attempt);
+	free(s->reason_path);
+	s->reason_path = xasprintf("%s/%s.%d.reason", e->run_dir, s->def->name, s->attempt);
 	if ((rc = tx_ensure(e)) != 0)
 		return rc;
 	rc = mlp_store_attempt_start(e->store, &s->attempt_id, e->run_id, s->def->name,
@@ -676,6 +680,28 @@ static int record_failure(struct engine *e, size_t i)
 	return finish_failed(e, i, NULL);
 }
 
+/*
+ * A stage may explain its failure in $MLPIPE_REASON (the launcher names
+ * the rank that failed first and how); its first line becomes the
+ * attempt's detail instead of a bare exit code.
+ */
+static bool read_reason(struct stage_rt *s)
+{
+	char *text = NULL;
+	size_t len = 0;
+	char *nl;
+
+	if (mlp_read_file(&text, &len, s->reason_path, 4096) != 0)
+		return false;
+	nl = strchr(text, '\n');
+	if (nl)
+		*nl = '\0';
+	if (text[0])
+		set_detail(s, "%s", text);
+	free(text);
+	return s->detail[0] != '\0';
+}
+
 /* Runs the kind's finish hook (model files ...) after a success. */
 static int run_finish_hook(struct engine *e, size_t i)
 {
@@ -686,6 +712,7 @@ static int run_finish_hook(struct engine *e, size_t i)
 		.pipeline = e->p, .stage = s->def, .run_id = e->run_id,
 		.attempt = s->attempt, .self_exe = e->opts->self_exe, .store = e->store,
 		.resolve = resolve, .resolve_payload = &rctx,
+		.metrics = s->metrics, .nmetrics = s->nmetrics,
 	};
 	char *workdir;
 	int rc;
@@ -728,10 +755,14 @@ static int handle_exit(struct engine *e, size_t i)
 		/* A stage that still exits 0 after a cancel's SIGTERM succeeded. */
 		if (e->cancelled)
 			set_detail(s, "cancelled");
-		else
+		else if (!read_reason(s))
 			mlp_exit_describe(s->detail, sizeof(s->detail), &ex);
 		return finish_failed(e, i, &ex);
 	}
+	/* A model's finish hook copies the file into the artifact store: no
+	 * copy is made with this turn's write lock held. */
+	if (s->def->model.set && (rc = tx_commit(e)) != 0)
+		return rc;
 	if (collect_results(s) != 0 || run_finish_hook(e, i) != 0) {
 		set_detail(s, "%s", mlp_error_last());
 		return finish_failed(e, i, &ex);
@@ -1036,6 +1067,13 @@ int mlp_engine_check(const struct mlp_pipeline *p, struct mlp_diags *diags)
 	for (size_t i = 0; i < p->nstages; i++) {
 		const struct mlp_stage *s = &p->stages[i];
 
+		if (s->kind == MLP_STAGE_TRAIN && s->train.nodes > 1) {
+			mlp_diags_add(diags, p->path, s->kind_pos,
+			              "stage '%s': train stages on %d nodes need runner agents, "
+			              "which this version of mlpipe does not have (run `mlpipe "
+			              "launch --nnodes` on each node instead)", s->name, s->train.nodes);
+			rc = MLP_EINVAL;
+		}
 		if (mlp_stage_kind_ops(s->kind)->prepare == NULL) {
 			mlp_diags_add(diags, p->path, s->kind_pos,
 			              "stage '%s': '%s' stages are not executed by this version "
@@ -1053,6 +1091,18 @@ static int build_base_env(struct engine *e)
 
 	for (char **v = environ; *v; v++)
 		mlp_strv_push(&e->base_env, *v);
+	/* mlpipe's own directory first on PATH: `mlpipe-train` and `mlpipe`
+	 * itself resolve to the build that runs the pipeline, installed or
+	 * not. */
+	if (e->opts->self_exe && e->opts->self_exe[0] == '/') {
+		const char *path = mlp_strv_getenv(&e->base_env, "PATH");
+		char *dir = mlp_dirname(e->opts->self_exe);
+		char *newpath = xasprintf("%s:%s", dir, path ? path : "/usr/local/bin:/usr/bin:/bin");
+
+		mlp_strv_setenv(&e->base_env, "PATH", newpath);
+		free(newpath);
+		free(dir);
+	}
 	/* In file order, so a value can use the ones before it; --var values
 	 * take the place of the file's, and later values see them. */
 	for (size_t k = 0; k < e->p->env.len; k++) {
@@ -1158,6 +1208,7 @@ done:
 		free(s->output_path);
 		free(s->metrics_path);
 		free(s->log_path);
+		free(s->reason_path);
 		free(s->dir);
 		mlp_buf_free(&s->line);
 		mlp_kvlist_free(&s->outputs);

@@ -71,6 +71,11 @@ void mlp_json_add_null(struct mlp_json *obj, const char *key)
 	mlp_json_add(obj, key, checked(cJSON_CreateNull()));
 }
 
+void mlp_json_add_raw(struct mlp_json *obj, const char *key, const char *json)
+{
+	mlp_json_add(obj, key, checked(cJSON_CreateRaw(json)));
+}
+
 void mlp_json_append(struct mlp_json *array, struct mlp_json *child)
 {
 	cJSON_AddItemToArray(CJ(array), CJ(child));

@@ -24,6 +24,9 @@ void mlp_json_add_number(struct mlp_json *obj, const char *key, double value);
 void mlp_json_add_int(struct mlp_json *obj, const char *key, int64_t value);
 void mlp_json_add_bool(struct mlp_json *obj, const char *key, bool value);
 void mlp_json_add_null(struct mlp_json *obj, const char *key);
+/* Adds text that is already JSON (mlpipe's own, e.g. a stored gate
+ * decision) as it is; it is not checked. */
+void mlp_json_add_raw(struct mlp_json *obj, const char *key, const char *json);
 void mlp_json_append(struct mlp_json *array, struct mlp_json *child);
 /* Prints as a new string the caller frees. */
 char *mlp_json_print(const struct mlp_json *j, bool pretty);

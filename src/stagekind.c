@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include "crypto.h"
 #include "error.h"
 #include "stagekind.h"
+#include "store.h"
 
 void mlp_kvlist_set(struct mlp_kvlist *l, const char *key, const char *value)
 {
@@ -63,7 +65,12 @@ static int run_prepare(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx)
 
 /*
  * model: on a stage that succeeded: the file must exist; its path and
- * sha256 become outputs (model_path, model_sha256) for later stages.
+ * sha256 become outputs (model_path, model_sha256) for later stages.  The
+ * file is copied into the artifact store and registered as the next
+ * version of the model (a candidate, with the stage's metrics); its number
+ * and stored copy become outputs too (model_version, model_artifact).
+ * The copy is made before anything is written to the database (the engine
+ * commits its turn's transaction first); the registration is a savepoint.
  */
 static int model_finish(struct mlp_kvlist *outputs, const struct mlp_stage_ctx *ctx)
 {
@@ -85,7 +92,26 @@ static int model_finish(struct mlp_kvlist *outputs, const struct mlp_stage_ctx *
 		free(path);
 		return MLP_EINVAL;
 	}
-	rc = mlp_sha256_file_hex(hex, path);
+	if (ctx->store == NULL) {
+		rc = mlp_sha256_file_hex(hex, path);
+	} else {
+		struct mlp_model_version_new v = {
+			.model = m->name, .run_id = ctx->run_id, .stage = ctx->stage->name,
+			.metrics = ctx->metrics, .nmetrics = ctx->nmetrics, .sha256 = hex,
+		};
+		char *stored = NULL, num[16];
+		int version = 0;
+
+		rc = mlp_store_artifact_put(ctx->store, hex, &stored, path);
+		if (rc == 0)
+			rc = mlp_store_model_register(ctx->store, NULL, &version, &v);
+		if (rc == 0) {
+			snprintf(num, sizeof(num), "%d", version);
+			mlp_kvlist_set(outputs, "model_version", num);
+			mlp_kvlist_set(outputs, "model_artifact", stored);
+		}
+		free(stored);
+	}
 	if (rc == 0) {
 		mlp_kvlist_set(outputs, "model_path", path);
 		mlp_kvlist_set(outputs, "model_sha256", hex);
@@ -94,10 +120,35 @@ static int model_finish(struct mlp_kvlist *outputs, const struct mlp_stage_ctx *
 	return rc;
 }
 
+/*
+ * gate: re-enters mlpipe (`mlpipe stage-gate`, cmd-stage-gate.c), which
+ * reads the thresholds and metrics from the database and records its
+ * decision there.  The database path is made absolute: the stage runs in
+ * the workspace, not where mlpipe was started.
+ */
+static int gate_prepare(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx)
+{
+	char id[32], *db = NULL;
+	int rc;
+
+	if ((rc = mlp_realpath(&db, mlp_store_path(ctx->store))) != 0)
+		return rc;
+	snprintf(id, sizeof(id), "%lld", (long long)ctx->run_id);
+	mlp_strv_push(argv, ctx->self_exe);
+	mlp_strv_push(argv, "stage-gate");
+	mlp_strv_push(argv, "--db");
+	mlp_strv_push_owned(argv, db);
+	mlp_strv_push(argv, "--run");
+	mlp_strv_push(argv, id);
+	mlp_strv_push(argv, "--stage");
+	mlp_strv_push(argv, ctx->stage->name);
+	return 0;
+}
+
 static const struct mlp_stage_kind_ops kinds[] = {
 	{MLP_STAGE_RUN, run_prepare, model_finish},
-	{MLP_STAGE_TRAIN, NULL, NULL},
-	{MLP_STAGE_GATE, NULL, NULL},
+	{MLP_STAGE_TRAIN, mlp_train_prepare, model_finish},
+	{MLP_STAGE_GATE, gate_prepare, NULL},
 	{MLP_STAGE_ROLLOUT, NULL, NULL},
 };
 

@@ -19,6 +19,7 @@
 #include "util.h"
 
 struct mlp_store;
+struct mlp_metric;
 
 struct mlp_stage_ctx {
 	const struct mlp_pipeline *pipeline;
@@ -32,6 +33,9 @@ struct mlp_stage_ctx {
 	/* Resolves ${{ }} references for this stage. */
 	mlp_expr_resolve_fn resolve;
 	void *resolve_payload;
+	/* In finish(): the metrics the attempt reported ($MLPIPE_METRICS). */
+	const struct mlp_metric *metrics;
+	size_t nmetrics;
 };
 
 struct mlp_stage_kind_ops {
@@ -43,6 +47,9 @@ struct mlp_stage_kind_ops {
 	 * may add outputs.  A failure fails the attempt.  May be NULL. */
 	int (*finish)(struct mlp_kvlist *outputs, const struct mlp_stage_ctx *ctx);
 };
+
+/* train: the launcher's command line (stage-train.c). */
+int mlp_train_prepare(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx);
 
 /* The operations of a kind (never NULL). */
 const struct mlp_stage_kind_ops *mlp_stage_kind_ops(enum mlp_stage_kind kind);

@@ -148,7 +148,7 @@ int mlp_coll_open(struct mlp_coll **out, const struct mlp_coll_opts *o)
 		return lfd;
 	}
 	rc = rdzv_join(&c->table, o->master_addr, o->master_port, o->rank, o->world_size,
-	               o->group_rank, port, c->timeout_ms);
+	               o->group_rank, port, NULL, c->timeout_ms);
 	if (rc == 0)
 		rc = want_tcp ? coll_tcp_open(c, o, lfd) : coll_shm_open(c, o);
 	if (lfd >= 0)

@@ -4,7 +4,8 @@
  * Wire format, all integers little-endian on the x86 and Arm machines we
  * run on (the struct is sent as is, both ends run this same code):
  *   hello  (peer -> 0): magic, version, rank, world, group_rank, pid, port
- *   answer (0 -> peer): magic, version, world, token, then world entries
+ *   answer (0 -> peer): magic, version, world, token, blob, then world
+ *                       entries
  * Every read and write has a deadline; a peer that connects and says
  * nothing, or says something else, is an error, not a hang.
  */
@@ -46,6 +47,7 @@ struct answer_hdr {
 	int32_t world;
 	uint32_t pad;
 	uint64_t token;
+	unsigned char blob[RDZV_BLOB_BYTES];
 };
 
 struct wire_peer {
@@ -270,7 +272,8 @@ static int host(struct rdzv_table *t, struct in_addr *addr, int port, int world,
 		struct answer_hdr *a = (struct answer_hdr *)msg;
 		struct wire_peer *wp = (struct wire_peer *)(msg + sizeof(*a));
 
-		*a = (struct answer_hdr){RDZV_MAGIC, RDZV_VERSION, world, 0, t->token};
+		*a = (struct answer_hdr){RDZV_MAGIC, RDZV_VERSION, world, 0, t->token, {0}};
+		memcpy(a->blob, t->blob, sizeof(a->blob));
 		for (int i = 0; i < world; i++)
 			wp[i] = (struct wire_peer){t->peers[i].rank, t->peers[i].group_rank,
 			                           t->peers[i].pid, t->peers[i].port,
@@ -319,6 +322,7 @@ static int join(struct rdzv_table *t, struct in_addr *addr, int port, int rank, 
 	}
 	if (rc == 0) {
 		t->token = a.token;
+		memcpy(t->blob, a.blob, sizeof(t->blob));
 		for (int i = 0; i < world; i++) {
 			t->peers[i] = (struct rdzv_peer){wp[i].rank, wp[i].group_rank, wp[i].pid,
 			                                 (uint16_t)wp[i].port, {wp[i].addr}};
@@ -338,7 +342,8 @@ static int join(struct rdzv_table *t, struct in_addr *addr, int port, int rank, 
 }
 
 int rdzv_join(struct rdzv_table *out, const char *master_addr, int master_port, int rank,
-              int world, int group_rank, uint16_t listen_port, int timeout_ms)
+              int world, int group_rank, uint16_t listen_port, const void *root_blob,
+              int timeout_ms)
 {
 	struct in_addr addr;
 	int64_t deadline = mlp_mono_ms() + timeout_ms;
@@ -359,6 +364,8 @@ int rdzv_join(struct rdzv_table *out, const char *master_addr, int master_port, 
 	out->world = world;
 	out->peers = xcalloc((size_t)world, sizeof(*out->peers));
 	if (rank == 0) {
+		if (root_blob)
+			memcpy(out->blob, root_blob, sizeof(out->blob));
 		if (getrandom(&out->token, sizeof(out->token), 0) != sizeof(out->token))
 			out->token = (uint64_t)mlp_mono_us() ^ ((uint64_t)getpid() << 32);
 		rc = host(out, &addr, master_port, world, group_rank, listen_port, deadline);

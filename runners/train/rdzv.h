@@ -15,6 +15,8 @@
 #include <sys/types.h>
 
 #define RDZV_MAX_RANKS 1024
+/* Rank 0 can hand every rank this many bytes (an NCCL unique id). */
+#define RDZV_BLOB_BYTES 128
 
 struct rdzv_peer {
 	int32_t rank;
@@ -28,15 +30,19 @@ struct rdzv_table {
 	int world;
 	struct rdzv_peer *peers; /* indexed by rank */
 	uint64_t token;          /* random per rendezvous, names shared memory */
+	unsigned char blob[RDZV_BLOB_BYTES]; /* rank 0's blob, on every rank */
 };
 
 /*
- * Joins: listen_port is this rank's data listener (0: none).  On success
+ * Joins: listen_port is this rank's data listener (0: none); root_blob
+ * (rank 0 only, may be NULL) is RDZV_BLOB_BYTES that every rank finds in
+ * table->blob.  On success
  * fills table (free with rdzv_table_free).  Errors: MLP_EIO / MLP_ETIMEOUT
  * with a message naming what went wrong.
  */
 int rdzv_join(struct rdzv_table *out, const char *master_addr, int master_port, int rank,
-              int world, int group_rank, uint16_t listen_port, int timeout_ms);
+              int world, int group_rank, uint16_t listen_port, const void *root_blob,
+              int timeout_ms);
 
 void rdzv_table_free(struct rdzv_table *t);
 

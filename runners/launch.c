@@ -1,0 +1,387 @@
+/*
+ * launch.c - the data-parallel launcher (see launch.h).
+ *
+ * One attempt of the group ("a round"): pick a port, start every rank,
+ * then poll() their pidfds, their output pipes and a signalfd.  The round
+ * ends when every rank has exited.  The first rank to exit non-zero (or by
+ * a signal, or the stall watchdog) is recorded as the root cause and the
+ * others are stopped: SIGTERM to each rank's process group, SIGKILL after
+ * the grace period.  Then either another round or the verdict.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "launch.h"
+#include "util.h"
+
+struct rank {
+	struct mlp_proc proc;
+	bool running;
+	struct mlp_exit exit;
+	struct mlp_buf line;
+};
+
+struct round {
+	const struct mlp_launch_spec *spec;
+	struct rank *ranks;
+	int running;
+	int failed_rank;         /* root cause, -1 none */
+	char reason[512];
+	int64_t stop_at_ms;      /* SIGKILL time once stopping; 0 not stopping */
+	int64_t last_progress_ms;
+	struct timespec progress_mtime;
+	int signal;              /* received by the launcher */
+};
+
+static int free_port(const char *addr)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), port;
+
+	if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1)
+		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+	    getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
+		mlp_error_set_errno(errno, "cannot find a free port on %s", addr);
+		if (fd >= 0)
+			close(fd);
+		return MLP_EIO;
+	}
+	port = ntohs(sa.sin_port);
+	close(fd);
+	return port;
+}
+
+static void rank_env(struct mlp_strv *env, const struct mlp_launch_spec *s, int local_rank,
+                     int port, int restart)
+{
+	int world = s->nproc * s->nnodes, rank = s->node_rank * s->nproc + local_rank;
+	char num[32];
+
+	for (char *const *v = s->envp; *v; v++)
+		mlp_strv_push(env, *v);
+#define SETI(name, value) \
+	do { \
+		snprintf(num, sizeof(num), "%d", (value)); \
+		mlp_strv_setenv(env, name, num); \
+	} while (0)
+	SETI("RANK", rank);
+	SETI("LOCAL_RANK", local_rank);
+	SETI("WORLD_SIZE", world);
+	SETI("LOCAL_WORLD_SIZE", s->nproc);
+	SETI("GROUP_RANK", s->node_rank);
+	SETI("GROUP_WORLD_SIZE", s->nnodes);
+	SETI("ROLE_RANK", rank);
+	SETI("ROLE_WORLD_SIZE", world);
+	mlp_strv_setenv(env, "ROLE_NAME", "default");
+	mlp_strv_setenv(env, "MASTER_ADDR", s->master_addr ? s->master_addr : "127.0.0.1");
+	SETI("MASTER_PORT", port);
+	SETI("TORCHELASTIC_RESTART_COUNT", restart);
+	SETI("TORCHELASTIC_MAX_RESTARTS", s->max_restarts);
+	mlp_strv_setenv(env, "TORCHELASTIC_RUN_ID", s->run_id ? s->run_id : "none");
+	if (mlp_strv_getenv(env, "OMP_NUM_THREADS") == NULL)
+		mlp_strv_setenv(env, "OMP_NUM_THREADS", "1");
+	if (s->gpus_per_node > 0)
+		SETI("CUDA_VISIBLE_DEVICES", local_rank);
+#undef SETI
+}
+
+static void emit(struct round *r, int i, bool flush)
+{
+	struct rank *k = &r->ranks[i];
+	int rank = r->spec->node_rank * r->spec->nproc + i;
+	size_t start = 0;
+
+	for (size_t j = 0; j < k->line.len; j++) {
+		if (k->line.data[j] != '\n')
+			continue;
+		fprintf(r->spec->out, "[rank%d] %.*s\n", rank, (int)(j - start),
+		        k->line.data + start);
+		start = j + 1;
+	}
+	if (flush && start < k->line.len) {
+		fprintf(r->spec->out, "[rank%d] %.*s\n", rank, (int)(k->line.len - start),
+		        k->line.data + start);
+		start = k->line.len;
+	}
+	if (start) {
+		memmove(k->line.data, k->line.data + start, k->line.len - start);
+		k->line.len -= start;
+	}
+	fflush(r->spec->out);
+}
+
+static void drain(struct round *r, int i)
+{
+	struct rank *k = &r->ranks[i];
+	char buf[16384];
+
+	while (k->proc.out_fd >= 0) {
+		ssize_t n = read(k->proc.out_fd, buf, sizeof(buf));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+				close(k->proc.out_fd);
+				k->proc.out_fd = -1;
+			}
+			break;
+		}
+		r->last_progress_ms = mlp_mono_ms();
+		mlp_buf_add(&k->line, buf, (size_t)n);
+		emit(r, i, false);
+	}
+}
+
+/* Starts stopping every rank still running (once). */
+static void stop_all(struct round *r, int sig)
+{
+	for (int i = 0; i < r->spec->nproc; i++)
+		if (r->ranks[i].running)
+			mlp_proc_kill_group(&r->ranks[i].proc, sig);
+	if (sig == SIGTERM && r->stop_at_ms == 0)
+		r->stop_at_ms = mlp_mono_ms() + r->spec->kill_grace_ms;
+}
+
+static void fail_round(struct round *r, int i, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void fail_round(struct round *r, int i, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (r->failed_rank >= 0 || r->signal)
+		return; /* the first failure is the root cause */
+	r->failed_rank = i;
+	va_start(ap, fmt);
+	vsnprintf(r->reason, sizeof(r->reason), fmt, ap);
+	va_end(ap);
+	stop_all(r, SIGTERM);
+}
+
+static void handle_exit(struct round *r, int i)
+{
+	struct rank *k = &r->ranks[i];
+	int rank = r->spec->node_rank * r->spec->nproc + i;
+	pid_t pid = k->proc.pid;
+
+	/* Whatever the rank left running in its group goes with it. */
+	mlp_proc_kill_group(&k->proc, SIGKILL);
+	if (mlp_proc_reap(&k->proc, &k->exit, true) != 0)
+		k->exit = (struct mlp_exit){-1, 0};
+	drain(r, i);
+	emit(r, i, true);
+	mlp_proc_close(&k->proc);
+	k->running = false;
+	r->running--;
+	if (k->exit.code != 0 && r->stop_at_ms == 0) {
+		char what[64];
+
+		mlp_exit_describe(what, sizeof(what), &k->exit);
+		fail_round(r, i, "rank %d (pid %d) failed: %s", rank, (int)pid, what);
+	}
+}
+
+static bool progressed(struct round *r)
+{
+	struct stat st;
+
+	if (r->spec->progress_file == NULL || stat(r->spec->progress_file, &st) != 0)
+		return false;
+	if (st.st_mtim.tv_sec == r->progress_mtime.tv_sec &&
+	    st.st_mtim.tv_nsec == r->progress_mtime.tv_nsec)
+		return false;
+	r->progress_mtime = st.st_mtim;
+	return true;
+}
+
+/* One round; returns 0 (verdict in r) or a negative code. */
+static int run_round(struct round *r, int sigfd, int restart)
+{
+	const struct mlp_launch_spec *s = r->spec;
+	struct pollfd *pfd = xcalloc((size_t)(1 + 2 * s->nproc), sizeof(*pfd));
+	int *who = xcalloc((size_t)(1 + 2 * s->nproc), sizeof(*who));
+	int port = s->master_port, rc = 0;
+
+	if (port == 0 && (port = free_port(s->master_addr ? s->master_addr : "127.0.0.1")) < 0) {
+		rc = port;
+		goto done;
+	}
+	r->failed_rank = -1;
+	r->reason[0] = '\0';
+	r->stop_at_ms = 0;
+	r->last_progress_ms = mlp_mono_ms();
+	progressed(r);
+	for (int i = 0; i < s->nproc; i++) {
+		struct mlp_strv env = {0};
+		struct mlp_spawn spec = {.argv = s->argv, .cwd = s->cwd, .capture = true};
+
+		rank_env(&env, s, i, port, restart);
+		spec.envp = env.v;
+		rc = mlp_proc_spawn(&r->ranks[i].proc, &spec);
+		mlp_strv_free(&env);
+		if (rc != 0) {
+			/* A rank that cannot start fails the round like a crash. */
+			fail_round(r, i, "rank %d could not start: %s",
+			           s->node_rank * s->nproc + i, mlp_error_last());
+			rc = 0;
+			break;
+		}
+		r->ranks[i].running = true;
+		r->running++;
+	}
+	while (r->running > 0) {
+		nfds_t n = 0;
+		int64_t now = mlp_mono_ms(), next = -1;
+		int timeout;
+
+		if (r->stop_at_ms && now >= r->stop_at_ms) {
+			stop_all(r, SIGKILL);
+			r->stop_at_ms = -1;
+		}
+		if (s->stall_timeout_ms > 0 && r->stop_at_ms == 0) {
+			if (progressed(r))
+				r->last_progress_ms = now;
+			if (now - r->last_progress_ms >= s->stall_timeout_ms) {
+				char d[32];
+
+				mlp_format_duration(d, sizeof(d), s->stall_timeout_ms);
+				fail_round(r, 0, "no output and no metric from any rank for %s "
+				           "(stall_timeout): the group looks hung", d);
+			} else {
+				next = r->last_progress_ms + s->stall_timeout_ms;
+			}
+		}
+		if (r->stop_at_ms > 0 && (next < 0 || r->stop_at_ms < next))
+			next = r->stop_at_ms;
+		/* The watchdog also looks at the metrics file: at most 1 s late. */
+		if (s->stall_timeout_ms > 0 && s->progress_file && (next < 0 || now + 1000 < next))
+			next = now + 1000;
+		pfd[n] = (struct pollfd){.fd = sigfd, .events = POLLIN};
+		who[n++] = -1;
+		for (int i = 0; i < s->nproc; i++) {
+			if (!r->ranks[i].running)
+				continue;
+			pfd[n] = (struct pollfd){.fd = r->ranks[i].proc.pidfd, .events = POLLIN};
+			who[n++] = i;
+			if (r->ranks[i].proc.out_fd >= 0) {
+				pfd[n] = (struct pollfd){.fd = r->ranks[i].proc.out_fd, .events = POLLIN};
+				who[n++] = i;
+			}
+		}
+		timeout = next < 0 ? -1 : next <= now ? 0 : (int)(next - now);
+		if (poll(pfd, n, timeout) < 0) {
+			if (errno == EINTR)
+				continue;
+			mlp_error_set_errno(errno, "poll");
+			rc = MLP_EIO;
+			break;
+		}
+		for (nfds_t k = 1; k < n; k++)
+			if (pfd[k].revents && pfd[k].fd == r->ranks[who[k]].proc.out_fd)
+				drain(r, who[k]);
+		for (nfds_t k = 1; k < n; k++)
+			if (pfd[k].revents && r->ranks[who[k]].running &&
+			    pfd[k].fd == r->ranks[who[k]].proc.pidfd)
+				handle_exit(r, who[k]);
+		if (pfd[0].revents & POLLIN) {
+			struct signalfd_siginfo si;
+
+			while (read(sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+				bool again = r->signal != 0;
+
+				r->signal = (int)si.ssi_signo;
+				snprintf(r->reason, sizeof(r->reason), "the launcher got SIG%s",
+				         sigabbrev_np(r->signal));
+				stop_all(r, again ? SIGKILL : SIGTERM);
+			}
+		}
+	}
+	if (rc != 0) {
+		for (int i = 0; i < s->nproc; i++) {
+			if (r->ranks[i].running) {
+				struct mlp_exit ex;
+
+				mlp_proc_kill_group(&r->ranks[i].proc, SIGKILL);
+				mlp_proc_reap(&r->ranks[i].proc, &ex, true);
+				mlp_proc_close(&r->ranks[i].proc);
+				r->ranks[i].running = false;
+			}
+		}
+	}
+done:
+	free(pfd);
+	free(who);
+	return rc;
+}
+
+int mlp_launch_run(struct mlp_launch_result *out, const struct mlp_launch_spec *spec)
+{
+	struct round r = {.spec = spec};
+	sigset_t mask, old;
+	int sigfd, rc = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (spec->nproc < 1 || spec->nnodes < 1 || spec->node_rank < 0 ||
+	    spec->node_rank >= spec->nnodes) {
+		mlp_error_set("bad launch: %d ranks per node, node %d of %d", spec->nproc,
+		              spec->node_rank, spec->nnodes);
+		return MLP_EINVAL;
+	}
+	if (spec->nnodes > 1 && spec->master_port == 0) {
+		mlp_error_set("several nodes need an agreed --master-addr and --master-port");
+		return MLP_EINVAL;
+	}
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, &old);
+	sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sigfd < 0) {
+		mlp_error_set_errno(errno, "signalfd");
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		return MLP_EIO;
+	}
+	r.ranks = xcalloc((size_t)spec->nproc, sizeof(*r.ranks));
+	for (int restart = 0;; restart++) {
+		if (restart > 0)
+			fprintf(spec->out, "mlpipe launch: restarting the group (%d of %d): %s\n",
+			        restart, spec->max_restarts, out->reason);
+		fflush(spec->out);
+		if ((rc = run_round(&r, sigfd, restart)) != 0)
+			break;
+		out->restarts = restart;
+		snprintf(out->reason, sizeof(out->reason), "%s", r.reason);
+		if (r.signal) {
+			out->signal = r.signal;
+			break;
+		}
+		if (r.failed_rank < 0) {
+			out->ok = true;
+			break;
+		}
+		if (restart >= spec->max_restarts)
+			break;
+	}
+	for (int i = 0; i < spec->nproc; i++)
+		mlp_buf_free(&r.ranks[i].line);
+	free(r.ranks);
+	close(sigfd);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	return rc;
+}
