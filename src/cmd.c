@@ -27,6 +27,11 @@ const struct mlp_cmd *const mlp_cmd_table[] = {
 	NULL,
 };
 
+bool mlp_cmd_internal(const struct mlp_cmd *c)
+{
+	return strncmp(c->summary, "(internal)", 10) == 0;
+}
+
 const struct mlp_cmd *mlp_cmd_find(const char *name, int *ambiguous)
 {
 	const struct mlp_cmd *found = NULL;
@@ -37,6 +42,9 @@ const struct mlp_cmd *mlp_cmd_find(const char *name, int *ambiguous)
 	for (size_t i = 0; mlp_cmd_table[i]; i++) {
 		if (strcmp(mlp_cmd_table[i]->name, name) == 0)
 			return mlp_cmd_table[i];
+		/* Internal commands answer to their full name only. */
+		if (mlp_cmd_internal(mlp_cmd_table[i]))
+			continue;
 		if (len > 0 && strncmp(mlp_cmd_table[i]->name, name, len) == 0) {
 			found = mlp_cmd_table[i];
 			matches++;
@@ -123,7 +131,8 @@ int mlp_cmd_main(int argc, char **argv)
 		const char *near;
 
 		for (size_t i = 0; mlp_cmd_table[i] && n < MLP_ARRAY_SIZE(names); i++)
-			names[n++] = mlp_cmd_table[i]->name;
+			if (!mlp_cmd_internal(mlp_cmd_table[i]))
+				names[n++] = mlp_cmd_table[i]->name;
 		if (ambiguous) {
 			mlp_cmd_error("'%s' is ambiguous: it starts more than one command "
 			              "(see 'mlpipe help')", argv[1]);

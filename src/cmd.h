@@ -7,6 +7,7 @@
 #ifndef MLP_CMD_H
 #define MLP_CMD_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 /* Exit codes every command uses. */
@@ -37,6 +38,10 @@ extern const struct mlp_cmd mlp_cmd_stage_gate;
 
 /* NULL-terminated, in the order `mlpipe help` lists them. */
 extern const struct mlp_cmd *const mlp_cmd_table[];
+
+/* Whether a command is internal (started by mlpipe itself): listed by
+ * help, but never matched by a prefix or suggested. */
+bool mlp_cmd_internal(const struct mlp_cmd *c);
 
 /* The command named name (or by a unique prefix of it), or NULL; on NULL
  * *ambiguous says whether several matched. */
