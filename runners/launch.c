@@ -11,6 +11,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -65,6 +66,66 @@ static int free_port(const char *addr)
 	return port;
 }
 
+/* Splits a CUDA_VISIBLE_DEVICES value into ids (at most max); returns the
+ * count. */
+static int split_devices(char ids[][32], int max, const char *value)
+{
+	int n = 0;
+	const char *p = value;
+
+	while (*p && n < max) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+
+		if (len > 0 && len < 32) {
+			memcpy(ids[n], p, len);
+			ids[n][len] = '\0';
+			n++;
+		}
+		if (comma == NULL)
+			break;
+		p = comma + 1;
+	}
+	return n;
+}
+
+int mlp_launch_node_gpus(char ids[][32], int max, const char **source)
+{
+	const char *visible = getenv("CUDA_VISIBLE_DEVICES");
+	DIR *d;
+	int n = 0;
+
+	if (visible) {
+		*source = "CUDA_VISIBLE_DEVICES";
+		return split_devices(ids, max, visible);
+	}
+	/* The driver lists one directory per GPU here; no CUDA needed. */
+	*source = "/proc/driver/nvidia/gpus";
+	d = opendir("/proc/driver/nvidia/gpus");
+	if (d == NULL) {
+		*source = "/dev/nvidia*";
+		d = opendir("/dev");
+		if (d == NULL)
+			return 0;
+		for (struct dirent *e; (e = readdir(d)) != NULL;) {
+			const char *digits = e->d_name + 6;
+
+			if (strncmp(e->d_name, "nvidia", 6) == 0 && *digits &&
+			    strspn(digits, "0123456789") == strlen(digits))
+				n++;
+		}
+	} else {
+		for (struct dirent *e; (e = readdir(d)) != NULL;)
+			if (e->d_name[0] != '.')
+				n++;
+	}
+	closedir(d);
+	/* Without CUDA_VISIBLE_DEVICES, CUDA numbers the GPUs 0..n-1. */
+	for (int i = 0; i < n && i < max; i++)
+		snprintf(ids[i], 32, "%d", i);
+	return n < max ? n : max;
+}
+
 static void rank_env(struct mlp_strv *env, const struct mlp_launch_spec *s, int local_rank,
                      int port, int restart)
 {
@@ -95,7 +156,7 @@ static void rank_env(struct mlp_strv *env, const struct mlp_launch_spec *s, int 
 	if (mlp_strv_getenv(env, "OMP_NUM_THREADS") == NULL)
 		mlp_strv_setenv(env, "OMP_NUM_THREADS", "1");
 	if (s->gpus_per_node > 0)
-		SETI("CUDA_VISIBLE_DEVICES", local_rank);
+		mlp_strv_setenv(env, "CUDA_VISIBLE_DEVICES", s->gpu_ids[local_rank]);
 #undef SETI
 }
 
@@ -341,6 +402,20 @@ int mlp_launch_run(struct mlp_launch_result *out, const struct mlp_launch_spec *
 		mlp_error_set("bad launch: %d ranks per node, node %d of %d", spec->nproc,
 		              spec->node_rank, spec->nnodes);
 		return MLP_EINVAL;
+	}
+	if (spec->gpus_per_node > 0) {
+		if (spec->nproc > spec->gpus_per_node) {
+			mlp_error_set("%d ranks per node but gpus_per_node is %d: each rank needs a "
+			              "GPU of its own (NCCL refuses two ranks on one GPU)", spec->nproc,
+			              spec->gpus_per_node);
+			return MLP_EINVAL;
+		}
+		if (spec->ngpu_ids < spec->gpus_per_node) {
+			mlp_error_set("%d GPU%s per node asked for, but this node has %d (%s)",
+			              spec->gpus_per_node, spec->gpus_per_node == 1 ? "" : "s",
+			              spec->ngpu_ids, spec->gpu_source ? spec->gpu_source : "none found");
+			return MLP_EINVAL;
+		}
 	}
 	if (spec->nnodes > 1 && spec->master_port == 0) {
 		mlp_error_set("several nodes need an agreed --master-addr and --master-port");

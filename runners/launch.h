@@ -32,7 +32,10 @@ struct mlp_launch_spec {
 	int max_restarts;
 	int64_t stall_timeout_ms;  /* 0: no watchdog */
 	int64_t kill_grace_ms;     /* SIGTERM -> SIGKILL */
-	int gpus_per_node;         /* > 0: CUDA_VISIBLE_DEVICES=LOCAL_RANK per rank */
+	int gpus_per_node;         /* > 0: one GPU per rank, through CUDA_VISIBLE_DEVICES */
+	char (*gpu_ids)[32];       /* the node's GPUs (mlp_launch_node_gpus) */
+	int ngpu_ids;
+	const char *gpu_source;    /* where they were found, for messages */
 	const char *run_id;        /* TORCHELASTIC_RUN_ID */
 	char *const *argv;         /* each rank's command (argv[0] absolute) */
 	char *const *envp;         /* the base environment */
@@ -47,6 +50,16 @@ struct mlp_launch_result {
 	int signal;            /* set when the launcher itself was signalled */
 	char reason[512];      /* the root cause of the last failure */
 };
+
+#define MLP_LAUNCH_MAX_GPUS 64
+
+/*
+ * The GPUs of this node, as CUDA_VISIBLE_DEVICES ids: the inherited
+ * CUDA_VISIBLE_DEVICES list when set, else one per GPU the NVIDIA driver
+ * lists (/proc/driver/nvidia/gpus, or /dev/nvidiaN), numbered from 0.
+ * Needs no CUDA.  *source says where they came from.
+ */
+int mlp_launch_node_gpus(char ids[][32], int max, const char **source);
 
 /* Runs the ranks to completion.  Returns 0 with out filled (ok or not), or
  * a negative code when the launcher itself could not work. */

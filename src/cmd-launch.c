@@ -149,8 +149,26 @@ static int launch_exec(int argc, char **argv)
 	if (spec.run_id == NULL)
 		spec.run_id = run_id = xasprintf("launch-%ld", (long)getpid());
 	spec.argv = rank_argv;
+	if (spec.gpus_per_node > 0) {
+		spec.gpu_ids = xcalloc(MLP_LAUNCH_MAX_GPUS, sizeof(*spec.gpu_ids));
+		spec.ngpu_ids = mlp_launch_node_gpus(spec.gpu_ids, MLP_LAUNCH_MAX_GPUS,
+		                                     &spec.gpu_source);
+	}
 
 	rc = mlp_launch_run(&res, &spec);
+	if (rc == MLP_EINVAL) {
+		/* Refused before anything started (GPUs, sizes). */
+		mlp_cmd_error("%s", mlp_error_last());
+		{
+			const char *reason_file = getenv("MLPIPE_REASON");
+
+			if (reason_file && *reason_file)
+				mlp_write_file_atomic(reason_file, mlp_error_last(),
+				                      strlen(mlp_error_last()), 0644);
+		}
+		status = MLP_EXIT_USAGE;
+		goto done;
+	}
 	if (rc != 0) {
 		mlp_cmd_error("%s", mlp_error_last());
 		status = MLP_EXIT_FAILED;
@@ -181,6 +199,7 @@ static int launch_exec(int argc, char **argv)
 		}
 	}
 done:
+	free(spec.gpu_ids);
 	free(program);
 	free(run_id);
 	free(rank_argv);
@@ -211,7 +230,10 @@ const struct mlp_cmd mlp_cmd_launch = {
 		"  --stall-timeout DUR     kill a group silent for DUR (no output, and no\n"
 		"                          change to --progress-file); default: never\n"
 		"  --kill-grace DUR        SIGTERM to SIGKILL (default 10s)\n"
-		"  --gpus-per-node N       give local rank i CUDA_VISIBLE_DEVICES=i\n"
+		"  --gpus-per-node N       one GPU per rank: local rank i gets the i-th GPU\n"
+		"                          of the node (of an inherited CUDA_VISIBLE_DEVICES\n"
+		"                          list, if set) as CUDA_VISIBLE_DEVICES; asking for\n"
+		"                          more than the node has fails before any rank starts\n"
 		"  --run-id ID             TORCHELASTIC_RUN_ID\n"
 		"  --progress-file FILE    a file whose changes count as progress\n\n"
 		"Exit code: 0 every rank succeeded, 1 the group failed for good,\n"

@@ -33,6 +33,7 @@
 #include "exec.h"
 #include "expr.h"
 #include "json.h"
+#include "launch.h"
 #include "stagekind.h"
 #include "util.h"
 
@@ -1067,6 +1068,20 @@ int mlp_engine_check(const struct mlp_pipeline *p, struct mlp_diags *diags)
 	for (size_t i = 0; i < p->nstages; i++) {
 		const struct mlp_stage *s = &p->stages[i];
 
+		if (s->kind == MLP_STAGE_TRAIN && s->train.gpus_per_node > 0) {
+			char (*ids)[32] = xcalloc(MLP_LAUNCH_MAX_GPUS, sizeof(*ids));
+			const char *source = NULL;
+			int have = mlp_launch_node_gpus(ids, MLP_LAUNCH_MAX_GPUS, &source);
+
+			free(ids);
+			if (have < s->train.gpus_per_node) {
+				mlp_diags_add(diags, p->path, s->kind_pos,
+				              "stage '%s' asks for %d GPU%s per node, but this node "
+				              "has %d (%s)", s->name, s->train.gpus_per_node,
+				              s->train.gpus_per_node == 1 ? "" : "s", have, source);
+				rc = MLP_EINVAL;
+			}
+		}
 		if (s->kind == MLP_STAGE_TRAIN && s->train.nodes > 1) {
 			mlp_diags_add(diags, p->path, s->kind_pos,
 			              "stage '%s': train stages on %d nodes need runner agents, "

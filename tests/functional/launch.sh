@@ -163,4 +163,26 @@ run_mlpipe run nodes.yml
 expect_eq "multi-node train stages are refused before anything runs" 2 "$rc"
 expect_match "with the reason" "need runner agents" "$err"
 
+# --- GPU placement (these need no GPU) -------------------------------------
+run_mlpipe launch -n 2 --gpus-per-node 1 -- true
+expect_eq "more ranks than GPUs per node is refused" 2 "$rc"
+expect_match "and says each rank needs its own GPU" "each rank needs a GPU of its own" "$err"
+CUDA_VISIBLE_DEVICES=3,5 run_mlpipe launch -n 2 --gpus-per-node 2 -- sh -c 'echo "$LOCAL_RANK=$CUDA_VISIBLE_DEVICES"'
+expect_eq "each local rank gets one GPU of an inherited CUDA_VISIBLE_DEVICES" "[rank0] 0=3
+[rank1] 1=5" "$(printf '%s\n' "$out" | sort)"
+CUDA_VISIBLE_DEVICES=3 run_mlpipe launch -n 2 --gpus-per-node 2 -- true
+expect_eq "asking for more GPUs than visible fails before any rank starts" 2 "$rc"
+expect_match "naming what the node has" "2 GPUs per node asked for, but this node has 1 \(CUDA_VISIBLE_DEVICES\)" "$err"
+cat > gpus.yml <<'Y'
+stages:
+  big:
+    train:
+      gpus_per_node: 2
+      ranks: 2
+      command: "true"
+Y
+CUDA_VISIBLE_DEVICES=0 run_mlpipe run gpus.yml
+expect_eq "a pipeline asking for more GPUs than the node has is refused before it runs" 2 "$rc"
+expect_match "with FILE:LINE:COL" "^gpus.yml:3:5: stage 'big' asks for 2 GPUs per node, but this node has 1" "$err"
+
 finish
