@@ -25,24 +25,6 @@
 #include "store.h"
 #include "util.h"
 
-static int print_json(struct mlp_json *j)
-{
-	char *s = mlp_json_print(j, true);
-
-	puts(s);
-	free(s);
-	mlp_json_free(j);
-	return MLP_EXIT_OK;
-}
-
-static void add_time(struct mlp_json *o, const char *key, int64_t ms)
-{
-	char t[32];
-
-	mlp_format_time(t, sizeof(t), ms);
-	mlp_json_add_string(o, key, t);
-}
-
 /* "OP VALUE", or "(none)" when op is NULL. */
 static void fmt_rule(char *buf, size_t size, const char *op, double value)
 {
@@ -163,12 +145,12 @@ static int gate_list(struct mlp_store *s, const char *gate, bool json)
 			mlp_json_add_string(o, "metric", t[i].metric);
 			mlp_json_add_string(o, "op", t[i].op);
 			mlp_json_add_number(o, "value", t[i].value);
-			add_time(o, "updated_at", t[i].updated_at);
+			mlp_cmd_json_time(o, "updated_at", t[i].updated_at);
 			mlp_json_add_string(o, "updated_by", t[i].updated_by);
 			mlp_json_append(arr, o);
 		}
 		mlp_gate_threshold_free_all(t, n);
-		return print_json(arr);
+		return mlp_cmd_print_json(arr);
 	}
 	if (n == 0) {
 		if (gate)
@@ -224,13 +206,13 @@ static int gate_history(struct mlp_store *s, const char *gate, bool json)
 			else
 				mlp_json_add_null(o, "new_value");
 			mlp_json_add_string(o, "user", c[i].user);
-			add_time(o, "at", c[i].at);
+			mlp_cmd_json_time(o, "at", c[i].at);
 			mlp_json_add_string(o, "reason", c[i].reason);
 			mlp_json_add_string(o, "source", c[i].source);
 			mlp_json_append(arr, o);
 		}
 		mlp_gate_threshold_change_free_all(c, n);
-		return print_json(arr);
+		return mlp_cmd_print_json(arr);
 	}
 	printf("%-20s %-12s %-13s %-16s %-29s %s\n", "AT", "USER", "SOURCE", "METRIC",
 	       "CHANGE", "REASON");

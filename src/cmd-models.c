@@ -24,14 +24,6 @@
 #include "store.h"
 #include "util.h"
 
-static void fmt_time(char *buf, size_t size, int64_t ms)
-{
-	if (ms <= 0)
-		snprintf(buf, size, "-");
-	else
-		mlp_format_time(buf, size, ms);
-}
-
 static void fmt_version(char *buf, size_t size, int version)
 {
 	if (version > 0)
@@ -40,34 +32,12 @@ static void fmt_version(char *buf, size_t size, int version)
 		snprintf(buf, size, "-");
 }
 
-static void add_time(struct mlp_json *o, const char *key, int64_t ms)
-{
-	char t[32];
-
-	if (ms <= 0) {
-		mlp_json_add_null(o, key);
-		return;
-	}
-	mlp_format_time(t, sizeof(t), ms);
-	mlp_json_add_string(o, key, t);
-}
-
 static void add_id(struct mlp_json *o, const char *key, int64_t id)
 {
 	if (id > 0)
 		mlp_json_add_int(o, key, id);
 	else
 		mlp_json_add_null(o, key);
-}
-
-static int print_json(struct mlp_json *j)
-{
-	char *s = mlp_json_print(j, true);
-
-	puts(s);
-	free(s);
-	mlp_json_free(j);
-	return MLP_EXIT_OK;
 }
 
 /*
@@ -116,14 +86,14 @@ static int list_models(struct mlp_store *s, bool json)
 			mlp_json_add_int(o, "latest", m[i].latest);
 			mlp_json_add_string(o, "latest_status",
 			                    mlp_model_status_name(m[i].latest_status));
-			add_time(o, "latest_created_at", m[i].latest_created_at);
+			mlp_cmd_json_time(o, "latest_created_at", m[i].latest_created_at);
 			add_id(o, "approved", m[i].approved);
 			add_id(o, "deployed", m[i].deployed);
-			add_time(o, "created_at", m[i].created_at);
+			mlp_cmd_json_time(o, "created_at", m[i].created_at);
 			mlp_json_append(arr, o);
 		}
 		mlp_model_info_free_all(m, n);
-		return print_json(arr);
+		return mlp_cmd_print_json(arr);
 	}
 	if (n == 0) {
 		printf("no models yet (a stage with `model: {name, path}` registers one)\n");
@@ -133,7 +103,7 @@ static int list_models(struct mlp_store *s, bool json)
 		for (size_t i = 0; i < n; i++) {
 			char t[32], a[16], d[16];
 
-			fmt_time(t, sizeof(t), m[i].latest_created_at);
+			mlp_cmd_format_time(t, sizeof(t), m[i].latest_created_at);
 			fmt_version(a, sizeof(a), m[i].approved);
 			fmt_version(d, sizeof(d), m[i].deployed);
 			printf("%-20s %8d %7d %-10s %8s %8s  %s\n", m[i].name, m[i].versions,
@@ -153,14 +123,14 @@ static struct mlp_json *version_json(const struct mlp_model_version *v)
 	mlp_json_add_string(o, "status", mlp_model_status_name(v->status));
 	mlp_json_add_string(o, "status_reason", v->status_reason);
 	mlp_json_add_string(o, "status_by", v->status_by);
-	add_time(o, "status_changed_at", v->status_changed_at);
+	mlp_cmd_json_time(o, "status_changed_at", v->status_changed_at);
 	mlp_json_add_string(o, "sha256", v->sha256);
 	mlp_json_add_string(o, "artifact", v->artifact_path);
 	mlp_json_add_int(o, "size", v->size);
 	add_id(o, "run_id", v->run_id);
 	mlp_json_add_string(o, "stage", v->stage);
 	mlp_json_add_string(o, "git_commit", v->git_commit);
-	add_time(o, "created_at", v->created_at);
+	mlp_cmd_json_time(o, "created_at", v->created_at);
 	for (size_t i = 0; i < v->nmetrics; i++)
 		mlp_json_add_number(m, v->metrics[i].name, v->metrics[i].value);
 	mlp_json_add(o, "metrics", m);
@@ -196,12 +166,12 @@ static int show_version(struct mlp_store *s, const char *ref, bool json)
 			add_id(x, "run_id", d[i].run_id);
 			mlp_json_add_string(x, "stage", d[i].stage);
 			mlp_json_add_string(x, "reason", d[i].reason);
-			add_time(x, "decided_at", d[i].decided_at);
+			mlp_cmd_json_time(x, "decided_at", d[i].decided_at);
 			mlp_json_add_raw(x, "detail", d[i].detail);
 			mlp_json_append(arr, x);
 		}
 		mlp_json_add(o, "gate_decisions", arr);
-		status = print_json(o);
+		status = mlp_cmd_print_json(o);
 		goto done;
 	}
 	{
@@ -210,12 +180,12 @@ static int show_version(struct mlp_store *s, const char *ref, bool json)
 		printf("model %s version %d  %s\n", v.model, v.version,
 		       mlp_model_status_name(v.status));
 		if (v.status_changed_at > 0) {
-			fmt_time(t, sizeof(t), v.status_changed_at);
+			mlp_cmd_format_time(t, sizeof(t), v.status_changed_at);
 			printf("  status    %s by %s at %s: %s\n", mlp_model_status_name(v.status),
 			       v.status_by ? v.status_by : "-", t,
 			       v.status_reason ? v.status_reason : "-");
 		}
-		fmt_time(t, sizeof(t), v.created_at);
+		mlp_cmd_format_time(t, sizeof(t), v.created_at);
 		printf("  created   %s\n", t);
 		if (v.run_id > 0)
 			printf("  made by   run %lld, stage '%s'\n", (long long)v.run_id,
@@ -235,7 +205,7 @@ static int show_version(struct mlp_store *s, const char *ref, bool json)
 		if (nd) {
 			printf("\n  gate decisions\n");
 			for (size_t i = 0; i < nd; i++) {
-				fmt_time(t, sizeof(t), d[i].decided_at);
+				mlp_cmd_format_time(t, sizeof(t), d[i].decided_at);
 				printf("    %s  gate '%s'  %s  run %lld%s%s\n", t, d[i].gate,
 				       d[i].passed ? "pass" : "FAIL", (long long)d[i].run_id,
 				       d[i].reason ? ": " : "", d[i].reason ? d[i].reason : "");
@@ -244,7 +214,7 @@ static int show_version(struct mlp_store *s, const char *ref, bool json)
 		if (nall > 1) {
 			printf("\n  versions\n");
 			for (size_t i = 0; i < nall; i++) {
-				fmt_time(t, sizeof(t), all[i].created_at);
+				mlp_cmd_format_time(t, sizeof(t), all[i].created_at);
 				printf("    v%-5d %-10s %s  %.12s\n", all[i].version,
 				       mlp_model_status_name(all[i].status), t, all[i].sha256);
 			}

@@ -14,14 +14,6 @@
 #include "store.h"
 #include "util.h"
 
-static void fmt_time(char *buf, size_t size, int64_t ms)
-{
-	if (ms <= 0)
-		snprintf(buf, size, "-");
-	else
-		mlp_format_time(buf, size, ms);
-}
-
 static void fmt_span(char *buf, size_t size, int64_t start, int64_t end)
 {
 	if (start <= 0)
@@ -63,16 +55,6 @@ static struct mlp_json *run_json(const struct mlp_run_info *r)
 		mlp_json_add_null(o, "exit_code");
 	mlp_json_add_string(o, "message", r->message);
 	return o;
-}
-
-static int print_json(struct mlp_json *j)
-{
-	char *s = mlp_json_print(j, true);
-
-	puts(s);
-	free(s);
-	mlp_json_free(j);
-	return MLP_EXIT_OK;
 }
 
 static int show_run(struct mlp_store *s, int64_t id, bool json)
@@ -144,7 +126,7 @@ static int show_run(struct mlp_store *s, int64_t id, bool json)
 		}
 		mlp_json_add(o, "outputs", oo);
 		mlp_json_add(o, "metrics", mo);
-		status = print_json(o);
+		status = mlp_cmd_print_json(o);
 		goto done;
 	}
 	{
@@ -152,7 +134,7 @@ static int show_run(struct mlp_store *s, int64_t id, bool json)
 
 		printf("run %lld  %s  %s\n", (long long)r.id, r.pipeline,
 		       mlp_status_name(r.status));
-		fmt_time(t, sizeof(t), r.started_at);
+		mlp_cmd_format_time(t, sizeof(t), r.started_at);
 		fmt_span(d, sizeof(d), r.started_at, r.ended_at);
 		printf("  started   %s (%s)\n", t, d);
 		printf("  trigger   %s by %s\n", r.trigger ? r.trigger : "-",
@@ -274,7 +256,7 @@ static int runs_exec(int argc, char **argv)
 
 		for (size_t i = 0; i < n; i++)
 			mlp_json_append(arr, run_json(&runs[i]));
-		status = print_json(arr);
+		status = mlp_cmd_print_json(arr);
 		goto done;
 	}
 	if (n == 0) {
@@ -287,7 +269,7 @@ static int runs_exec(int argc, char **argv)
 	for (size_t i = 0; i < n; i++) {
 		char t[32], d[32];
 
-		fmt_time(t, sizeof(t), runs[i].started_at);
+		mlp_cmd_format_time(t, sizeof(t), runs[i].started_at);
 		fmt_span(d, sizeof(d), runs[i].started_at, runs[i].ended_at);
 		printf("%-6lld %-20s %-12s %-8s %-20s %9s  %.10s\n", (long long)runs[i].id,
 		       runs[i].pipeline, mlp_status_name(runs[i].status),

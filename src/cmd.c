@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cmd.h"
+#include "json.h"
 #include "util.h"
 
 const struct mlp_cmd *const mlp_cmd_table[] = {
@@ -86,6 +87,36 @@ int mlp_cmd_usage_error(const struct mlp_cmd *c, const char *fmt, ...)
 	va_end(ap);
 	fprintf(stderr, " (see 'mlpipe help %s')\n", c->name);
 	return MLP_EXIT_USAGE;
+}
+
+int mlp_cmd_print_json(struct mlp_json *j)
+{
+	char *s = mlp_json_print(j, true);
+
+	puts(s);
+	free(s);
+	mlp_json_free(j);
+	return MLP_EXIT_OK;
+}
+
+void mlp_cmd_format_time(char *buf, size_t size, int64_t ms)
+{
+	if (ms <= 0)
+		snprintf(buf, size, "-");
+	else
+		mlp_format_time(buf, size, ms);
+}
+
+void mlp_cmd_json_time(struct mlp_json *o, const char *key, int64_t ms)
+{
+	char t[32];
+
+	if (ms <= 0) {
+		mlp_json_add_null(o, key);
+		return;
+	}
+	mlp_format_time(t, sizeof(t), ms);
+	mlp_json_add_string(o, key, t);
 }
 
 char *mlp_cmd_self_exe(void)

@@ -8,6 +8,8 @@
 #define MLP_CMD_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* Exit codes every command uses. */
@@ -58,6 +60,15 @@ int mlp_cmd_usage_error(const struct mlp_cmd *c, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 /* "mlpipe: message" on stderr. */
 void mlp_cmd_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+struct mlp_json;
+
+/* Prints j (pretty) on stdout and frees it; returns MLP_EXIT_OK. */
+int mlp_cmd_print_json(struct mlp_json *j);
+/* A wall-clock time in ms as RFC 3339 UTC, or "-" when 0. */
+void mlp_cmd_format_time(char *buf, size_t size, int64_t ms);
+/* Adds a wall-clock time in ms as RFC 3339 UTC, or null when 0. */
+void mlp_cmd_json_time(struct mlp_json *o, const char *key, int64_t ms);
 
 /* The absolute path of the running mlpipe binary (caller frees). */
 char *mlp_cmd_self_exe(void);
