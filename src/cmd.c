@@ -20,6 +20,7 @@ const struct mlp_cmd *const mlp_cmd_table[] = {
 	&mlp_cmd_runs,
 	&mlp_cmd_logs,
 	&mlp_cmd_launch,
+	&mlp_cmd_gpu_check,
 	&mlp_cmd_models,
 	&mlp_cmd_gate,
 	&mlp_cmd_version,

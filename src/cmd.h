@@ -34,6 +34,7 @@ extern const struct mlp_cmd mlp_cmd_run;
 extern const struct mlp_cmd mlp_cmd_runs;
 extern const struct mlp_cmd mlp_cmd_logs;
 extern const struct mlp_cmd mlp_cmd_launch;
+extern const struct mlp_cmd mlp_cmd_gpu_check;
 extern const struct mlp_cmd mlp_cmd_models;
 extern const struct mlp_cmd mlp_cmd_gate;
 extern const struct mlp_cmd mlp_cmd_stage_gate;

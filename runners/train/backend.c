@@ -7,10 +7,14 @@
  */
 #include "config.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
 #include "error.h"
+#ifdef MLP_TRAIN_CUDA
+#include "gpu.h"
+#endif
 #include "util.h"
 
 #ifdef MLP_TRAIN_CUDA
@@ -37,6 +41,18 @@ int mlp_train_backend_select(const struct mlp_train_backend_ops **out, const cha
 		if (ops->available && !ops->available()) {
 			if (is_auto)
 				continue;
+#ifdef MLP_TRAIN_CUDA
+			if (ops == &mlp_train_backend_cuda) {
+				int gpu, rc = mlp_gpu_pick_device(&gpu);
+				char *why = xstrdup(rc != 0 ? mlp_error_last()
+				                            : "LOCAL_WORLD_SIZE is larger than the number "
+				                              "of visible GPUs");
+
+				mlp_error_set("--device cuda: %s", why);
+				free(why);
+				return MLP_EINVAL;
+			}
+#endif
 			mlp_error_set("--device %s: no usable %s device on this machine", device,
 			              ops->name);
 			return MLP_EINVAL;

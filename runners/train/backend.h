@@ -83,6 +83,8 @@ struct mlp_train_backend {
 };
 
 extern const struct mlp_train_backend_ops mlp_train_backend_cpu;
+/* Only in builds with CUDA (backend-cuda.c; MLP_TRAIN_CUDA is then defined). */
+extern const struct mlp_train_backend_ops mlp_train_backend_cuda;
 
 /*
  * The backend for a --device value: "cpu", "cuda" (when built with it), or

@@ -32,6 +32,10 @@ struct mlp_coll {
 
 int coll_shm_open(struct mlp_coll *c, const struct mlp_coll_opts *o);
 int coll_tcp_open(struct mlp_coll *c, const struct mlp_coll_opts *o, int listen_fd);
+/* coll-nccl.c, only in mlpipe-train built with CUDA and NCCL (coll.c holds a
+ * weak reference: NULL elsewhere).  Joins the rendezvous itself; on failure
+ * leaves c->table to the caller and c->impl NULL. */
+int coll_nccl_open(struct mlp_coll *c, const struct mlp_coll_opts *o);
 
 /* Bytes per element of a type. */
 static inline size_t coll_elem_size(enum coll_dtype t)

@@ -17,6 +17,11 @@
 
 #define DEFAULT_TIMEOUT_MS 60000
 
+/* Defined in mlpipe-train when built with NCCL (coll-nccl.c); NULL in
+ * programs without it, which then need no NCCL library. */
+extern int coll_nccl_open(struct mlp_coll *c, const struct mlp_coll_opts *o)
+	__attribute__((weak));
+
 static int env_int(int *out, const char *name, int dflt, int min, int max)
 {
 	const char *v = getenv(name);
@@ -120,10 +125,27 @@ int mlp_coll_open(struct mlp_coll **out, const struct mlp_coll_opts *o)
 	c->world = o->world_size;
 	c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
 	if (strcmp(backend, "auto") != 0 && strcmp(backend, "shm") != 0 &&
-	    strcmp(backend, "tcp") != 0 && strcmp(backend, "local") != 0) {
-		mlp_error_set("unknown collective backend '%s' (auto, shm, tcp)", backend);
+	    strcmp(backend, "tcp") != 0 && strcmp(backend, "local") != 0 &&
+	    strcmp(backend, "nccl") != 0) {
+		mlp_error_set("unknown collective backend '%s' (auto, shm, tcp, nccl)", backend);
 		free(c);
 		return MLP_EINVAL;
+	}
+	/* NCCL even at world size 1 when asked for: it then runs for real. */
+	if (strcmp(backend, "nccl") == 0) {
+		if (coll_nccl_open == NULL) {
+			mlp_error_set("the nccl collective backend is not in this program "
+			              "(mlpipe-train built with CUDA and NCCL has it)");
+			free(c);
+			return MLP_EINVAL;
+		}
+		if ((rc = coll_nccl_open(c, o)) != 0) {
+			rdzv_table_free(&c->table);
+			free(c);
+			return rc;
+		}
+		*out = c;
+		return 0;
 	}
 	if (c->world == 1) {
 		c->ops = &local_ops;
@@ -191,6 +213,11 @@ static int check_usable(struct mlp_coll *c)
 		return MLP_EIO;
 	}
 	return 0;
+}
+
+bool mlp_coll_on_device(const struct mlp_coll *c)
+{
+	return strcmp(c->ops->name, "nccl") == 0;
 }
 
 int mlp_coll_allreduce_avg_f32(struct mlp_coll *c, float *buf, size_t n)

@@ -11,7 +11,13 @@
  *           then all-gather in place, spinning briefly then sleeping on a
  *           futex;
  *   "tcp"   ranks on several nodes: a ring over TCP;
- *   "nccl"  GPU buffers (built with CUDA and NCCL; see coll-nccl.c);
+ *   "nccl"  GPUs, one per rank (mlpipe-train built with CUDA and NCCL;
+ *           coll-nccl.c): chosen by mlpipe-train when its gradient lives in
+ *           device memory, or forced with MLPIPE_COLL_BACKEND=nccl (even at
+ *           world size 1).  The float all-reduce takes device memory in
+ *           place; host buffers work too, staged through the GPU.  Waits
+ *           are watched: an NCCL error or the timeout aborts the
+ *           communicator (ncclCommAbort) and fails the operation;
  *   "local" world size 1: every operation is a no-op.
  *
  * Every wait has a timeout (MLPIPE_COLL_TIMEOUT, default 60s), and a dead
@@ -23,6 +29,7 @@
 #ifndef MLP_COLL_H
 #define MLP_COLL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,6 +60,9 @@ int mlp_coll_rank(const struct mlp_coll *c);
 int mlp_coll_world_size(const struct mlp_coll *c);
 /* "local", "shm", "tcp" or "nccl". */
 const char *mlp_coll_backend(const struct mlp_coll *c);
+/* Whether mlp_coll_allreduce_avg_f32 takes device (GPU) memory: true for
+ * the nccl backend.  The others take host memory only. */
+bool mlp_coll_on_device(const struct mlp_coll *c);
 
 /* In place: every rank ends with the element-wise mean (sum / world size)
  * of everyone's buf.  The same n on every rank. */

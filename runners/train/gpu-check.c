@@ -11,7 +11,9 @@
 #include "config.h"
 
 #include <cuda_runtime.h>
+#ifdef HAVE_NCCL
 #include <nccl.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +42,7 @@ int mlp_gpu_count(const char **why)
 	return n;
 }
 
+#ifdef HAVE_NCCL
 static int cuda_fail(cudaError_t err, const char *what)
 {
 	mlp_error_set("%s: %s", what, cudaGetErrorString(err));
@@ -196,3 +199,10 @@ done:
 	fflush(stdout);
 	return rc;
 }
+#else
+int mlp_gpu_check(const struct mlp_gpu_check_opts *o)
+{
+	mlp_error_set("mlpipe-train was built without NCCL: no all-reduce check");
+	return MLP_EIO;
+}
+#endif

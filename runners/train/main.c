@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "gpu.h"
 #include "train.h"
 #include "util.h"
 
@@ -73,6 +74,7 @@ static void openblas_fix_core(char **argv)
 static const char usage_text[] =
 	"usage: mlpipe-train [train] --data PATH [OPTIONS]\n"
 	"       mlpipe-train evaluate MODEL --data PATH [OPTIONS]\n"
+	"       mlpipe-train gpu-check | gpu-count | gemm-peak [OPTIONS]  (see docs/gpu.md)\n"
 	"       mlpipe-train --help | --version\n"
 	"\n"
 	"Trains an MLP classifier (ReLU hidden layers, softmax cross-entropy, SGD\n"
@@ -240,6 +242,9 @@ int main(int argc, char **argv)
 
 	openblas_fix_core(argv);
 	signal(SIGPIPE, SIG_IGN);
+	/* gpu-check, gpu-count, gemm-peak (gpu-cmd.c) */
+	if (argc > 1 && (rc = mlp_train_gpu_main(argc - 1, argv + 1)) >= 0)
+		return rc;
 	if (argc > 1 && strcmp(argv[1], "evaluate") == 0) {
 		evaluate = true;
 		argv++;
@@ -248,7 +253,8 @@ int main(int argc, char **argv)
 		argv++;
 		argc--;
 	} else if (argc > 1 && argv[1][0] != '-') {
-		return usage_error("unknown command '%s' (train or evaluate)", argv[1]);
+		return usage_error("unknown command '%s' (train, evaluate, gpu-check, gpu-count or "
+		                   "gemm-peak)", argv[1]);
 	}
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":h", long_opts, NULL)) != -1) {

@@ -225,7 +225,9 @@ static int run_epoch(struct trainer *t, int epoch, struct eval_result *train_res
 		}
 		if ((rc = t->ops->train_batch(t->be, t->xb, t->yb, n, &st)) != 0)
 			return rc;
-		if (t->world > 1 &&
+		/* NCCL runs even for one rank when it was asked for (world size 1
+		 * tests of the GPU path). */
+		if ((t->world > 1 || mlp_coll_on_device(t->coll)) &&
 		    (rc = mlp_coll_allreduce_avg_f32(t->coll, t->ops->grad(t->be), t->nparams)) != 0)
 			return rc;
 		if ((rc = t->ops->sgd_step(t->be, &sgd)) != 0)
@@ -382,6 +384,13 @@ int mlp_train_run(const struct mlp_train_opts *o)
 	}
 	t.rank = mlp_coll_rank(t.coll);
 	t.world = mlp_coll_world_size(t.coll);
+	if (t.ops->grad_on_device && t.world > 1 && !mlp_coll_on_device(t.coll)) {
+		mlp_error_set("--device %s keeps the gradient in GPU memory, which the %s "
+		              "collective backend cannot average (MLPIPE_COLL_BACKEND=nccl)",
+		              t.ops->name, mlp_coll_backend(t.coll));
+		rc = MLP_EINVAL;
+		goto done;
+	}
 	t.local_batch = o->batch / t.world;
 
 	t.nparams = mlp_shape_nparams(&o->shape);
