@@ -99,6 +99,22 @@ static int gate_set(struct mlp_store *s, char **args, const char *reason)
 		printf("gate %s: %s %s (was %s)\n", args[0], args[1], now, was);
 	else
 		printf("gate %s: %s %s (new)\n", args[0], args[1], now);
+	/* A new metric next to one with a near name is most likely a typo:
+	 * the threshold stands (the gate will fail on the missing metric, which
+	 * is safe), but say so now rather than at the next run. */
+	if (old_op == NULL && n > 0) {
+		const char **names = xcalloc(n, sizeof(*names));
+		const char *near;
+
+		for (size_t i = 0; i < n; i++)
+			names[i] = t[i].metric;
+		near = mlp_suggest(args[1], names, n);
+		if (near)
+			fprintf(stderr, "mlpipe: warning: gate %s already has a threshold on '%s'; "
+			        "'%s' is a new metric (a typo? undo with: mlpipe gate unset %s %s "
+			        "--reason ...)\n", args[0], near, args[1], args[0], args[1]);
+		free(names);
+	}
 	status = MLP_EXIT_OK;
 	goto done;
 fail:

@@ -16,11 +16,13 @@ struct mlp_store {
 	bool readonly;
 	int busy_timeout_ms;
 	/* Prepared statements of the hot paths, keyed by their SQL text's
-	 * address (each is a string literal). */
-	struct {
+	 * address (each is a string literal); grows as queries are added. */
+	struct store_cached_stmt {
 		const char *sql;
 		sqlite3_stmt *st;
-	} cache[16];
+	} *cache;
+	size_t ncache;
+	size_t cache_cap;
 	/* The liveness lock of the run this process executes (-1: none). */
 	int run_lock_fd;
 	int64_t run_lock_id;

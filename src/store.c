@@ -60,25 +60,25 @@ int store_exec_stmt(struct mlp_store *s, sqlite3_stmt *st, const char *doing)
 
 sqlite3_stmt *store_cached(struct mlp_store *s, const char *sql)
 {
-	size_t i;
+	sqlite3_stmt *st = NULL;
 
-	for (i = 0; i < MLP_ARRAY_SIZE(s->cache) && s->cache[i].sql; i++) {
+	for (size_t i = 0; i < s->ncache; i++) {
 		if (s->cache[i].sql == sql) {
 			sqlite3_reset(s->cache[i].st);
 			sqlite3_clear_bindings(s->cache[i].st);
 			return s->cache[i].st;
 		}
 	}
-	if (i == MLP_ARRAY_SIZE(s->cache))
-		return store_prepare(s, sql); /* cannot happen: the table is sized */
-	if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->cache[i].st,
-	                       NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
 		store_fail(s, "preparing a query");
-		s->cache[i].st = NULL;
+		sqlite3_finalize(st);
 		return NULL;
 	}
-	s->cache[i].sql = sql;
-	return s->cache[i].st;
+	xgrow((void **)&s->cache, &s->cache_cap, s->ncache + 1, sizeof(*s->cache));
+	s->cache[s->ncache].sql = sql;
+	s->cache[s->ncache].st = st;
+	s->ncache++;
+	return st;
 }
 
 int store_exec_cached(struct mlp_store *s, sqlite3_stmt *st, const char *doing)
@@ -299,8 +299,9 @@ void mlp_store_close(struct mlp_store *s)
 		return;
 	if (s->run_lock_fd >= 0)
 		close(s->run_lock_fd);
-	for (size_t i = 0; i < MLP_ARRAY_SIZE(s->cache); i++)
+	for (size_t i = 0; i < s->ncache; i++)
 		sqlite3_finalize(s->cache[i].st);
+	free(s->cache);
 	sqlite3_close(s->db);
 	free(s->path);
 	free(s->data_dir);

@@ -202,4 +202,12 @@ for c in models gate stage-gate; do
 	expect_match "$c --help shows its usage" "^usage: mlpipe $c" "$out"
 done
 
+# A new metric with a near name: set, with a warning naming the near one.
+run_mlpipe gate set typo-gate accuracy ">=" 0.5
+run_mlpipe gate set typo-gate acuracy ">=" 0.5
+expect_eq "a near-duplicate metric is still set" 0 "$rc"
+expect_match "but warns about a likely typo" "warning: gate typo-gate already has a threshold on 'accuracy'; 'acuracy' is a new metric" "$err"
+run_mlpipe gate set typo-gate loss "<=" 1
+expect_eq "an unrelated new metric gets no warning" "" "$err"
+
 finish
