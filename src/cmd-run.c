@@ -65,6 +65,36 @@ static int resolve_workspace(char **out, const struct mlp_pipeline *p, const cha
 	return rc;
 }
 
+/* Shared with exec-run (cmd.h). */
+int mlp_cmd_execute_run(struct mlp_engine_result *result, const struct mlp_pipeline *p,
+                        struct mlp_store *store, int64_t run_id,
+                        const struct mlp_engine_opts *eo)
+{
+	int status, rc;
+
+	rc = mlp_engine_run(result, p, store, run_id, eo);
+	if (rc != 0) {
+		/* The engine could not go on (the database failed under it). */
+		result->status = MLP_STATUS_FAILED;
+		free(result->message);
+		result->message = xasprintf("mlpipe stopped: %s", mlp_error_last());
+	}
+	switch (result->status) {
+	case MLP_STATUS_SUCCEEDED:
+		status = MLP_EXIT_OK;
+		break;
+	case MLP_STATUS_CANCELLED:
+		status = 128 + (result->signal ? result->signal : SIGINT);
+		break;
+	default:
+		status = MLP_EXIT_FAILED;
+		break;
+	}
+	if (mlp_store_run_finish(store, run_id, result->status, status, result->message) != 0)
+		mlp_cmd_error("%s", mlp_error_last());
+	return status;
+}
+
 static int run_exec(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -191,27 +221,8 @@ static int run_exec(int argc, char **argv)
 			.self_exe = self, .observer = mlp_term_observer(term),
 		};
 
-		rc = mlp_engine_run(&result, p, store, run_id, &eo);
+		status = mlp_cmd_execute_run(&result, p, store, run_id, &eo);
 	}
-	if (rc != 0) {
-		/* The engine could not go on (the database failed under it). */
-		result.status = MLP_STATUS_FAILED;
-		free(result.message);
-		result.message = xasprintf("mlpipe stopped: %s", mlp_error_last());
-	}
-	switch (result.status) {
-	case MLP_STATUS_SUCCEEDED:
-		status = MLP_EXIT_OK;
-		break;
-	case MLP_STATUS_CANCELLED:
-		status = 128 + (result.signal ? result.signal : SIGINT);
-		break;
-	default:
-		status = MLP_EXIT_FAILED;
-		break;
-	}
-	if (mlp_store_run_finish(store, run_id, result.status, status, result.message) != 0)
-		mlp_cmd_error("%s", mlp_error_last());
 	mlp_term_finish(term, run_id, &result, mlp_mono_ms() - t0);
 done:
 	free(result.message);

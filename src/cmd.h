@@ -34,10 +34,19 @@ extern const struct mlp_cmd mlp_cmd_run;
 extern const struct mlp_cmd mlp_cmd_runs;
 extern const struct mlp_cmd mlp_cmd_logs;
 extern const struct mlp_cmd mlp_cmd_launch;
-extern const struct mlp_cmd mlp_cmd_gpu_check;
 extern const struct mlp_cmd mlp_cmd_models;
 extern const struct mlp_cmd mlp_cmd_gate;
 extern const struct mlp_cmd mlp_cmd_stage_gate;
+extern const struct mlp_cmd mlp_cmd_serve;
+extern const struct mlp_cmd mlp_cmd_project;
+extern const struct mlp_cmd mlp_cmd_token;
+extern const struct mlp_cmd mlp_cmd_schedules;
+extern const struct mlp_cmd mlp_cmd_exec_run;
+extern const struct mlp_cmd mlp_cmd_rollout;
+extern const struct mlp_cmd mlp_cmd_rollback;
+extern const struct mlp_cmd mlp_cmd_deployments;
+extern const struct mlp_cmd mlp_cmd_stage_rollout;
+extern const struct mlp_cmd mlp_cmd_gpu_check;
 
 /* NULL-terminated, in the order `mlpipe help` lists them. */
 extern const struct mlp_cmd *const mlp_cmd_table[];
@@ -77,5 +86,20 @@ char *mlp_cmd_self_exe(void);
 /* Who is running this: the login name of the real uid, else $USER, else
  * "uid N" (caller frees). */
 char *mlp_cmd_current_user(void);
+
+struct mlp_engine_result;
+struct mlp_engine_opts;
+struct mlp_pipeline;
+struct mlp_store;
+
+/*
+ * Executes pipeline p as run run_id (recorded and locked by this process)
+ * with the engine, records how it ended, and returns the exit code `mlpipe
+ * run` uses (0, 1, 128+signal).  result is filled (the caller frees its
+ * message).  Shared by run and exec-run (cmd-run.c).
+ */
+int mlp_cmd_execute_run(struct mlp_engine_result *result, const struct mlp_pipeline *p,
+                        struct mlp_store *store, int64_t run_id,
+                        const struct mlp_engine_opts *eo);
 
 #endif

@@ -64,4 +64,41 @@ int mlp_cron_parse(struct mlp_cron *out, const char *expr);
  */
 bool mlp_timezone_valid(const char *name);
 
+/* ---- time zones and next fire times (cron-tz.c) ------------------------
+ *
+ * Zones are read from the TZif files of the system's tzdata (version 2+
+ * 64-bit transitions, and the footer's POSIX TZ rule for times after the
+ * last one) by this module itself: no setenv("TZ"), so any thread may ask
+ * about any zone at any time.
+ */
+
+struct mlp_tz;
+
+/*
+ * Loads the zone called name ("UTC", "Europe/Berlin").  Errors: MLP_EINVAL
+ * with a message when the name is not a zone (see mlp_timezone_valid) or
+ * its file is damaged.  Free with mlp_tz_free (accepts NULL).
+ */
+int mlp_tz_open(struct mlp_tz **out, const char *name);
+void mlp_tz_free(struct mlp_tz *tz);
+
+/* The zone's offset from UTC, in seconds east, at time t (Unix seconds). */
+int mlp_tz_offset(const struct mlp_tz *tz, int64_t t);
+
+/*
+ * The first time strictly after `after` (Unix seconds) at which c fires in
+ * zone tz, into *out.  Fields are matched against the zone's wall clock,
+ * with Vixie cron's rules for daylight saving changes:
+ *   - a wall time skipped when clocks go forward fires at the first valid
+ *     minute after the gap (02:30 on a spring-forward night fires at the
+ *     03:00 that follows), once however many skipped minutes match;
+ *   - a wall time repeated when clocks go back fires once, at its first
+ *     occurrence, unless the hour field is '*' (every hour): such a
+ *     schedule keeps firing in real time through the repeated hour.
+ * Returns 0, or MLP_ENOTFOUND with a message when it never fires within
+ * ten years ("0 0 30 2 *").
+ */
+int mlp_cron_next(int64_t *out, const struct mlp_cron *c, const struct mlp_tz *tz,
+                  int64_t after);
+
 #endif

@@ -7,6 +7,8 @@
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -81,4 +83,28 @@ done:
 bool mlp_equal_ct(const void *a, const void *b, size_t len)
 {
 	return CRYPTO_memcmp(a, b, len) == 0;
+}
+
+void mlp_hmac_sha256_hex(char out[MLP_SHA256_HEX_LEN + 1], const void *key, size_t keylen,
+                         const void *data, size_t len)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	static const unsigned char empty[1];
+
+	if (HMAC(EVP_sha256(), keylen ? key : empty, (int)keylen,
+	         len ? data : empty, len, md, &mdlen) == NULL) {
+		fprintf(stderr, "mlpipe: HMAC-SHA256 failed\n");
+		abort();
+	}
+	to_hex(out, md, mdlen);
+}
+
+int mlp_random_bytes(void *buf, size_t len)
+{
+	if (RAND_bytes(buf, (int)len) != 1) {
+		mlp_error_set("cannot read random bytes");
+		return MLP_EIO;
+	}
+	return 0;
 }

@@ -18,4 +18,12 @@ int mlp_sha256_file_hex(char out[MLP_SHA256_HEX_LEN + 1], const char *path);
 /* Compares two buffers in time that depends only on len. */
 bool mlp_equal_ct(const void *a, const void *b, size_t len);
 
+/* The lower-case hex HMAC-SHA256 of data under key (65 bytes with NUL). */
+void mlp_hmac_sha256_hex(char out[MLP_SHA256_HEX_LEN + 1], const void *key, size_t keylen,
+                         const void *data, size_t len);
+
+/* Fills buf with len bytes from the system's CSPRNG; 0 or MLP_EIO with a
+ * message. */
+int mlp_random_bytes(void *buf, size_t len);
+
 #endif

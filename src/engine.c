@@ -441,6 +441,18 @@ static int build_env(struct engine *e, size_t i, struct mlp_strv *env, const cha
 		mlp_strv_setenv(env, s->def->env.items[k].key, value);
 		free(value);
 	}
+	/* The trigger's values win over a stage's env: as for the pipeline's,
+	 * a file cannot fake the commit it was pushed in. */
+	for (const char *const *kv = e->opts->extra_env; kv && *kv; kv++) {
+		const char *eq = strchr(*kv, '=');
+
+		if (eq) {
+			char *name = xstrndup(*kv, (size_t)(eq - *kv));
+
+			mlp_strv_setenv(env, name, eq + 1);
+			free(name);
+		}
+	}
 	snprintf(num, sizeof(num), "%lld", (long long)e->run_id);
 	mlp_strv_setenv(env, "MLPIPE_RUN_ID", num);
 	mlp_strv_setenv(env, "MLPIPE_PIPELINE", e->p->name);
@@ -1143,7 +1155,71 @@ static int build_base_env(struct engine *e)
 		for (size_t k = 0; k < e->opts->vars->len; k++)
 			mlp_strv_setenv(&e->base_env, e->opts->vars->items[k].key,
 			                e->opts->vars->items[k].value);
+	/* The trigger's values (serve): last, so a pipeline cannot fake them. */
+	for (const char *const *kv = e->opts->extra_env; kv && *kv; kv++) {
+		const char *eq = strchr(*kv, '=');
+
+		if (eq) {
+			char *name = xstrndup(*kv, (size_t)(eq - *kv));
+
+			mlp_strv_setenv(&e->base_env, name, eq + 1);
+			free(name);
+		}
+	}
 	return 0;
+}
+
+/* ---- resuming an interrupted run (serve) ---------------------------------
+ *
+ * A stage whose latest attempt in the store succeeded is DONE before the
+ * loop starts, with the outputs and metrics it recorded (later stages'
+ * ${{ stages.X... }} see them); every other stage starts again, its
+ * attempt numbers continuing from the stored ones so no record or file of
+ * the earlier attempts is overwritten.
+ */
+static int load_resumed(struct engine *e)
+{
+	struct mlp_attempt_info *a = NULL;
+	struct mlp_stage_value *outs = NULL, *mets = NULL;
+	size_t na = 0, nouts = 0, nmets = 0;
+	int rc;
+
+	if ((rc = mlp_store_attempts_list(e->store, &a, &na, e->run_id)) != 0 ||
+	    (rc = mlp_store_outputs_list(e->store, &outs, &nouts, e->run_id)) != 0 ||
+	    (rc = mlp_store_metrics_list(e->store, &mets, &nmets, e->run_id)) != 0)
+		goto done;
+	for (size_t i = 0; i < e->n; i++) {
+		struct stage_rt *s = &e->st[i];
+		bool succeeded = false;
+
+		for (size_t k = 0; k < na; k++) {
+			if (strcmp(a[k].stage, s->def->name) != 0 || a[k].attempt < s->attempt)
+				continue;
+			s->attempt = a[k].attempt;
+			succeeded = a[k].status == MLP_STATUS_SUCCEEDED;
+		}
+		if (!succeeded)
+			continue;
+		s->state = DONE;
+		s->result = MLP_STATUS_SUCCEEDED;
+		set_detail(s, "succeeded before the run was interrupted");
+		for (size_t k = 0; k < nouts; k++)
+			if (strcmp(outs[k].stage, s->def->name) == 0)
+				mlp_kvlist_set(&s->outputs, outs[k].name, outs[k].text);
+		for (size_t k = 0; k < nmets; k++) {
+			if (strcmp(mets[k].stage, s->def->name) != 0)
+				continue;
+			s->metrics = xrealloc(s->metrics, (s->nmetrics + 1) * sizeof(*s->metrics));
+			s->metrics[s->nmetrics].name = xstrdup(mets[k].name);
+			s->metrics[s->nmetrics++].value = mets[k].number;
+		}
+		notify(e, i);
+	}
+done:
+	mlp_attempt_info_free_all(a, na);
+	mlp_stage_value_free_all(outs, nouts);
+	mlp_stage_value_free_all(mets, nmets);
+	return rc;
 }
 
 int mlp_engine_run(struct mlp_engine_result *out, const struct mlp_pipeline *p,
@@ -1173,6 +1249,8 @@ int mlp_engine_run(struct mlp_engine_result *out, const struct mlp_pipeline *p,
 	}
 	e.run_dir = xasprintf("%s/runs/%lld", mlp_store_data_dir(store), (long long)run_id);
 	if ((rc = mlp_mkdirs(e.run_dir, 0755)) != 0)
+		goto done;
+	if (opts->resume && (rc = load_resumed(&e)) != 0)
 		goto done;
 	if ((rc = build_base_env(&e)) != 0) {
 		/* A pipeline env that cannot be expanded fails the run. */

@@ -47,6 +47,14 @@ struct mlp_engine_opts {
 	const struct mlp_kvlist *vars; /* --var K=V: override the pipeline's env */
 	const char *self_exe;
 	const struct mlp_engine_observer *observer; /* may be NULL */
+	/* For `mlpipe serve` (cmd-exec-run.c): */
+	const char *const *extra_env;  /* NULL-terminated "NAME=VALUE": the
+	                                * trigger's (MLPIPE_COMMIT ...), set
+	                                * last; never part of a command */
+	bool resume;                   /* continue an interrupted run: stages
+	                                * whose latest stored attempt succeeded
+	                                * are done with their stored outputs and
+	                                * metrics; attempt numbers continue */
 };
 
 struct mlp_engine_result {

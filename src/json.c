@@ -164,3 +164,146 @@ void mlp_metrics_free(struct mlp_metric *m, size_t n)
 		free(m[i].name);
 	free(m);
 }
+
+/* ---- reading documents ------------------------------------------------ *
+ * (mlp_json_parse, mlp_json_get, mlp_json_get_string, mlp_json_is_object:
+ * below, with the webhook readers.) */
+
+const struct mlp_json *mlp_json_path(const struct mlp_json *j, const char *path)
+{
+	char key[128];
+
+	while (j != NULL && *path) {
+		size_t n = strcspn(path, ".");
+
+		if (n >= sizeof(key))
+			return NULL;
+		memcpy(key, path, n);
+		key[n] = '\0';
+		j = mlp_json_get(j, key);
+		path += n;
+		if (*path == '.')
+			path++;
+	}
+	return j;
+}
+
+const char *mlp_json_string(const struct mlp_json *j)
+{
+	return j != NULL && cJSON_IsString(CJ(j)) ? CJ(j)->valuestring : NULL;
+}
+
+bool mlp_json_number(const struct mlp_json *j, double *out)
+{
+	if (j == NULL || !cJSON_IsNumber(CJ(j)))
+		return false;
+	*out = CJ(j)->valuedouble;
+	return true;
+}
+
+int64_t mlp_json_int(const struct mlp_json *j, int64_t def)
+{
+	double v;
+
+	if (!mlp_json_number(j, &v) || !isfinite(v) || v > 9.0e15 || v < -9.0e15)
+		return def;
+	return (int64_t)v;
+}
+
+bool mlp_json_is_true(const struct mlp_json *j)
+{
+	return j != NULL && cJSON_IsTrue(CJ(j));
+}
+
+bool mlp_json_is_array(const struct mlp_json *j)
+{
+	return j != NULL && cJSON_IsArray(CJ(j));
+}
+
+bool mlp_json_is_null(const struct mlp_json *j)
+{
+	return j != NULL && cJSON_IsNull(CJ(j));
+}
+
+size_t mlp_json_count(const struct mlp_json *j)
+{
+	if (j == NULL || !(cJSON_IsArray(CJ(j)) || cJSON_IsObject(CJ(j))))
+		return 0;
+	return (size_t)cJSON_GetArraySize(CJ(j));
+}
+
+const struct mlp_json *mlp_json_at(const struct mlp_json *j, size_t i)
+{
+	if (j == NULL || !(cJSON_IsArray(CJ(j)) || cJSON_IsObject(CJ(j))) || i > INT32_MAX)
+		return NULL;
+	return (const struct mlp_json *)cJSON_GetArrayItem(CJ(j), (int)i);
+}
+
+const char *mlp_json_key(const struct mlp_json *member)
+{
+	return member != NULL ? CJ(member)->string : NULL;
+}
+
+struct mlp_json *mlp_json_dup(const struct mlp_json *j)
+{
+	if (j == NULL)
+		return checked(cJSON_CreateNull());
+	return checked(cJSON_Duplicate(CJ(j), 1));
+}
+
+struct mlp_json *mlp_json_new_string(const char *s)
+{
+	return checked(s ? cJSON_CreateString(s) : cJSON_CreateNull());
+}
+
+struct mlp_json *mlp_json_new_null(void)
+{
+	return checked(cJSON_CreateNull());
+}
+
+struct mlp_json *mlp_json_new_bool(bool b)
+{
+	return checked(cJSON_CreateBool(b));
+}
+
+struct mlp_json *mlp_json_new_number(double v)
+{
+	return checked(isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull());
+}
+
+int mlp_json_parse(struct mlp_json **out, const char *text, size_t len)
+{
+	cJSON *c = cJSON_ParseWithLength(text, len);
+
+	*out = NULL;
+	if (c == NULL) {
+		mlp_error_set("malformed JSON");
+		return MLP_EINVAL;
+	}
+	*out = (struct mlp_json *)c;
+	return 0;
+}
+
+const struct mlp_json *mlp_json_get(const struct mlp_json *j, const char *key)
+{
+	if (j == NULL || !cJSON_IsObject(CJ(j)))
+		return NULL;
+	return (const struct mlp_json *)cJSON_GetObjectItemCaseSensitive(CJ(j), key);
+}
+
+const char *mlp_json_get_string(const struct mlp_json *j, const char *key)
+{
+	const cJSON *c = (const cJSON *)mlp_json_get(j, key);
+
+	return cJSON_IsString(c) ? c->valuestring : NULL;
+}
+
+bool mlp_json_get_bool(const struct mlp_json *j, const char *key)
+{
+	return cJSON_IsTrue((const cJSON *)mlp_json_get(j, key));
+}
+
+bool mlp_json_is_object(const struct mlp_json *j)
+{
+	return j != NULL && cJSON_IsObject(CJ(j));
+}

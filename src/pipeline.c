@@ -37,6 +37,8 @@
 #include "error.h"
 #include "expr.h"
 #include "pipeline.h"
+#include "json.h"
+#include "yamltree.h"
 #include "util.h"
 
 /* Collections may nest this deep; deeper is refused, not recursed into. */
@@ -2912,4 +2914,74 @@ bool mlp_pipeline_depends_on(const struct mlp_pipeline *p, size_t index, size_t 
 	free(seen);
 	free(stack);
 	return found;
+}
+
+/* ------------------------------------------------------------------ */
+/* Other YAML documents as JSON values (yamltree.h)                    */
+/* ------------------------------------------------------------------ */
+
+/* Converts a node; the tree's limits already bound depth and size. */
+static struct mlp_json *node_to_json(const struct node *n)
+{
+	struct mlp_json *j;
+	bool b;
+	double d;
+
+	if (is_null(n))
+		return mlp_json_new_null();
+	switch (n->type) {
+	case NODE_SEQ:
+		j = mlp_json_array();
+		for (size_t i = 0; i < n->nitems; i++)
+			mlp_json_append(j, node_to_json(n->items[i]));
+		return j;
+	case NODE_MAP:
+		j = mlp_json_object();
+		for (size_t i = 0; i < n->npairs; i++) {
+			const struct pair *pr = &n->pairs[i];
+
+			if (pr->dup_of != NULL || pr->key->type != NODE_SCALAR)
+				continue;
+			mlp_json_add(j, pr->key->value, node_to_json(pr->value));
+		}
+		return j;
+	case NODE_SCALAR:
+		if (n->plain && bool_word(n->value, &b))
+			return mlp_json_new_bool(b);
+		if (n->plain && number_syntax(n->value) && mlp_parse_double(&d, n->value) == 0)
+			return mlp_json_new_number(d);
+		return mlp_json_new_string(n->value);
+	}
+	return mlp_json_new_null();
+}
+
+int mlp_yaml_to_json(struct mlp_json **out, const char *path, const char *text, size_t len)
+{
+	struct mlp_diags diags = {0};
+	struct ctx c = {0};
+	struct node *root = NULL;
+	int rc = 0;
+
+	*out = NULL;
+	c.path = path;
+	c.text = text;
+	c.len = len;
+	c.diags = &diags;
+	index_lines(&c);
+	if (!check_bytes(&c) || build_tree(&c, &root) != 0) {
+		if (diags.len)
+			mlp_error_set("%s:%d:%d: %s", path, diags.items[0].pos.line,
+			              diags.items[0].pos.col, diags.items[0].message);
+		else
+			mlp_error_set("%s: not a YAML document", path);
+		rc = MLP_EINVAL;
+	} else {
+		*out = node_to_json(root);
+	}
+	nodes_free(c.nodes);
+	strtab_free(&c.anchor_index);
+	free(c.anchors);
+	free(c.lines);
+	mlp_diags_free(&diags);
+	return rc;
 }

@@ -145,11 +145,46 @@ static int gate_prepare(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx)
 	return 0;
 }
 
+/*
+ * rollout: re-enters mlpipe (`mlpipe stage-rollout`, cmd-stage-rollout.c)
+ * with the image and env values resolved here, where the expressions'
+ * context (run, stages' outputs) is; the rest it reads from the run.
+ */
+static int rollout_prepare(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx)
+{
+	const struct mlp_rollout *r = &ctx->stage->rollout;
+	size_t base = argv->len;
+	char *value;
+	int rc;
+
+	/* The same --db/--run/--stage command line as a gate's. */
+	if ((rc = gate_prepare(argv, ctx)) != 0)
+		return rc;
+	free(argv->v[base + 1]);
+	argv->v[base + 1] = xstrdup("stage-rollout");
+	if (r->image) {
+		if ((rc = mlp_expr_expand(&value, r->image, 0, ctx->resolve,
+		                          ctx->resolve_payload)) != 0)
+			return rc;
+		mlp_strv_push(argv, "--image");
+		mlp_strv_push_owned(argv, value);
+	}
+	for (size_t i = 0; i < r->env.len; i++) {
+		if ((rc = mlp_expr_expand(&value, r->env.items[i].value, 0, ctx->resolve,
+		                          ctx->resolve_payload)) != 0)
+			return rc;
+		mlp_strv_push(argv, "--env");
+		mlp_strv_push_owned(argv, xasprintf("%s=%s", r->env.items[i].key, value));
+		free(value);
+	}
+	return 0;
+}
+
 static const struct mlp_stage_kind_ops kinds[] = {
 	{MLP_STAGE_RUN, run_prepare, model_finish},
 	{MLP_STAGE_TRAIN, mlp_train_prepare, model_finish},
 	{MLP_STAGE_GATE, gate_prepare, NULL},
-	{MLP_STAGE_ROLLOUT, NULL, NULL},
+	{MLP_STAGE_ROLLOUT, rollout_prepare, NULL},
 };
 
 const struct mlp_stage_kind_ops *mlp_stage_kind_ops(enum mlp_stage_kind kind)

@@ -144,6 +144,95 @@ static bool run_owner_dead(struct mlp_store *s, int64_t run_id)
 	return dead;
 }
 
+/* Claiming a queued run (store.h; the server's exec-run children). */
+int mlp_store_run_claim(struct mlp_store *s, int64_t run_id, bool *out_resumed)
+{
+	sqlite3_stmt *st;
+	char *status = NULL;
+	bool managed;
+	int rc;
+
+	*out_resumed = false;
+	if ((rc = mlp_store_begin(s)) != 0)
+		return rc;
+	st = store_prepare(s, "SELECT status, queued_at IS NOT NULL FROM runs WHERE id = ?");
+	if (st == NULL) {
+		rc = MLP_EDB;
+		goto fail;
+	}
+	sqlite3_bind_int64(st, 1, run_id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		status = store_column_text(st, 0);
+		managed = sqlite3_column_int(st, 1) != 0;
+	}
+	sqlite3_finalize(st);
+	if (rc == SQLITE_DONE) {
+		mlp_error_set("no run %lld", (long long)run_id);
+		rc = MLP_ENOTFOUND;
+		goto fail;
+	}
+	if (rc != SQLITE_ROW) {
+		rc = store_fail(s, "reading a run");
+		goto fail;
+	}
+	/* A run still marked running whose owner died is interrupted. */
+	if (strcmp(status, "running") == 0 && managed && run_owner_dead(s, run_id)) {
+		free(status);
+		status = xstrdup("interrupted");
+	}
+	if (strcmp(status, "interrupted") == 0 && managed) {
+		*out_resumed = true;
+		st = store_prepare(s, "DELETE FROM stages WHERE run_id = ? AND attempt = 0");
+		if (st == NULL) {
+			rc = MLP_EDB;
+			goto fail;
+		}
+		sqlite3_bind_int64(st, 1, run_id);
+		if ((rc = store_exec_stmt(s, st, "resuming a run")) != 0)
+			goto fail;
+		st = store_prepare(s,
+			"UPDATE stages SET status = 'interrupted', ended_at = coalesce(ended_at, ?)"
+			" WHERE run_id = ? AND status = 'running'");
+		if (st == NULL) {
+			rc = MLP_EDB;
+			goto fail;
+		}
+		sqlite3_bind_int64(st, 1, mlp_wall_ms());
+		sqlite3_bind_int64(st, 2, run_id);
+		if ((rc = store_exec_stmt(s, st, "resuming a run")) != 0)
+			goto fail;
+	} else if (strcmp(status, "queued") != 0) {
+		mlp_error_set("run %lld is %s: nothing to claim", (long long)run_id, status);
+		rc = MLP_EEXISTS;
+		goto fail;
+	}
+	st = store_prepare(s,
+		"UPDATE runs SET status = 'running', started_at = ?, ended_at = NULL,"
+		" exit_code = NULL, message = NULL, exec_pid = ?,"
+		" exec_attempts = exec_attempts + 1 WHERE id = ?");
+	if (st == NULL) {
+		rc = MLP_EDB;
+		goto fail;
+	}
+	sqlite3_bind_int64(st, 1, mlp_wall_ms());
+	sqlite3_bind_int64(st, 2, (int64_t)getpid());
+	sqlite3_bind_int64(st, 3, run_id);
+	if ((rc = store_exec_stmt(s, st, "claiming a run")) != 0)
+		goto fail;
+	/* Lock before commit: nobody can see the run running without it. */
+	if ((rc = take_run_lock(s, run_id)) != 0)
+		goto fail;
+	if ((rc = mlp_store_commit(s)) != 0)
+		goto fail;
+	free(status);
+	return 0;
+fail:
+	free(status);
+	mlp_store_rollback(s);
+	return rc;
+}
+
 int mlp_store_recover(struct mlp_store *s, int *out_count)
 {
 	sqlite3_stmt *st = store_prepare(s, "SELECT id FROM runs WHERE status = 'running'");

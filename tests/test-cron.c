@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -228,6 +229,120 @@ static void test_cron__timezones(void **state)
 	assert_false(mlp_timezone_valid("Europe/Berlin "));
 }
 
+/* ---- next fire times (cron-tz.c) ---------------------------------------- */
+
+/* Parses "2024-03-31T01:00:00Z" (UTC only) into Unix seconds. */
+static int64_t utc(const char *s)
+{
+	struct tm tm = {0};
+
+	assert_non_null(strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm));
+	return (int64_t)timegm(&tm);
+}
+
+struct fire_case {
+	const char *zone;
+	const char *expr;
+	const char *after;
+	const char *expect[4]; /* the next fire times, in order */
+};
+
+/*
+ * 2024 changes: Europe/Berlin 03-31 02:00 CET -> 03:00 CEST (01:00Z) and
+ * 10-27 03:00 CEST -> 02:00 CET (01:00Z); America/New_York 03-10 02:00 EST
+ * -> 03:00 EDT (07:00Z) and 11-03 02:00 EDT -> 01:00 EST (06:00Z).
+ */
+static const struct fire_case fire_cases[] = {
+	/* A skipped wall time fires at the first valid minute after the gap. */
+	{"Europe/Berlin", "30 2 * * *", "2024-03-30T12:00:00Z",
+	 {"2024-03-31T01:00:00Z", "2024-04-01T00:30:00Z", "2024-04-02T00:30:00Z"}},
+	/* ... once, however many skipped minutes match. */
+	{"Europe/Berlin", "*/15 2 * * *", "2024-03-30T23:00:00Z",
+	 {"2024-03-31T01:00:00Z", "2024-04-01T00:00:00Z", "2024-04-01T00:15:00Z"}},
+	/* A repeated wall time fires once, at its first occurrence. */
+	{"Europe/Berlin", "30 2 * * *", "2024-10-26T12:00:00Z",
+	 {"2024-10-27T00:30:00Z", "2024-10-28T01:30:00Z"}},
+	/* Every hour keeps firing in real time through both changes. */
+	{"Europe/Berlin", "0 * * * *", "2024-10-26T23:30:00Z",
+	 {"2024-10-27T00:00:00Z", "2024-10-27T01:00:00Z", "2024-10-27T02:00:00Z"}},
+	{"Europe/Berlin", "0 * * * *", "2024-03-31T00:30:00Z",
+	 {"2024-03-31T01:00:00Z", "2024-03-31T02:00:00Z"}},
+	/* @nightly is 02:00 local: in the gap in March, normal in October. */
+	{"Europe/Berlin", "@nightly", "2024-03-30T02:00:00Z",
+	 {"2024-03-31T01:00:00Z", "2024-04-01T00:00:00Z"}},
+	{"Europe/Berlin", "@nightly", "2024-10-26T12:00:00Z",
+	 {"2024-10-27T00:00:00Z", "2024-10-28T01:00:00Z"}},
+	/* Far beyond the table of transitions: the footer rule (2100). */
+	{"Europe/Berlin", "30 2 * * *", "2100-03-27T12:00:00Z",
+	 {"2100-03-28T01:00:00Z", "2100-03-29T00:30:00Z"}},
+	{"America/New_York", "30 2 * * *", "2024-03-09T12:00:00Z",
+	 {"2024-03-10T07:00:00Z", "2024-03-11T06:30:00Z"}},
+	{"America/New_York", "30 1 * * *", "2024-11-02T12:00:00Z",
+	 {"2024-11-03T05:30:00Z", "2024-11-04T06:30:00Z"}},
+	{"America/New_York", "0 * * * *", "2024-11-03T04:30:00Z",
+	 {"2024-11-03T05:00:00Z", "2024-11-03T06:00:00Z", "2024-11-03T07:00:00Z"}},
+	{"America/New_York", "0 9 * * MON-FRI", "2024-11-01T14:00:00Z",
+	 {"2024-11-04T14:00:00Z", "2024-11-05T14:00:00Z"}},
+	/* Vixie's day rule: the 1st or a Monday. */
+	{"UTC", "0 0 1 * MON", "2024-06-28T00:00:00Z",
+	 {"2024-07-01T00:00:00Z", "2024-07-08T00:00:00Z", "2024-07-15T00:00:00Z"}},
+	{"UTC", "0 0 29 2 *", "2024-03-01T00:00:00Z", {"2028-02-29T00:00:00Z"}},
+};
+
+static void test_cron__next_fire_across_dst(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(fire_cases) / sizeof(fire_cases[0]); i++) {
+		const struct fire_case *fc = &fire_cases[i];
+		struct mlp_tz *tz;
+		struct mlp_cron c;
+		int64_t t = utc(fc->after);
+
+		assert_int_equal(mlp_tz_open(&tz, fc->zone), 0);
+		assert_int_equal(mlp_cron_parse(&c, fc->expr), 0);
+		for (size_t k = 0; k < 4 && fc->expect[k]; k++) {
+			int64_t next;
+
+			assert_int_equal(mlp_cron_next(&next, &c, tz, t), 0);
+			if (next != utc(fc->expect[k]))
+				fail_msg("%s %s after %s: fire %zu at %lld, expected %s (%lld)",
+				         fc->zone, fc->expr, fc->after, k + 1, (long long)next,
+				         fc->expect[k], (long long)utc(fc->expect[k]));
+			t = next;
+		}
+		mlp_tz_free(tz);
+	}
+}
+
+static void test_cron__offsets_follow_the_zone(void **state)
+{
+	struct mlp_tz *tz;
+
+	(void)state;
+	assert_int_equal(mlp_tz_open(&tz, "Europe/Berlin"), 0);
+	assert_int_equal(mlp_tz_offset(tz, utc("2024-01-15T12:00:00Z")), 3600);
+	assert_int_equal(mlp_tz_offset(tz, utc("2024-07-15T12:00:00Z")), 7200);
+	assert_int_equal(mlp_tz_offset(tz, utc("2024-03-31T00:59:59Z")), 3600);
+	assert_int_equal(mlp_tz_offset(tz, utc("2024-03-31T01:00:00Z")), 7200);
+	assert_int_equal(mlp_tz_offset(tz, utc("2150-07-01T00:00:00Z")), 7200);
+	mlp_tz_free(tz);
+	assert_int_equal(mlp_tz_open(&tz, "Nowhere/Atlantis"), MLP_EINVAL);
+	assert_null(tz);
+}
+
+static void test_cron__never_firing_is_an_error(void **state)
+{
+	struct mlp_tz *tz;
+	struct mlp_cron c;
+	int64_t t;
+
+	(void)state;
+	assert_int_equal(mlp_tz_open(&tz, "UTC"), 0);
+	assert_int_equal(mlp_cron_parse(&c, "0 0 30 2 *"), 0);
+	assert_int_equal(mlp_cron_next(&t, &c, tz, 0), MLP_ENOTFOUND);
+	mlp_tz_free(tz);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -244,6 +359,9 @@ int main(void)
 		cmocka_unit_test(test_cron__field_count),
 		cmocka_unit_test(test_cron__unknown_macros),
 		cmocka_unit_test(test_cron__timezones),
+		cmocka_unit_test(test_cron__next_fire_across_dst),
+		cmocka_unit_test(test_cron__offsets_follow_the_zone),
+		cmocka_unit_test(test_cron__never_firing_is_an_error),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

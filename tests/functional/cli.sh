@@ -30,8 +30,8 @@ run_mlpipe val --help
 expect_match "a unique prefix finds the command" "^usage: mlpipe validate" "$out"
 run_mlpipe r
 expect_eq "an ambiguous prefix exits 2" 2 "$rc"
-run_mlpipe s
-expect_eq "internal commands are not found by a prefix" "mlpipe: unknown command 's' (see 'mlpipe help')" "$err"
+run_mlpipe stage
+expect_eq "internal commands are not found by a prefix" "mlpipe: unknown command 'stage' (see 'mlpipe help')" "$err"
 
 run_mlpipe run
 expect_eq "run without a file exits 2" 2 "$rc"

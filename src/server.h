@@ -1,0 +1,81 @@
+/*
+ * server.h - HTTP for `mlpipe serve`.  The only module that includes
+ * libmicrohttpd.
+ *
+ * A request reaches the handler once, complete: method, path, query,
+ * headers and the raw body (never more than body_max bytes: a larger one
+ * is answered 413 before the handler sees it).  The handler fills a
+ * response: a status and a body, or a stream (for logs that grow while a
+ * stage runs).  Each connection has its own thread, so a handler may block
+ * briefly (on the database) and a stream may wait for more data.
+ */
+#ifndef MLP_SERVER_H
+#define MLP_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct mlp_server;
+struct mlp_http_request;
+
+/* A request header (case-insensitive name), or NULL. */
+const char *mlp_http_header(const struct mlp_http_request *r, const char *name);
+/* A query argument, or NULL. */
+const char *mlp_http_query(const struct mlp_http_request *r, const char *name);
+
+struct mlp_http_request_view {
+	const char *method;
+	const char *path;
+	const char *remote;  /* the peer's address */
+	const char *body;    /* raw bytes, NUL-terminated for convenience */
+	size_t body_len;
+};
+
+/*
+ * A stream: called for the next bytes at offset pos; returns how many it
+ * wrote into buf (at most max), 0 when it has none yet (it is called
+ * again shortly), or -1 at the end.
+ */
+typedef ssize_t (*mlp_http_stream_fn)(void *payload, uint64_t pos, char *buf, size_t max);
+
+struct mlp_http_response {
+	int status;
+	char *body;                /* owned by the response (freed after sending) */
+	size_t body_len;
+	const char *content_type;  /* a literal; default application/json */
+	const char *extra_header;  /* e.g. "WWW-Authenticate" (name), or NULL */
+	const char *extra_value;
+	mlp_http_stream_fn stream; /* instead of body */
+	void *stream_payload;
+	void (*stream_free)(void *payload);
+};
+
+typedef void (*mlp_http_handler)(void *payload, const struct mlp_http_request *req,
+                                 const struct mlp_http_request_view *view,
+                                 struct mlp_http_response *resp);
+
+struct mlp_server_opts {
+	const char *host;      /* numeric IPv4 or IPv6 address */
+	int port;              /* 0: any free port */
+	const char *tls_cert;  /* PEM files; both or neither */
+	const char *tls_key;
+	size_t body_max;       /* larger bodies: 413 */
+	mlp_http_handler handler;
+	void *payload;
+	/* Called after each request with its line for the log. */
+	void (*log)(void *payload, const char *line);
+};
+
+/* Starts serving in threads of its own.  MLP_EIO / MLP_EINVAL with a
+ * message (address in use, unreadable certificate ...). */
+int mlp_server_start(struct mlp_server **out, const struct mlp_server_opts *opts);
+/* The port it listens on. */
+int mlp_server_port(const struct mlp_server *s);
+/* Stops accepting connections (those open are served to the end). */
+void mlp_server_quiesce(struct mlp_server *s);
+/* Stops and frees; accepts NULL. */
+void mlp_server_stop(struct mlp_server *s);
+
+#endif
