@@ -32,8 +32,19 @@ static int help_exec(int argc, char **argv)
 	       "Continuous training and rollout: run a pipeline file that trains,\n"
 	       "measures, gates and ships a model, with its history in SQLite.\n\n"
 	       "Commands:\n");
-	for (size_t i = 0; mlp_cmd_table[i]; i++)
-		printf("  %-10s %s\n", mlp_cmd_table[i]->name, mlp_cmd_table[i]->summary);
+	{
+		int width = 0;
+
+		for (size_t i = 0; mlp_cmd_table[i]; i++) {
+			int len = (int)strlen(mlp_cmd_table[i]->name);
+
+			if (len > width)
+				width = len;
+		}
+		for (size_t i = 0; mlp_cmd_table[i]; i++)
+			printf("  %-*s  %s\n", width, mlp_cmd_table[i]->name,
+			       mlp_cmd_table[i]->summary);
+	}
 	printf("\nRun 'mlpipe help COMMAND' or 'mlpipe COMMAND --help' for a command's "
 	       "options.\n"
 	       "Exit codes: 0 success, 1 the run failed, 2 usage or invalid input,\n"
