@@ -195,7 +195,7 @@ expect_match "and asks for a declaration" "direction of metric 'throughput' is u
 run_mlpipe help
 expect_match "help lists models" "^  models " "$(printf '%s\n' "$out" | grep '^  models ' || true)"
 expect_match "help lists gate" "^  gate " "$(printf '%s\n' "$out" | grep '^  gate ' || true)"
-expect_match "the gate stage's command is marked internal" "^  stage-gate \(internal\)" "$(printf '%s\n' "$out" | grep '^  stage-gate ' || true)"
+expect_match "the gate stage's command is marked internal" "^  stage-gate +\(internal\)" "$(printf '%s\n' "$out" | grep '^  stage-gate ' || true)"
 for c in models gate stage-gate; do
 	run_mlpipe "$c" --help
 	expect_eq "$c --help exits 0" 0 "$rc"
