@@ -133,15 +133,20 @@ static int parse_from(int64_t *out, const char *v)
 {
 	struct tm tm = {0};
 	int used = 0;
+	bool full, short_form = false;
 
-	if ((sscanf(v, "%4d-%2d-%2dT%2d:%2d:%2dZ%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-	            &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &used) != 6 || v[used] != '\0') &&
-	    (tm.tm_sec = 0, used = 0,
-	     sscanf(v, "%4d-%2d-%2dT%2d:%2dZ%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-	            &tm.tm_hour, &tm.tm_min, &used) != 5 || v[used] != '\0'))
-		return MLP_EINVAL;
-	if (tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 ||
-	    tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
+	full = sscanf(v, "%4d-%2d-%2dT%2d:%2d:%2dZ%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+	              &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &used) == 6 && used > 0 &&
+	       v[used] == '\0';
+	if (!full) {
+		tm.tm_sec = 0;
+		used = 0;
+		short_form = sscanf(v, "%4d-%2d-%2dT%2d:%2dZ%n", &tm.tm_year, &tm.tm_mon,
+		                    &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &used) == 5 &&
+		             used > 0 && v[used] == '\0';
+	}
+	if ((!full && !short_form) || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 ||
+	    tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 59)
 		return MLP_EINVAL;
 	tm.tm_year -= 1900;
 	tm.tm_mon -= 1;
@@ -166,8 +171,13 @@ static int schedules_exec(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "n:h", opts, NULL)) != -1) {
 		if (c == 'n' && mlp_parse_int(&count, optarg, 1, 1000) == 0)
 			continue;
-		if (c == 'F' && parse_from(&after, optarg) == 0)
+		if (c == 'F') {
+			if (parse_from(&after, optarg) != 0)
+				return mlp_cmd_usage_error(&mlp_cmd_schedules,
+				                           "--from wants a UTC time such as "
+				                           "2026-03-29T00:30:00Z, not '%s'", optarg);
 			continue;
+		}
 		if (c == 'd') {
 			db = optarg;
 			continue;

@@ -460,7 +460,8 @@ static void handle_hook(struct serve *sv, const struct mlp_http_request *req,
 			struct mlp_json *j = mlp_json_object();
 
 			pthread_mutex_lock(&sv->db_lock);
-			rc = mlp_store_delivery_ignore(sv->db, forge_name, delivery, proj->name, why);
+			rc = mlp_store_delivery_ignore(sv->db, mlp_forge_name(forge), delivery,
+			                               proj->name, why);
 			pthread_mutex_unlock(&sv->db_lock);
 			if (rc == MLP_EEXISTS)
 				atomic_fetch_add(&sv->duplicate, 1);
@@ -484,7 +485,8 @@ static void handle_hook(struct serve *sv, const struct mlp_http_request *req,
 		int64_t id = 0;
 
 		pthread_mutex_lock(&sv->db_lock);
-		rc = mlp_store_run_enqueue(sv->db, &id, &q, forge_name, delivery);
+		/* Keyed by the forge, not the path: /hooks/forgejo is /hooks/gitea. */
+		rc = mlp_store_run_enqueue(sv->db, &id, &q, mlp_forge_name(forge), delivery);
 		pthread_mutex_unlock(&sv->db_lock);
 		if (rc != 0 && rc != MLP_EEXISTS) {
 			mlp_json_free(j);
@@ -1177,6 +1179,7 @@ static int load_schedules(struct serve *sv, struct schedule **out, size_t *nout)
 				const struct mlp_schedule *ms = &p->schedules[k];
 				struct schedule *s;
 				int64_t last = 0;
+				bool fresh = false;
 
 				xgrow((void **)&sc, &cap, len + 1, sizeof(*sc));
 				s = &sc[len];
@@ -1200,10 +1203,17 @@ static int load_schedules(struct serve *sv, struct schedule **out, size_t *nout)
 					int64_t none;
 
 					last = now;
+					fresh = true;
 					mlp_store_schedule_fire(sv->ctl, &none, s->key, now, NULL);
 				}
 				if (mlp_cron_next(&s->next, &s->cron, s->tz, last) != 0)
 					s->next = INT64_MAX;
+				if (fresh && s->next != INT64_MAX) {
+					char when[40];
+
+					mlp_format_time(when, sizeof(when), s->next * 1000);
+					logf_line(sv, "schedule %s: new; first fire at %s", s->key, when);
+				}
 				len++;
 			}
 		}
