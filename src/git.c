@@ -6,7 +6,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <git2.h>
+#include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -82,9 +84,29 @@ static int git_fail(int code, const char *doing)
 struct creds_payload {
 	const struct mlp_git_creds *creds;
 	int calls;
+	bool offered_key; /* the last offer was the SSH key, not the token */
+	char *why; /* why the fetch failed, when libgit2 has no message for it */
 };
 
-/* libgit2 calls this again after each refusal: bounded, or it loops. */
+static void creds_fail(struct creds_payload *cp, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void creds_fail(struct creds_payload *cp, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (cp->why)
+		return;
+	va_start(ap, fmt);
+	cp->why = xvasprintf(fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * libgit2 calls this again after each refusal: bounded, or it loops.  When
+ * it gives up it returns GIT_EUSER, for which libgit2 sets no message: the
+ * reason is kept in the payload for mlp_git_mirror_fetch to report.
+ */
 static int credentials(git_credential **out, const char *url, const char *user,
                        unsigned int allowed, void *payload)
 {
@@ -92,23 +114,101 @@ static int credentials(git_credential **out, const char *url, const char *user,
 	int rc = GIT_PASSTHROUGH;
 
 	(void)url;
-	if (cp->creds == NULL || ++cp->calls > 2)
+	if (cp->creds == NULL ||
+	    (cp->creds->ssh_key_file == NULL && cp->creds->token_file == NULL)) {
+		creds_fail(cp, "the remote asks for credentials; give the project "
+		               "--token-file or --ssh-key");
 		return GIT_EUSER;
-	if ((allowed & GIT_CREDENTIAL_SSH_KEY) && cp->creds->ssh_key_file)
+	}
+	if (++cp->calls > 2) {
+		if (cp->offered_key)
+			creds_fail(cp, "authentication failed: the server refused the SSH key %s "
+			               "for user %s (2 attempts)", cp->creds->ssh_key_file,
+			           user ? user : "git");
+		else
+			creds_fail(cp, "authentication failed: the server refused the token in %s "
+			               "(2 attempts; sent as the password of user x-access-token)",
+			           cp->creds->token_file);
+		return GIT_EUSER;
+	}
+	cp->offered_key = (allowed & GIT_CREDENTIAL_SSH_KEY) && cp->creds->ssh_key_file;
+	if (cp->offered_key)
 		rc = git_credential_ssh_key_new(out, user ? user : "git", NULL,
 		                                cp->creds->ssh_key_file, NULL);
 	else if ((allowed & GIT_CREDENTIAL_USERPASS_PLAINTEXT) && cp->creds->token_file) {
 		char *token = NULL;
 		size_t len;
 
-		if (mlp_read_file(&token, &len, cp->creds->token_file, 4096) != 0)
+		if (mlp_read_file(&token, &len, cp->creds->token_file, 4096) != 0) {
+			creds_fail(cp, "%s", mlp_error_last());
 			return GIT_EUSER;
+		}
 		while (len > 0 && (token[len - 1] == '\n' || token[len - 1] == '\r'))
 			token[--len] = '\0';
 		rc = git_credential_userpass_plaintext_new(out, "x-access-token", token);
+		explicit_bzero(token, len);
 		free(token);
+	} else {
+		creds_fail(cp, "the remote does not take the project's credentials (%s)",
+		           cp->creds->ssh_key_file ? "an SSH key" : "a token");
+		return GIT_EUSER;
 	}
 	return rc;
+}
+
+/* base64 without padding, as OpenSSH prints SHA256 fingerprints. */
+static void base64_nopad(char *out, const unsigned char *in, size_t n)
+{
+	static const char digits[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)in[i] << 16;
+
+		if (i + 1 < n)
+			v |= (uint32_t)in[i + 1] << 8;
+		if (i + 2 < n)
+			v |= in[i + 2];
+		out[o++] = digits[(v >> 18) & 63];
+		out[o++] = digits[(v >> 12) & 63];
+		if (i + 1 < n)
+			out[o++] = digits[(v >> 6) & 63];
+		if (i + 2 < n)
+			out[o++] = digits[v & 63];
+	}
+	out[o] = '\0';
+}
+
+/*
+ * libgit2 1.5 checks an SSH server's host key against ~/.ssh/known_hosts
+ * (of the user running mlpipe) before calling this, and refuses a host
+ * that is not there or whose key differs, with a message that names
+ * neither the host nor the key.  This only words that refusal so that an
+ * operator can check the fingerprint and add the key; it never accepts a
+ * key libgit2 did not.  TLS certificates are left to libgit2 as they are.
+ */
+static int certificate_check(git_cert *cert, int valid, const char *host, void *payload)
+{
+	struct creds_payload *cp = payload;
+
+	if (valid || cert->cert_type != GIT_CERT_HOSTKEY_LIBSSH2)
+		return GIT_PASSTHROUGH;
+	{
+		const git_cert_hostkey *hk = (const git_cert_hostkey *)cert;
+		const char *home = getenv("HOME");
+		char fp[64] = "unknown fingerprint";
+
+		if (hk->type & GIT_CERT_SSH_SHA256) {
+			memcpy(fp, "SHA256:", 7);
+			base64_nopad(fp + 7, hk->hash_sha256, sizeof(hk->hash_sha256));
+		}
+		creds_fail(cp, "the SSH host key of %s (%s) is unknown or has changed: it is not "
+		               "in %s/.ssh/known_hosts; check the fingerprint and add the key "
+		               "(ssh-keyscan) if it is the server's",
+		           host ? host : "the server", fp, home && *home ? home : "~");
+	}
+	return GIT_ECERTIFICATE;
 }
 
 int mlp_git_mirror_fetch(const char *dir, const char *url, const char *const *refs,
@@ -120,7 +220,7 @@ int mlp_git_mirror_fetch(const char *dir, const char *url, const char *const *re
 	git_fetch_options fo;
 	git_remote_create_options ro;
 	git_strarray specs = {all, 2};
-	struct creds_payload cp = {creds, 0};
+	struct creds_payload cp = {creds, 0, false, NULL};
 	char **owned = NULL;
 	size_t nrefs = 0;
 	char *lock = xasprintf("%s.lock", dir);
@@ -166,13 +266,17 @@ int mlp_git_mirror_fetch(const char *dir, const char *url, const char *const *re
 		goto done;
 	}
 	fo.callbacks.credentials = credentials;
+	fo.callbacks.certificate_check = certificate_check;
 	fo.callbacks.payload = &cp;
 	fo.prune = GIT_FETCH_NO_PRUNE;
 	fo.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE;
 	if (git_remote_fetch(remote, &specs, &fo, NULL) != 0) {
 		char *doing = xasprintf("fetching from %s", url);
 
-		rc = git_fail(MLP_EIO, doing);
+		if (cp.why)
+			mlp_error_set("%s: %s", doing, cp.why);
+		else
+			rc = git_fail(MLP_EIO, doing);
 		free(doing);
 		goto done;
 	}
@@ -181,6 +285,7 @@ done:
 	for (size_t i = 0; i < nrefs; i++)
 		free(owned[i]);
 	free(owned);
+	free(cp.why);
 	git_remote_free(remote);
 	git_repository_free(repo);
 	if (fd >= 0)
