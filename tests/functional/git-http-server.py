@@ -47,14 +47,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not self.authorised():
             sys.stderr.write("401 %s %s\n" % (self.command, path))
             sys.stderr.flush()
-            # An empty body: with any body after a 401 (kept-alive or
-            # closed connection alike), libgit2 1.5.1 fails its retry with
-            # "http parser error: invalid constant string" (seen here; see
-            # docs/serve.md, "Git").
+            # As forges answer: a challenge with a short body, head and
+            # body in one write (wbufsize above).
+            msg = b"Authentication required\n"
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="git"')
-            self.send_header("Content-Length", "0")
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(msg)))
             self.end_headers()
+            self.wfile.write(msg)
             return
         env = dict(os.environ,
                    GIT_PROJECT_ROOT=self.root, GIT_HTTP_EXPORT_ALL="1",
