@@ -12,6 +12,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -37,6 +38,8 @@ extern char **environ;
 #define TOKEN_FILE_TTL_MS (60 * 1000)
 #define EXEC_TIMEOUT_MS (60 * 1000)
 #define RETRIES 5
+/* The longest wait a Retry-After gets (a longer one is cut to this). */
+#define RETRY_AFTER_MAX_MS (10 * 1000)
 
 struct mlp_k8s {
 	char *server;
@@ -688,8 +691,10 @@ static size_t on_header(char *data, size_t size, size_t n, void *userdata)
 			s++;
 		e = s + strcspn(s, "\r\n ");
 		*e = '\0';
-		if (mlp_parse_int(&v, s, 0, 3600) == 0)
-			t->retry_after_s = (long)v;
+		/* Delta-seconds only; an HTTP-date falls back to the backoff.  A
+		 * huge value is still honoured (up to the cap), not ignored. */
+		if (mlp_parse_int(&v, s, 0, LLONG_MAX) == 0)
+			t->retry_after_s = v > 3600 ? 3600 : (long)v;
 	}
 	return len;
 }
@@ -930,8 +935,10 @@ int mlp_k8s_request(struct mlp_k8s *k, struct mlp_json **out, long *out_http,
 					wait = 1; /* at once, with the new credential */
 			} else if (attempt < RETRIES && (http == 429 || http >= 500)) {
 				wait = t.retry_after_s >= 0 ? t.retry_after_s * 1000 : backoff;
-				if (wait > 10000)
-					wait = 10000;
+				if (wait > RETRY_AFTER_MAX_MS)
+					wait = RETRY_AFTER_MAX_MS;
+				if (wait < 1)
+					wait = 1; /* "Retry-After: 0": again at once; 0 ends the loop */
 			}
 		}
 		mlp_buf_free(&t.body);
