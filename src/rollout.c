@@ -841,6 +841,46 @@ done:
 	return rc;
 }
 
+/*
+ * After an undo the image of the rollout before `undone` serves again: so
+ * does its model version, which that rollout had made deployed and the
+ * undone one retired.  Without this the registry would name no deployed
+ * version, and a `baseline: deployed` gate would judge the next candidate
+ * against nothing.
+ */
+static int redeploy_previous(struct mlp_store *s, const struct mlp_deployment *undone,
+                             const char *user)
+{
+	struct mlp_deployment *rows = NULL;
+	size_t n = 0;
+	int rc = mlp_store_deployments_list(s, &rows, &n, undone->namespace_, undone->deployment, 0);
+
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		const struct mlp_deployment *d = &rows[i];
+		struct mlp_model_version v;
+
+		if (d->id >= undone->id || d->rollback || d->result != MLP_DEPLOY_COMPLETE)
+			continue;
+		/* The newest complete rollout before it is what served before. */
+		if (d->model_version_id == 0 || d->to_image == NULL || undone->from_image == NULL ||
+		    strcmp(d->to_image, undone->from_image) != 0)
+			break;
+		if (mlp_store_model_version_get(s, &v, d->model, d->model_version) == 0) {
+			if (v.status == MLP_MODEL_RETIRED) {
+				char *why = xasprintf("serving again after the rollback of deployment %lld",
+				                      (long long)undone->id);
+
+				rc = mlp_store_model_set_status(s, v.id, MLP_MODEL_DEPLOYED, user, why);
+				free(why);
+			}
+			mlp_model_version_clear(&v);
+		}
+		break;
+	}
+	mlp_deployment_free_all(rows, n);
+	return rc;
+}
+
 int mlp_rollout_undo(struct mlp_k8s *k, struct mlp_store *s, struct mlp_rollout_outcome *out,
                      const char *namespace_, const char *deployment, int64_t timeout_ms,
                      const char *user, FILE *progress)
@@ -875,6 +915,8 @@ int mlp_rollout_undo(struct mlp_k8s *k, struct mlp_store *s, struct mlp_rollout_
 				mlp_model_version_clear(&v);
 			}
 		}
+		if (rc == 0)
+			rc = redeploy_previous(s, &last, user);
 		free(why);
 	} else if (rc == 0) {
 		mlp_error_set("the rollback of %s/%s did not complete", ns, deployment);

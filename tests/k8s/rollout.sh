@@ -232,5 +232,12 @@ expect_eq "model pipeline: the stuck version is not deployed" approved "$(model_
 expect_eq "model pipeline: version 2 still deployed" deployed "$(model_status 2)"
 expect_eq "model pipeline: version 2's image serves" registry.local/model:m2 "$(image_now)"
 expect_match "model pipeline: the run says why" 'progress deadline' "$("$MLPIPE" runs show "$("$MLPIPE" runs --json | jq -r '.[0].id')" 2>&1)"
+# A manual rollback of version 2's rollout: version 1's image and status
+# come back, so the registry again names what serves.
+run_mlpipe rollback ml/model-service --kubeconfig "$K8S_DIR/deployer.kubeconfig"
+expect_eq "model pipeline: mlpipe rollback exits 0" 0 "$rc"
+expect_eq "model pipeline: version 1's image serves again" registry.local/model:m1 "$(image_now)"
+expect_eq "model pipeline: version 2 is retired by the rollback" retired "$(model_status 2)"
+expect_eq "model pipeline: version 1 is deployed again" deployed "$(model_status 1)"
 
 finish
