@@ -57,9 +57,14 @@ static int64_t now_ns(void)
 static void rank_main(int rank, int world, int port, const char *backend)
 {
 	struct mlp_coll_opts o = {
-		.rank = rank, .world_size = world, .local_rank = rank, .local_world_size = world,
-		.master_addr = "127.0.0.1", .master_port = port, .timeout_ms = 60000,
-		.backend = backend,
+	        .rank = rank,
+	        .world_size = world,
+	        .local_rank = rank,
+	        .local_world_size = world,
+	        .master_addr = "127.0.0.1",
+	        .master_port = port,
+	        .timeout_ms = 60000,
+	        .backend = backend,
 	};
 	struct mlp_coll *c;
 
@@ -69,8 +74,9 @@ static void rank_main(int rank, int world, int port, const char *backend)
 	}
 	if (rank == 0)
 		printf("allreduce (%s, %d ranks) vs memcpy, median of many runs\n"
-		       "%10s %12s %12s %12s %12s %7s\n", mlp_coll_backend(c), world, "size",
-		       "allreduce", "GB/s", "memcpy", "GB/s", "ratio");
+		       "%10s %12s %12s %12s %12s %7s\n",
+		       mlp_coll_backend(c), world, "size", "allreduce", "GB/s", "memcpy", "GB/s",
+		       "ratio");
 	for (size_t s = 0; s < MLP_ARRAY_SIZE(sizes); s++) {
 		size_t n = sizes[s] / sizeof(float);
 		int iters = iterations(sizes[s]);

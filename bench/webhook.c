@@ -60,16 +60,18 @@ static int post_one(long i)
 	int fd, n, len, one = 1, code = 0;
 	size_t got = 0;
 
-	len = snprintf(body, sizeof(body),
-	               "{\"ref\":\"refs/heads/main\",\"before\":\"%040d\",\"after\":\"%024llx%016lx\","
-	               "\"repository\":{\"clone_url\":\"file:///bench\"}}", 0,
-	               (unsigned long long)start_us, (unsigned long)i + 1);
+	len = snprintf(
+	        body, sizeof(body),
+	        "{\"ref\":\"refs/heads/main\",\"before\":\"%040d\",\"after\":\"%024llx%016lx\","
+	        "\"repository\":{\"clone_url\":\"file:///bench\"}}",
+	        0, (unsigned long long)start_us, (unsigned long)i + 1);
 	mlp_hmac_sha256_hex(sig, secret, strlen(secret), body, (size_t)len);
 	n = snprintf(req, sizeof(req),
 	             "POST /hooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
 	             "X-GitHub-Event: push\r\nX-GitHub-Delivery: bench-%ld-%lld\r\n"
 	             "X-Hub-Signature-256: sha256=%s\r\nContent-Type: application/json\r\n"
-	             "Content-Length: %d\r\n\r\n%s", i, (long long)start_us, sig, len, body);
+	             "Content-Length: %d\r\n\r\n%s",
+	             i, (long long)start_us, sig, len, body);
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	sa.sin_family = AF_INET;
 	sa.sin_port = htons((uint16_t)port);
@@ -80,7 +82,8 @@ static int post_one(long i)
 		close(fd);
 		return 0;
 	}
-	while (got < sizeof(resp) - 1 && (n = (int)read(fd, resp + got, sizeof(resp) - 1 - got)) > 0)
+	while (got < sizeof(resp) - 1 &&
+	       (n = (int)read(fd, resp + got, sizeof(resp) - 1 - got)) > 0)
 		got += (size_t)n;
 	resp[got] = '\0';
 	close(fd);
@@ -127,7 +130,8 @@ int main(int argc, char **argv)
 	long done = 0;
 
 	if (argc < 6 || mlp_parse_int(&v, argv[1], 1, 65535) != 0) {
-		fprintf(stderr, "usage: webhook-load PORT SECRET COUNT CONCURRENCY RATE [MAX_SECONDS]\n");
+		fprintf(stderr,
+		        "usage: webhook-load PORT SECRET COUNT CONCURRENCY RATE [MAX_SECONDS]\n");
 		return 2;
 	}
 	port = (int)v;
@@ -156,8 +160,7 @@ int main(int argc, char **argv)
 	printf("concurrency %3ld  rate %5.0f/s  sent %5ld  accepted %5ld  other %3ld  "
 	       "throughput %7.1f/s  p50 %6.2f ms  p99 %6.2f ms  max %6.2f ms\n",
 	       concurrency, rate, done, atomic_load(&accepted), atomic_load(&other),
-	       (double)done / elapsed,
-	       done ? (double)latency_us[done / 2] / 1000 : 0,
+	       (double)done / elapsed, done ? (double)latency_us[done / 2] / 1000 : 0,
 	       done ? (double)latency_us[(size_t)((double)done * 0.99)] / 1000 : 0,
 	       done ? (double)latency_us[done - 1] / 1000 : 0);
 	free(latency_us);

@@ -73,8 +73,8 @@ int mlp_proc_spawn(struct mlp_proc *out, const struct mlp_spawn *spec)
 	 */
 	{
 		static const int reset[] = {
-			SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGALRM,
-			SIGUSR1, SIGUSR2, SIGTSTP, SIGTTIN, SIGTTOU, SIGXFSZ,
+		        SIGPIPE, SIGINT,  SIGTERM, SIGHUP,  SIGQUIT, SIGCHLD, SIGALRM,
+		        SIGUSR1, SIGUSR2, SIGTSTP, SIGTTIN, SIGTTOU, SIGXFSZ,
 		};
 
 		for (size_t k = 0; k < MLP_ARRAY_SIZE(reset); k++)
@@ -84,7 +84,7 @@ int mlp_proc_spawn(struct mlp_proc *out, const struct mlp_spawn *spec)
 	posix_spawnattr_setsigdefault(&attr, &defaults);
 	posix_spawnattr_setpgroup(&attr, 0);
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-	                                POSIX_SPAWN_SETSIGDEF);
+	                                        POSIX_SPAWN_SETSIGDEF);
 	err = posix_spawn(&pid, spec->argv[0], &fa, &attr, spec->argv, spec->envp);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);

@@ -21,8 +21,8 @@ struct mlp_proc {
 struct mlp_spawn {
 	char *const *argv;
 	char *const *envp;
-	const char *cwd;  /* NULL: inherit */
-	bool capture;     /* pipe stdout and stderr to out_fd (else inherit) */
+	const char *cwd; /* NULL: inherit */
+	bool capture;    /* pipe stdout and stderr to out_fd (else inherit) */
 };
 
 /*

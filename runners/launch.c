@@ -38,12 +38,12 @@ struct round {
 	const struct mlp_launch_spec *spec;
 	struct rank *ranks;
 	int running;
-	int failed_rank;         /* root cause, -1 none */
+	int failed_rank; /* root cause, -1 none */
 	char reason[512];
-	int64_t stop_at_ms;      /* SIGKILL time once stopping; 0 not stopping */
+	int64_t stop_at_ms; /* SIGKILL time once stopping; 0 not stopping */
 	int64_t last_progress_ms;
 	struct timespec progress_mtime;
-	int signal;              /* received by the launcher */
+	int signal; /* received by the launcher */
 };
 
 static int free_port(const char *addr)
@@ -134,10 +134,10 @@ static void rank_env(struct mlp_strv *env, const struct mlp_launch_spec *s, int 
 
 	for (char *const *v = s->envp; *v; v++)
 		mlp_strv_push(env, *v);
-#define SETI(name, value) \
-	do { \
+#define SETI(name, value)                                  \
+	do {                                               \
 		snprintf(num, sizeof(num), "%d", (value)); \
-		mlp_strv_setenv(env, name, num); \
+		mlp_strv_setenv(env, name, num);           \
 	} while (0)
 	SETI("RANK", rank);
 	SETI("LOCAL_RANK", local_rank);
@@ -219,7 +219,7 @@ static void stop_all(struct round *r, int sig)
 }
 
 static void fail_round(struct round *r, int i, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+        __attribute__((format(printf, 3, 4)));
 
 static void fail_round(struct round *r, int i, const char *fmt, ...)
 {
@@ -297,8 +297,8 @@ static int run_round(struct round *r, int sigfd, int restart)
 		mlp_strv_free(&env);
 		if (rc != 0) {
 			/* A rank that cannot start fails the round like a crash. */
-			fail_round(r, i, "rank %d could not start: %s",
-			           s->node_rank * s->nproc + i, mlp_error_last());
+			fail_round(r, i, "rank %d could not start: %s", s->node_rank * s->nproc + i,
+			           mlp_error_last());
 			rc = 0;
 			break;
 		}
@@ -321,8 +321,10 @@ static int run_round(struct round *r, int sigfd, int restart)
 				char d[32];
 
 				mlp_format_duration(d, sizeof(d), s->stall_timeout_ms);
-				fail_round(r, 0, "no output and no metric from any rank for %s "
-				           "(stall_timeout): the group looks hung", d);
+				fail_round(r, 0,
+				           "no output and no metric from any rank for %s "
+				           "(stall_timeout): the group looks hung",
+				           d);
 			} else {
 				next = r->last_progress_ms + s->stall_timeout_ms;
 			}
@@ -340,7 +342,8 @@ static int run_round(struct round *r, int sigfd, int restart)
 			pfd[n] = (struct pollfd){.fd = r->ranks[i].proc.pidfd, .events = POLLIN};
 			who[n++] = i;
 			if (r->ranks[i].proc.out_fd >= 0) {
-				pfd[n] = (struct pollfd){.fd = r->ranks[i].proc.out_fd, .events = POLLIN};
+				pfd[n] = (struct pollfd){.fd = r->ranks[i].proc.out_fd,
+				                         .events = POLLIN};
 				who[n++] = i;
 			}
 		}
@@ -405,15 +408,17 @@ int mlp_launch_run(struct mlp_launch_result *out, const struct mlp_launch_spec *
 	}
 	if (spec->gpus_per_node > 0) {
 		if (spec->nproc > spec->gpus_per_node) {
-			mlp_error_set("%d ranks per node but gpus_per_node is %d: each rank needs a "
-			              "GPU of its own (NCCL refuses two ranks on one GPU)", spec->nproc,
-			              spec->gpus_per_node);
+			mlp_error_set(
+			        "%d ranks per node but gpus_per_node is %d: each rank needs a "
+			        "GPU of its own (NCCL refuses two ranks on one GPU)",
+			        spec->nproc, spec->gpus_per_node);
 			return MLP_EINVAL;
 		}
 		if (spec->ngpu_ids < spec->gpus_per_node) {
 			mlp_error_set("%d GPU%s per node asked for, but this node has %d (%s)",
 			              spec->gpus_per_node, spec->gpus_per_node == 1 ? "" : "s",
-			              spec->ngpu_ids, spec->gpu_source ? spec->gpu_source : "none found");
+			              spec->ngpu_ids,
+			              spec->gpu_source ? spec->gpu_source : "none found");
 			return MLP_EINVAL;
 		}
 	}

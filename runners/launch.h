@@ -30,15 +30,15 @@ struct mlp_launch_spec {
 	const char *master_addr; /* default 127.0.0.1 */
 	int master_port;         /* 0: a free port, new on every restart (one node) */
 	int max_restarts;
-	int64_t stall_timeout_ms;  /* 0: no watchdog */
-	int64_t kill_grace_ms;     /* SIGTERM -> SIGKILL */
-	int gpus_per_node;         /* > 0: one GPU per rank, through CUDA_VISIBLE_DEVICES */
-	char (*gpu_ids)[32];       /* the node's GPUs (mlp_launch_node_gpus) */
+	int64_t stall_timeout_ms; /* 0: no watchdog */
+	int64_t kill_grace_ms;    /* SIGTERM -> SIGKILL */
+	int gpus_per_node;        /* > 0: one GPU per rank, through CUDA_VISIBLE_DEVICES */
+	char (*gpu_ids)[32];      /* the node's GPUs (mlp_launch_node_gpus) */
 	int ngpu_ids;
-	const char *gpu_source;    /* where they were found, for messages */
-	const char *run_id;        /* TORCHELASTIC_RUN_ID */
-	char *const *argv;         /* each rank's command (argv[0] absolute) */
-	char *const *envp;         /* the base environment */
+	const char *gpu_source; /* where they were found, for messages */
+	const char *run_id;     /* TORCHELASTIC_RUN_ID */
+	char *const *argv;      /* each rank's command (argv[0] absolute) */
+	char *const *envp;      /* the base environment */
 	const char *cwd;
 	const char *progress_file; /* a metrics file whose changes count as progress */
 	FILE *out;                 /* rank output, prefixed "[rankN] " */
@@ -46,9 +46,9 @@ struct mlp_launch_spec {
 
 struct mlp_launch_result {
 	bool ok;
-	int restarts;          /* group restarts used */
-	int signal;            /* set when the launcher itself was signalled */
-	char reason[512];      /* the root cause of the last failure */
+	int restarts;     /* group restarts used */
+	int signal;       /* set when the launcher itself was signalled */
+	char reason[512]; /* the root cause of the last failure */
 };
 
 #define MLP_LAUNCH_MAX_GPUS 64

@@ -55,11 +55,11 @@ static struct mlp_json *row_json(const struct mlp_deployment *d)
 static int deployments_exec(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"json", no_argument, NULL, 'j'},
-		{"db", required_argument, NULL, 'd'},
-		{"limit", required_argument, NULL, 'n'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	        {"json", no_argument, NULL, 'j'},
+	        {"db", required_argument, NULL, 'd'},
+	        {"limit", required_argument, NULL, 'n'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	const struct mlp_cmd *self = &mlp_cmd_deployments;
 	struct mlp_deployment *d = NULL;
@@ -134,7 +134,8 @@ static int deployments_exec(int argc, char **argv)
 		printf("%-5lld %-8s %-28s %-11s %-12s %-20s %s -> %s\n", (long long)d[i].id,
 		       d[i].rollback ? "rollback" : "rollout", target,
 		       mlp_deploy_result_name(d[i].result), model, t,
-		       d[i].from_image ? d[i].from_image : "?", d[i].to_image ? d[i].to_image : "?");
+		       d[i].from_image ? d[i].from_image : "?",
+		       d[i].to_image ? d[i].to_image : "?");
 		if (d[i].reason)
 			printf("      %s\n", d[i].reason);
 	}
@@ -148,19 +149,18 @@ done:
 }
 
 const struct mlp_cmd mlp_cmd_deployments = {
-	.name = "deployments",
-	.args = "[[NAMESPACE/]DEPLOYMENT] [--json] [--limit N] [--db PATH]",
-	.summary = "The history of rollouts and rollbacks, newest first.",
-	.help =
-		"Every rollout and rollback mlpipe makes (the rollout: stage, mlpipe\n"
-		"rollout, mlpipe rollback) is recorded before the patch is sent: the\n"
-		"Deployment and container, the image it replaced and the one it set, the\n"
-		"model version and run, the result (pending, complete, failed,\n"
-		"rolled_back, dry_run) and why.\n\n"
-		"Options:\n"
-		"  --json                machine-readable output\n"
-		"  -n, --limit N         at most N rows (default 50; 0: all)\n"
-		"  --db PATH             the database\n\n"
-		"Exit code: 0, or 2 when the database cannot be read.\n",
-	.exec = deployments_exec,
+        .name = "deployments",
+        .args = "[[NAMESPACE/]DEPLOYMENT] [--json] [--limit N] [--db PATH]",
+        .summary = "The history of rollouts and rollbacks, newest first.",
+        .help = "Every rollout and rollback mlpipe makes (the rollout: stage, mlpipe\n"
+                "rollout, mlpipe rollback) is recorded before the patch is sent: the\n"
+                "Deployment and container, the image it replaced and the one it set, the\n"
+                "model version and run, the result (pending, complete, failed,\n"
+                "rolled_back, dry_run) and why.\n\n"
+                "Options:\n"
+                "  --json                machine-readable output\n"
+                "  -n, --limit N         at most N rows (default 50; 0: all)\n"
+                "  --db PATH             the database\n\n"
+                "Exit code: 0, or 2 when the database cannot be read.\n",
+        .exec = deployments_exec,
 };

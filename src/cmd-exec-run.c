@@ -42,8 +42,7 @@ static const struct mlp_project *find_project(const struct mlp_project *p, size_
 }
 
 /* A run that cannot start ends here, with why. */
-static int give_up(struct mlp_store *store, int64_t run_id, enum mlp_status status,
-                   const char *why)
+static int give_up(struct mlp_store *store, int64_t run_id, enum mlp_status status, const char *why)
 {
 	mlp_cmd_error("run %lld: %s", (long long)run_id, why);
 	if (mlp_store_run_finish(store, run_id, status,
@@ -55,11 +54,11 @@ static int give_up(struct mlp_store *store, int64_t run_id, enum mlp_status stat
 static int exec_run_exec(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"db", required_argument, NULL, 'd'},
-		{"run", required_argument, NULL, 'r'},
-		{"jobs", required_argument, NULL, 'j'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	        {"db", required_argument, NULL, 'd'},
+	        {"run", required_argument, NULL, 'r'},
+	        {"jobs", required_argument, NULL, 'j'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	struct mlp_store *store = NULL;
 	struct mlp_queued_run q = {0};
@@ -85,13 +84,15 @@ static int exec_run_exec(int argc, char **argv)
 			break;
 		case 'r':
 			if (mlp_parse_int(&run, optarg, 1, INT64_MAX) != 0) {
-				status = mlp_cmd_usage_error(&mlp_cmd_exec_run, "bad --run '%s'", optarg);
+				status = mlp_cmd_usage_error(&mlp_cmd_exec_run, "bad --run '%s'",
+				                             optarg);
 				goto done;
 			}
 			break;
 		case 'j':
 			if (mlp_parse_int(&jobs, optarg, 1, 4096) != 0) {
-				status = mlp_cmd_usage_error(&mlp_cmd_exec_run, "bad --jobs '%s'", optarg);
+				status = mlp_cmd_usage_error(&mlp_cmd_exec_run, "bad --jobs '%s'",
+				                             optarg);
 				goto done;
 			}
 			break;
@@ -129,8 +130,8 @@ static int exec_run_exec(int argc, char **argv)
 	/* The repository: fetch the ref unless the commit is here already. */
 	mirror = xasprintf("%s/mirrors/%s.git", mlp_store_data_dir(store), proj->name);
 	ref = q.git_ref ? q.git_ref : "refs/heads/main";
-	if (q.git_commit == NULL || mlp_git_commit_info(&author, &message, mirror,
-	                                                q.git_commit) != 0) {
+	if (q.git_commit == NULL ||
+	    mlp_git_commit_info(&author, &message, mirror, q.git_commit) != 0) {
 		const char *refs[] = {ref, NULL};
 		struct mlp_git_creds creds = {proj->token_file, proj->ssh_key_file};
 
@@ -185,8 +186,13 @@ static int exec_run_exec(int argc, char **argv)
 	mlp_sha256_hex(sha, text, len);
 	{
 		struct mlp_run_source src = {
-			.pipeline = p->name, .text = text, .sha256 = sha, .workspace = workspace,
-			.git_commit = commit, .git_author = author, .git_message = message,
+		        .pipeline = p->name,
+		        .text = text,
+		        .sha256 = sha,
+		        .workspace = workspace,
+		        .git_commit = commit,
+		        .git_author = author,
+		        .git_message = message,
 		};
 
 		rc = mlp_store_run_set_pipeline(store, q.id, &src);
@@ -196,10 +202,10 @@ static int exec_run_exec(int argc, char **argv)
 		goto done;
 	}
 	/* The pipeline at the pushed commit decides whether it wants the push. */
-	if (q.trigger && strcmp(q.trigger, "webhook") == 0 &&
-	    !mlp_pipeline_wants_push(p, ref)) {
+	if (q.trigger && strcmp(q.trigger, "webhook") == 0 && !mlp_pipeline_wants_push(p, ref)) {
 		char *why = xasprintf("not started: the pipeline at %.12s does not run on a "
-		                      "push to %s (on.push)", commit, ref);
+		                      "push to %s (on.push)",
+		                      commit, ref);
 
 		status = give_up(store, q.id, MLP_STATUS_CANCELLED, why);
 		free(why);
@@ -230,14 +236,17 @@ static int exec_run_exec(int argc, char **argv)
 	fflush(stdout);
 	{
 		struct mlp_engine_opts eo = {
-			.jobs = (int)jobs, .workspace = stage_dir, .self_exe = self,
-			.extra_env = (const char *const *)env.v, .resume = resumed,
+		        .jobs = (int)jobs,
+		        .workspace = stage_dir,
+		        .self_exe = self,
+		        .extra_env = (const char *const *)env.v,
+		        .resume = resumed,
 		};
 
 		status = mlp_cmd_execute_run(&result, p, store, q.id, &eo);
 	}
-	printf("run %lld %s%s%s\n", run, mlp_status_name(result.status),
-	       result.message ? ": " : "", result.message ? result.message : "");
+	printf("run %lld %s%s%s\n", run, mlp_status_name(result.status), result.message ? ": " : "",
+	       result.message ? result.message : "");
 done:
 	free(result.message);
 	mlp_pipeline_free(p);
@@ -259,13 +268,12 @@ done:
 }
 
 const struct mlp_cmd mlp_cmd_exec_run = {
-	.name = "exec-run",
-	.args = "--db PATH --run ID [--jobs N]",
-	.summary = "(internal) Execute a run queued by `mlpipe serve`, in this process.",
-	.help =
-		"Started by `mlpipe serve` once per queued run.  Claims the run, fetches\n"
-		"its commit into the project's mirror, checks out a workspace under the\n"
-		"data directory and runs the pipeline file found at that commit.  A run\n"
-		"that was interrupted is resumed: stages that succeeded are not run again.\n",
-	.exec = exec_run_exec,
+        .name = "exec-run",
+        .args = "--db PATH --run ID [--jobs N]",
+        .summary = "(internal) Execute a run queued by `mlpipe serve`, in this process.",
+        .help = "Started by `mlpipe serve` once per queued run.  Claims the run, fetches\n"
+                "its commit into the project's mirror, checks out a workspace under the\n"
+                "data directory and runs the pipeline file found at that commit.  A run\n"
+                "that was interrupted is resumed: stages that succeeded are not run again.\n",
+        .exec = exec_run_exec,
 };

@@ -45,7 +45,10 @@ static int parse_op(enum mlp_gate_op *out, const char *text)
 		const char *word;
 		enum mlp_gate_op op;
 	} words[] = {
-		{"ge", MLP_OP_GE}, {"gt", MLP_OP_GT}, {"le", MLP_OP_LE}, {"lt", MLP_OP_LT},
+	        {"ge", MLP_OP_GE},
+	        {"gt", MLP_OP_GT},
+	        {"le", MLP_OP_LE},
+	        {"lt", MLP_OP_LT},
 	};
 
 	if (mlp_gate_op_parse(out, text) == 0)
@@ -73,11 +76,15 @@ static int gate_set(struct mlp_store *s, char **args, const char *reason)
 	if (args[0][0] == '\0' || args[1][0] == '\0')
 		return mlp_cmd_usage_error(&mlp_cmd_gate, "GATE and METRIC cannot be empty");
 	if (parse_op(&op, args[2]) != 0)
-		return mlp_cmd_usage_error(&mlp_cmd_gate, "OP must be one of >= > <= < (or ge gt "
-		                           "le lt), not '%s'", args[2]);
+		return mlp_cmd_usage_error(&mlp_cmd_gate,
+		                           "OP must be one of >= > <= < (or ge gt "
+		                           "le lt), not '%s'",
+		                           args[2]);
 	if (mlp_parse_double(&value, args[3]) != 0)
-		return mlp_cmd_usage_error(&mlp_cmd_gate, "VALUE must be a finite number, not "
-		                           "'%s'", args[3]);
+		return mlp_cmd_usage_error(&mlp_cmd_gate,
+		                           "VALUE must be a finite number, not "
+		                           "'%s'",
+		                           args[3]);
 	user = mlp_cmd_current_user();
 	/* The value before, for the message (the history has it too). */
 	if (mlp_store_gate_thresholds_list(s, &t, &n, args[0]) != 0)
@@ -88,8 +95,8 @@ static int gate_set(struct mlp_store *s, char **args, const char *reason)
 			old_value = t[i].value;
 		}
 	}
-	if (mlp_store_gate_threshold_set(s, &changed, args[0], args[1], mlp_gate_op_text(op),
-	                                 value, user, reason) != 0)
+	if (mlp_store_gate_threshold_set(s, &changed, args[0], args[1], mlp_gate_op_text(op), value,
+	                                 user, reason) != 0)
 		goto fail;
 	fmt_rule(was, sizeof(was), old_op, old_value);
 	fmt_rule(now, sizeof(now), mlp_gate_op_text(op), value);
@@ -110,9 +117,11 @@ static int gate_set(struct mlp_store *s, char **args, const char *reason)
 			names[i] = t[i].metric;
 		near = mlp_suggest(args[1], names, n);
 		if (near)
-			fprintf(stderr, "mlpipe: warning: gate %s already has a threshold on '%s'; "
+			fprintf(stderr,
+			        "mlpipe: warning: gate %s already has a threshold on '%s'; "
 			        "'%s' is a new metric (a typo? undo with: mlpipe gate unset %s %s "
-			        "--reason ...)\n", args[0], near, args[1], args[0], args[1]);
+			        "--reason ...)\n",
+			        args[0], near, args[1], args[0], args[1]);
 		free(names);
 	}
 	status = MLP_EXIT_OK;
@@ -230,8 +239,8 @@ static int gate_history(struct mlp_store *s, const char *gate, bool json)
 		mlp_gate_threshold_change_free_all(c, n);
 		return mlp_cmd_print_json(arr);
 	}
-	printf("%-20s %-12s %-13s %-16s %-29s %s\n", "AT", "USER", "SOURCE", "METRIC",
-	       "CHANGE", "REASON");
+	printf("%-20s %-12s %-13s %-16s %-29s %s\n", "AT", "USER", "SOURCE", "METRIC", "CHANGE",
+	       "REASON");
 	for (size_t i = 0; i < n; i++) {
 		char at[32], from[64], to[64], change[160];
 
@@ -251,22 +260,22 @@ static int gate_history(struct mlp_store *s, const char *gate, bool json)
 static int gate_exec(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"json", no_argument, NULL, 'J'},
-		{"reason", required_argument, NULL, 'm'},
-		{"db", required_argument, NULL, 'd'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	        {"json", no_argument, NULL, 'J'},
+	        {"reason", required_argument, NULL, 'm'},
+	        {"db", required_argument, NULL, 'd'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	static const struct {
 		const char *name;
-		int min, max;     /* arguments after the subcommand */
+		int min, max; /* arguments after the subcommand */
 		bool writes;
 		const char *usage;
 	} subs[] = {
-		{"set", 4, 4, true, "set GATE METRIC OP VALUE [--reason TEXT]"},
-		{"unset", 2, 2, true, "unset GATE METRIC --reason TEXT"},
-		{"list", 0, 1, false, "list [GATE] [--json]"},
-		{"history", 1, 1, false, "history GATE [--json]"},
+	        {"set", 4, 4, true, "set GATE METRIC OP VALUE [--reason TEXT]"},
+	        {"unset", 2, 2, true, "unset GATE METRIC --reason TEXT"},
+	        {"list", 0, 1, false, "list [GATE] [--json]"},
+	        {"history", 1, 1, false, "history GATE [--json]"},
 	};
 	struct mlp_store *s = NULL;
 	const char *db = NULL, *reason = NULL;
@@ -301,14 +310,16 @@ static int gate_exec(int argc, char **argv)
 		if (strcmp(subs[which].name, argv[optind]) == 0)
 			break;
 	if (which == MLP_ARRAY_SIZE(subs))
-		return mlp_cmd_usage_error(&mlp_cmd_gate, "unknown subcommand '%s' (set, unset, "
-		                           "list, history)", argv[optind]);
+		return mlp_cmd_usage_error(&mlp_cmd_gate,
+		                           "unknown subcommand '%s' (set, unset, "
+		                           "list, history)",
+		                           argv[optind]);
 	if (nargs - 1 < subs[which].min || nargs - 1 > subs[which].max)
 		return mlp_cmd_usage_error(&mlp_cmd_gate, "usage: mlpipe gate %s",
 		                           subs[which].usage);
 	if (strcmp(subs[which].name, "unset") == 0 && (reason == NULL || reason[0] == '\0'))
 		return mlp_cmd_usage_error(&mlp_cmd_gate, "unset needs --reason TEXT (it is "
-		                           "recorded with your name)");
+		                                          "recorded with your name)");
 	if (!subs[which].writes && reason)
 		return mlp_cmd_usage_error(&mlp_cmd_gate, "--reason is for set and unset");
 	if (subs[which].writes && json)
@@ -336,29 +347,28 @@ static int gate_exec(int argc, char **argv)
 }
 
 const struct mlp_cmd mlp_cmd_gate = {
-	.name = "gate",
-	.args = "set GATE METRIC OP VALUE [--reason TEXT] | unset GATE METRIC --reason TEXT"
-	        " | list [GATE] [--json] | history GATE [--json]",
-	.summary = "Set, list and audit the thresholds gates judge models by.",
-	.help =
-		"Thresholds live in the database, which is the truth: a gate stage's\n"
-		"require: only seeds a threshold the database never had, so changing\n"
-		"one here takes effect on the next run with no change to the pipeline.\n"
-		"GATE is the name of the model the gate guards, unless the gate stage\n"
-		"gives itself a name:.\n\n"
-		"  mlpipe gate set fashion accuracy '>=' 0.9 --reason \"raise the bar\"\n"
-		"  mlpipe gate set fashion loss le 0.35       (ge gt le lt need no quotes)\n"
-		"  mlpipe gate unset fashion loss --reason \"loss is not comparable\"\n"
-		"  mlpipe gate list                           every gate's thresholds\n"
-		"  mlpipe gate history fashion                every change: old and new\n"
-		"                                             value, user, time, reason\n\n"
-		"OP is one of >= > <= < (quote them: the shell reads > as a redirection)\n"
-		"or ge gt le lt.  A negative VALUE goes after --:\n"
-		"  mlpipe gate set fashion margin ge -- -0.5\n\n"
-		"Options:\n"
-		"  -m, --reason TEXT     why (recorded; required for unset)\n"
-		"  --json                machine-readable output (list and history)\n"
-		"  --db PATH             the database\n\n"
-		"Exit code: 0 done, 2 bad usage or no such gate or threshold.\n",
-	.exec = gate_exec,
+        .name = "gate",
+        .args = "set GATE METRIC OP VALUE [--reason TEXT] | unset GATE METRIC --reason TEXT"
+                " | list [GATE] [--json] | history GATE [--json]",
+        .summary = "Set, list and audit the thresholds gates judge models by.",
+        .help = "Thresholds live in the database, which is the truth: a gate stage's\n"
+                "require: only seeds a threshold the database never had, so changing\n"
+                "one here takes effect on the next run with no change to the pipeline.\n"
+                "GATE is the name of the model the gate guards, unless the gate stage\n"
+                "gives itself a name:.\n\n"
+                "  mlpipe gate set fashion accuracy '>=' 0.9 --reason \"raise the bar\"\n"
+                "  mlpipe gate set fashion loss le 0.35       (ge gt le lt need no quotes)\n"
+                "  mlpipe gate unset fashion loss --reason \"loss is not comparable\"\n"
+                "  mlpipe gate list                           every gate's thresholds\n"
+                "  mlpipe gate history fashion                every change: old and new\n"
+                "                                             value, user, time, reason\n\n"
+                "OP is one of >= > <= < (quote them: the shell reads > as a redirection)\n"
+                "or ge gt le lt.  A negative VALUE goes after --:\n"
+                "  mlpipe gate set fashion margin ge -- -0.5\n\n"
+                "Options:\n"
+                "  -m, --reason TEXT     why (recorded; required for unset)\n"
+                "  --json                machine-readable output (list and history)\n"
+                "  --db PATH             the database\n\n"
+                "Exit code: 0 done, 2 bad usage or no such gate or threshold.\n",
+        .exec = gate_exec,
 };

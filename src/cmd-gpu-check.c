@@ -71,24 +71,23 @@ static int gpu_check_exec(int argc, char **argv)
 }
 
 const struct mlp_cmd mlp_cmd_gpu_check = {
-	.name = "gpu-check",
-	.args = "[--expect-gpus N] [--max-bytes B] [--iters N] [--timeout DUR]",
-	.summary = "Check this node's GPUs and NCCL: devices, then an all-reduce sweep.",
-	.help =
-		"Lists the visible GPUs (name, memory, compute capability, PCI id) with\n"
-		"the driver, CUDA runtime and NCCL versions, then all-reduces buffers\n"
-		"from 8 bytes to --max-bytes across all of them with NCCL and prints,\n"
-		"per size, the time and the bandwidths as nccl-tests define them:\n"
-		"algbw = bytes / time, busbw = algbw * 2(n-1)/n for n GPUs.  Ends with\n"
-		"\"all-reduce over N GPUs: ok\".  Runs mlpipe-train gpu-check (next to\n"
-		"mlpipe, else on PATH); usable as a pipeline stage before training.\n\n"
-		"Options:\n"
-		"  --expect-gpus N   fail unless at least N GPUs are visible (default 1)\n"
-		"  --max-bytes B     largest all-reduce: 4096, 64K, 64M, 1G (default 64M)\n"
-		"  --iters N         timed all-reduces per size (default 20)\n"
-		"  --timeout DUR     a collective not done by then is aborted and the\n"
-		"                    check fails (default 30s)\n\n"
-		"Exit code: 0 passed, 1 failed (no GPU, fewer than expected, NCCL did\n"
-		"not complete, or mlpipe-train was built without CUDA), 2 bad options.\n",
-	.exec = gpu_check_exec,
+        .name = "gpu-check",
+        .args = "[--expect-gpus N] [--max-bytes B] [--iters N] [--timeout DUR]",
+        .summary = "Check this node's GPUs and NCCL: devices, then an all-reduce sweep.",
+        .help = "Lists the visible GPUs (name, memory, compute capability, PCI id) with\n"
+                "the driver, CUDA runtime and NCCL versions, then all-reduces buffers\n"
+                "from 8 bytes to --max-bytes across all of them with NCCL and prints,\n"
+                "per size, the time and the bandwidths as nccl-tests define them:\n"
+                "algbw = bytes / time, busbw = algbw * 2(n-1)/n for n GPUs.  Ends with\n"
+                "\"all-reduce over N GPUs: ok\".  Runs mlpipe-train gpu-check (next to\n"
+                "mlpipe, else on PATH); usable as a pipeline stage before training.\n\n"
+                "Options:\n"
+                "  --expect-gpus N   fail unless at least N GPUs are visible (default 1)\n"
+                "  --max-bytes B     largest all-reduce: 4096, 64K, 64M, 1G (default 64M)\n"
+                "  --iters N         timed all-reduces per size (default 20)\n"
+                "  --timeout DUR     a collective not done by then is aborted and the\n"
+                "                    check fails (default 30s)\n\n"
+                "Exit code: 0 passed, 1 failed (no GPU, fewer than expected, NCCL did\n"
+                "not complete, or mlpipe-train was built without CUDA), 2 bad options.\n",
+        .exec = gpu_check_exec,
 };

@@ -53,9 +53,9 @@ static int help_exec(int argc, char **argv)
 }
 
 const struct mlp_cmd mlp_cmd_help = {
-	.name = "help",
-	.args = "[COMMAND]",
-	.summary = "Show the commands, or one command's usage.",
-	.help = "",
-	.exec = help_exec,
+        .name = "help",
+        .args = "[COMMAND]",
+        .summary = "Show the commands, or one command's usage.",
+        .help = "",
+        .exec = help_exec,
 };

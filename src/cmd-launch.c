@@ -28,39 +28,54 @@ static int parse_count(int *out, const char *opt, const char *v, int min, int ma
 	long long n;
 
 	if (mlp_parse_int(&n, v, min, max) != 0)
-		return mlp_cmd_usage_error(&mlp_cmd_launch, "%s wants a number from %d to %d, not '%s'",
-		                           opt, min, max, v);
+		return mlp_cmd_usage_error(&mlp_cmd_launch,
+		                           "%s wants a number from %d to %d, not '%s'", opt, min,
+		                           max, v);
 	*out = (int)n;
 	return 0;
 }
 
 static int launch_exec(int argc, char **argv)
 {
-	enum { O_NNODES = 256, O_NODE_RANK, O_ADDR, O_PORT, O_RESTARTS, O_STALL, O_GRACE,
-	       O_GPUS, O_RUN_ID, O_PROGRESS };
+	enum {
+		O_NNODES = 256,
+		O_NODE_RANK,
+		O_ADDR,
+		O_PORT,
+		O_RESTARTS,
+		O_STALL,
+		O_GRACE,
+		O_GPUS,
+		O_RUN_ID,
+		O_PROGRESS
+	};
 	static const struct option opts[] = {
-		{"nproc-per-node", required_argument, NULL, 'n'},
-		{"nproc_per_node", required_argument, NULL, 'n'},
-		{"nnodes", required_argument, NULL, O_NNODES},
-		{"node-rank", required_argument, NULL, O_NODE_RANK},
-		{"node_rank", required_argument, NULL, O_NODE_RANK},
-		{"master-addr", required_argument, NULL, O_ADDR},
-		{"master_addr", required_argument, NULL, O_ADDR},
-		{"master-port", required_argument, NULL, O_PORT},
-		{"master_port", required_argument, NULL, O_PORT},
-		{"max-restarts", required_argument, NULL, O_RESTARTS},
-		{"max_restarts", required_argument, NULL, O_RESTARTS},
-		{"stall-timeout", required_argument, NULL, O_STALL},
-		{"kill-grace", required_argument, NULL, O_GRACE},
-		{"gpus-per-node", required_argument, NULL, O_GPUS},
-		{"run-id", required_argument, NULL, O_RUN_ID},
-		{"rdzv-id", required_argument, NULL, O_RUN_ID},
-		{"progress-file", required_argument, NULL, O_PROGRESS},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	        {"nproc-per-node", required_argument, NULL, 'n'},
+	        {"nproc_per_node", required_argument, NULL, 'n'},
+	        {"nnodes", required_argument, NULL, O_NNODES},
+	        {"node-rank", required_argument, NULL, O_NODE_RANK},
+	        {"node_rank", required_argument, NULL, O_NODE_RANK},
+	        {"master-addr", required_argument, NULL, O_ADDR},
+	        {"master_addr", required_argument, NULL, O_ADDR},
+	        {"master-port", required_argument, NULL, O_PORT},
+	        {"master_port", required_argument, NULL, O_PORT},
+	        {"max-restarts", required_argument, NULL, O_RESTARTS},
+	        {"max_restarts", required_argument, NULL, O_RESTARTS},
+	        {"stall-timeout", required_argument, NULL, O_STALL},
+	        {"kill-grace", required_argument, NULL, O_GRACE},
+	        {"gpus-per-node", required_argument, NULL, O_GPUS},
+	        {"run-id", required_argument, NULL, O_RUN_ID},
+	        {"rdzv-id", required_argument, NULL, O_RUN_ID},
+	        {"progress-file", required_argument, NULL, O_PROGRESS},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	struct mlp_launch_spec spec = {
-		.nproc = 1, .nnodes = 1, .kill_grace_ms = 10000, .envp = environ, .out = stdout,
+	        .nproc = 1,
+	        .nnodes = 1,
+	        .kill_grace_ms = 10000,
+	        .envp = environ,
+	        .out = stdout,
 	};
 	struct mlp_launch_result res;
 	char *program = NULL, *run_id = NULL;
@@ -105,7 +120,8 @@ static int launch_exec(int argc, char **argv)
 				spec.kill_grace_ms = ms;
 			break;
 		case O_GPUS:
-			if (parse_count(&spec.gpus_per_node, "--gpus-per-node", optarg, 0, 1024) != 0)
+			if (parse_count(&spec.gpus_per_node, "--gpus-per-node", optarg, 0, 1024) !=
+			    0)
 				goto done;
 			break;
 		case O_RUN_ID:
@@ -125,7 +141,7 @@ static int launch_exec(int argc, char **argv)
 	}
 	if (optind >= argc) {
 		mlp_cmd_usage_error(&mlp_cmd_launch, "no command given (mlpipe launch [OPTIONS] -- "
-		                    "COMMAND [ARGS...])");
+		                                     "COMMAND [ARGS...])");
 		goto done;
 	}
 	if (spec.node_rank >= spec.nnodes) {
@@ -135,7 +151,7 @@ static int launch_exec(int argc, char **argv)
 	}
 	if (spec.nnodes > 1 && (spec.master_addr == NULL || spec.master_port == 0)) {
 		mlp_cmd_usage_error(&mlp_cmd_launch, "several nodes need --master-addr and "
-		                    "--master-port, the same on every node");
+		                                     "--master-port, the same on every node");
 		goto done;
 	}
 	if (mlp_exec_find(&program, argv[optind]) != 0) {
@@ -151,8 +167,8 @@ static int launch_exec(int argc, char **argv)
 	spec.argv = rank_argv;
 	if (spec.gpus_per_node > 0) {
 		spec.gpu_ids = xcalloc(MLP_LAUNCH_MAX_GPUS, sizeof(*spec.gpu_ids));
-		spec.ngpu_ids = mlp_launch_node_gpus(spec.gpu_ids, MLP_LAUNCH_MAX_GPUS,
-		                                     &spec.gpu_source);
+		spec.ngpu_ids =
+		        mlp_launch_node_gpus(spec.gpu_ids, MLP_LAUNCH_MAX_GPUS, &spec.gpu_source);
 	}
 
 	rc = mlp_launch_run(&res, &spec);
@@ -207,36 +223,35 @@ done:
 }
 
 const struct mlp_cmd mlp_cmd_launch = {
-	.name = "launch",
-	.args = "[--nproc-per-node N] [--max-restarts N] [OPTIONS] -- COMMAND [ARGS...]",
-	.summary = "Run a command once per rank with torchrun's environment (DDP launcher).",
-	.help =
-		"Each rank gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK,\n"
-		"GROUP_WORLD_SIZE, ROLE_RANK, ROLE_WORLD_SIZE, ROLE_NAME, MASTER_ADDR,\n"
-		"MASTER_PORT, TORCHELASTIC_RESTART_COUNT, TORCHELASTIC_MAX_RESTARTS,\n"
-		"TORCHELASTIC_RUN_ID and OMP_NUM_THREADS=1 (unless set), so a PyTorch\n"
-		"script with init_method=\"env://\" runs unchanged.  Output lines are\n"
-		"prefixed [rankN].  When a rank fails, every other rank's process group\n"
-		"gets SIGTERM, then SIGKILL after the grace period, and the whole group\n"
-		"restarts on a fresh port, up to --max-restarts times; the first failure\n"
-		"is reported as the root cause.\n\n"
-		"Options (torchrun's underscore spellings work too):\n"
-		"  -n, --nproc-per-node N  ranks on this node (default 1)\n"
-		"  --nnodes N              nodes in the job (default 1)\n"
-		"  --node-rank R           this node's index (default 0)\n"
-		"  --master-addr HOST      where rank 0 listens (default 127.0.0.1)\n"
-		"  --master-port PORT      its port (default: a free one, new per restart)\n"
-		"  --max-restarts N        group restarts after a failure (default 0)\n"
-		"  --stall-timeout DUR     kill a group silent for DUR (no output, and no\n"
-		"                          change to --progress-file); default: never\n"
-		"  --kill-grace DUR        SIGTERM to SIGKILL (default 10s)\n"
-		"  --gpus-per-node N       one GPU per rank: local rank i gets the i-th GPU\n"
-		"                          of the node (of an inherited CUDA_VISIBLE_DEVICES\n"
-		"                          list, if set) as CUDA_VISIBLE_DEVICES; asking for\n"
-		"                          more than the node has fails before any rank starts\n"
-		"  --run-id ID             TORCHELASTIC_RUN_ID\n"
-		"  --progress-file FILE    a file whose changes count as progress\n\n"
-		"Exit code: 0 every rank succeeded, 1 the group failed for good,\n"
-		"128+N stopped by signal N.\n",
-	.exec = launch_exec,
+        .name = "launch",
+        .args = "[--nproc-per-node N] [--max-restarts N] [OPTIONS] -- COMMAND [ARGS...]",
+        .summary = "Run a command once per rank with torchrun's environment (DDP launcher).",
+        .help = "Each rank gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK,\n"
+                "GROUP_WORLD_SIZE, ROLE_RANK, ROLE_WORLD_SIZE, ROLE_NAME, MASTER_ADDR,\n"
+                "MASTER_PORT, TORCHELASTIC_RESTART_COUNT, TORCHELASTIC_MAX_RESTARTS,\n"
+                "TORCHELASTIC_RUN_ID and OMP_NUM_THREADS=1 (unless set), so a PyTorch\n"
+                "script with init_method=\"env://\" runs unchanged.  Output lines are\n"
+                "prefixed [rankN].  When a rank fails, every other rank's process group\n"
+                "gets SIGTERM, then SIGKILL after the grace period, and the whole group\n"
+                "restarts on a fresh port, up to --max-restarts times; the first failure\n"
+                "is reported as the root cause.\n\n"
+                "Options (torchrun's underscore spellings work too):\n"
+                "  -n, --nproc-per-node N  ranks on this node (default 1)\n"
+                "  --nnodes N              nodes in the job (default 1)\n"
+                "  --node-rank R           this node's index (default 0)\n"
+                "  --master-addr HOST      where rank 0 listens (default 127.0.0.1)\n"
+                "  --master-port PORT      its port (default: a free one, new per restart)\n"
+                "  --max-restarts N        group restarts after a failure (default 0)\n"
+                "  --stall-timeout DUR     kill a group silent for DUR (no output, and no\n"
+                "                          change to --progress-file); default: never\n"
+                "  --kill-grace DUR        SIGTERM to SIGKILL (default 10s)\n"
+                "  --gpus-per-node N       one GPU per rank: local rank i gets the i-th GPU\n"
+                "                          of the node (of an inherited CUDA_VISIBLE_DEVICES\n"
+                "                          list, if set) as CUDA_VISIBLE_DEVICES; asking for\n"
+                "                          more than the node has fails before any rank starts\n"
+                "  --run-id ID             TORCHELASTIC_RUN_ID\n"
+                "  --progress-file FILE    a file whose changes count as progress\n\n"
+                "Exit code: 0 every rank succeeded, 1 the group failed for good,\n"
+                "128+N stopped by signal N.\n",
+        .exec = launch_exec,
 };

@@ -105,8 +105,10 @@ static size_t refresh(struct logs_state *ls, struct mlp_store *s, int64_t id)
 			continue;
 		xgrow((void **)&ls->f, &ls->cap, ls->n + 1, sizeof(*ls->f));
 		ls->f[ls->n] = (struct followed){
-			.path = xstrdup(a[i].log_path), .stage = xstrdup(a[i].stage),
-			.attempt = a[i].attempt, .at_line_start = true,
+		        .path = xstrdup(a[i].log_path),
+		        .stage = xstrdup(a[i].stage),
+		        .attempt = a[i].attempt,
+		        .at_line_start = true,
 		};
 		ls->n++;
 	}
@@ -130,11 +132,11 @@ static bool run_running(struct mlp_store *s, int64_t id)
 static int logs_exec(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"follow", no_argument, NULL, 'f'},
-		{"attempt", required_argument, NULL, 'a'},
-		{"db", required_argument, NULL, 'd'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	        {"follow", no_argument, NULL, 'f'},
+	        {"attempt", required_argument, NULL, 'a'},
+	        {"db", required_argument, NULL, 'd'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	struct logs_state ls = {0};
 	struct mlp_store *s = NULL;
@@ -152,7 +154,8 @@ static int logs_exec(int argc, char **argv)
 		case 'a':
 			if (mlp_parse_int(&v, optarg, 1, 1000000) != 0)
 				return mlp_cmd_usage_error(&mlp_cmd_logs,
-				                           "--attempt wants a number, not '%s'", optarg);
+				                           "--attempt wants a number, not '%s'",
+				                           optarg);
 			ls.attempt = (int)v;
 			break;
 		case 'd':
@@ -171,8 +174,7 @@ static int logs_exec(int argc, char **argv)
 		return mlp_cmd_usage_error(&mlp_cmd_logs, "'%s' is not a run id", argv[optind]);
 	ls.stage = optind + 1 < argc ? argv[optind + 1] : NULL;
 	ls.prefix = ls.stage == NULL;
-	if (mlp_store_open(&s, db, MLP_STORE_READONLY) != 0 ||
-	    mlp_store_run_get(s, &r, id) != 0) {
+	if (mlp_store_open(&s, db, MLP_STORE_READONLY) != 0 || mlp_store_run_get(s, &r, id) != 0) {
 		mlp_cmd_error("%s", mlp_error_last());
 		goto done;
 	}
@@ -198,7 +200,8 @@ static int logs_exec(int argc, char **argv)
 			for (size_t k = 0; k < ls.n; k++)
 				copy_new(&ls, &ls.f[k]);
 			if (matched == 0 && ls.n == 0 && ls.stage) {
-				mlp_cmd_error("run %lld has no stage '%s' that started", id, ls.stage);
+				mlp_cmd_error("run %lld has no stage '%s' that started", id,
+				              ls.stage);
 				goto done;
 			}
 			break;
@@ -227,15 +230,14 @@ done:
 }
 
 const struct mlp_cmd mlp_cmd_logs = {
-	.name = "logs",
-	.args = "ID [STAGE] [-f] [--attempt N] [--db PATH]",
-	.summary = "Print a run's logs: every stage's, or one stage's.",
-	.help =
-		"Without STAGE every attempt's log is printed in the order they started,\n"
-		"each line prefixed with its stage (and attempt, from the second on).\n\n"
-		"Options:\n"
-		"  -f, --follow     keep printing while the run is running\n"
-		"  --attempt N      only attempt N\n"
-		"  --db PATH        the database\n",
-	.exec = logs_exec,
+        .name = "logs",
+        .args = "ID [STAGE] [-f] [--attempt N] [--db PATH]",
+        .summary = "Print a run's logs: every stage's, or one stage's.",
+        .help = "Without STAGE every attempt's log is printed in the order they started,\n"
+                "each line prefixed with its stage (and attempt, from the second on).\n\n"
+                "Options:\n"
+                "  -f, --follow     keep printing while the run is running\n"
+                "  --attempt N      only attempt N\n"
+                "  --db PATH        the database\n",
+        .exec = logs_exec,
 };

@@ -53,14 +53,16 @@ static int parse_ref(char **out_name, int *out_version, const char *ref, bool ne
 	*out_version = 0;
 	if (colon == NULL) {
 		if (need_version || ref[0] == '\0')
-			return mlp_cmd_usage_error(&mlp_cmd_models, "'%s' is not NAME:VERSION", ref);
+			return mlp_cmd_usage_error(&mlp_cmd_models, "'%s' is not NAME:VERSION",
+			                           ref);
 		*out_name = xstrdup(ref);
 		return 0;
 	}
 	if (colon == ref || mlp_parse_int(&v, colon + 1, 1, 1000000000) != 0)
-		return mlp_cmd_usage_error(&mlp_cmd_models, "'%s' is not NAME%s (VERSION is a "
-		                           "number from 1)", ref, need_version ? ":VERSION"
-		                                                               : "[:VERSION]");
+		return mlp_cmd_usage_error(&mlp_cmd_models,
+		                           "'%s' is not NAME%s (VERSION is a "
+		                           "number from 1)",
+		                           ref, need_version ? ":VERSION" : "[:VERSION]");
 	*out_name = xstrndup(ref, (size_t)(colon - ref));
 	*out_version = (int)v;
 	return 0;
@@ -98,8 +100,8 @@ static int list_models(struct mlp_store *s, bool json)
 	if (n == 0) {
 		printf("no models yet (a stage with `model: {name, path}` registers one)\n");
 	} else {
-		printf("%-20s %8s %7s %-10s %8s %8s  %s\n", "MODEL", "VERSIONS", "LATEST",
-		       "STATUS", "APPROVED", "DEPLOYED", "REGISTERED");
+		printf("%-20s %8s %7s %-10s %8s %8s  %s\n", "MODEL", "VERSIONS", "LATEST", "STATUS",
+		       "APPROVED", "DEPLOYED", "REGISTERED");
 		for (size_t i = 0; i < n; i++) {
 			char t[32], a[16], d[16];
 
@@ -258,11 +260,11 @@ done:
 static int models_exec(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"json", no_argument, NULL, 'J'},
-		{"reason", required_argument, NULL, 'm'},
-		{"db", required_argument, NULL, 'd'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	        {"json", no_argument, NULL, 'J'},
+	        {"reason", required_argument, NULL, 'm'},
+	        {"db", required_argument, NULL, 'd'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	struct mlp_store *s = NULL;
 	const char *db = NULL, *reason = NULL, *sub = NULL;
@@ -297,17 +299,22 @@ static int models_exec(int argc, char **argv)
 	} else if (strcmp(sub, "show") == 0 || strcmp(sub, "approve") == 0 ||
 	           strcmp(sub, "reject") == 0) {
 		if (nargs != 2)
-			return mlp_cmd_usage_error(&mlp_cmd_models, "usage: mlpipe models %s %s", sub,
-			                           strcmp(sub, "show") == 0 ? "NAME[:VERSION]"
-			                                                    : "NAME:VERSION --reason TEXT");
+			return mlp_cmd_usage_error(
+			        &mlp_cmd_models, "usage: mlpipe models %s %s", sub,
+			        strcmp(sub, "show") == 0 ? "NAME[:VERSION]"
+			                                 : "NAME:VERSION --reason TEXT");
 	} else {
-		return mlp_cmd_usage_error(&mlp_cmd_models, "unknown subcommand '%s' (list, show, "
-		                           "approve, reject)", sub);
+		return mlp_cmd_usage_error(&mlp_cmd_models,
+		                           "unknown subcommand '%s' (list, show, "
+		                           "approve, reject)",
+		                           sub);
 	}
 	writes = sub && (strcmp(sub, "approve") == 0 || strcmp(sub, "reject") == 0);
 	if (writes && (reason == NULL || reason[0] == '\0'))
-		return mlp_cmd_usage_error(&mlp_cmd_models, "%s needs --reason TEXT (it is "
-		                           "recorded with your name)", sub);
+		return mlp_cmd_usage_error(&mlp_cmd_models,
+		                           "%s needs --reason TEXT (it is "
+		                           "recorded with your name)",
+		                           sub);
 	if (!writes && reason)
 		return mlp_cmd_usage_error(&mlp_cmd_models, "--reason is for approve and reject");
 	if (mlp_store_open(&s, db, writes ? 0 : MLP_STORE_READONLY) != 0) {
@@ -321,35 +328,35 @@ static int models_exec(int argc, char **argv)
 	else
 		status = set_status(s, argv[optind + 1],
 		                    strcmp(sub, "approve") == 0 ? MLP_MODEL_APPROVED
-		                                                : MLP_MODEL_REJECTED, reason);
+		                                                : MLP_MODEL_REJECTED,
+		                    reason);
 	mlp_store_close(s);
 	return status;
 }
 
 const struct mlp_cmd mlp_cmd_models = {
-	.name = "models",
-	.args = "[--json] | show NAME[:VERSION] [--json] | approve|reject NAME:VERSION "
-	        "--reason TEXT",
-	.summary = "List registered models, show a version, approve or reject one.",
-	.help =
-		"A stage with `model: {name, path}` registers a new version of the model\n"
-		"each time it succeeds: the file (kept once per content under the data\n"
-		"directory), its sha256, the run and stage, the git commit and the\n"
-		"stage's metrics.  A version starts as a candidate; a gate approves or\n"
-		"rejects it, and so can you:\n\n"
-		"  mlpipe models                          every model, its latest version\n"
-		"  mlpipe models show fashion             the latest version of fashion\n"
-		"  mlpipe models show fashion:3           version 3, with its gate decisions\n"
-		"  mlpipe models approve fashion:3 --reason \"checked by hand\"\n"
-		"  mlpipe models reject fashion:3 --reason \"bias on class 4\"\n\n"
-		"Statuses: candidate -> approved | rejected -> deployed -> retired.\n"
-		"A rejected version can be approved and an approved one rejected; a\n"
-		"deployed or retired version cannot be approved or rejected.\n\n"
-		"Options:\n"
-		"  --json                machine-readable output (list and show)\n"
-		"  -m, --reason TEXT     why (required for approve and reject)\n"
-		"  --db PATH             the database\n\n"
-		"Exit code: 0 done, 2 bad usage, no such model or version, or a status\n"
-		"change that is not allowed.\n",
-	.exec = models_exec,
+        .name = "models",
+        .args = "[--json] | show NAME[:VERSION] [--json] | approve|reject NAME:VERSION "
+                "--reason TEXT",
+        .summary = "List registered models, show a version, approve or reject one.",
+        .help = "A stage with `model: {name, path}` registers a new version of the model\n"
+                "each time it succeeds: the file (kept once per content under the data\n"
+                "directory), its sha256, the run and stage, the git commit and the\n"
+                "stage's metrics.  A version starts as a candidate; a gate approves or\n"
+                "rejects it, and so can you:\n\n"
+                "  mlpipe models                          every model, its latest version\n"
+                "  mlpipe models show fashion             the latest version of fashion\n"
+                "  mlpipe models show fashion:3           version 3, with its gate decisions\n"
+                "  mlpipe models approve fashion:3 --reason \"checked by hand\"\n"
+                "  mlpipe models reject fashion:3 --reason \"bias on class 4\"\n\n"
+                "Statuses: candidate -> approved | rejected -> deployed -> retired.\n"
+                "A rejected version can be approved and an approved one rejected; a\n"
+                "deployed or retired version cannot be approved or rejected.\n\n"
+                "Options:\n"
+                "  --json                machine-readable output (list and show)\n"
+                "  -m, --reason TEXT     why (required for approve and reject)\n"
+                "  --db PATH             the database\n\n"
+                "Exit code: 0 done, 2 bad usage, no such model or version, or a status\n"
+                "change that is not allowed.\n",
+        .exec = models_exec,
 };

@@ -20,14 +20,14 @@
 static int project_add(struct mlp_store **store, const char *db, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"remote", required_argument, NULL, 'r'},
-		{"branch", required_argument, NULL, 'b'},
-		{"pipeline", required_argument, NULL, 'p'},
-		{"secret-file", required_argument, NULL, 's'},
-		{"secret-env", required_argument, NULL, 'e'},
-		{"token-file", required_argument, NULL, 't'},
-		{"ssh-key", required_argument, NULL, 'k'},
-		{NULL, 0, NULL, 0},
+	        {"remote", required_argument, NULL, 'r'},
+	        {"branch", required_argument, NULL, 'b'},
+	        {"pipeline", required_argument, NULL, 'p'},
+	        {"secret-file", required_argument, NULL, 's'},
+	        {"secret-env", required_argument, NULL, 'e'},
+	        {"token-file", required_argument, NULL, 't'},
+	        {"ssh-key", required_argument, NULL, 'k'},
+	        {NULL, 0, NULL, 0},
 	};
 	struct mlp_project p = {0};
 	struct mlp_buf branches = {0};
@@ -36,17 +36,29 @@ static int project_add(struct mlp_store **store, const char *db, int argc, char 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
-		case 'r': p.remote = optarg; break;
+		case 'r':
+			p.remote = optarg;
+			break;
 		case 'b':
 			if (branches.len)
 				mlp_buf_putc(&branches, ',');
 			mlp_buf_puts(&branches, optarg);
 			break;
-		case 'p': p.pipeline_path = optarg; break;
-		case 's': p.secret_file = optarg; break;
-		case 'e': p.secret_env = optarg; break;
-		case 't': p.token_file = optarg; break;
-		case 'k': p.ssh_key_file = optarg; break;
+		case 'p':
+			p.pipeline_path = optarg;
+			break;
+		case 's':
+			p.secret_file = optarg;
+			break;
+		case 'e':
+			p.secret_env = optarg;
+			break;
+		case 't':
+			p.token_file = optarg;
+			break;
+		case 'k':
+			p.ssh_key_file = optarg;
+			break;
 		default:
 			status = mlp_cmd_usage_error(&mlp_cmd_project, "unknown option");
 			goto done;
@@ -58,9 +70,12 @@ static int project_add(struct mlp_store **store, const char *db, int argc, char 
 	}
 	p.name = argv[optind];
 	if (strspn(p.name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") !=
-	    strlen(p.name) || p.name[0] == '.' || p.name[0] == '\0') {
-		status = mlp_cmd_usage_error(&mlp_cmd_project, "a project name is letters, digits, "
-		                             "'-', '_' and '.', not '%s'", p.name);
+	            strlen(p.name) ||
+	    p.name[0] == '.' || p.name[0] == '\0') {
+		status = mlp_cmd_usage_error(&mlp_cmd_project,
+		                             "a project name is letters, digits, "
+		                             "'-', '_' and '.', not '%s'",
+		                             p.name);
 		goto done;
 	}
 	if (p.remote == NULL) {
@@ -117,16 +132,17 @@ static int project_exec(int argc, char **argv)
 		size_t n = 0;
 
 		status = MLP_EXIT_FAILED;
-		if (mlp_store_open(&store, db, 0) != 0 || mlp_store_projects_list(store, &p, &n) != 0) {
+		if (mlp_store_open(&store, db, 0) != 0 ||
+		    mlp_store_projects_list(store, &p, &n) != 0) {
 			mlp_cmd_error("%s", mlp_error_last());
 		} else {
-			printf("%-16s %-40s %-20s %-20s %s\n", "NAME", "REMOTE", "BRANCHES", "PIPELINE",
-			       "SECRET");
+			printf("%-16s %-40s %-20s %-20s %s\n", "NAME", "REMOTE", "BRANCHES",
+			       "PIPELINE", "SECRET");
 			for (size_t i = 0; i < n; i++)
 				printf("%-16s %-40s %-20s %-20s %s%s\n", p[i].name, p[i].remote,
 				       p[i].branches, p[i].pipeline_path,
-				       p[i].secret_env ? "$" : "", p[i].secret_env ? p[i].secret_env
-				                                                   : p[i].secret_file);
+				       p[i].secret_env ? "$" : "",
+				       p[i].secret_env ? p[i].secret_env : p[i].secret_file);
 			status = MLP_EXIT_OK;
 		}
 		mlp_project_free_all(p, n);
@@ -145,16 +161,16 @@ static int project_exec(int argc, char **argv)
 }
 
 const struct mlp_cmd mlp_cmd_project = {
-	.name = "project",
-	.args = "[--db PATH] add NAME --remote URL [--branch GLOB]... [--pipeline PATH]\n"
-	        "       (--secret-file FILE | --secret-env VAR) [--token-file FILE | --ssh-key FILE]\n"
-	        "       | list | remove NAME",
-	.summary = "Configure the repositories `mlpipe serve` watches.",
-	.help =
-		"--branch (repeatable; default main) filters pushes by branch name; '*'\n"
-		"stops at '/', '**' does not.  --pipeline is the pipeline file's path in\n"
-		"the repository (default pipeline.yml).  The webhook secret is read from\n"
-		"the file or variable at each delivery and is never stored; --token-file\n"
-		"(HTTPS) or --ssh-key (SSH) authenticate fetches.\n",
-	.exec = project_exec,
+        .name = "project",
+        .args = "[--db PATH] add NAME --remote URL [--branch GLOB]... [--pipeline PATH]\n"
+                "       (--secret-file FILE | --secret-env VAR) [--token-file FILE | --ssh-key "
+                "FILE]\n"
+                "       | list | remove NAME",
+        .summary = "Configure the repositories `mlpipe serve` watches.",
+        .help = "--branch (repeatable; default main) filters pushes by branch name; '*'\n"
+                "stops at '/', '**' does not.  --pipeline is the pipeline file's path in\n"
+                "the repository (default pipeline.yml).  The webhook secret is read from\n"
+                "the file or variable at each delivery and is never stored; --token-file\n"
+                "(HTTPS) or --ssh-key (SSH) authenticate fetches.\n",
+        .exec = project_exec,
 };

@@ -64,24 +64,31 @@ static int find_model(struct mlp_store *s, struct mlp_model_version *out, const 
 	return rc;
 }
 
-enum { OPT_KUBECONFIG = 256, OPT_CONTEXT, OPT_DB, OPT_TIMEOUT, OPT_ON_FAILURE, OPT_DRY_RUN,
-       OPT_MODEL };
+enum {
+	OPT_KUBECONFIG = 256,
+	OPT_CONTEXT,
+	OPT_DB,
+	OPT_TIMEOUT,
+	OPT_ON_FAILURE,
+	OPT_DRY_RUN,
+	OPT_MODEL
+};
 
 static int rollout_exec(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"image", required_argument, NULL, 'i'},
-		{"env", required_argument, NULL, 'e'},
-		{"container", required_argument, NULL, 'c'},
-		{"kubeconfig", required_argument, NULL, OPT_KUBECONFIG},
-		{"context", required_argument, NULL, OPT_CONTEXT},
-		{"db", required_argument, NULL, OPT_DB},
-		{"timeout", required_argument, NULL, OPT_TIMEOUT},
-		{"on-failure", required_argument, NULL, OPT_ON_FAILURE},
-		{"dry-run", no_argument, NULL, OPT_DRY_RUN},
-		{"model", required_argument, NULL, OPT_MODEL},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	        {"image", required_argument, NULL, 'i'},
+	        {"env", required_argument, NULL, 'e'},
+	        {"container", required_argument, NULL, 'c'},
+	        {"kubeconfig", required_argument, NULL, OPT_KUBECONFIG},
+	        {"context", required_argument, NULL, OPT_CONTEXT},
+	        {"db", required_argument, NULL, OPT_DB},
+	        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+	        {"on-failure", required_argument, NULL, OPT_ON_FAILURE},
+	        {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+	        {"model", required_argument, NULL, OPT_MODEL},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	const struct mlp_cmd *self = &mlp_cmd_rollout;
 	struct mlp_rollout_request req = {.progress = stdout};
@@ -125,7 +132,8 @@ static int rollout_exec(int argc, char **argv)
 			db = optarg;
 			break;
 		case OPT_TIMEOUT:
-			if (mlp_parse_duration(&req.timeout_ms, optarg) != 0 || req.timeout_ms <= 0) {
+			if (mlp_parse_duration(&req.timeout_ms, optarg) != 0 ||
+			    req.timeout_ms <= 0) {
 				mlp_kvlist_free(&env);
 				return mlp_cmd_usage_error(self, "--timeout: %s", mlp_error_last());
 			}
@@ -137,7 +145,8 @@ static int rollout_exec(int argc, char **argv)
 				req.on_failure = MLP_ON_FAILURE_KEEP;
 			} else {
 				mlp_kvlist_free(&env);
-				return mlp_cmd_usage_error(self, "--on-failure is rollback or keep");
+				return mlp_cmd_usage_error(self,
+				                           "--on-failure is rollback or keep");
 			}
 			break;
 		case OPT_DRY_RUN:
@@ -208,12 +217,12 @@ done:
 static int rollback_exec(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"kubeconfig", required_argument, NULL, OPT_KUBECONFIG},
-		{"context", required_argument, NULL, OPT_CONTEXT},
-		{"db", required_argument, NULL, OPT_DB},
-		{"timeout", required_argument, NULL, OPT_TIMEOUT},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	        {"kubeconfig", required_argument, NULL, OPT_KUBECONFIG},
+	        {"context", required_argument, NULL, OPT_CONTEXT},
+	        {"db", required_argument, NULL, OPT_DB},
+	        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	const struct mlp_cmd *self = &mlp_cmd_rollback;
 	struct mlp_k8s_options ko = {0};
@@ -273,54 +282,52 @@ done:
 	return status;
 }
 
-#define K8S_OPTIONS_HELP \
-	"  --kubeconfig PATH     the kubeconfig (default: $KUBECONFIG, ~/.kube/config,\n" \
-	"                        else the pod's service account)\n" \
+#define K8S_OPTIONS_HELP                                                                   \
+	"  --kubeconfig PATH     the kubeconfig (default: $KUBECONFIG, ~/.kube/config,\n"  \
+	"                        else the pod's service account)\n"                        \
 	"  --context NAME        a context of the kubeconfig (default: current-context)\n" \
 	"  --db PATH             the database (the deployments table)\n"
 
 const struct mlp_cmd mlp_cmd_rollout = {
-	.name = "rollout",
-	.args = "[NAMESPACE/]DEPLOYMENT --image IMAGE [--env NAME=VALUE]... [options]",
-	.summary = "Roll a new image out to a Kubernetes Deployment; roll back on failure.",
-	.help =
-		"Reads the Deployment, records the container's image and env and the pod\n"
-		"template's annotations (mlpipe deployments), patches it (a strategic\n"
-		"merge patch, conditional on its resourceVersion, retried on a conflict),\n"
-		"then watches it and decides as `kubectl rollout status` does.  If it\n"
-		"fails (ProgressDeadlineExceeded) or does not complete in --timeout, the\n"
-		"recorded values are patched back and that rollout is waited for too.\n"
-		"See docs/rollout.md.\n\n"
-		"Options:\n"
-		"  -i, --image IMAGE     the container's new image\n"
-		"  -e, --env NAME=VALUE  set an environment variable (repeatable)\n"
-		"  -c, --container NAME  the container (default: the only one)\n"
-		"  --model NAME[:VER]    the registered model version this deploys (default\n"
-		"                        version: the latest); annotated and marked deployed\n"
-		"  --timeout DURATION    mlpipe's own deadline (default 10m)\n"
-		"  --on-failure rollback|keep  (default rollback)\n"
-		"  --dry-run             validate on the server (?dryRun=All); change nothing\n"
-		K8S_OPTIONS_HELP "\n"
-		"Exit code: 0 the rollout completed, 1 it failed (rolled back unless\n"
-		"--on-failure keep), 2 it could not be tried (bad usage, no such\n"
-		"Deployment or container, forbidden, unreachable).\n",
-	.exec = rollout_exec,
+        .name = "rollout",
+        .args = "[NAMESPACE/]DEPLOYMENT --image IMAGE [--env NAME=VALUE]... [options]",
+        .summary = "Roll a new image out to a Kubernetes Deployment; roll back on failure.",
+        .help = "Reads the Deployment, records the container's image and env and the pod\n"
+                "template's annotations (mlpipe deployments), patches it (a strategic\n"
+                "merge patch, conditional on its resourceVersion, retried on a conflict),\n"
+                "then watches it and decides as `kubectl rollout status` does.  If it\n"
+                "fails (ProgressDeadlineExceeded) or does not complete in --timeout, the\n"
+                "recorded values are patched back and that rollout is waited for too.\n"
+                "See docs/rollout.md.\n\n"
+                "Options:\n"
+                "  -i, --image IMAGE     the container's new image\n"
+                "  -e, --env NAME=VALUE  set an environment variable (repeatable)\n"
+                "  -c, --container NAME  the container (default: the only one)\n"
+                "  --model NAME[:VER]    the registered model version this deploys (default\n"
+                "                        version: the latest); annotated and marked deployed\n"
+                "  --timeout DURATION    mlpipe's own deadline (default 10m)\n"
+                "  --on-failure rollback|keep  (default rollback)\n"
+                "  --dry-run             validate on the server (?dryRun=All); change "
+                "nothing\n" K8S_OPTIONS_HELP "\n"
+                "Exit code: 0 the rollout completed, 1 it failed (rolled back unless\n"
+                "--on-failure keep), 2 it could not be tried (bad usage, no such\n"
+                "Deployment or container, forbidden, unreachable).\n",
+        .exec = rollout_exec,
 };
 
 const struct mlp_cmd mlp_cmd_rollback = {
-	.name = "rollback",
-	.args = "[NAMESPACE/]DEPLOYMENT [options]",
-	.summary = "Undo the newest rollout of a Deployment that mlpipe recorded.",
-	.help =
-		"Patches back the image, env and annotations that the newest rollout still\n"
-		"in effect changed (as recorded in mlpipe deployments), and waits for that\n"
-		"rollout.  The undone rollout is marked rolled_back, so running rollback\n"
-		"again goes one rollout further back.  Unlike `kubectl rollout undo`, it\n"
-		"restores what mlpipe changed, not a whole older pod template.\n\n"
-		"Options:\n"
-		"  --timeout DURATION    how long to wait for it (default 10m)\n"
-		K8S_OPTIONS_HELP "\n"
-		"Exit code: 0 rolled back, 1 the rollback did not complete, 2 it could not\n"
-		"be tried (nothing recorded to undo, forbidden, unreachable).\n",
-	.exec = rollback_exec,
+        .name = "rollback",
+        .args = "[NAMESPACE/]DEPLOYMENT [options]",
+        .summary = "Undo the newest rollout of a Deployment that mlpipe recorded.",
+        .help = "Patches back the image, env and annotations that the newest rollout still\n"
+                "in effect changed (as recorded in mlpipe deployments), and waits for that\n"
+                "rollout.  The undone rollout is marked rolled_back, so running rollback\n"
+                "again goes one rollout further back.  Unlike `kubectl rollout undo`, it\n"
+                "restores what mlpipe changed, not a whole older pod template.\n\n"
+                "Options:\n"
+                "  --timeout DURATION    how long to wait for it (default 10m)\n" K8S_OPTIONS_HELP
+                "\n"
+                "Exit code: 0 rolled back, 1 the rollback did not complete, 2 it could not\n"
+                "be tried (nothing recorded to undo, forbidden, unreachable).\n",
+        .exec = rollback_exec,
 };

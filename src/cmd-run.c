@@ -67,8 +67,7 @@ static int resolve_workspace(char **out, const struct mlp_pipeline *p, const cha
 
 /* Shared with exec-run (cmd.h). */
 int mlp_cmd_execute_run(struct mlp_engine_result *result, const struct mlp_pipeline *p,
-                        struct mlp_store *store, int64_t run_id,
-                        const struct mlp_engine_opts *eo)
+                        struct mlp_store *store, int64_t run_id, const struct mlp_engine_opts *eo)
 {
 	int status, rc;
 
@@ -98,13 +97,13 @@ int mlp_cmd_execute_run(struct mlp_engine_result *result, const struct mlp_pipel
 static int run_exec(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"jobs", required_argument, NULL, 'j'},
-		{"var", required_argument, NULL, 'v'},
-		{"workdir", required_argument, NULL, 'C'},
-		{"db", required_argument, NULL, 'd'},
-		{"plain", no_argument, NULL, 'p'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	        {"jobs", required_argument, NULL, 'j'},
+	        {"var", required_argument, NULL, 'v'},
+	        {"workdir", required_argument, NULL, 'C'},
+	        {"db", required_argument, NULL, 'd'},
+	        {"plain", no_argument, NULL, 'p'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	struct mlp_kvlist vars = {0};
 	struct mlp_pipeline *p = NULL;
@@ -123,9 +122,9 @@ static int run_exec(int argc, char **argv)
 		switch (c) {
 		case 'j':
 			if (mlp_parse_int(&jobs, optarg, 1, 4096) != 0) {
-				status = mlp_cmd_usage_error(&mlp_cmd_run,
-				                             "-j wants a number from 1 to 4096, not '%s'",
-				                             optarg);
+				status = mlp_cmd_usage_error(
+				        &mlp_cmd_run, "-j wants a number from 1 to 4096, not '%s'",
+				        optarg);
 				goto done;
 			}
 			break;
@@ -133,8 +132,8 @@ static int run_exec(int argc, char **argv)
 			const char *eq = strchr(optarg, '=');
 
 			if (eq == NULL || !valid_var_name(optarg, (size_t)(eq - optarg))) {
-				status = mlp_cmd_usage_error(&mlp_cmd_run,
-				                             "--var wants NAME=VALUE, not '%s'", optarg);
+				status = mlp_cmd_usage_error(
+				        &mlp_cmd_run, "--var wants NAME=VALUE, not '%s'", optarg);
 				goto done;
 			}
 			{
@@ -194,9 +193,13 @@ static int run_exec(int argc, char **argv)
 	{
 		char *abs_path = NULL;
 		struct mlp_run_new r = {
-			.pipeline = p->name, .pipeline_text = p->text, .pipeline_sha256 = sha,
-			.trigger = "cli", .user = user, .git_commit = commit,
-			.workspace = workspace,
+		        .pipeline = p->name,
+		        .pipeline_text = p->text,
+		        .pipeline_sha256 = sha,
+		        .trigger = "cli",
+		        .user = user,
+		        .git_commit = commit,
+		        .workspace = workspace,
 		};
 
 		if (mlp_realpath(&abs_path, p->path) == 0)
@@ -217,8 +220,11 @@ static int run_exec(int argc, char **argv)
 	t0 = mlp_mono_ms();
 	{
 		struct mlp_engine_opts eo = {
-			.jobs = (int)jobs, .workspace = workspace, .vars = &vars,
-			.self_exe = self, .observer = mlp_term_observer(term),
+		        .jobs = (int)jobs,
+		        .workspace = workspace,
+		        .vars = &vars,
+		        .self_exe = self,
+		        .observer = mlp_term_observer(term),
 		};
 
 		status = mlp_cmd_execute_run(&result, p, store, run_id, &eo);
@@ -239,26 +245,25 @@ done:
 }
 
 const struct mlp_cmd mlp_cmd_run = {
-	.name = "run",
-	.args = "FILE [-j N] [--var NAME=VALUE]... [--workdir DIR] [--db PATH] [--plain]",
-	.summary = "Run a pipeline file here and now, recording it in the database.",
-	.help =
-		"Stages start as soon as the stages they need have succeeded, up to -j at\n"
-		"a time.  Each `run:` stage is a /bin/sh -c command in its own process\n"
-		"group, in the workspace (the pipeline file's directory unless the file\n"
-		"or --workdir says otherwise).  On a terminal a live view shows every\n"
-		"stage; elsewhere each event and log line is one plain line.\n\n"
-		"Options:\n"
-		"  -j, --jobs N           stages at once (default: the number of cores)\n"
-		"  --var NAME=VALUE       set NAME in the pipeline's env, overriding env:\n"
-		"  -C, --workdir DIR      the workspace the stages run in\n"
-		"  --db PATH              the database (default: $MLPIPE_DB, else\n"
-		"                         $XDG_DATA_HOME/mlpipe/mlpipe.db)\n"
-		"  --plain                plain lines even on a terminal\n\n"
-		"Ctrl-C or SIGTERM cancels the run: every stage's process group gets\n"
-		"SIGTERM, then SIGKILL after its kill_grace, and the run is recorded as\n"
-		"cancelled.\n\n"
-		"Exit code: 0 the run succeeded, 1 it failed, 2 the file or the options\n"
-		"are invalid (nothing was run), 130/143 cancelled by SIGINT/SIGTERM.\n",
-	.exec = run_exec,
+        .name = "run",
+        .args = "FILE [-j N] [--var NAME=VALUE]... [--workdir DIR] [--db PATH] [--plain]",
+        .summary = "Run a pipeline file here and now, recording it in the database.",
+        .help = "Stages start as soon as the stages they need have succeeded, up to -j at\n"
+                "a time.  Each `run:` stage is a /bin/sh -c command in its own process\n"
+                "group, in the workspace (the pipeline file's directory unless the file\n"
+                "or --workdir says otherwise).  On a terminal a live view shows every\n"
+                "stage; elsewhere each event and log line is one plain line.\n\n"
+                "Options:\n"
+                "  -j, --jobs N           stages at once (default: the number of cores)\n"
+                "  --var NAME=VALUE       set NAME in the pipeline's env, overriding env:\n"
+                "  -C, --workdir DIR      the workspace the stages run in\n"
+                "  --db PATH              the database (default: $MLPIPE_DB, else\n"
+                "                         $XDG_DATA_HOME/mlpipe/mlpipe.db)\n"
+                "  --plain                plain lines even on a terminal\n\n"
+                "Ctrl-C or SIGTERM cancels the run: every stage's process group gets\n"
+                "SIGTERM, then SIGKILL after its kill_grace, and the run is recorded as\n"
+                "cancelled.\n\n"
+                "Exit code: 0 the run succeeded, 1 it failed, 2 the file or the options\n"
+                "are invalid (nothing was run), 130/143 cancelled by SIGINT/SIGTERM.\n",
+        .exec = run_exec,
 };

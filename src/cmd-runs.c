@@ -104,7 +104,8 @@ static int show_run(struct mlp_store *s, int64_t id, bool json)
 			}
 			if (a[i].ended_at > 0 && a[i].started_at > 0)
 				mlp_json_add_number(x, "duration_seconds",
-				                    (double)(a[i].ended_at - a[i].started_at) / 1000.0);
+				                    (double)(a[i].ended_at - a[i].started_at) /
+				                            1000.0);
 			else
 				mlp_json_add_null(x, "duration_seconds");
 			mlp_json_add_string(x, "log", a[i].log_path);
@@ -139,15 +140,15 @@ static int show_run(struct mlp_store *s, int64_t id, bool json)
 		printf("  started   %s (%s)\n", t, d);
 		printf("  trigger   %s by %s\n", r.trigger ? r.trigger : "-",
 		       r.user ? r.user : "-");
-		printf("  file      %s (sha256 %.12s)\n",
-		       r.pipeline_path ? r.pipeline_path : "-", r.pipeline_sha256);
+		printf("  file      %s (sha256 %.12s)\n", r.pipeline_path ? r.pipeline_path : "-",
+		       r.pipeline_sha256);
 		if (r.git_commit)
 			printf("  commit    %s\n", r.git_commit);
 		printf("  workspace %s\n", r.workspace ? r.workspace : "-");
 		if (r.message)
 			printf("  result    %s\n", r.message);
-		printf("\n  %-20s %-7s %-12s %9s  %s\n", "STAGE", "ATTEMPT", "STATUS",
-		       "DURATION", "DETAIL");
+		printf("\n  %-20s %-7s %-12s %9s  %s\n", "STAGE", "ATTEMPT", "STATUS", "DURATION",
+		       "DETAIL");
 		for (size_t i = 0; i < na; i++) {
 			char att[16];
 
@@ -162,12 +163,14 @@ static int show_run(struct mlp_store *s, int64_t id, bool json)
 		if (nm) {
 			printf("\n  metrics\n");
 			for (size_t i = 0; i < nm; i++)
-				printf("    %s.%s = %.6g\n", mets[i].stage, mets[i].name, mets[i].number);
+				printf("    %s.%s = %.6g\n", mets[i].stage, mets[i].name,
+				       mets[i].number);
 		}
 		if (no) {
 			printf("\n  outputs\n");
 			for (size_t i = 0; i < no; i++)
-				printf("    %s.%s = %s\n", outs[i].stage, outs[i].name, outs[i].text);
+				printf("    %s.%s = %s\n", outs[i].stage, outs[i].name,
+				       outs[i].text);
 		}
 	}
 	status = MLP_EXIT_OK;
@@ -182,13 +185,13 @@ done:
 static int runs_exec(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"pipeline", required_argument, NULL, 'p'},
-		{"status", required_argument, NULL, 's'},
-		{"limit", required_argument, NULL, 'n'},
-		{"json", no_argument, NULL, 'J'},
-		{"db", required_argument, NULL, 'd'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	        {"pipeline", required_argument, NULL, 'p'},
+	        {"status", required_argument, NULL, 's'},
+	        {"limit", required_argument, NULL, 'n'},
+	        {"json", no_argument, NULL, 'J'},
+	        {"db", required_argument, NULL, 'd'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	struct mlp_run_filter f = {.limit = 50};
 	struct mlp_store *s = NULL;
@@ -206,15 +209,17 @@ static int runs_exec(int argc, char **argv)
 			break;
 		case 's':
 			if (mlp_status_parse(&f.status, optarg) != 0)
-				return mlp_cmd_usage_error(&mlp_cmd_runs,
-					"unknown status '%s' (queued, running, succeeded, failed, "
-					"cancelled, interrupted)", optarg);
+				return mlp_cmd_usage_error(
+				        &mlp_cmd_runs,
+				        "unknown status '%s' (queued, running, succeeded, failed, "
+				        "cancelled, interrupted)",
+				        optarg);
 			f.has_status = true;
 			break;
 		case 'n':
 			if (mlp_parse_int(&v, optarg, 0, 1000000) != 0)
-				return mlp_cmd_usage_error(&mlp_cmd_runs,
-				                           "--limit wants a number, not '%s'", optarg);
+				return mlp_cmd_usage_error(
+				        &mlp_cmd_runs, "--limit wants a number, not '%s'", optarg);
 			f.limit = (int)v;
 			break;
 		case 'J':
@@ -284,18 +289,17 @@ done:
 }
 
 const struct mlp_cmd mlp_cmd_runs = {
-	.name = "runs",
-	.args = "[--pipeline NAME] [--status STATUS] [--limit N] [--json] | show ID [--json]",
-	.summary = "List runs, newest first, or show one run's stages and metrics.",
-	.help =
-		"Options:\n"
-		"  -p, --pipeline NAME   only runs of this pipeline\n"
-		"  -s, --status STATUS   queued, running, succeeded, failed, cancelled\n"
-		"                        or interrupted\n"
-		"  -n, --limit N         at most N runs (default 50; 0: all)\n"
-		"  --json                machine-readable output\n"
-		"  --db PATH             the database\n\n"
-		"A run whose mlpipe process died (kill -9, a crash, a reboot) shows as\n"
-		"interrupted, never as running forever.\n",
-	.exec = runs_exec,
+        .name = "runs",
+        .args = "[--pipeline NAME] [--status STATUS] [--limit N] [--json] | show ID [--json]",
+        .summary = "List runs, newest first, or show one run's stages and metrics.",
+        .help = "Options:\n"
+                "  -p, --pipeline NAME   only runs of this pipeline\n"
+                "  -s, --status STATUS   queued, running, succeeded, failed, cancelled\n"
+                "                        or interrupted\n"
+                "  -n, --limit N         at most N runs (default 50; 0: all)\n"
+                "  --json                machine-readable output\n"
+                "  --db PATH             the database\n\n"
+                "A run whose mlpipe process died (kill -9, a crash, a reboot) shows as\n"
+                "interrupted, never as running forever.\n",
+        .exec = runs_exec,
 };

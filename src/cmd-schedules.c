@@ -99,11 +99,13 @@ static int list_projects(const char *db, long long count, int64_t after)
 		                             MLP_PIPELINE_MAX_BYTES) != 0) {
 			printf("%s: %s\n", ps[i].name, mlp_error_last());
 		} else if (mlp_pipeline_parse(&p, &diags, ps[i].pipeline_path, text, len) != 0) {
-			printf("%s: %s at %.12s is invalid\n", ps[i].name, ps[i].pipeline_path, commit);
+			printf("%s: %s at %.12s is invalid\n", ps[i].name, ps[i].pipeline_path,
+			       commit);
 			mlp_diags_print(&diags, stderr);
 			status = MLP_EXIT_FAILED;
 		} else {
-			printf("%s: %s at %s %.12s\n", ps[i].name, ps[i].pipeline_path, branch, commit);
+			printf("%s: %s at %s %.12s\n", ps[i].name, ps[i].pipeline_path, branch,
+			       commit);
 			if (p->nschedules == 0)
 				printf("%s: no schedules\n", ps[i].name);
 			label = xasprintf("%s #", ps[i].name);
@@ -136,8 +138,8 @@ static int parse_from(int64_t *out, const char *v)
 	bool full, short_form = false;
 
 	full = sscanf(v, "%4d-%2d-%2dT%2d:%2d:%2dZ%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-	              &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &used) == 6 && used > 0 &&
-	       v[used] == '\0';
+	              &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &used) == 6 &&
+	       used > 0 && v[used] == '\0';
 	if (!full) {
 		tm.tm_sec = 0;
 		used = 0;
@@ -157,11 +159,11 @@ static int parse_from(int64_t *out, const char *v)
 static int schedules_exec(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"count", required_argument, NULL, 'n'},
-		{"from", required_argument, NULL, 'F'},
-		{"db", required_argument, NULL, 'd'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	        {"count", required_argument, NULL, 'n'},
+	        {"from", required_argument, NULL, 'F'},
+	        {"db", required_argument, NULL, 'd'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	long long count = 3;
 	int64_t after = mlp_wall_ms() / 1000;
@@ -175,7 +177,8 @@ static int schedules_exec(int argc, char **argv)
 			if (parse_from(&after, optarg) != 0)
 				return mlp_cmd_usage_error(&mlp_cmd_schedules,
 				                           "--from wants a UTC time such as "
-				                           "2026-03-29T00:30:00Z, not '%s'", optarg);
+				                           "2026-03-29T00:30:00Z, not '%s'",
+				                           optarg);
 			continue;
 		}
 		if (c == 'd') {
@@ -215,16 +218,16 @@ static int schedules_exec(int argc, char **argv)
 }
 
 const struct mlp_cmd mlp_cmd_schedules = {
-	.name = "schedules",
-	.args = "[FILE...] [-n COUNT] [--from TIME] [--db PATH]",
-	.summary = "List the next fire times of a pipeline's (or the server's) schedules.",
-	.help = "Times are shown in UTC and in the schedule's time zone, with daylight\n"
-	        "saving changes handled as `mlpipe serve` handles them (docs/serve.md).\n"
-	        "Without FILE: the schedules of every project of `mlpipe serve`, read\n"
-	        "from the pipeline file at the head of the project's default branch in\n"
-	        "its mirror (--db or MLPIPE_DB names the database).\n\n"
-	        "  -n, --count N   fire times per schedule (default 3)\n"
-	        "  --from TIME     list the fire times after TIME (UTC, such as\n"
-	        "                  2026-03-29T00:30:00Z) instead of now\n",
-	.exec = schedules_exec,
+        .name = "schedules",
+        .args = "[FILE...] [-n COUNT] [--from TIME] [--db PATH]",
+        .summary = "List the next fire times of a pipeline's (or the server's) schedules.",
+        .help = "Times are shown in UTC and in the schedule's time zone, with daylight\n"
+                "saving changes handled as `mlpipe serve` handles them (docs/serve.md).\n"
+                "Without FILE: the schedules of every project of `mlpipe serve`, read\n"
+                "from the pipeline file at the head of the project's default branch in\n"
+                "its mirror (--db or MLPIPE_DB names the database).\n\n"
+                "  -n, --count N   fire times per schedule (default 3)\n"
+                "  --from TIME     list the fire times after TIME (UTC, such as\n"
+                "                  2026-03-29T00:30:00Z) instead of now\n",
+        .exec = schedules_exec,
 };

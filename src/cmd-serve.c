@@ -64,8 +64,8 @@ struct serve_config {
 	int64_t poll_interval_ms; /* 0: no periodic poll (one at start) */
 	int64_t grace_ms;         /* SIGTERM: wait this long, then cancel */
 	size_t body_max;
-	int resume_limit;         /* an interrupted run is resumed at most ... */
-	bool dispatch;            /* false: queue only (benchmarks, maintenance) */
+	int resume_limit; /* an interrupted run is resumed at most ... */
+	bool dispatch;    /* false: queue only (benchmarks, maintenance) */
 	char *port_file;
 };
 
@@ -91,9 +91,9 @@ struct serve {
 	struct serve_config cfg;
 	char *db_path;
 	char *self;
-	struct mlp_store *db;     /* HTTP threads, under db_lock */
+	struct mlp_store *db; /* HTTP threads, under db_lock */
 	pthread_mutex_t db_lock;
-	struct mlp_store *ctl;    /* the main loop */
+	struct mlp_store *ctl; /* the main loop */
 	int wake_fd;
 	atomic_bool stopping;
 	struct child *children;
@@ -117,8 +117,7 @@ struct serve {
 	int64_t clock_now;
 };
 
-static void logf_line(struct serve *sv, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+static void logf_line(struct serve *sv, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void logf_line(struct serve *sv, const char *fmt, ...)
 {
@@ -478,8 +477,12 @@ static void handle_hook(struct serve *sv, const struct mlp_http_request *req,
 	}
 	{
 		struct mlp_run_queued q = {
-			.project = proj->name, .trigger = "webhook", .user = forge_name,
-			.git_commit = push.commit, .git_ref = push.ref, .once_per_commit = true,
+		        .project = proj->name,
+		        .trigger = "webhook",
+		        .user = forge_name,
+		        .git_commit = push.commit,
+		        .git_ref = push.ref,
+		        .once_per_commit = true,
 		};
 		struct mlp_json *j = mlp_json_object();
 		int64_t id = 0;
@@ -622,7 +625,8 @@ static void api_run_get(struct serve *sv, int64_t id, struct mlp_http_response *
 		return;
 	}
 	{
-		struct mlp_json *o = run_json(&ri, &q), *st = mlp_json_array(), *m = mlp_json_object();
+		struct mlp_json *o = run_json(&ri, &q), *st = mlp_json_array(),
+		                *m = mlp_json_object();
 
 		for (size_t i = 0; i < na; i++) {
 			struct mlp_json *x = mlp_json_object();
@@ -667,8 +671,7 @@ struct log_stream {
 };
 
 /* Whether the stage's latest attempt is still running, and its log. */
-static bool stage_log(struct serve *sv, int64_t run, const char *stage, char **path,
-                      bool *running)
+static bool stage_log(struct serve *sv, int64_t run, const char *stage, char **path, bool *running)
 {
 	struct mlp_attempt_info *a = NULL;
 	size_t na = 0;
@@ -811,8 +814,11 @@ static void api_run_create(struct serve *sv, const char *user,
 		size_t n = 0;
 		bool known = false;
 		struct mlp_run_queued q = {
-			.project = project, .trigger = "api", .user = user, .git_ref = ref,
-			.git_commit = commit,
+		        .project = project,
+		        .trigger = "api",
+		        .user = user,
+		        .git_ref = ref,
+		        .git_commit = commit,
 		};
 
 		pthread_mutex_lock(&sv->db_lock);
@@ -853,7 +859,10 @@ static void api_run_cancel(struct serve *sv, int64_t id, struct mlp_http_respons
 	rc = mlp_store_run_cancel(sv->db, id, &pid);
 	pthread_mutex_unlock(&sv->db_lock);
 	if (rc != 0) {
-		reply_error(r, rc == MLP_ENOTFOUND ? 404 : rc == MLP_EINVAL ? 409 : 503,
+		reply_error(r,
+		            rc == MLP_ENOTFOUND ? 404
+		            : rc == MLP_EINVAL  ? 409
+		                                : 503,
 		            mlp_error_last());
 		return;
 	}
@@ -959,8 +968,9 @@ static void handle_metrics(struct serve *sv, struct mlp_http_response *r)
 	                 "# TYPE mlpipe_runs gauge\n");
 	prom_counts(&b, sv, MLP_COUNT_RUNS_BY_STATUS, "mlpipe_runs", "status");
 	mlp_store_runs_count(sv->db, &queued, NULL, MLP_STATUS_QUEUED);
-	mlp_buf_printf(&b, "# HELP mlpipe_queue_depth Runs waiting to start.\n"
-	                   "# TYPE mlpipe_queue_depth gauge\nmlpipe_queue_depth %lld\n",
+	mlp_buf_printf(&b,
+	               "# HELP mlpipe_queue_depth Runs waiting to start.\n"
+	               "# TYPE mlpipe_queue_depth gauge\nmlpipe_queue_depth %lld\n",
 	               (long long)queued);
 	mlp_buf_puts(&b, "# HELP mlpipe_stage_duration_seconds Duration of finished stage "
 	                 "attempts.\n# TYPE mlpipe_stage_duration_seconds histogram\n");
@@ -968,9 +978,10 @@ static void handle_metrics(struct serve *sv, struct mlp_http_response *r)
 		for (size_t i = 0; i < MLP_ARRAY_SIZE(bounds); i++)
 			mlp_buf_printf(&b, "mlpipe_stage_duration_seconds_bucket{le=\"%g\"} %llu\n",
 			               bounds[i], (unsigned long long)counts[i]);
-		mlp_buf_printf(&b, "mlpipe_stage_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
-		                   "mlpipe_stage_duration_seconds_sum %.6f\n"
-		                   "mlpipe_stage_duration_seconds_count %llu\n",
+		mlp_buf_printf(&b,
+		               "mlpipe_stage_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
+		               "mlpipe_stage_duration_seconds_sum %.6f\n"
+		               "mlpipe_stage_duration_seconds_count %llu\n",
 		               (unsigned long long)counts[MLP_ARRAY_SIZE(bounds)], sum,
 		               (unsigned long long)counts[MLP_ARRAY_SIZE(bounds)]);
 	}
@@ -980,10 +991,11 @@ static void handle_metrics(struct serve *sv, struct mlp_http_response *r)
 	                 "# TYPE mlpipe_webhook_deliveries_total counter\n");
 	prom_counts(&b, sv, MLP_COUNT_DELIVERIES_BY_RESULT, "mlpipe_webhook_deliveries_total",
 	            "result");
-	mlp_buf_printf(&b, "mlpipe_webhook_deliveries_total{result=\"rejected\"} %llu\n"
-	                   "mlpipe_webhook_deliveries_total{result=\"duplicate\"} %llu\n"
-	                   "mlpipe_webhook_deliveries_total{result=\"invalid\"} %llu\n"
-	                   "mlpipe_webhook_deliveries_total{result=\"other_event\"} %llu\n",
+	mlp_buf_printf(&b,
+	               "mlpipe_webhook_deliveries_total{result=\"rejected\"} %llu\n"
+	               "mlpipe_webhook_deliveries_total{result=\"duplicate\"} %llu\n"
+	               "mlpipe_webhook_deliveries_total{result=\"invalid\"} %llu\n"
+	               "mlpipe_webhook_deliveries_total{result=\"other_event\"} %llu\n",
 	               (unsigned long long)atomic_load(&sv->rejected),
 	               (unsigned long long)atomic_load(&sv->duplicate),
 	               (unsigned long long)atomic_load(&sv->invalid),
@@ -1071,13 +1083,17 @@ static void poll_project(struct serve *sv, struct mlp_store *db, const struct ml
 		free(last);
 		{
 			struct mlp_run_queued q = {
-				.project = p->name, .trigger = "poll", .user = "poll",
-				.git_commit = commits[i], .git_ref = refs[i], .once_per_commit = true,
+			        .project = p->name,
+			        .trigger = "poll",
+			        .user = "poll",
+			        .git_commit = commits[i],
+			        .git_ref = refs[i],
+			        .once_per_commit = true,
 			};
 
 			if (mlp_store_run_enqueue(db, &id, &q, NULL, NULL) == 0) {
-				logf_line(sv, "poll %s: %s moved to %.12s: run %lld queued", p->name,
-				          refs[i], commits[i], (long long)id);
+				logf_line(sv, "poll %s: %s moved to %.12s: run %lld queued",
+				          p->name, refs[i], commits[i], (long long)id);
 				wake(sv);
 			}
 		}
@@ -1192,13 +1208,16 @@ static int load_schedules(struct serve *sv, struct schedule **out, size_t *nout)
 					free(s->zone);
 					continue;
 				}
-				s->key = xasprintf("%s#%zu %s %s", ps[i].name, k + 1, ms->cron, s->zone);
+				s->key = xasprintf("%s#%zu %s %s", ps[i].name, k + 1, ms->cron,
+				                   s->zone);
 				s->project = xstrdup(ps[i].name);
 				s->branch = xstrdup(b);
 				s->expr = xstrdup(ms->cron);
-				s->concurrency = xstrdup(ms->concurrency ? ms->concurrency : "forbid");
+				s->concurrency =
+				        xstrdup(ms->concurrency ? ms->concurrency : "forbid");
 				s->deadline_ms = ms->starting_deadline_ms;
-				if (mlp_store_schedule_last(sv->ctl, &last, s->key) != 0 || last == 0) {
+				if (mlp_store_schedule_last(sv->ctl, &last, s->key) != 0 ||
+				    last == 0) {
 					/* New: it starts counting now, nothing to catch up. */
 					int64_t none;
 
@@ -1212,7 +1231,8 @@ static int load_schedules(struct serve *sv, struct schedule **out, size_t *nout)
 					char when[40];
 
 					mlp_format_time(when, sizeof(when), s->next * 1000);
-					logf_line(sv, "schedule %s: new; first fire at %s", s->key, when);
+					logf_line(sv, "schedule %s: new; first fire at %s", s->key,
+					          when);
 				}
 				len++;
 			}
@@ -1269,8 +1289,11 @@ static void fire_schedule(struct serve *sv, struct schedule *s, int64_t now)
 	{
 		char *ref = xasprintf("refs/heads/%s", s->branch);
 		struct mlp_run_queued q = {
-			.project = s->project, .trigger = "schedule", .user = "schedule",
-			.git_ref = ref, .schedule = s->key,
+		        .project = s->project,
+		        .trigger = "schedule",
+		        .user = "schedule",
+		        .git_ref = ref,
+		        .schedule = s->key,
 		};
 
 		if (mlp_store_schedule_fire(sv->ctl, &id, s->key, now, run ? &q : NULL) != 0)
@@ -1400,8 +1423,7 @@ static void reap(struct serve *sv)
 			if (sv->children[i].pid != pid)
 				continue;
 			logf_line(sv, "run %lld: exec-run ended (%s %d)",
-			          (long long)sv->children[i].run,
-			          WIFEXITED(st) ? "exit" : "signal",
+			          (long long)sv->children[i].run, WIFEXITED(st) ? "exit" : "signal",
 			          WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
 			free(sv->children[i].project);
 			sv->children[i] = sv->children[--sv->nchildren];
@@ -1419,7 +1441,9 @@ static int serve_loop(struct serve *sv, int sigfd, const sigset_t *oldmask)
 
 	for (;;) {
 		struct pollfd pfd[3] = {
-			{sigfd, POLLIN, 0}, {sv->wake_fd, POLLIN, 0}, {sv->clock_fd, POLLIN, 0},
+		        {sigfd, POLLIN, 0},
+		        {sv->wake_fd, POLLIN, 0},
+		        {sv->clock_fd, POLLIN, 0},
 		};
 		int64_t now = sched_now(sv), next = INT64_MAX, timeout_ms;
 
@@ -1445,7 +1469,8 @@ static int serve_loop(struct serve *sv, int sigfd, const sigset_t *oldmask)
 				return 0;
 			if (term_at == 0 && mono >= stop_at) {
 				/* The grace period is over: cancel what still runs. */
-				logf_line(sv, "grace period over: cancelling %zu run(s)", sv->nchildren);
+				logf_line(sv, "grace period over: cancelling %zu run(s)",
+				          sv->nchildren);
 				for (size_t i = 0; i < sv->nchildren; i++)
 					kill_run(sv, sv->children[i].run);
 				term_at = mono + 30000;
@@ -1496,8 +1521,10 @@ static int serve_loop(struct serve *sv, int sigfd, const sigset_t *oldmask)
 				if (si.ssi_signo == SIGCHLD) {
 					reap(sv);
 				} else if (!atomic_load(&sv->stopping)) {
-					logf_line(sv, "SIG%s: no new work; waiting up to %lld ms for "
-					          "%zu run(s)", sigabbrev_np((int)si.ssi_signo),
+					logf_line(sv,
+					          "SIG%s: no new work; waiting up to %lld ms for "
+					          "%zu run(s)",
+					          sigabbrev_np((int)si.ssi_signo),
 					          (long long)sv->cfg.grace_ms, sv->nchildren);
 					atomic_store(&sv->stopping, true);
 					mlp_server_quiesce(sv->http);
@@ -1517,17 +1544,17 @@ static int serve_loop(struct serve *sv, int sigfd, const sigset_t *oldmask)
 static int serve_exec(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"listen", required_argument, NULL, 'l'},
-		{"config", required_argument, NULL, 'c'},
-		{"db", required_argument, NULL, 'd'},
-		{"jobs", required_argument, NULL, 'j'},
-		{"poll-interval", required_argument, NULL, 'P'},
-		{"grace", required_argument, NULL, 'g'},
-		{"tls-cert", required_argument, NULL, 'C'},
-		{"tls-key", required_argument, NULL, 'K'},
-		{"port-file", required_argument, NULL, 'f'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	        {"listen", required_argument, NULL, 'l'},
+	        {"config", required_argument, NULL, 'c'},
+	        {"db", required_argument, NULL, 'd'},
+	        {"jobs", required_argument, NULL, 'j'},
+	        {"poll-interval", required_argument, NULL, 'P'},
+	        {"grace", required_argument, NULL, 'g'},
+	        {"tls-cert", required_argument, NULL, 'C'},
+	        {"tls-key", required_argument, NULL, 'K'},
+	        {"port-file", required_argument, NULL, 'f'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	struct serve sv = {0};
 	struct mlp_kvlist overrides = {0};
@@ -1552,15 +1579,33 @@ static int serve_exec(int argc, char **argv)
 		const char *key = NULL;
 
 		switch (c) {
-		case 'l': key = "listen"; break;
-		case 'c': config = optarg; break;
-		case 'd': db = optarg; break;
-		case 'j': key = "jobs"; break;
-		case 'P': key = "poll_interval"; break;
-		case 'g': key = "grace"; break;
-		case 'C': key = "tls_cert"; break;
-		case 'K': key = "tls_key"; break;
-		case 'f': key = "port_file"; break;
+		case 'l':
+			key = "listen";
+			break;
+		case 'c':
+			config = optarg;
+			break;
+		case 'd':
+			db = optarg;
+			break;
+		case 'j':
+			key = "jobs";
+			break;
+		case 'P':
+			key = "poll_interval";
+			break;
+		case 'g':
+			key = "grace";
+			break;
+		case 'C':
+			key = "tls_cert";
+			break;
+		case 'K':
+			key = "tls_key";
+			break;
+		case 'f':
+			key = "port_file";
+			break;
 		case 'h':
 			mlp_cmd_print_help(&mlp_cmd_serve, stdout);
 			status = MLP_EXIT_OK;
@@ -1630,9 +1675,14 @@ static int serve_exec(int argc, char **argv)
 	}
 	{
 		struct mlp_server_opts so = {
-			.host = sv.cfg.host, .port = sv.cfg.port, .tls_cert = sv.cfg.tls_cert,
-			.tls_key = sv.cfg.tls_key, .body_max = sv.cfg.body_max,
-			.handler = handler, .payload = &sv, .log = http_log,
+		        .host = sv.cfg.host,
+		        .port = sv.cfg.port,
+		        .tls_cert = sv.cfg.tls_cert,
+		        .tls_key = sv.cfg.tls_key,
+		        .body_max = sv.cfg.body_max,
+		        .handler = handler,
+		        .payload = &sv,
+		        .log = http_log,
 		};
 
 		if (mlp_server_start(&sv.http, &so) != 0) {
@@ -1641,12 +1691,15 @@ static int serve_exec(int argc, char **argv)
 		}
 	}
 	if (sv.clock_file)
-		logf_line(&sv, "TEST HOOK: schedules follow the clock in %s (MLPIPE_SERVE_TEST_CLOCK), "
-		          "not the wall clock", sv.clock_file);
-	logf_line(&sv, "mlpipe serve: listening on %s%s:%d (%s), database %s, %d run(s) at "
-	          "once", sv.cfg.tls_cert ? "https://" : "http://", sv.cfg.host,
-	          mlp_server_port(sv.http), sv.cfg.tls_cert ? "TLS" : "no TLS", sv.db_path,
-	          sv.cfg.jobs);
+		logf_line(&sv,
+		          "TEST HOOK: schedules follow the clock in %s (MLPIPE_SERVE_TEST_CLOCK), "
+		          "not the wall clock",
+		          sv.clock_file);
+	logf_line(&sv,
+	          "mlpipe serve: listening on %s%s:%d (%s), database %s, %d run(s) at "
+	          "once",
+	          sv.cfg.tls_cert ? "https://" : "http://", sv.cfg.host, mlp_server_port(sv.http),
+	          sv.cfg.tls_cert ? "TLS" : "no TLS", sv.db_path, sv.cfg.jobs);
 	if (sv.cfg.port_file) {
 		char *text = xasprintf("%d\n", mlp_server_port(sv.http));
 
@@ -1694,29 +1747,28 @@ done:
 }
 
 const struct mlp_cmd mlp_cmd_serve = {
-	.name = "serve",
-	.args = "[--listen HOST:PORT] [--config FILE] [--db PATH] [-j N] [--poll-interval DUR]\n"
-	        "       [--grace DUR] [--tls-cert PEM --tls-key PEM] [--port-file FILE]",
-	.summary = "Serve webhooks, schedules, the HTTP API and /metrics; run what they queue.",
-	.help =
-		"Projects come from `mlpipe project add`.  Each push a project's webhook\n"
-		"reports (POST /hooks/github, /hooks/gitlab, /hooks/gitea) and each\n"
-		"schedule in its pipeline file queues a run in the database; up to -j runs\n"
-		"execute at once, each in a process of its own.  See docs/serve.md and\n"
-		"docs/api.md.\n\n"
-		"Options (each also a KEY = VALUE line of the --config file):\n"
-		"  --listen HOST:PORT     listen (listen; default 127.0.0.1:8080; port 0:\n"
-		"                         any free port)\n"
-		"  -j, --jobs N           runs at once (jobs; default 2); per_project\n"
-		"                         (default 1) bounds the runs of one project\n"
-		"  --poll-interval DUR    fetch watched branches this often (poll_interval;\n"
-		"                         default 60s; 0: once at start)\n"
-		"  --grace DUR            on SIGTERM, let runs finish this long before\n"
-		"                         cancelling them (grace; default 30s)\n"
-		"  --tls-cert, --tls-key  serve HTTPS (tls_cert, tls_key)\n"
-		"  --port-file FILE       write the port listened on to FILE (port_file)\n"
-		"  --db PATH              the database\n"
-		"Settings only in the file: body_max (bytes, default 1048576),\n"
-		"resume_limit (default 3), dispatch (true; false queues without running).\n",
-	.exec = serve_exec,
+        .name = "serve",
+        .args = "[--listen HOST:PORT] [--config FILE] [--db PATH] [-j N] [--poll-interval DUR]\n"
+                "       [--grace DUR] [--tls-cert PEM --tls-key PEM] [--port-file FILE]",
+        .summary = "Serve webhooks, schedules, the HTTP API and /metrics; run what they queue.",
+        .help = "Projects come from `mlpipe project add`.  Each push a project's webhook\n"
+                "reports (POST /hooks/github, /hooks/gitlab, /hooks/gitea) and each\n"
+                "schedule in its pipeline file queues a run in the database; up to -j runs\n"
+                "execute at once, each in a process of its own.  See docs/serve.md and\n"
+                "docs/api.md.\n\n"
+                "Options (each also a KEY = VALUE line of the --config file):\n"
+                "  --listen HOST:PORT     listen (listen; default 127.0.0.1:8080; port 0:\n"
+                "                         any free port)\n"
+                "  -j, --jobs N           runs at once (jobs; default 2); per_project\n"
+                "                         (default 1) bounds the runs of one project\n"
+                "  --poll-interval DUR    fetch watched branches this often (poll_interval;\n"
+                "                         default 60s; 0: once at start)\n"
+                "  --grace DUR            on SIGTERM, let runs finish this long before\n"
+                "                         cancelling them (grace; default 30s)\n"
+                "  --tls-cert, --tls-key  serve HTTPS (tls_cert, tls_key)\n"
+                "  --port-file FILE       write the port listened on to FILE (port_file)\n"
+                "  --db PATH              the database\n"
+                "Settings only in the file: body_max (bytes, default 1048576),\n"
+                "resume_limit (default 3), dispatch (true; false queues without running).\n",
+        .exec = serve_exec,
 };

@@ -65,8 +65,7 @@ static void decision_clear(struct decision *d)
 }
 
 /* Reads the run and re-parses its pipeline; finds the gate stage. */
-static int load_stage(struct mlp_store *s, struct decision *d, int64_t run_id,
-                      const char *stage)
+static int load_stage(struct mlp_store *s, struct decision *d, int64_t run_id, const char *stage)
 {
 	struct mlp_diags diags = {0};
 	const char *path;
@@ -162,9 +161,10 @@ static char *detail_json(const struct decision *d)
 		mlp_json_append(arr, t);
 	}
 	mlp_json_add(o, "thresholds", arr);
-	mlp_json_add_string(b, "kind", g->baseline == MLP_BASELINE_DEPLOYED ? "deployed"
-	                              : g->baseline == MLP_BASELINE_APPROVED ? "approved"
-	                                                                     : "none");
+	mlp_json_add_string(b, "kind",
+	                    g->baseline == MLP_BASELINE_DEPLOYED   ? "deployed"
+	                    : g->baseline == MLP_BASELINE_APPROVED ? "approved"
+	                                                           : "none");
 	if (d->has_baseline)
 		mlp_json_add_int(b, "version", d->baseline.version);
 	else
@@ -208,8 +208,7 @@ static int decide(struct mlp_store *s, struct decision *d)
 	why = NULL;
 	if (rc != 0)
 		goto fail;
-	if ((rc = mlp_store_gate_thresholds_list(s, &d->thresholds, &d->nthresholds,
-	                                         g->name)) != 0)
+	if ((rc = mlp_store_gate_thresholds_list(s, &d->thresholds, &d->nthresholds, g->name)) != 0)
 		goto fail;
 	d->rules = xcalloc(d->nthresholds + 1, sizeof(*d->rules));
 	for (size_t i = 0; i < d->nthresholds; i++) {
@@ -229,10 +228,11 @@ static int decide(struct mlp_store *s, struct decision *d)
 	else if (rc != MLP_ENOTFOUND)
 		goto fail;
 	if (g->baseline != MLP_BASELINE_NONE) {
-		rc = mlp_store_model_version_with_status(
-			s, &d->baseline, g->model,
-			g->baseline == MLP_BASELINE_DEPLOYED ? MLP_MODEL_DEPLOYED : MLP_MODEL_APPROVED,
-			d->has_version ? d->version.id : 0);
+		rc = mlp_store_model_version_with_status(s, &d->baseline, g->model,
+		                                         g->baseline == MLP_BASELINE_DEPLOYED
+		                                                 ? MLP_MODEL_DEPLOYED
+		                                                 : MLP_MODEL_APPROVED,
+		                                         d->has_version ? d->version.id : 0);
 		if (rc == 0)
 			d->has_baseline = true;
 		else if (rc != MLP_ENOTFOUND)
@@ -250,16 +250,20 @@ static int decide(struct mlp_store *s, struct decision *d)
 		d->result.reason = xstrdup(d->stage_failure);
 	} else {
 		struct mlp_gate_input in = {
-			.gate = g->name, .metrics_from = g->metrics_from,
-			.rules = d->rules, .nrules = d->nthresholds,
-			.allow_empty = g->allow_empty, .directions = &g->directions,
-			.baseline = g->baseline, .has_baseline = d->has_baseline,
-			.baseline_version = d->baseline.version,
-			.baseline_metrics = d->baseline.metrics,
-			.nbaseline_metrics = d->baseline.nmetrics,
-			.has_max_regression = g->has_max_regression,
-			.max_regression = g->max_regression,
-			.max_regression_relative = g->max_regression_relative,
+		        .gate = g->name,
+		        .metrics_from = g->metrics_from,
+		        .rules = d->rules,
+		        .nrules = d->nthresholds,
+		        .allow_empty = g->allow_empty,
+		        .directions = &g->directions,
+		        .baseline = g->baseline,
+		        .has_baseline = d->has_baseline,
+		        .baseline_version = d->baseline.version,
+		        .baseline_metrics = d->baseline.metrics,
+		        .nbaseline_metrics = d->baseline.nmetrics,
+		        .has_max_regression = g->has_max_regression,
+		        .max_regression = g->max_regression,
+		        .max_regression_relative = g->max_regression_relative,
 		};
 
 		if ((rc = stage_metrics(s, d, g->metrics_from)) != 0)
@@ -272,12 +276,14 @@ static int decide(struct mlp_store *s, struct decision *d)
 	detail = detail_json(d);
 	{
 		struct mlp_gate_decision rec = {
-			.run_id = d->run.id, .stage = d->stage->name, .gate = g->name,
-			.model_version_id = d->has_version ? d->version.id : 0,
-			.passed = d->result.passed,
-			.baseline_version_id = d->has_baseline ? d->baseline.id : 0,
-			.reason = d->result.passed ? d->result.note : d->result.reason,
-			.detail = detail,
+		        .run_id = d->run.id,
+		        .stage = d->stage->name,
+		        .gate = g->name,
+		        .model_version_id = d->has_version ? d->version.id : 0,
+		        .passed = d->result.passed,
+		        .baseline_version_id = d->has_baseline ? d->baseline.id : 0,
+		        .reason = d->result.passed ? d->result.note : d->result.reason,
+		        .detail = detail,
 		};
 
 		rc = mlp_store_gate_decision_record(s, &d->decision_id, &rec);
@@ -289,18 +295,18 @@ static int decide(struct mlp_store *s, struct decision *d)
 		/* The metrics the gate judged become the version's: they are what a
 		 * later gate compares with when this version is its baseline. */
 		if (d->nmetrics &&
-		    (rc = mlp_store_model_metrics_put(s, d->version.id, g->metrics_from,
-		                                      d->metrics, d->nmetrics)) != 0)
+		    (rc = mlp_store_model_metrics_put(s, d->version.id, g->metrics_from, d->metrics,
+		                                      d->nmetrics)) != 0)
 			goto fail;
 		if (d->result.passed)
-			why = xasprintf("gate '%s' passed (run %lld)", g->name, (long long)d->run.id);
+			why = xasprintf("gate '%s' passed (run %lld)", g->name,
+			                (long long)d->run.id);
 		else
 			why = xasprintf("gate '%s' failed (run %lld): %s", g->name,
 			                (long long)d->run.id, d->result.reason);
-		rc = mlp_store_model_set_status(s, d->version.id,
-		                                d->result.passed ? MLP_MODEL_APPROVED
-		                                                 : MLP_MODEL_REJECTED,
-		                                user, why);
+		rc = mlp_store_model_set_status(
+		        s, d->version.id,
+		        d->result.passed ? MLP_MODEL_APPROVED : MLP_MODEL_REJECTED, user, why);
 		free(why);
 		if (rc != 0)
 			goto fail;
@@ -317,12 +323,12 @@ static void print_decision(const struct decision *d)
 	const char *kind = g->baseline == MLP_BASELINE_APPROVED ? "approved" : "deployed";
 
 	if (d->has_version)
-		printf("gate '%s': model %s version %d, metrics of stage '%s'\n", g->name,
-		       g->model, d->version.version, g->metrics_from);
+		printf("gate '%s': model %s version %d, metrics of stage '%s'\n", g->name, g->model,
+		       d->version.version, g->metrics_from);
 	else
 		printf("gate '%s': run %lld registered no version of model '%s'; judging the "
-		       "metrics of stage '%s' alone\n", g->name, (long long)d->run.id, g->model,
-		       g->metrics_from);
+		       "metrics of stage '%s' alone\n",
+		       g->name, (long long)d->run.id, g->model, g->metrics_from);
 	/* Without one, the note says so. */
 	if (d->has_baseline)
 		printf("baseline: %s version %d\n", kind, d->baseline.version);
@@ -378,11 +384,11 @@ static int write_results(const struct decision *d)
 static int stage_gate_exec(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"db", required_argument, NULL, 'd'},
-		{"run", required_argument, NULL, 'r'},
-		{"stage", required_argument, NULL, 's'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	        {"db", required_argument, NULL, 'd'},
+	        {"run", required_argument, NULL, 'r'},
+	        {"stage", required_argument, NULL, 's'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	struct decision d = {0};
 	struct mlp_store *s = NULL;
@@ -443,15 +449,14 @@ done:
 }
 
 const struct mlp_cmd mlp_cmd_stage_gate = {
-	.name = "stage-gate",
-	.args = "--db PATH --run ID --stage NAME",
-	.summary = "(internal) The process of a gate: stage; `mlpipe run` starts it.",
-	.help =
-		"Decides one gate stage of a recorded run: seeds the thresholds its\n"
-		"require: names that the database never had, checks the metrics of its\n"
-		"metrics_from stage against every threshold (and its baseline), records\n"
-		"the decision and sets the model version's status, in one transaction.\n"
-		"See docs/gates.md.\n\n"
-		"Exit code: 0 the gate passed, 1 it failed, 2 it could not decide.\n",
-	.exec = stage_gate_exec,
+        .name = "stage-gate",
+        .args = "--db PATH --run ID --stage NAME",
+        .summary = "(internal) The process of a gate: stage; `mlpipe run` starts it.",
+        .help = "Decides one gate stage of a recorded run: seeds the thresholds its\n"
+                "require: names that the database never had, checks the metrics of its\n"
+                "metrics_from stage against every threshold (and its baseline), records\n"
+                "the decision and sets the model version's status, in one transaction.\n"
+                "See docs/gates.md.\n\n"
+                "Exit code: 0 the gate passed, 1 it failed, 2 it could not decide.\n",
+        .exec = stage_gate_exec,
 };

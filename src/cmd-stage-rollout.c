@@ -78,13 +78,13 @@ static int write_outputs(const struct mlp_rollout_outcome *o)
 static int stage_rollout_exec(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"db", required_argument, NULL, 'd'},
-		{"run", required_argument, NULL, 'r'},
-		{"stage", required_argument, NULL, 's'},
-		{"image", required_argument, NULL, 'i'},
-		{"env", required_argument, NULL, 'e'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	        {"db", required_argument, NULL, 'd'},
+	        {"run", required_argument, NULL, 'r'},
+	        {"stage", required_argument, NULL, 's'},
+	        {"image", required_argument, NULL, 'i'},
+	        {"env", required_argument, NULL, 'e'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	const struct mlp_cmd *self = &mlp_cmd_stage_rollout;
 	struct mlp_run_info run = {0};
@@ -172,11 +172,18 @@ static int stage_rollout_exec(int argc, char **argv)
 		goto fail;
 	{
 		struct mlp_rollout_request req = {
-			.namespace_ = r->namespace_, .deployment = r->deployment,
-			.container = r->container, .image = image, .env = &env,
-			.timeout_ms = r->timeout_ms, .on_failure = r->on_failure,
-			.dry_run = r->dry_run, .run_id = run_id, .stage = stage, .user = run.user,
-			.progress = stdout,
+		        .namespace_ = r->namespace_,
+		        .deployment = r->deployment,
+		        .container = r->container,
+		        .image = image,
+		        .env = &env,
+		        .timeout_ms = r->timeout_ms,
+		        .on_failure = r->on_failure,
+		        .dry_run = r->dry_run,
+		        .run_id = run_id,
+		        .stage = stage,
+		        .user = run.user,
+		        .progress = stdout,
 		};
 
 		if (mv.id) {
@@ -215,14 +222,13 @@ done:
 }
 
 const struct mlp_cmd mlp_cmd_stage_rollout = {
-	.name = "stage-rollout",
-	.args = "--db PATH --run ID --stage NAME [--image IMAGE] [--env NAME=VALUE]...",
-	.summary = "(internal) The process of a rollout: stage; `mlpipe run` starts it.",
-	.help =
-		"Rolls out one rollout: stage of a recorded run: the image and env given\n"
-		"(resolved by the engine), the Deployment, container, timeout and\n"
-		"on_failure of the stage, and the model version the run registered.\n"
-		"See docs/rollout.md.\n\n"
-		"Exit code: 0 the rollout completed, 1 it failed, 2 it could not be tried.\n",
-	.exec = stage_rollout_exec,
+        .name = "stage-rollout",
+        .args = "--db PATH --run ID --stage NAME [--image IMAGE] [--env NAME=VALUE]...",
+        .summary = "(internal) The process of a rollout: stage; `mlpipe run` starts it.",
+        .help = "Rolls out one rollout: stage of a recorded run: the image and env given\n"
+                "(resolved by the engine), the Deployment, container, timeout and\n"
+                "on_failure of the stage, and the model version the run registered.\n"
+                "See docs/rollout.md.\n\n"
+                "Exit code: 0 the rollout completed, 1 it failed, 2 it could not be tried.\n",
+        .exec = stage_rollout_exec,
 };

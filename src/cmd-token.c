@@ -25,7 +25,8 @@ static int token_exec(int argc, char **argv)
 		db = argv[2];
 		first = 3;
 	}
-	if (first < argc && (strcmp(argv[first], "--help") == 0 || strcmp(argv[first], "-h") == 0)) {
+	if (first < argc &&
+	    (strcmp(argv[first], "--help") == 0 || strcmp(argv[first], "-h") == 0)) {
 		mlp_cmd_print_help(&mlp_cmd_token, stdout);
 		return MLP_EXIT_OK;
 	}
@@ -52,9 +53,9 @@ static int token_exec(int argc, char **argv)
 }
 
 const struct mlp_cmd mlp_cmd_token = {
-	.name = "token",
-	.args = "[--db PATH] create NAME",
-	.summary = "Create a bearer token for the HTTP API (printed once, stored hashed).",
-	.help = "Use it as `Authorization: Bearer TOKEN` with /api/v1 (docs/api.md).\n",
-	.exec = token_exec,
+        .name = "token",
+        .args = "[--db PATH] create NAME",
+        .summary = "Create a bearer token for the HTTP API (printed once, stored hashed).",
+        .help = "Use it as `Authorization: Bearer TOKEN` with /api/v1 (docs/api.md).\n",
+        .exec = token_exec,
 };

@@ -13,8 +13,8 @@
 static int validate_exec(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	int c, status = MLP_EXIT_OK;
 
@@ -51,14 +51,13 @@ static int validate_exec(int argc, char **argv)
 }
 
 const struct mlp_cmd mlp_cmd_validate = {
-	.name = "validate",
-	.args = "FILE...",
-	.summary = "Check pipeline files and report every problem as FILE:LINE:COL.",
-	.help =
-		"Reads each pipeline file and checks everything that can be checked\n"
-		"without running it: YAML syntax, keys, types, stage dependencies and\n"
-		"cycles, durations, retry rules and ${{ }} expressions.  Every problem\n"
-		"is printed on its own line as FILE:LINE:COL: message.\n\n"
-		"Exit code: 0 when every file is valid, 2 otherwise.\n",
-	.exec = validate_exec,
+        .name = "validate",
+        .args = "FILE...",
+        .summary = "Check pipeline files and report every problem as FILE:LINE:COL.",
+        .help = "Reads each pipeline file and checks everything that can be checked\n"
+                "without running it: YAML syntax, keys, types, stage dependencies and\n"
+                "cycles, durations, retry rules and ${{ }} expressions.  Every problem\n"
+                "is printed on its own line as FILE:LINE:COL: message.\n\n"
+                "Exit code: 0 when every file is valid, 2 otherwise.\n",
+        .exec = validate_exec,
 };

@@ -37,9 +37,9 @@ static int version_exec(int argc, char **argv)
 }
 
 const struct mlp_cmd mlp_cmd_version = {
-	.name = "version",
-	.args = "",
-	.summary = "Show mlpipe's version and what this build supports.",
-	.help = "",
-	.exec = version_exec,
+        .name = "version",
+        .args = "",
+        .summary = "Show mlpipe's version and what this build supports.",
+        .help = "",
+        .exec = version_exec,
 };

@@ -15,27 +15,13 @@
 #include "util.h"
 
 const struct mlp_cmd *const mlp_cmd_table[] = {
-	&mlp_cmd_run,
-	&mlp_cmd_validate,
-	&mlp_cmd_runs,
-	&mlp_cmd_logs,
-	&mlp_cmd_launch,
-	&mlp_cmd_models,
-	&mlp_cmd_gate,
-	&mlp_cmd_serve,
-	&mlp_cmd_project,
-	&mlp_cmd_token,
-	&mlp_cmd_schedules,
-	&mlp_cmd_rollout,
-	&mlp_cmd_rollback,
-	&mlp_cmd_deployments,
-	&mlp_cmd_gpu_check,
-	&mlp_cmd_version,
-	&mlp_cmd_help,
-	&mlp_cmd_stage_gate,
-	&mlp_cmd_exec_run,
-	&mlp_cmd_stage_rollout,
-	NULL,
+        &mlp_cmd_run,      &mlp_cmd_validate,      &mlp_cmd_runs,
+        &mlp_cmd_logs,     &mlp_cmd_launch,        &mlp_cmd_models,
+        &mlp_cmd_gate,     &mlp_cmd_serve,         &mlp_cmd_project,
+        &mlp_cmd_token,    &mlp_cmd_schedules,     &mlp_cmd_rollout,
+        &mlp_cmd_rollback, &mlp_cmd_deployments,   &mlp_cmd_gpu_check,
+        &mlp_cmd_version,  &mlp_cmd_help,          &mlp_cmd_stage_gate,
+        &mlp_cmd_exec_run, &mlp_cmd_stage_rollout, NULL,
 };
 
 bool mlp_cmd_internal(const struct mlp_cmd *c)
@@ -176,7 +162,8 @@ int mlp_cmd_main(int argc, char **argv)
 				names[n++] = mlp_cmd_table[i]->name;
 		if (ambiguous) {
 			mlp_cmd_error("'%s' is ambiguous: it starts more than one command "
-			              "(see 'mlpipe help')", argv[1]);
+			              "(see 'mlpipe help')",
+			              argv[1]);
 			return MLP_EXIT_USAGE;
 		}
 		near = mlp_suggest(argv[1], names, n);

@@ -67,7 +67,7 @@ void mlp_cmd_print_help(const struct mlp_cmd *c, FILE *f);
 
 /* "mlpipe: message" on stderr; returns MLP_EXIT_USAGE for convenience. */
 int mlp_cmd_usage_error(const struct mlp_cmd *c, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+        __attribute__((format(printf, 2, 3)));
 /* "mlpipe: message" on stderr. */
 void mlp_cmd_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -99,7 +99,6 @@ struct mlp_store;
  * message).  Shared by run and exec-run (cmd-run.c).
  */
 int mlp_cmd_execute_run(struct mlp_engine_result *result, const struct mlp_pipeline *p,
-                        struct mlp_store *store, int64_t run_id,
-                        const struct mlp_engine_opts *eo);
+                        struct mlp_store *store, int64_t run_id, const struct mlp_engine_opts *eo);
 
 #endif

@@ -25,27 +25,27 @@
 #define TZIF_MAX_BYTES (1024 * 1024)
 
 struct tz_rule_date {
-	char kind;     /* 'M' month.week.day, 'J' Julian 1-365, 'n' 0-365 */
+	char kind; /* 'M' month.week.day, 'J' Julian 1-365, 'n' 0-365 */
 	int month, week, wday, day;
-	int32_t secs;  /* local time of day of the change */
+	int32_t secs; /* local time of day of the change */
 };
 
 struct mlp_tz {
-	int64_t *times;    /* transition instants, ascending */
-	int32_t *offs;     /* offset in force from times[i] */
+	int64_t *times; /* transition instants, ascending */
+	int32_t *offs;  /* offset in force from times[i] */
 	size_t n;
-	int32_t off0;      /* before the first transition */
-	bool has_rule;     /* the footer rule applies after the last one */
+	int32_t off0;  /* before the first transition */
+	bool has_rule; /* the footer rule applies after the last one */
 	int32_t std_off, dst_off;
 	bool has_dst;
 	struct tz_rule_date start, end;
 };
 
 struct tz_period {
-	int64_t start;     /* INT64_MIN: since always */
-	int64_t end;       /* INT64_MAX: forever */
+	int64_t start; /* INT64_MIN: since always */
+	int64_t end;   /* INT64_MAX: forever */
 	int32_t off;
-	int32_t prev_off;  /* the offset before start */
+	int32_t prev_off; /* the offset before start */
 };
 
 /* ---- calendar arithmetic (proleptic Gregorian, days since 1970-01-01) --- */
@@ -283,8 +283,9 @@ static void rule_period(const struct mlp_tz *tz, int64_t t, struct tz_period *p)
 		if (tr[i].at <= t) {
 			p->start = tr[i].at;
 			p->off = tr[i].off;
-			p->prev_off = i > 0 ? tr[i - 1].off
-			                    : (tr[i].off == tz->std_off ? tz->dst_off : tz->std_off);
+			p->prev_off =
+			        i > 0 ? tr[i - 1].off
+			              : (tr[i].off == tz->std_off ? tz->dst_off : tz->std_off);
 			p->end = i + 1 < n ? tr[i + 1].at : INT64_MAX;
 			return;
 		}
@@ -356,8 +357,8 @@ static int parse_tzif(struct mlp_tz *tz, const unsigned char *b, size_t len)
 	for (int i = 0; i < 6; i++)
 		cnt[i] = be32(b + 20 + 4 * i);
 	/* isutcnt, isstdcnt, leapcnt, timecnt, typecnt, charcnt */
-	v1 = 44 + (size_t)cnt[3] * 5 + (size_t)cnt[4] * 6 + cnt[5] + (size_t)cnt[2] * 8 +
-	     cnt[1] + cnt[0];
+	v1 = 44 + (size_t)cnt[3] * 5 + (size_t)cnt[4] * 6 + cnt[5] + (size_t)cnt[2] * 8 + cnt[1] +
+	     cnt[0];
 	if (v1 + 44 > len || memcmp(b + v1, "TZif", 4) != 0)
 		return MLP_EINVAL;
 	b += v1;
@@ -389,7 +390,8 @@ static int parse_tzif(struct mlp_tz *tz, const unsigned char *b, size_t len)
 		const unsigned char *nl = memchr(b + pos + 1, '\n', len - pos - 1);
 
 		if (nl && nl > b + pos + 1) {
-			char *rule = xstrndup((const char *)b + pos + 1, (size_t)(nl - b - pos - 1));
+			char *rule =
+			        xstrndup((const char *)b + pos + 1, (size_t)(nl - b - pos - 1));
 			bool ok = parse_posix_tz(tz, rule);
 
 			free(rule);
@@ -410,7 +412,8 @@ int mlp_tz_open(struct mlp_tz **out, const char *name)
 	*out = NULL;
 	if (!mlp_timezone_valid(name)) {
 		mlp_error_set("unknown time zone '%s' (want an IANA name such as "
-		              "Europe/Berlin, or UTC)", name ? name : "");
+		              "Europe/Berlin, or UTC)",
+		              name ? name : "");
 		return MLP_EINVAL;
 	}
 	tz = xcalloc(1, sizeof(*tz));
@@ -421,8 +424,7 @@ int mlp_tz_open(struct mlp_tz **out, const char *name)
 	path = xasprintf("%s/%s", ZONEINFO_DIR, name);
 	rc = mlp_read_file(&data, &len, path, TZIF_MAX_BYTES);
 	if (rc == 0 && parse_tzif(tz, (const unsigned char *)data, len) != 0) {
-		mlp_error_set("time zone file %s is damaged or older than TZif version 2",
-		              path);
+		mlp_error_set("time zone file %s is damaged or older than TZif version 2", path);
 		rc = MLP_EINVAL;
 	}
 	free(path);
@@ -486,8 +488,7 @@ static bool wall_matches(const struct mlp_cron *c, int64_t local)
 	struct wall w;
 
 	wall_of(&w, local);
-	return day_matches(c, &w) && ((c->hours >> w.hour) & 1) &&
-	       ((c->minutes >> w.minute) & 1);
+	return day_matches(c, &w) && ((c->hours >> w.hour) & 1) && ((c->minutes >> w.minute) & 1);
 }
 
 /* Whether a wall minute in [from, to) matches: a skipped stretch. */
@@ -499,8 +500,7 @@ static bool gap_matches(const struct mlp_cron *c, int64_t from, int64_t to)
 	return false;
 }
 
-int mlp_cron_next(int64_t *out, const struct mlp_cron *c, const struct mlp_tz *tz,
-                  int64_t after)
+int mlp_cron_next(int64_t *out, const struct mlp_cron *c, const struct mlp_tz *tz, int64_t after)
 {
 	const int64_t limit = after + INT64_C(10) * 366 * 86400;
 	const bool every_hour = (c->hours & 0xffffffu) == 0xffffffu;

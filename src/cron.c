@@ -33,34 +33,28 @@ struct field_spec {
 };
 
 static const char *const month_names[] = {
-	"JAN", "FEB", "MAR", "APR", "MAY", "JUN",
-	"JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+        "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
 };
 
 static const char *const day_names[] = {
-	"SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT",
+        "SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT",
 };
 
 static const struct field_spec fields[5] = {
-	{"minute", 0, 59, NULL, 0},
-	{"hour", 0, 23, NULL, 0},
-	{"day-of-month", 1, 31, NULL, 0},
-	{"month", 1, 12, month_names, MLP_ARRAY_SIZE(month_names)},
-	{"day-of-week", 0, 7, day_names, MLP_ARRAY_SIZE(day_names)},
+        {"minute", 0, 59, NULL, 0},
+        {"hour", 0, 23, NULL, 0},
+        {"day-of-month", 1, 31, NULL, 0},
+        {"month", 1, 12, month_names, MLP_ARRAY_SIZE(month_names)},
+        {"day-of-week", 0, 7, day_names, MLP_ARRAY_SIZE(day_names)},
 };
 
 static const struct {
 	const char *name;
 	const char *expansion;
 } macros[] = {
-	{"@yearly", "0 0 1 1 *"},
-	{"@annually", "0 0 1 1 *"},
-	{"@monthly", "0 0 1 * *"},
-	{"@weekly", "0 0 * * 0"},
-	{"@daily", "0 0 * * *"},
-	{"@midnight", "0 0 * * *"},
-	{"@hourly", "0 * * * *"},
-	{"@nightly", "0 2 * * *"},
+        {"@yearly", "0 0 1 1 *"}, {"@annually", "0 0 1 1 *"}, {"@monthly", "0 0 1 * *"},
+        {"@weekly", "0 0 * * 0"}, {"@daily", "0 0 * * *"},    {"@midnight", "0 0 * * *"},
+        {"@hourly", "0 * * * *"}, {"@nightly", "0 2 * * *"},
 };
 
 /*
@@ -84,8 +78,8 @@ static int parse_value(int *out, const char **p, const char *text, int fieldno)
 		if (isalpha((unsigned char)*s))
 			goto not_a_value;
 		if (v < f->min || v > f->max) {
-			mlp_error_set("cron field %d (%s): %.*s is out of range %d-%d",
-			              fieldno + 1, f->name, (int)(s - *p), *p, f->min, f->max);
+			mlp_error_set("cron field %d (%s): %.*s is out of range %d-%d", fieldno + 1,
+			              f->name, (int)(s - *p), *p, f->min, f->max);
 			return MLP_EINVAL;
 		}
 		*out = (int)v;
@@ -103,9 +97,10 @@ static int parse_value(int *out, const char **p, const char *text, int fieldno)
 			}
 		}
 		if (f->names != NULL) {
-			mlp_error_set("cron field %d (%s): unknown name '%.*s' (use %s-%s or %d-%d)",
-			              fieldno + 1, f->name, (int)(s - *p), *p, f->names[0],
-			              f->names[f->nnames - 1], f->min, f->max);
+			mlp_error_set(
+			        "cron field %d (%s): unknown name '%.*s' (use %s-%s or %d-%d)",
+			        fieldno + 1, f->name, (int)(s - *p), *p, f->names[0],
+			        f->names[f->nnames - 1], f->min, f->max);
 			return MLP_EINVAL;
 		}
 	}
@@ -113,11 +108,11 @@ not_a_value:
 	while (*s && *s != ',' && *s != '-' && *s != '/')
 		s++;
 	if (s == *p)
-		mlp_error_set("cron field %d (%s): missing number in '%s'", fieldno + 1,
-		              f->name, text);
+		mlp_error_set("cron field %d (%s): missing number in '%s'", fieldno + 1, f->name,
+		              text);
 	else
-		mlp_error_set("cron field %d (%s): '%.*s' is not a number", fieldno + 1,
-		              f->name, (int)(s - *p), *p);
+		mlp_error_set("cron field %d (%s): '%.*s' is not a number", fieldno + 1, f->name,
+		              (int)(s - *p), *p);
 	return MLP_EINVAL;
 }
 
@@ -152,8 +147,9 @@ static int parse_field(uint64_t *bits, bool *star, const char *text, int fieldno
 				if (parse_value(&hi, &p, text, fieldno) != 0)
 					return MLP_EINVAL;
 				if (hi < lo) {
-					mlp_error_set("cron field %d (%s): range %d-%d goes backwards",
-					              fieldno + 1, f->name, lo, hi);
+					mlp_error_set(
+					        "cron field %d (%s): range %d-%d goes backwards",
+					        fieldno + 1, f->name, lo, hi);
 					return MLP_EINVAL;
 				}
 				has_range = true;
@@ -257,11 +253,13 @@ int mlp_cron_parse(struct mlp_cron *out, const char *expr)
 		else if (n > 5)
 			mlp_error_set("cron expression '%s' has more than 5 fields; it needs 5 "
 			              "(minute hour day-of-month month day-of-week; there is no "
-			              "seconds field) or a macro such as @daily", expr);
+			              "seconds field) or a macro such as @daily",
+			              expr);
 		else
 			mlp_error_set("cron expression '%s' has %d field%s; it needs 5 (minute "
 			              "hour day-of-month month day-of-week) or a macro such as "
-			              "@daily", expr, n, n == 1 ? "" : "s");
+			              "@daily",
+			              expr, n, n == 1 ? "" : "s");
 		goto done;
 	}
 	for (int i = 0; i < 5; i++)

@@ -32,11 +32,11 @@
 #include <stdint.h>
 
 struct mlp_cron {
-	uint64_t minutes;  /* bit m set: fires at minute m (0-59) */
-	uint32_t hours;    /* bit h: hour h (0-23) */
-	uint32_t days;     /* bit d: day of month d (1-31); bit 0 unused */
-	uint16_t months;   /* bit m: month m (1-12); bit 0 unused */
-	uint8_t weekdays;  /* bit d: day of week d (0-6, 0 = Sunday) */
+	uint64_t minutes; /* bit m set: fires at minute m (0-59) */
+	uint32_t hours;   /* bit h: hour h (0-23) */
+	uint32_t days;    /* bit d: day of month d (1-31); bit 0 unused */
+	uint16_t months;  /* bit m: month m (1-12); bit 0 unused */
+	uint8_t weekdays; /* bit d: day of week d (0-6, 0 = Sunday) */
 	/*
 	 * Vixie cron's day rule: when the day-of-month or the day-of-week
 	 * field starts with '*' (so a '*' with a step counts too), a day matches
@@ -98,7 +98,6 @@ int mlp_tz_offset(const struct mlp_tz *tz, int64_t t);
  * Returns 0, or MLP_ENOTFOUND with a message when it never fires within
  * ten years ("0 0 30 2 *").
  */
-int mlp_cron_next(int64_t *out, const struct mlp_cron *c, const struct mlp_tz *tz,
-                  int64_t after);
+int mlp_cron_next(int64_t *out, const struct mlp_cron *c, const struct mlp_tz *tz, int64_t after);
 
 #endif

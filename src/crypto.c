@@ -92,8 +92,8 @@ void mlp_hmac_sha256_hex(char out[MLP_SHA256_HEX_LEN + 1], const void *key, size
 	unsigned int mdlen = 0;
 	static const unsigned char empty[1];
 
-	if (HMAC(EVP_sha256(), keylen ? key : empty, (int)keylen,
-	         len ? data : empty, len, md, &mdlen) == NULL) {
+	if (HMAC(EVP_sha256(), keylen ? key : empty, (int)keylen, len ? data : empty, len, md,
+	         &mdlen) == NULL) {
 		fprintf(stderr, "mlpipe: HMAC-SHA256 failed\n");
 		abort();
 	}

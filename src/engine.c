@@ -47,23 +47,23 @@ enum rt_state { WAITING, READY, RUNNING, BACKOFF, DONE };
 struct stage_rt {
 	const struct mlp_stage *def;
 	enum rt_state state;
-	enum mlp_status result;  /* when DONE */
-	bool allowed_failure;    /* failed under continue_on_error */
-	bool tainted;            /* it or something it needs failed */
+	enum mlp_status result; /* when DONE */
+	bool allowed_failure;   /* failed under continue_on_error */
+	bool tainted;           /* it or something it needs failed */
 	int attempt;
 	int64_t attempt_id;
 	struct mlp_proc proc;
 	int log_fd;
-	bool log_created;        /* the log file exists (made on first output) */
-	char *dir;               /* the run's directory for this stage's files */
+	bool log_created; /* the log file exists (made on first output) */
+	char *dir;        /* the run's directory for this stage's files */
 	char *output_path;
 	char *metrics_path;
 	char *log_path;
-	char *reason_path;       /* where a stage may explain its failure */
+	char *reason_path; /* where a stage may explain its failure */
 	int64_t started_ms;
 	int64_t ended_ms;
-	int64_t deadline_ms;     /* timeout; 0: none */
-	int64_t kill_at_ms;      /* SIGKILL after grace; 0: not terminating */
+	int64_t deadline_ms; /* timeout; 0: none */
+	int64_t kill_at_ms;  /* SIGKILL after grace; 0: not terminating */
 	int64_t retry_at_ms;
 	bool timed_out;
 	char detail[256];
@@ -100,14 +100,14 @@ static void notify(struct engine *e, size_t i)
 {
 	struct stage_rt *s = &e->st[i];
 	struct mlp_stage_view v = {
-		.name = s->def->name,
-		.attempt = s->attempt,
-		.max_attempts = s->def->retry.max + 1,
-		.started_ms = s->started_ms,
-		.ended_ms = s->ended_ms,
-		.retry_at_ms = s->state == BACKOFF ? s->retry_at_ms : 0,
-		.detail = s->detail[0] ? s->detail : NULL,
-		.allowed_failure = s->allowed_failure,
+	        .name = s->def->name,
+	        .attempt = s->attempt,
+	        .max_attempts = s->def->retry.max + 1,
+	        .started_ms = s->started_ms,
+	        .ended_ms = s->ended_ms,
+	        .retry_at_ms = s->state == BACKOFF ? s->retry_at_ms : 0,
+	        .detail = s->detail[0] ? s->detail : NULL,
+	        .allowed_failure = s->allowed_failure,
 	};
 
 	if (e->obs == NULL || e->obs->stage == NULL)
@@ -179,8 +179,8 @@ static void drain_output(struct engine *e, size_t i)
 			 * costs no file (creating one is most of a short stage's
 			 * cost to mlpipe on ext4). */
 			s->log_created = true;
-			s->log_fd = open(s->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
-			                 O_APPEND, 0644);
+			s->log_fd = open(s->log_path,
+			                 O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_APPEND, 0644);
 			if (s->log_fd < 0)
 				fprintf(stderr, "mlpipe: cannot create log %s: %s\n", s->log_path,
 				        strerror(errno));
@@ -244,8 +244,9 @@ static int resolve(const char **out, const struct mlp_expr_ref *ref, void *paylo
 	if (ref->kind == MLP_EXPR_OUTPUT) {
 		*out = mlp_kvlist_get(&e->st[idx].outputs, ref->name);
 		if (*out == NULL) {
-			mlp_error_set("${{ stages.%s.outputs.%s }}: stage '%s' wrote no output '%s'",
-			              ref->stage, ref->name, ref->stage, ref->name);
+			mlp_error_set(
+			        "${{ stages.%s.outputs.%s }}: stage '%s' wrote no output '%s'",
+			        ref->stage, ref->name, ref->stage, ref->name);
 			return MLP_EINVAL;
 		}
 		return 0;
@@ -261,8 +262,8 @@ static int resolve(const char **out, const struct mlp_expr_ref *ref, void *paylo
 			return 0;
 		}
 	}
-	mlp_error_set("${{ stages.%s.metrics.%s }}: stage '%s' reported no metric '%s'",
-	              ref->stage, ref->name, ref->stage, ref->name);
+	mlp_error_set("${{ stages.%s.metrics.%s }}: stage '%s' reported no metric '%s'", ref->stage,
+	              ref->name, ref->stage, ref->name);
 	return MLP_EINVAL;
 }
 
@@ -270,14 +271,14 @@ static int resolve(const char **out, const struct mlp_expr_ref *ref, void *paylo
 
 static bool valid_key(const char *s, size_t len)
 {
-	if (len == 0 || !(s[0] == '_' || (s[0] >= 'A' && s[0] <= 'Z') ||
-	                  (s[0] >= 'a' && s[0] <= 'z')))
+	if (len == 0 ||
+	    !(s[0] == '_' || (s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= 'a' && s[0] <= 'z')))
 		return false;
 	for (size_t i = 1; i < len; i++) {
 		char c = s[i];
 
-		if (!(c == '_' || c == '-' || (c >= '0' && c <= '9') ||
-		      (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')))
+		if (!(c == '_' || c == '-' || (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') ||
+		      (c >= 'a' && c <= 'z')))
 			return false;
 	}
 	return true;
@@ -314,7 +315,8 @@ int mlp_outputs_parse(struct mlp_kvlist *out, const char *text, size_t len)
 			bool closed = false;
 
 			if (!valid_key(p, (size_t)(heredoc - p)) || delim[0] == '\0') {
-				mlp_error_set("$MLPIPE_OUTPUT line %d: expected KEY<<DELIMITER", lineno);
+				mlp_error_set("$MLPIPE_OUTPUT line %d: expected KEY<<DELIMITER",
+				              lineno);
 				free(delim);
 				return MLP_EINVAL;
 			}
@@ -339,8 +341,10 @@ int mlp_outputs_parse(struct mlp_kvlist *out, const char *text, size_t len)
 				p = n2 ? n2 + 1 : end;
 			}
 			if (!closed) {
-				mlp_error_set("$MLPIPE_OUTPUT: value of '%s' is missing its closing "
-				              "delimiter '%s'", key, delim);
+				mlp_error_set(
+				        "$MLPIPE_OUTPUT: value of '%s' is missing its closing "
+				        "delimiter '%s'",
+				        key, delim);
 				free(key);
 				free(delim);
 				mlp_buf_free(&value);
@@ -354,7 +358,8 @@ int mlp_outputs_parse(struct mlp_kvlist *out, const char *text, size_t len)
 		}
 		if (eq == NULL || !valid_key(p, (size_t)(eq - p))) {
 			mlp_error_set("$MLPIPE_OUTPUT line %d: expected KEY=VALUE (KEY: letters, "
-			              "digits, '_' and '-')", lineno);
+			              "digits, '_' and '-')",
+			              lineno);
 			return MLP_EINVAL;
 		}
 		key = xstrndup(p, (size_t)(eq - p));
@@ -404,7 +409,7 @@ static int collect_results(struct stage_rt *s)
 /* ---- starting and ending attempts --------------------------------------- */
 
 static void set_detail(struct stage_rt *s, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+        __attribute__((format(printf, 2, 3)));
 
 static void set_detail(struct stage_rt *s, const char *fmt, ...)
 {
@@ -520,16 +525,14 @@ static int record_attempt(struct engine *e, size_t i)
 	/* The run's directory is new and attempts are numbered: these paths
 	 * never exist yet. */
 	s->output_path = xasprintf("%s/%s.%d.output", e->run_dir, s->def->name, s->attempt);
-	s->metrics_path = xasprintf("%s/%s.%d.metrics.json", e->run_dir, s->def->name,
-	                            s->attempt);
+	s->metrics_path = xasprintf("%s/%s.%d.metrics.json", e->run_dir, s->def->name, s->attempt);
 	s->log_path = xasprintf("%s/%s.%d.log", e->run_dir, s->def->name, s->attempt);
 	free(s->reason_path);
 	s->reason_path = xasprintf("%s/%s.%d.reason", e->run_dir, s->def->name, s->attempt);
 	if ((rc = tx_ensure(e)) != 0)
 		return rc;
 	rc = mlp_store_attempt_start(e->store, &s->attempt_id, e->run_id, s->def->name,
-	                             mlp_stage_kind_name(s->def->kind), s->attempt,
-	                             s->log_path);
+	                             mlp_stage_kind_name(s->def->kind), s->attempt, s->log_path);
 	if (rc != 0)
 		return rc;
 	s->started_ms = mlp_mono_ms();
@@ -549,9 +552,16 @@ static int spawn_attempt(struct engine *e, size_t i)
 	char *workdir = stage_workdir(e, s->def);
 	struct resolve_ctx rctx = {.e = e, .stage = i, .env = &env};
 	struct mlp_stage_ctx ctx = {
-		.pipeline = e->p, .stage = s->def, .run_id = e->run_id,
-		.attempt = s->attempt, .workdir = workdir, .self_exe = e->opts->self_exe,
-		.store = e->store, .env = &env, .resolve = resolve, .resolve_payload = &rctx,
+	        .pipeline = e->p,
+	        .stage = s->def,
+	        .run_id = e->run_id,
+	        .attempt = s->attempt,
+	        .workdir = workdir,
+	        .self_exe = e->opts->self_exe,
+	        .store = e->store,
+	        .env = &env,
+	        .resolve = resolve,
+	        .resolve_payload = &rctx,
 	};
 	int rc = 0;
 
@@ -560,7 +570,10 @@ static int spawn_attempt(struct engine *e, size_t i)
 		goto failed_to_start;
 	{
 		struct mlp_spawn spec = {
-			.argv = argv.v, .envp = env.v, .cwd = workdir, .capture = true,
+		        .argv = argv.v,
+		        .envp = env.v,
+		        .cwd = workdir,
+		        .capture = true,
 		};
 
 		if (mlp_proc_spawn(&s->proc, &spec) != 0)
@@ -642,11 +655,11 @@ static int finish_failed(struct engine *e, size_t i, const struct mlp_exit *ex)
 	struct stage_rt *s = &e->st[i];
 	const struct mlp_retry *r = &s->def->retry;
 	struct mlp_attempt_end end = {
-		.status = e->cancelled ? MLP_STATUS_CANCELLED : MLP_STATUS_FAILED,
-		.exit_code = ex ? ex->code : -1,
-		.signal = ex ? ex->signal : 0,
-		.timed_out = s->timed_out,
-		.message = s->detail,
+	        .status = e->cancelled ? MLP_STATUS_CANCELLED : MLP_STATUS_FAILED,
+	        .exit_code = ex ? ex->code : -1,
+	        .signal = ex ? ex->signal : 0,
+	        .timed_out = s->timed_out,
+	        .message = s->detail,
 	};
 	int rc = tx_ensure(e);
 
@@ -676,8 +689,8 @@ static int finish_failed(struct engine *e, size_t i, const struct mlp_exit *ex)
 		} else {
 			s->tainted = true;
 			if (e->first_failure == NULL)
-				e->first_failure = xasprintf("stage '%s' failed: %s",
-				                             s->def->name, s->detail);
+				e->first_failure =
+				        xasprintf("stage '%s' failed: %s", s->def->name, s->detail);
 		}
 	}
 	notify(e, i);
@@ -722,10 +735,16 @@ static int run_finish_hook(struct engine *e, size_t i)
 	const struct mlp_stage_kind_ops *ops = mlp_stage_kind_ops(s->def->kind);
 	struct resolve_ctx rctx = {.e = e, .stage = i, .env = &e->base_env};
 	struct mlp_stage_ctx ctx = {
-		.pipeline = e->p, .stage = s->def, .run_id = e->run_id,
-		.attempt = s->attempt, .self_exe = e->opts->self_exe, .store = e->store,
-		.resolve = resolve, .resolve_payload = &rctx,
-		.metrics = s->metrics, .nmetrics = s->nmetrics,
+	        .pipeline = e->p,
+	        .stage = s->def,
+	        .run_id = e->run_id,
+	        .attempt = s->attempt,
+	        .self_exe = e->opts->self_exe,
+	        .store = e->store,
+	        .resolve = resolve,
+	        .resolve_payload = &rctx,
+	        .metrics = s->metrics,
+	        .nmetrics = s->nmetrics,
 	};
 	char *workdir;
 	int rc;
@@ -786,7 +805,8 @@ static int handle_exit(struct engine *e, size_t i)
 		return rc;
 	{
 		struct mlp_attempt_end end = {
-			.status = MLP_STATUS_SUCCEEDED, .exit_code = 0,
+		        .status = MLP_STATUS_SUCCEEDED,
+		        .exit_code = 0,
 		};
 
 		rc = mlp_store_attempt_finish(e->store, s->attempt_id, &end);
@@ -795,8 +815,8 @@ static int handle_exit(struct engine *e, size_t i)
 		rc = mlp_store_output_put(e->store, e->run_id, s->def->name,
 		                          s->outputs.items[k].key, s->outputs.items[k].value);
 	for (size_t k = 0; rc == 0 && k < s->nmetrics; k++)
-		rc = mlp_store_metric_put(e->store, e->run_id, s->def->name,
-		                          s->metrics[k].name, s->metrics[k].value);
+		rc = mlp_store_metric_put(e->store, e->run_id, s->def->name, s->metrics[k].name,
+		                          s->metrics[k].value);
 	if (rc != 0)
 		return rc;
 	s->state = DONE;
@@ -1081,16 +1101,18 @@ int mlp_engine_check(const struct mlp_pipeline *p, struct mlp_diags *diags)
 		const struct mlp_stage *s = &p->stages[i];
 
 		if (s->kind == MLP_STAGE_TRAIN && s->train.gpus_per_node > 0) {
-			char (*ids)[32] = xcalloc(MLP_LAUNCH_MAX_GPUS, sizeof(*ids));
+			char(*ids)[32] = xcalloc(MLP_LAUNCH_MAX_GPUS, sizeof(*ids));
 			const char *source = NULL;
 			int have = mlp_launch_node_gpus(ids, MLP_LAUNCH_MAX_GPUS, &source);
 
 			free(ids);
 			if (have < s->train.gpus_per_node) {
-				mlp_diags_add(diags, p->path, s->kind_pos,
-				              "stage '%s' asks for %d GPU%s per node, but this node "
-				              "has %d (%s)", s->name, s->train.gpus_per_node,
-				              s->train.gpus_per_node == 1 ? "" : "s", have, source);
+				mlp_diags_add(
+				        diags, p->path, s->kind_pos,
+				        "stage '%s' asks for %d GPU%s per node, but this node "
+				        "has %d (%s)",
+				        s->name, s->train.gpus_per_node,
+				        s->train.gpus_per_node == 1 ? "" : "s", have, source);
 				rc = MLP_EINVAL;
 			}
 		}
@@ -1098,14 +1120,15 @@ int mlp_engine_check(const struct mlp_pipeline *p, struct mlp_diags *diags)
 			mlp_diags_add(diags, p->path, s->kind_pos,
 			              "stage '%s': train stages on %d nodes need runner agents, "
 			              "which this version of mlpipe does not have (run `mlpipe "
-			              "launch --nnodes` on each node instead)", s->name, s->train.nodes);
+			              "launch --nnodes` on each node instead)",
+			              s->name, s->train.nodes);
 			rc = MLP_EINVAL;
 		}
 		if (mlp_stage_kind_ops(s->kind)->prepare == NULL) {
 			mlp_diags_add(diags, p->path, s->kind_pos,
 			              "stage '%s': '%s' stages are not executed by this version "
-			              "of mlpipe (%s)", s->name, mlp_stage_kind_name(s->kind),
-			              PACKAGE_VERSION);
+			              "of mlpipe (%s)",
+			              s->name, mlp_stage_kind_name(s->kind), PACKAGE_VERSION);
 			rc = MLP_EINVAL;
 		}
 	}
@@ -1124,7 +1147,8 @@ static int build_base_env(struct engine *e)
 	if (e->opts->self_exe && e->opts->self_exe[0] == '/') {
 		const char *path = mlp_strv_getenv(&e->base_env, "PATH");
 		char *dir = mlp_dirname(e->opts->self_exe);
-		char *newpath = xasprintf("%s:%s", dir, path ? path : "/usr/local/bin:/usr/bin:/bin");
+		char *newpath =
+		        xasprintf("%s:%s", dir, path ? path : "/usr/local/bin:/usr/bin:/bin");
 
 		mlp_strv_setenv(&e->base_env, "PATH", newpath);
 		free(newpath);
@@ -1223,12 +1247,16 @@ done:
 }
 
 int mlp_engine_run(struct mlp_engine_result *out, const struct mlp_pipeline *p,
-                   struct mlp_store *store, int64_t run_id,
-                   const struct mlp_engine_opts *opts)
+                   struct mlp_store *store, int64_t run_id, const struct mlp_engine_opts *opts)
 {
 	struct engine e = {
-		.p = p, .store = store, .run_id = run_id, .opts = opts,
-		.obs = opts->observer, .n = p->nstages, .sigfd = -1,
+	        .p = p,
+	        .store = store,
+	        .run_id = run_id,
+	        .opts = opts,
+	        .obs = opts->observer,
+	        .n = p->nstages,
+	        .sigfd = -1,
 	};
 	sigset_t mask;
 	int rc;

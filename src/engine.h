@@ -23,11 +23,11 @@ struct mlp_stage_view {
 	enum mlp_status status; /* queued (waiting / backing off), running, or final */
 	int attempt;            /* 1-based; 0 before the first */
 	int max_attempts;
-	int64_t started_ms;     /* monotonic start of the current attempt */
+	int64_t started_ms; /* monotonic start of the current attempt */
 	int64_t ended_ms;
-	int64_t retry_at_ms;    /* monotonic; 0 when not backing off */
-	const char *detail;     /* "exit code 3", "timed out after 5s" ... or NULL */
-	bool allowed_failure;   /* failed, but continue_on_error */
+	int64_t retry_at_ms;  /* monotonic; 0 when not backing off */
+	const char *detail;   /* "exit code 3", "timed out after 5s" ... or NULL */
+	bool allowed_failure; /* failed, but continue_on_error */
 };
 
 struct mlp_engine_observer {
@@ -48,10 +48,10 @@ struct mlp_engine_opts {
 	const char *self_exe;
 	const struct mlp_engine_observer *observer; /* may be NULL */
 	/* For `mlpipe serve` (cmd-exec-run.c): */
-	const char *const *extra_env;  /* NULL-terminated "NAME=VALUE": the
+	const char *const *extra_env; /* NULL-terminated "NAME=VALUE": the
 	                                * trigger's (MLPIPE_COMMIT ...), set
 	                                * last; never part of a command */
-	bool resume;                   /* continue an interrupted run: stages
+	bool resume;                  /* continue an interrupted run: stages
 	                                * whose latest stored attempt succeeded
 	                                * are done with their stored outputs and
 	                                * metrics; attempt numbers continue */
@@ -76,8 +76,7 @@ int mlp_engine_check(const struct mlp_pipeline *p, struct mlp_diags *diags);
  * could not go on (the database failed, say).
  */
 int mlp_engine_run(struct mlp_engine_result *out, const struct mlp_pipeline *p,
-                   struct mlp_store *store, int64_t run_id,
-                   const struct mlp_engine_opts *opts);
+                   struct mlp_store *store, int64_t run_id, const struct mlp_engine_opts *opts);
 
 /*
  * Parses what a stage wrote to $MLPIPE_OUTPUT: KEY=VALUE lines, or

@@ -11,11 +11,11 @@
 
 enum {
 	MLP_OK = 0,
-	MLP_ERROR = -1,    /* generic runtime failure */
-	MLP_EINVAL = -2,   /* invalid input from the user */
+	MLP_ERROR = -1,  /* generic runtime failure */
+	MLP_EINVAL = -2, /* invalid input from the user */
 	MLP_ENOTFOUND = -3,
-	MLP_EIO = -4,      /* file system or OS failure */
-	MLP_EDB = -5,      /* database failure (locked, read-only, corrupt) */
+	MLP_EIO = -4, /* file system or OS failure */
+	MLP_EDB = -5, /* database failure (locked, read-only, corrupt) */
 	MLP_EEXISTS = -6,
 	MLP_ECANCELLED = -7,
 	MLP_ETIMEOUT = -8,
@@ -25,8 +25,7 @@ enum {
 void mlp_error_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Like mlp_error_set() with ": strerror(errnum)" appended. */
-void mlp_error_set_errno(int errnum, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+void mlp_error_set_errno(int errnum, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* The last message set on this thread, or "unknown error".  Owned by the
  * error module: valid until the next mlp_error_set() on this thread. */

@@ -50,7 +50,8 @@ static int classify(struct mlp_expr_ref *ref, char *body)
 
 	if (n < 0) {
 		mlp_error_set("malformed expression '${{ %s }}' (expected e.g. "
-		              "${{ env.NAME }} or ${{ stages.S.outputs.KEY }})", body);
+		              "${{ env.NAME }} or ${{ stages.S.outputs.KEY }})",
+		              body);
 		return MLP_EINVAL;
 	}
 	if (strcmp(parts[0], "run") == 0) {
@@ -59,7 +60,8 @@ static int classify(struct mlp_expr_ref *ref, char *body)
 			return 0;
 		}
 		mlp_error_set("unknown expression 'run%s%s': the run context has only "
-		              "'run.id'", n > 1 ? "." : "", n > 1 ? parts[1] : "");
+		              "'run.id'",
+		              n > 1 ? "." : "", n > 1 ? parts[1] : "");
 		return MLP_EINVAL;
 	}
 	if (strcmp(parts[0], "env") == 0) {
@@ -95,14 +97,14 @@ static int classify(struct mlp_expr_ref *ref, char *body)
 			              parts[0], near);
 		else
 			mlp_error_set("unknown context '%s' in expression (known: run, env, "
-			              "stages)", parts[0]);
+			              "stages)",
+			              parts[0]);
 	}
 	return MLP_EINVAL;
 }
 
 int mlp_expr_scan(const char *text, size_t *err_offset,
-                  int (*cb)(const struct mlp_expr_ref *ref, void *payload),
-                  void *payload)
+                  int (*cb)(const struct mlp_expr_ref *ref, void *payload), void *payload)
 {
 	const char *p = text;
 
@@ -167,12 +169,14 @@ static int expand_one(const struct mlp_expr_ref *ref, void *payload)
 	return 0;
 }
 
-int mlp_expr_expand(char **out, const char *text, int shell_quote,
-                    mlp_expr_resolve_fn resolve, void *payload)
+int mlp_expr_expand(char **out, const char *text, int shell_quote, mlp_expr_resolve_fn resolve,
+                    void *payload)
 {
 	struct expand_state st = {
-		.text = text, .shell_quote = shell_quote, .resolve = resolve,
-		.payload = payload,
+	        .text = text,
+	        .shell_quote = shell_quote,
+	        .resolve = resolve,
+	        .payload = payload,
 	};
 	int rc = mlp_expr_scan(text, NULL, expand_one, &st);
 

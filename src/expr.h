@@ -42,20 +42,18 @@ struct mlp_expr_ref {
  * scan and is returned.
  */
 int mlp_expr_scan(const char *text, size_t *err_offset,
-                  int (*cb)(const struct mlp_expr_ref *ref, void *payload),
-                  void *payload);
+                  int (*cb)(const struct mlp_expr_ref *ref, void *payload), void *payload);
 
 /*
  * Resolves a reference to its value: returns 0 and sets *out (owned by the
  * resolver's payload, valid until expansion ends), or a negative code with
  * a message set (an output that does not exist, say).
  */
-typedef int (*mlp_expr_resolve_fn)(const char **out, const struct mlp_expr_ref *ref,
-                                   void *payload);
+typedef int (*mlp_expr_resolve_fn)(const char **out, const struct mlp_expr_ref *ref, void *payload);
 
 /* Expands every expression in text into *out (a new string); with
  * shell_quote each value is single-quoted for /bin/sh. */
-int mlp_expr_expand(char **out, const char *text, int shell_quote,
-                    mlp_expr_resolve_fn resolve, void *payload);
+int mlp_expr_expand(char **out, const char *text, int shell_quote, mlp_expr_resolve_fn resolve,
+                    void *payload);
 
 #endif

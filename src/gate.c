@@ -19,7 +19,10 @@
 #include "util.h"
 
 static const char *const op_texts[] = {
-	[MLP_OP_GE] = ">=", [MLP_OP_GT] = ">", [MLP_OP_LE] = "<=", [MLP_OP_LT] = "<",
+        [MLP_OP_GE] = ">=",
+        [MLP_OP_GT] = ">",
+        [MLP_OP_LE] = "<=",
+        [MLP_OP_LT] = "<",
 };
 
 const char *mlp_gate_op_text(enum mlp_gate_op op)
@@ -67,10 +70,10 @@ const char *mlp_direction_name(enum mlp_direction d)
 }
 
 static const char *const higher_words[] = {
-	"accuracy", "acc", "precision", "recall", "f1", "auc", "map", "r2", "score",
+        "accuracy", "acc", "precision", "recall", "f1", "auc", "map", "r2", "score",
 };
 static const char *const lower_words[] = {
-	"loss", "error", "err", "mse", "rmse", "mae", "perplexity", "latency",
+        "loss", "error", "err", "mse", "rmse", "mae", "perplexity", "latency",
 };
 
 static bool word_in(const char *w, size_t len, const char *const *words, size_t n)
@@ -119,8 +122,7 @@ void mlp_gate_format_number(char *buf, size_t size, double v)
 	snprintf(buf, size, "%.15g", v);
 }
 
-static const struct mlp_metric *find_metric(const struct mlp_metric *m, size_t n,
-                                            const char *name)
+static const struct mlp_metric *find_metric(const struct mlp_metric *m, size_t n, const char *name)
 {
 	for (size_t i = 0; i < n; i++)
 		if (strcmp(m[i].name, name) == 0)
@@ -179,8 +181,8 @@ static char *missing_message(const struct mlp_gate_input *in, const char *metric
 
 /* Checks one threshold; returns whether the metric is usable for a
  * baseline comparison (present and finite). */
-static bool check_threshold(struct mlp_gate_result *r, size_t *cap,
-                            const struct mlp_gate_input *in, const struct mlp_gate_rule *rule)
+static bool check_threshold(struct mlp_gate_result *r, size_t *cap, const struct mlp_gate_input *in,
+                            const struct mlp_gate_rule *rule)
 {
 	struct mlp_gate_check *c = add_check(r, cap, MLP_CHECK_THRESHOLD, rule->metric);
 	const struct mlp_metric *m = find_metric(in->metrics, in->nmetrics, rule->metric);
@@ -197,14 +199,16 @@ static bool check_threshold(struct mlp_gate_result *r, size_t *cap,
 	c->present = true;
 	c->value = m->value;
 	if (!isfinite(m->value)) {
-		fail_check(r, c, xasprintf("metric '%s' is %s, not a finite number", rule->metric,
-		                           isnan(m->value) ? "NaN" : "infinite"));
+		fail_check(r, c,
+		           xasprintf("metric '%s' is %s, not a finite number", rule->metric,
+		                     isnan(m->value) ? "NaN" : "infinite"));
 		return false;
 	}
 	if (!mlp_gate_op_holds(rule->op, m->value, rule->value)) {
 		mlp_gate_format_number(v, sizeof(v), m->value);
-		fail_check(r, c, xasprintf("%s = %s does not meet %s %s", rule->metric, v,
-		                           mlp_gate_op_text(rule->op), t));
+		fail_check(r, c,
+		           xasprintf("%s = %s does not meet %s %s", rule->metric, v,
+		                     mlp_gate_op_text(rule->op), t));
 	}
 	return true;
 }
@@ -219,8 +223,8 @@ static void check_regression(struct mlp_gate_result *r, size_t *cap,
                              enum mlp_direction dir)
 {
 	const struct mlp_metric *cand = find_metric(in->metrics, in->nmetrics, metric);
-	const struct mlp_metric *base = find_metric(in->baseline_metrics,
-	                                            in->nbaseline_metrics, metric);
+	const struct mlp_metric *base =
+	        find_metric(in->baseline_metrics, in->nbaseline_metrics, metric);
 	struct mlp_gate_check *c = add_check(r, cap, MLP_CHECK_REGRESSION, metric);
 	double max = in->has_max_regression ? in->max_regression : 0;
 	double eps, worse;
@@ -258,10 +262,11 @@ static void check_regression(struct mlp_gate_result *r, size_t *cap,
 		else
 			mlp_gate_format_number(w, sizeof(w), worse);
 		mlp_gate_format_number(v, sizeof(v), cand->value);
-		fail_check(r, c, xasprintf("%s = %s is worse than %s version %d (%s) by %s; "
-		                           "max_regression is %s", metric, v,
-		                           baseline_name(in->baseline), in->baseline_version, b,
-		                           w, a));
+		fail_check(r, c,
+		           xasprintf("%s = %s is worse than %s version %d (%s) by %s; "
+		                     "max_regression is %s",
+		                     metric, v, baseline_name(in->baseline), in->baseline_version,
+		                     b, w, a));
 	}
 }
 
@@ -276,7 +281,8 @@ void mlp_gate_decide(struct mlp_gate_result *out, const struct mlp_gate_input *i
 		out->passed = false;
 		out->reason = xasprintf("gate '%s' has no thresholds: add one with 'mlpipe gate "
 		                        "set %s METRIC OP VALUE' (or require: in the pipeline), "
-		                        "or say allow_empty: true", in->gate, in->gate);
+		                        "or say allow_empty: true",
+		                        in->gate, in->gate);
 		free(usable);
 		return;
 	}
@@ -292,18 +298,20 @@ void mlp_gate_decide(struct mlp_gate_result *out, const struct mlp_gate_input *i
 			enum mlp_direction dir = mlp_gate_direction(in->directions, metric);
 
 			if (dir == MLP_DIRECTION_UNKNOWN) {
-				struct mlp_gate_check *c = add_check(out, &cap, MLP_CHECK_REGRESSION,
-				                                     metric);
-				const struct mlp_metric *m = find_metric(in->metrics, in->nmetrics,
-				                                         metric);
+				struct mlp_gate_check *c =
+				        add_check(out, &cap, MLP_CHECK_REGRESSION, metric);
+				const struct mlp_metric *m =
+				        find_metric(in->metrics, in->nmetrics, metric);
 
 				if (m) {
 					c->present = true;
 					c->value = m->value;
 				}
 				c->text = xstrdup("baseline comparison");
-				fail_check(out, c, xasprintf("direction of metric '%s' is unknown: "
-				                             "declare it under directions", metric));
+				fail_check(out, c,
+				           xasprintf("direction of metric '%s' is unknown: "
+				                     "declare it under directions",
+				                     metric));
 				continue;
 			}
 			if (in->has_baseline && usable[i])
@@ -311,7 +319,8 @@ void mlp_gate_decide(struct mlp_gate_result *out, const struct mlp_gate_input *i
 		}
 		if (!in->has_baseline)
 			out->note = xasprintf("no baseline yet: passes on thresholds alone (no %s "
-			                      "version)", baseline_name(in->baseline));
+			                      "version)",
+			                      baseline_name(in->baseline));
 	}
 	if (in->nrules == 0 && out->note == NULL)
 		out->note = xstrdup("no thresholds (allow_empty: true)");
@@ -339,8 +348,8 @@ struct mlp_json *mlp_gate_checks_json(const struct mlp_gate_result *r)
 		const struct mlp_gate_check *c = &r->checks[i];
 		struct mlp_json *o = mlp_json_object();
 
-		mlp_json_add_string(o, "kind", c->kind == MLP_CHECK_THRESHOLD ? "threshold"
-		                                                               : "regression");
+		mlp_json_add_string(o, "kind",
+		                    c->kind == MLP_CHECK_THRESHOLD ? "threshold" : "regression");
 		mlp_json_add_string(o, "metric", c->metric);
 		if (c->present)
 			mlp_json_add_number(o, "value", c->value);

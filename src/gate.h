@@ -47,20 +47,20 @@ struct mlp_gate_rule {
 
 struct mlp_gate_input {
 	const char *gate;
-	const char *metrics_from;            /* the stage the metrics came from */
-	const struct mlp_gate_rule *rules;   /* the thresholds */
+	const char *metrics_from;          /* the stage the metrics came from */
+	const struct mlp_gate_rule *rules; /* the thresholds */
 	size_t nrules;
-	const struct mlp_metric *metrics;    /* the candidate's */
+	const struct mlp_metric *metrics; /* the candidate's */
 	size_t nmetrics;
 	bool allow_empty;
 	const struct mlp_kvlist *directions; /* may be NULL */
 	enum mlp_baseline baseline;
-	bool has_baseline;                   /* a baseline version exists */
+	bool has_baseline; /* a baseline version exists */
 	int baseline_version;
 	const struct mlp_metric *baseline_metrics;
 	size_t nbaseline_metrics;
-	bool has_max_regression;             /* else 0: never worse */
-	double max_regression;               /* absolute, or a fraction */
+	bool has_max_regression; /* else 0: never worse */
+	double max_regression;   /* absolute, or a fraction */
 	bool max_regression_relative;
 };
 
@@ -70,26 +70,26 @@ enum mlp_gate_check_kind { MLP_CHECK_THRESHOLD, MLP_CHECK_REGRESSION };
 struct mlp_gate_check {
 	enum mlp_gate_check_kind kind;
 	char *metric;
-	bool present;        /* the candidate has the metric */
-	double value;        /* the candidate's value, when present */
+	bool present; /* the candidate has the metric */
+	double value; /* the candidate's value, when present */
 	bool passed;
 	/* MLP_CHECK_THRESHOLD */
 	enum mlp_gate_op op;
 	double threshold;
 	/* MLP_CHECK_REGRESSION */
 	enum mlp_direction direction;
-	bool compared;       /* the baseline has the metric: the next three are set */
-	double baseline;     /* the baseline's value */
-	double allowed;      /* the absolute regression allowed */
-	double limit;        /* the worst acceptable value */
-	char *text;          /* the rule as a person reads it */
-	char *failure;       /* why it failed, one line; NULL when it passed */
+	bool compared;   /* the baseline has the metric: the next three are set */
+	double baseline; /* the baseline's value */
+	double allowed;  /* the absolute regression allowed */
+	double limit;    /* the worst acceptable value */
+	char *text;      /* the rule as a person reads it */
+	char *failure;   /* why it failed, one line; NULL when it passed */
 };
 
 struct mlp_gate_result {
 	bool passed;
-	char *reason;        /* the first failure, one line; NULL on a pass */
-	char *note;          /* "no baseline yet: ..." and the like, or NULL */
+	char *reason; /* the first failure, one line; NULL on a pass */
+	char *note;   /* "no baseline yet: ..." and the like, or NULL */
 	struct mlp_gate_check *checks;
 	size_t nchecks;
 };

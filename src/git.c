@@ -85,11 +85,11 @@ struct creds_payload {
 	const struct mlp_git_creds *creds;
 	int calls;
 	bool offered_key; /* the last offer was the SSH key, not the token */
-	char *why; /* why the fetch failed, when libgit2 has no message for it */
+	char *why;        /* why the fetch failed, when libgit2 has no message for it */
 };
 
 static void creds_fail(struct creds_payload *cp, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+        __attribute__((format(printf, 2, 3)));
 
 static void creds_fail(struct creds_payload *cp, const char *fmt, ...)
 {
@@ -122,12 +122,14 @@ static int credentials(git_credential **out, const char *url, const char *user,
 	}
 	if (++cp->calls > 2) {
 		if (cp->offered_key)
-			creds_fail(cp, "authentication failed: the server refused the SSH key %s "
-			               "for user %s (2 attempts)", cp->creds->ssh_key_file,
-			           user ? user : "git");
+			creds_fail(cp,
+			           "authentication failed: the server refused the SSH key %s "
+			           "for user %s (2 attempts)",
+			           cp->creds->ssh_key_file, user ? user : "git");
 		else
-			creds_fail(cp, "authentication failed: the server refused the token in %s "
-			               "(2 attempts; sent as the password of user x-access-token)",
+			creds_fail(cp,
+			           "authentication failed: the server refused the token in %s "
+			           "(2 attempts; sent as the password of user x-access-token)",
 			           cp->creds->token_file);
 		return GIT_EUSER;
 	}
@@ -160,7 +162,7 @@ static int credentials(git_credential **out, const char *url, const char *user,
 static void base64_nopad(char *out, const unsigned char *in, size_t n)
 {
 	static const char digits[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 	size_t o = 0;
 
 	for (size_t i = 0; i < n; i += 3) {
@@ -203,9 +205,10 @@ static int certificate_check(git_cert *cert, int valid, const char *host, void *
 			memcpy(fp, "SHA256:", 7);
 			base64_nopad(fp + 7, hk->hash_sha256, sizeof(hk->hash_sha256));
 		}
-		creds_fail(cp, "the SSH host key of %s (%s) is unknown or has changed: it is not "
-		               "in %s/.ssh/known_hosts; check the fingerprint and add the key "
-		               "(ssh-keyscan) if it is the server's",
+		creds_fail(cp,
+		           "the SSH host key of %s (%s) is unknown or has changed: it is not "
+		           "in %s/.ssh/known_hosts; check the fingerprint and add the key "
+		           "(ssh-keyscan) if it is the server's",
 		           host ? host : "the server", fp, home && *home ? home : "~");
 	}
 	return GIT_ECERTIFICATE;
@@ -241,8 +244,7 @@ int mlp_git_mirror_fetch(const char *dir, const char *url, const char *const *re
 	}
 	while (flock(fd, LOCK_EX) != 0 && errno == EINTR)
 		;
-	if (git_repository_open_bare(&repo, dir) != 0 &&
-	    git_repository_init(&repo, dir, 1) != 0) {
+	if (git_repository_open_bare(&repo, dir) != 0 && git_repository_init(&repo, dir, 1) != 0) {
 		rc = git_fail(MLP_EIO, "cannot create the mirror");
 		goto done;
 	}
@@ -395,8 +397,7 @@ static int lookup_commit(git_commit **out, git_repository *repo, const char *hex
 	return 0;
 }
 
-int mlp_git_commit_info(char **out_author, char **out_message, const char *dir,
-                        const char *commit)
+int mlp_git_commit_info(char **out_author, char **out_message, const char *dir, const char *commit)
 {
 	git_repository *repo;
 	git_commit *c = NULL;

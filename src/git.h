@@ -48,8 +48,7 @@ void mlp_git_refs_free(char **refs, char **commits, size_t n);
 /* Checks that commit (40 hex) is in the mirror and returns its author
  * ("Name <email>") and message (the caller frees both); MLP_ENOTFOUND
  * with a message when it is not there. */
-int mlp_git_commit_info(char **out_author, char **out_message, const char *dir,
-                        const char *commit);
+int mlp_git_commit_info(char **out_author, char **out_message, const char *dir, const char *commit);
 
 /* Reads path at commit without a work tree; MLP_ENOTFOUND with a message
  * when it is not there, MLP_EINVAL when it is larger than max. */

@@ -126,10 +126,10 @@ int mlp_json_parse_metrics(struct mlp_metric **out, size_t *n, const char *text,
 		              "like {\"accuracy\": 0.91}");
 		return MLP_EINVAL;
 	}
-	cJSON_ArrayForEach(item, root)
-		count++;
+	cJSON_ArrayForEach(item, root) count++;
 	m = xcalloc(count, sizeof(*m));
-	cJSON_ArrayForEach(item, root) {
+	cJSON_ArrayForEach(item, root)
+	{
 		if (item->string == NULL || item->string[0] == '\0') {
 			mlp_error_set("metrics: empty metric name");
 			goto bad;

@@ -48,16 +48,16 @@ struct mlp_k8s {
 	int64_t timeout_ms;
 	CURL *curl;
 
-	struct mlp_buf ca;   /* PEM; empty: the system's store */
+	struct mlp_buf ca; /* PEM; empty: the system's store */
 	bool insecure;
 	struct mlp_buf cert; /* PEM client certificate and key; empty: none */
 	struct mlp_buf key;
 
-	char *token;         /* the current bearer token, or NULL */
-	char *token_file;    /* re-read every minute and after a 401 */
+	char *token;      /* the current bearer token, or NULL */
+	char *token_file; /* re-read every minute and after a 401 */
 	int64_t token_read_at;
 
-	bool has_exec;       /* an exec credential plugin */
+	bool has_exec; /* an exec credential plugin */
 	struct mlp_strv exec_argv;
 	struct mlp_strv exec_env;
 	int64_t token_expires_wall_ms; /* 0: never (exec tokens) */
@@ -196,8 +196,7 @@ static int read_token_file(struct mlp_k8s *k)
 		mlp_error_set("cannot read the token file %s", k->token_file);
 		return MLP_EIO;
 	}
-	while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r' ||
-	                   data[len - 1] == ' '))
+	while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r' || data[len - 1] == ' '))
 		data[--len] = '\0';
 	free(k->token);
 	k->token = data;
@@ -214,7 +213,9 @@ static int read_token_file(struct mlp_k8s *k)
 static int run_exec(struct mlp_k8s *k)
 {
 	struct mlp_spawn spec = {
-		.argv = k->exec_argv.v, .envp = k->exec_env.v, .capture = true,
+	        .argv = k->exec_argv.v,
+	        .envp = k->exec_env.v,
+	        .capture = true,
 	};
 	struct mlp_proc p;
 	struct mlp_exit ex;
@@ -259,8 +260,8 @@ static int run_exec(struct mlp_k8s *k)
 
 		mlp_exit_describe(how, sizeof(how), &ex);
 		/* Its first line only: the output may hold a credential. */
-		mlp_error_set("the exec credential plugin %s failed (%s): %.*s",
-		              k->exec_argv.v[0], how, (int)strcspn(text, "\n{"), text);
+		mlp_error_set("the exec credential plugin %s failed (%s): %.*s", k->exec_argv.v[0],
+		              how, (int)strcspn(text, "\n{"), text);
 		mlp_buf_free(&out);
 		return MLP_ERROR;
 	}
@@ -276,7 +277,8 @@ static int run_exec(struct mlp_k8s *k)
 	tok = mlp_json_get_string(status, "token");
 	if (tok == NULL && mlp_json_get_string(status, "clientCertificateData") == NULL) {
 		mlp_error_set("the exec credential plugin %s gave neither status.token nor "
-		              "status.clientCertificateData", k->exec_argv.v[0]);
+		              "status.clientCertificateData",
+		              k->exec_argv.v[0]);
 		mlp_json_free(cred);
 		return MLP_EINVAL;
 	}
@@ -287,7 +289,8 @@ static int run_exec(struct mlp_k8s *k)
 		mlp_buf_puts(&k->cert, mlp_json_get_string(status, "clientCertificateData"));
 		mlp_buf_clear(&k->key);
 		mlp_buf_puts(&k->key, mlp_json_get_string(status, "clientKeyData")
-		                          ? mlp_json_get_string(status, "clientKeyData") : "");
+		                              ? mlp_json_get_string(status, "clientKeyData")
+		                              : "");
 	}
 	exp = mlp_json_get_string(status, "expirationTimestamp");
 	k->token_expires_wall_ms = exp ? parse_rfc3339(exp) : 0;
@@ -308,9 +311,9 @@ static int refresh_credentials(struct mlp_k8s *k, bool force, bool *out_changed)
 			*out_changed = true;
 		return read_token_file(k);
 	}
-	if (k->has_exec &&
-	    (force || (k->token == NULL && k->cert.len == 0) ||
-	     (k->token_expires_wall_ms != 0 && mlp_wall_ms() + 10000 >= k->token_expires_wall_ms))) {
+	if (k->has_exec && (force || (k->token == NULL && k->cert.len == 0) ||
+	                    (k->token_expires_wall_ms != 0 &&
+	                     mlp_wall_ms() + 10000 >= k->token_expires_wall_ms))) {
 		if (out_changed)
 			*out_changed = true;
 		return run_exec(k);
@@ -359,7 +362,8 @@ static int kubeconfig_add(struct kubeconfig *kc, const char *path)
 	if (!mlp_json_is_object(doc) && !mlp_json_is_null(doc)) {
 		mlp_json_free(doc);
 		mlp_error_set("%s: a kubeconfig is a mapping (apiVersion, clusters, contexts, "
-		              "users ...)", path);
+		              "users ...)",
+		              path);
 		return MLP_EINVAL;
 	}
 	kc->docs = xrealloc(kc->docs, (kc->n + 1) * sizeof(*kc->docs));
@@ -429,7 +433,8 @@ static int setup_exec(struct mlp_k8s *k, const struct mlp_json *ex, const char *
 		mlp_strv_push(&k->exec_env, *e);
 	for (size_t i = 0; i < mlp_json_count(env); i++) {
 		const struct mlp_json *e = mlp_json_at(env, i);
-		const char *n = mlp_json_get_string(e, "name"), *v = mlp_json_get_string(e, "value");
+		const char *n = mlp_json_get_string(e, "name"),
+		           *v = mlp_json_get_string(e, "value");
 
 		if (n && v)
 			mlp_strv_setenv(&k->exec_env, n, v);
@@ -437,7 +442,8 @@ static int setup_exec(struct mlp_k8s *k, const struct mlp_json *ex, const char *
 	if (api == NULL)
 		api = "client.authentication.k8s.io/v1beta1";
 	info = xasprintf("{\"apiVersion\":\"%s\",\"kind\":\"ExecCredential\","
-	                 "\"spec\":{\"interactive\":false}}", api);
+	                 "\"spec\":{\"interactive\":false}}",
+	                 api);
 	mlp_strv_setenv(&k->exec_env, "KUBERNETES_EXEC_INFO", info);
 	free(info);
 	return 0;
@@ -499,7 +505,8 @@ static int load_kubeconfig(struct mlp_k8s *k, struct kubeconfig *kc, const char 
 		return 0;
 	if (mlp_json_get(user, "auth-provider")) {
 		mlp_error_set("user '%s' uses an auth-provider, which mlpipe does not support "
-		              "(use an exec plugin)", user_name);
+		              "(use an exec plugin)",
+		              user_name);
 		return MLP_EINVAL;
 	}
 	if ((rc = load_pem(&k->cert, user, "client-certificate", udir, user_name)) != 0 ||
@@ -509,7 +516,8 @@ static int load_kubeconfig(struct mlp_k8s *k, struct kubeconfig *kc, const char 
 		k->auth_kind = "client certificate";
 	if ((k->cert.len == 0) != (k->key.len == 0)) {
 		mlp_error_set("user '%s' has a client certificate without a key, or a key "
-		              "without a certificate", user_name);
+		              "without a certificate",
+		              user_name);
 		return MLP_EINVAL;
 	}
 	if (mlp_json_get_string(user, "token") && *mlp_json_get_string(user, "token")) {
@@ -524,7 +532,8 @@ static int load_kubeconfig(struct mlp_k8s *k, struct kubeconfig *kc, const char 
 		k->auth_kind = "exec plugin";
 	} else if (mlp_json_get_string(user, "username")) {
 		mlp_error_set("user '%s' uses basic auth (username/password), which Kubernetes "
-		              "removed in 1.19", user_name);
+		              "removed in 1.19",
+		              user_name);
 		return MLP_EINVAL;
 	}
 	return 0;
@@ -670,7 +679,7 @@ struct transfer {
 	struct mlp_buf line;
 	mlp_k8s_event_fn fn;
 	void *payload;
-	int stop;           /* nonzero: the value mlp_k8s_watch returns */
+	int stop; /* nonzero: the value mlp_k8s_watch returns */
 	CURL *curl;
 };
 
@@ -786,8 +795,8 @@ static struct curl_slist *setup(struct mlp_k8s *k, struct transfer *t, const cha
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https,http");
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout_ms < 10000 ? timeout_ms
-	                                                                         : 10000));
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
+	                 (long)(timeout_ms < 10000 ? timeout_ms : 10000));
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, t);
 	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
@@ -846,8 +855,8 @@ static void http_error(const char *method, const char *path, long http, const ch
 	if (msg && *msg)
 		mlp_error_set("%s (HTTP %ld)", msg, http);
 	else
-		mlp_error_set("%s %s: HTTP %ld%s%.200s", method, path, http, body && *body ? ": " : "",
-		              body ? body : "");
+		mlp_error_set("%s %s: HTTP %ld%s%.200s", method, path, http,
+		              body && *body ? ": " : "", body ? body : "");
 	mlp_json_free(st);
 }
 
@@ -884,9 +893,8 @@ static void sleep_ms(int64_t ms)
 		;
 }
 
-int mlp_k8s_request(struct mlp_k8s *k, struct mlp_json **out, long *out_http,
-                    const char *method, const char *path, const char *content_type,
-                    const char *body)
+int mlp_k8s_request(struct mlp_k8s *k, struct mlp_json **out, long *out_http, const char *method,
+                    const char *path, const char *content_type, const char *body)
 {
 	char *url = xasprintf("%s%s", k->server, path);
 	bool idempotent = strcmp(method, "GET") == 0, refreshed = false;
@@ -914,14 +922,17 @@ int mlp_k8s_request(struct mlp_k8s *k, struct mlp_json **out, long *out_http,
 		if (out_http)
 			*out_http = http;
 		if (cc != CURLE_OK) {
-			mlp_error_set("%s: %s", k->server, errbuf[0] ? errbuf : curl_easy_strerror(cc));
+			mlp_error_set("%s: %s", k->server,
+			              errbuf[0] ? errbuf : curl_easy_strerror(cc));
 			rc = MLP_EIO;
 			if (attempt < RETRIES && retryable_curl(cc, idempotent))
 				wait = backoff;
 		} else if (http >= 200 && http < 300) {
 			rc = 0;
-			if (out && t.body.len && mlp_json_parse(out, t.body.data, t.body.len) != 0) {
-				mlp_error_set("%s %s: the API server's answer is not JSON", method, path);
+			if (out && t.body.len &&
+			    mlp_json_parse(out, t.body.data, t.body.len) != 0) {
+				mlp_error_set("%s %s: the API server's answer is not JSON", method,
+				              path);
 				rc = MLP_EINVAL;
 			}
 		} else {
@@ -951,16 +962,19 @@ int mlp_k8s_request(struct mlp_k8s *k, struct mlp_json **out, long *out_http,
 	return rc;
 }
 
-int mlp_k8s_watch(struct mlp_k8s *k, const char *path, int64_t deadline_ms,
-                  mlp_k8s_event_fn fn, void *payload)
+int mlp_k8s_watch(struct mlp_k8s *k, const char *path, int64_t deadline_ms, mlp_k8s_event_fn fn,
+                  void *payload)
 {
 	char *url = xasprintf("%s%s", k->server, path);
 	bool refreshed = false;
 	int rc;
 
 	for (;;) {
-		struct transfer t = {.retry_after_s = -1, .watch = true, .fn = fn,
-		                     .payload = payload, .curl = k->curl};
+		struct transfer t = {.retry_after_s = -1,
+		                     .watch = true,
+		                     .fn = fn,
+		                     .payload = payload,
+		                     .curl = k->curl};
 		char errbuf[CURL_ERROR_SIZE] = "";
 		struct curl_slist *h;
 		int64_t left = deadline_ms - mlp_mono_ms();

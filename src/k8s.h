@@ -58,15 +58,13 @@ const char *mlp_k8s_auth_kind(const struct mlp_k8s *k);
  * message such as 'deployments.apps "x" is forbidden: User "u" cannot
  * patch ... (HTTP 403)'.
  */
-int mlp_k8s_request(struct mlp_k8s *k, struct mlp_json **out, long *out_http,
-                    const char *method, const char *path, const char *content_type,
-                    const char *body);
+int mlp_k8s_request(struct mlp_k8s *k, struct mlp_json **out, long *out_http, const char *method,
+                    const char *path, const char *content_type, const char *body);
 
 /* A watch event: type is "ADDED", "MODIFIED", "DELETED" or "BOOKMARK";
  * object is borrowed for the call.  Return 0 to go on, a positive value
  * to stop the watch (mlp_k8s_watch returns it), negative for an error. */
-typedef int (*mlp_k8s_event_fn)(const char *type, const struct mlp_json *object,
-                                void *payload);
+typedef int (*mlp_k8s_event_fn)(const char *type, const struct mlp_json *object, void *payload);
 
 /* mlp_k8s_watch's answer when the server says the resourceVersion is too
  * old (an ERROR event with code 410): list again, then watch again. */
@@ -79,7 +77,7 @@ typedef int (*mlp_k8s_event_fn)(const char *type, const struct mlp_json *object,
  * deadline_ms (monotonic, mlp_mono_ms) passed, or an error as for
  * mlp_k8s_request.
  */
-int mlp_k8s_watch(struct mlp_k8s *k, const char *path, int64_t deadline_ms,
-                  mlp_k8s_event_fn fn, void *payload);
+int mlp_k8s_watch(struct mlp_k8s *k, const char *path, int64_t deadline_ms, mlp_k8s_event_fn fn,
+                  void *payload);
 
 #endif

@@ -52,8 +52,8 @@
 /* Diagnostics                                                         */
 /* ------------------------------------------------------------------ */
 
-static void diags_vadd(struct mlp_diags *d, const char *file, struct mlp_pos pos,
-                       const char *fmt, va_list ap)
+static void diags_vadd(struct mlp_diags *d, const char *file, struct mlp_pos pos, const char *fmt,
+                       va_list ap)
 {
 	struct mlp_diag *item;
 
@@ -64,8 +64,7 @@ static void diags_vadd(struct mlp_diags *d, const char *file, struct mlp_pos pos
 	item->message = xvasprintf(fmt, ap);
 }
 
-void mlp_diags_add(struct mlp_diags *d, const char *file, struct mlp_pos pos,
-                   const char *fmt, ...)
+void mlp_diags_add(struct mlp_diags *d, const char *file, struct mlp_pos pos, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -194,7 +193,7 @@ const char *mlp_stage_kind_name(enum mlp_stage_kind kind)
 struct strtab {
 	const char **keys; /* borrowed */
 	size_t *vals;
-	size_t cap;        /* a power of two, or 0 */
+	size_t cap; /* a power of two, or 0 */
 	size_t len;
 };
 
@@ -273,14 +272,14 @@ struct pair {
 
 struct node {
 	enum node_type type;
-	struct mlp_pos pos;        /* 1-based start */
-	size_t sline, scol;        /* libyaml's 0-based start mark */
-	size_t eline, ecol;        /* and end mark */
+	struct mlp_pos pos; /* 1-based start */
+	size_t sline, scol; /* libyaml's 0-based start mark */
+	size_t eline, ecol; /* and end mark */
 	/* Scalars: */
 	char *value;
 	size_t len;
 	yaml_scalar_style_t style;
-	bool plain;                /* resolved as YAML 1.2 core: null, bool, number */
+	bool plain; /* resolved as YAML 1.2 core: null, bool, number */
 	/* Sequences: */
 	struct node **items;
 	size_t nitems, citems;
@@ -288,9 +287,9 @@ struct node {
 	struct pair *pairs;
 	size_t npairs, cpairs;
 
-	char *anchor;              /* registered when the node is complete */
-	size_t size;               /* nodes in the subtree, aliases expanded */
-	struct node *next;         /* every node, for freeing */
+	char *anchor;      /* registered when the node is complete */
+	size_t size;       /* nodes in the subtree, aliases expanded */
+	struct node *next; /* every node, for freeing */
 };
 
 /* Per stage, what the checks after reading all stages need. */
@@ -298,7 +297,7 @@ struct stage_extra {
 	const struct node *body;
 	const struct node *metrics_from; /* the value, when given */
 	const struct node *gate_key;
-	bool gate_ok;              /* gate: was a mapping */
+	bool gate_ok; /* gate: was a mapping */
 	bool has_timeout;
 	bool has_kill_grace;
 	bool has_retry;
@@ -307,7 +306,7 @@ struct stage_extra {
 
 /* A value that may hold expressions, checked when all stages are known. */
 struct pending_expr {
-	size_t stage;              /* SIZE_MAX: the pipeline's env */
+	size_t stage; /* SIZE_MAX: the pipeline's env */
 	const struct node *node;
 };
 
@@ -317,7 +316,7 @@ struct ctx {
 	size_t len;
 	struct mlp_diags *diags;
 
-	size_t *lines;             /* byte offset where each line starts */
+	size_t *lines; /* byte offset where each line starts */
 	size_t nlines, clines;
 
 	struct node *nodes;
@@ -335,7 +334,7 @@ struct ctx {
 };
 
 static void report(struct ctx *c, struct mlp_pos pos, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+        __attribute__((format(printf, 3, 4)));
 
 static void report(struct ctx *c, struct mlp_pos pos, const char *fmt, ...)
 {
@@ -413,8 +412,8 @@ static struct mlp_pos pos_of_offset(const struct ctx *c, size_t offset)
 	}
 	if (offset < c->lines[lo])
 		offset = c->lines[lo];
-	return mkpos((int)lo + 1, (int)utf8_chars(c->text + c->lines[lo],
-	                                          offset - c->lines[lo]) + 1);
+	return mkpos((int)lo + 1,
+	             (int)utf8_chars(c->text + c->lines[lo], offset - c->lines[lo]) + 1);
 }
 
 /* The byte offset of one of libyaml's 0-based (line, column) marks. */
@@ -545,11 +544,13 @@ static void map_finish(struct ctx *c, struct node *m)
 					if (v->items[j]->type == NODE_MAP)
 						merge_from(&out, &nout, &cout, &seen, v->items[j]);
 					else
-						report(c, v->items[j]->pos, "'<<' merges mappings only, "
+						report(c, v->items[j]->pos,
+						       "'<<' merges mappings only, "
 						       "as in '<<: [*a, *b]'");
 				}
 			} else {
-				report(c, v->pos, "'<<' needs a mapping or a list of mappings, as "
+				report(c, v->pos,
+				       "'<<' needs a mapping or a list of mappings, as "
 				       "in '<<: *base'");
 			}
 		}
@@ -560,8 +561,8 @@ static void map_finish(struct ctx *c, struct node *m)
 	}
 	strtab_free(&seen);
 	for (size_t i = 0; i < m->npairs; i++)
-		m->size = size_add(m->size, size_add(m->pairs[i].key->size,
-		                                     m->pairs[i].value->size));
+		m->size =
+		        size_add(m->size, size_add(m->pairs[i].key->size, m->pairs[i].value->size));
 }
 
 static void syntax_error(struct ctx *c, const yaml_parser_t *parser)
@@ -584,7 +585,8 @@ static void syntax_error(struct ctx *c, const yaml_parser_t *parser)
 			while (i < off && (c->text[i] == ' ' || c->text[i] == '\t'))
 				i++;
 			if (i == off) {
-				report(c, pos, "tab character used for indentation (YAML allows "
+				report(c, pos,
+				       "tab character used for indentation (YAML allows "
 				       "spaces only)");
 				return;
 			}
@@ -647,8 +649,9 @@ static int build_tree(struct ctx *c, struct node **root)
 			break;
 		case YAML_DOCUMENT_START_EVENT:
 			if (docs++ > 0) {
-				report(c, mkpos((int)ev.start_mark.line + 1,
-				                (int)ev.start_mark.column + 1),
+				report(c,
+				       mkpos((int)ev.start_mark.line + 1,
+				             (int)ev.start_mark.column + 1),
 				       "a second YAML document (a pipeline file holds one)");
 				rc = -1;
 			}
@@ -658,18 +661,21 @@ static int build_tree(struct ctx *c, struct node **root)
 			size_t idx;
 
 			if (!strtab_get(&c->anchor_index, name, &idx)) {
-				report(c, mkpos((int)ev.start_mark.line + 1,
-				                (int)ev.start_mark.column + 1),
+				report(c,
+				       mkpos((int)ev.start_mark.line + 1,
+				             (int)ev.start_mark.column + 1),
 				       "unknown anchor '%s' (an alias '*%s' needs an '&%s' "
-				       "before it)", name, name, name);
+				       "before it)",
+				       name, name, name);
 				rc = -1;
 				break;
 			}
 			n = c->anchors[idx];
 			c->expansions += n->size;
 			if (c->expansions > MAX_EXPANSIONS) {
-				report(c, mkpos((int)ev.start_mark.line + 1,
-				                (int)ev.start_mark.column + 1),
+				report(c,
+				       mkpos((int)ev.start_mark.line + 1,
+				             (int)ev.start_mark.column + 1),
 				       "too many alias expansions (more than %d nodes)",
 				       MAX_EXPANSIONS);
 				rc = -1;
@@ -688,11 +694,13 @@ static int build_tree(struct ctx *c, struct node **root)
 		case YAML_SEQUENCE_START_EVENT:
 		case YAML_MAPPING_START_EVENT: {
 			const yaml_char_t *anchor = ev.type == YAML_SEQUENCE_START_EVENT
-				? ev.data.sequence_start.anchor : ev.data.mapping_start.anchor;
+			                                    ? ev.data.sequence_start.anchor
+			                                    : ev.data.mapping_start.anchor;
 
 			if (depth == MAX_DEPTH) {
-				report(c, mkpos((int)ev.start_mark.line + 1,
-				                (int)ev.start_mark.column + 1),
+				report(c,
+				       mkpos((int)ev.start_mark.line + 1,
+				             (int)ev.start_mark.column + 1),
 				       "nesting too deep (more than %d levels)", MAX_DEPTH);
 				rc = -1;
 				break;
@@ -728,7 +736,8 @@ static int build_tree(struct ctx *c, struct node **root)
 			} else if (stack[depth - 1]->type == NODE_SEQ) {
 				struct node *s = stack[depth - 1];
 
-				xgrow((void **)&s->items, &s->citems, s->nitems + 1, sizeof(*s->items));
+				xgrow((void **)&s->items, &s->citems, s->nitems + 1,
+				      sizeof(*s->items));
 				s->items[s->nitems++] = n;
 			} else if (pending_key[depth - 1] == NULL) {
 				pending_key[depth - 1] = n;
@@ -874,8 +883,10 @@ static void wrong_type(struct ctx *c, const char *key, const struct node *v, con
 static void check_no_expr(struct ctx *c, const char *key, const struct node *v)
 {
 	if (strstr(v->value, "${{") != NULL)
-		report(c, v->pos, "'%s' cannot hold expressions (${{ }} is expanded only in "
-		       "run, command, data, test_data, env, image and model.path)", key);
+		report(c, v->pos,
+		       "'%s' cannot hold expressions (${{ }} is expanded only in "
+		       "run, command, data, test_data, env, image and model.path)",
+		       key);
 }
 
 /* Any non-null scalar, as text.  *out is replaced (freed first). */
@@ -899,8 +910,8 @@ static bool get_name(struct ctx *c, const char *key, const struct node *v, char 
 	return true;
 }
 
-static bool get_int(struct ctx *c, const char *key, const struct node *v,
-                    long long min, long long max, long long *out)
+static bool get_int(struct ctx *c, const char *key, const struct node *v, long long min,
+                    long long max, long long *out)
 {
 	long long value;
 	bool below;
@@ -928,8 +939,7 @@ static bool get_int(struct ctx *c, const char *key, const struct node *v,
 	return false;
 }
 
-static bool get_int32(struct ctx *c, const char *key, const struct node *v, int min,
-                      int *out)
+static bool get_int32(struct ctx *c, const char *key, const struct node *v, int min, int *out)
 {
 	long long value;
 
@@ -954,16 +964,18 @@ static bool get_bool(struct ctx *c, const char *key, const struct node *v, bool 
 	if (v->type == NODE_SCALAR && v->plain && bool_word(v->value, out))
 		return true;
 	if (v->type == NODE_SCALAR && v->plain && yaml11_bool_word(v->value))
-		report(c, v->pos, "'%s' must be true or false, not '%s' (YAML 1.2 reads "
-		       "yes/no/on/off as strings)", key, v->value);
+		report(c, v->pos,
+		       "'%s' must be true or false, not '%s' (YAML 1.2 reads "
+		       "yes/no/on/off as strings)",
+		       key, v->value);
 	else
 		wrong_type(c, key, v, "true or false");
 	return false;
 }
 
 /* A duration; with positive, 0 is refused. */
-static bool get_duration(struct ctx *c, const char *key, const struct node *v,
-                         bool positive, int64_t *out)
+static bool get_duration(struct ctx *c, const char *key, const struct node *v, bool positive,
+                         int64_t *out)
 {
 	int64_t ms;
 
@@ -998,16 +1010,15 @@ static bool get_enum(struct ctx *c, const char *key, const struct node *v,
 		}
 	}
 	for (size_t i = 0; i < n; i++)
-		mlp_buf_printf(&list, "%s%s", i == 0 ? "" : i + 1 == n ? " or " : ", ",
-		               options[i]);
+		mlp_buf_printf(&list, "%s%s", i == 0 ? "" : i + 1 == n ? " or " : ", ", options[i]);
 	wrong_type(c, key, v, mlp_buf_str(&list));
 	mlp_buf_free(&list);
 	return false;
 }
 
 /* A string or a list of strings. */
-static bool get_string_list(struct ctx *c, const char *key, const struct node *v,
-                            char ***out, struct mlp_pos **out_pos, size_t *n)
+static bool get_string_list(struct ctx *c, const char *key, const struct node *v, char ***out,
+                            struct mlp_pos **out_pos, size_t *n)
 {
 	const struct node *const *items = (const struct node *const *)&v;
 	size_t count = 1;
@@ -1048,8 +1059,8 @@ static bool pair_usable(const struct pair *pr)
 	return pr->dup_of == NULL && pr->key->type == NODE_SCALAR;
 }
 
-static void unknown_key(struct ctx *c, const struct node *key, const char *const *known,
-                        size_t n, const char *where)
+static void unknown_key(struct ctx *c, const struct node *key, const char *const *known, size_t n,
+                        const char *where)
 {
 	const char *near = mlp_suggest(key->value, known, n);
 
@@ -1085,8 +1096,7 @@ static void note_expr(struct ctx *c, size_t stage, const struct node *v)
 /* Sections                                                            */
 /* ------------------------------------------------------------------ */
 
-static void kv_add(struct mlp_kvlist *l, const char *key, const char *value,
-                   struct mlp_pos pos)
+static void kv_add(struct mlp_kvlist *l, const char *key, const char *value, struct mlp_pos pos)
 {
 	xgrow((void **)&l->items, &l->cap, l->len + 1, sizeof(*l->items));
 	l->items[l->len].key = xstrdup(key);
@@ -1116,8 +1126,7 @@ static bool env_name_valid(const char *s)
 }
 
 /* env: NAME: value (a scalar; numbers and booleans as written, null as ""). */
-static void parse_env(struct ctx *c, const struct node *v, struct mlp_kvlist *out,
-                      size_t stage)
+static void parse_env(struct ctx *c, const struct node *v, struct mlp_kvlist *out, size_t stage)
 {
 	if (!want_map(c, "env", v, "a mapping of NAME: value", true) || is_null(v))
 		return;
@@ -1127,7 +1136,8 @@ static void parse_env(struct ctx *c, const struct node *v, struct mlp_kvlist *ou
 		if (!pair_usable(pr))
 			continue;
 		if (!env_name_valid(pr->key->value)) {
-			report(c, pr->key->pos, "'%s' is not a valid environment variable name "
+			report(c, pr->key->pos,
+			       "'%s' is not a valid environment variable name "
 			       "(letters, digits and '_', not starting with a digit)",
 			       pr->key->value);
 			continue;
@@ -1135,8 +1145,10 @@ static void parse_env(struct ctx *c, const struct node *v, struct mlp_kvlist *ou
 		if (pr->value->type != NODE_SCALAR) {
 			char *d = describe(pr->value);
 
-			report(c, pr->value->pos, "env '%s' must be a string, number or boolean, "
-			       "not %s", pr->key->value, d);
+			report(c, pr->value->pos,
+			       "env '%s' must be a string, number or boolean, "
+			       "not %s",
+			       pr->key->value, d);
 			free(d);
 			continue;
 		}
@@ -1150,10 +1162,10 @@ static const struct {
 	const char *name;
 	int number;
 } signal_names[] = {
-	{"HUP", SIGHUP}, {"INT", SIGINT}, {"QUIT", SIGQUIT}, {"ILL", SIGILL},
-	{"ABRT", SIGABRT}, {"BUS", SIGBUS}, {"FPE", SIGFPE}, {"KILL", SIGKILL},
-	{"SEGV", SIGSEGV}, {"PIPE", SIGPIPE}, {"ALRM", SIGALRM}, {"TERM", SIGTERM},
-	{"USR1", SIGUSR1}, {"USR2", SIGUSR2},
+        {"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"ILL", SIGILL},
+        {"ABRT", SIGABRT}, {"BUS", SIGBUS},   {"FPE", SIGFPE},   {"KILL", SIGKILL},
+        {"SEGV", SIGSEGV}, {"PIPE", SIGPIPE}, {"ALRM", SIGALRM}, {"TERM", SIGTERM},
+        {"USR1", SIGUSR1}, {"USR2", SIGUSR2},
 };
 
 static bool parse_retry_rule(const char *s, struct mlp_retry_rule *r)
@@ -1230,7 +1242,7 @@ static void retry_copy(struct mlp_retry *dst, const struct mlp_retry *src)
 static void parse_retry(struct ctx *c, const struct node *v, struct mlp_retry *out)
 {
 	static const char *const keys[] = {
-		"max", "backoff", "backoff_factor", "backoff_max", "on",
+	        "max", "backoff", "backoff_factor", "backoff_max", "on",
 	};
 	long long n;
 
@@ -1241,7 +1253,8 @@ static void parse_retry(struct ctx *c, const struct node *v, struct mlp_retry *o
 		return;
 	}
 	if (v->type != NODE_MAP) {
-		wrong_type(c, "retry", v, "a number of retries or a mapping (max, backoff, "
+		wrong_type(c, "retry", v,
+		           "a number of retries or a mapping (max, backoff, "
 		           "backoff_factor, backoff_max, on)");
 		return;
 	}
@@ -1266,7 +1279,8 @@ static void parse_retry(struct ctx *c, const struct node *v, struct mlp_retry *o
 
 			if (get_number(c, k, val, &f)) {
 				if (f < 1)
-					report(c, val->pos, "'backoff_factor' must be at least 1, not %s",
+					report(c, val->pos,
+					       "'backoff_factor' must be at least 1, not %s",
 					       val->value);
 				else
 					out->backoff_factor = f;
@@ -1281,12 +1295,16 @@ static void parse_retry(struct ctx *c, const struct node *v, struct mlp_retry *o
 				struct mlp_retry_rule rule;
 
 				if (parse_retry_rule(rules[j], &rule)) {
-					out->on = xrealloc(out->on, (out->non + 1) * sizeof(*out->on));
+					out->on = xrealloc(out->on,
+					                   (out->non + 1) * sizeof(*out->on));
 					out->on[out->non++] = rule;
 				} else {
-					report(c, pos[j], "unknown retry rule '%s' (the rules are any, "
-					       "exit, exit:N with N 0-255, signal, signal:NAME such as "
-					       "signal:KILL, signal:N with N 1-64, and timeout)", rules[j]);
+					report(c, pos[j],
+					       "unknown retry rule '%s' (the rules are any, "
+					       "exit, exit:N with N 0-255, signal, signal:NAME "
+					       "such as "
+					       "signal:KILL, signal:N with N 1-64, and timeout)",
+					       rules[j]);
 				}
 				free(rules[j]);
 			}
@@ -1345,7 +1363,8 @@ static void trigger_word(struct ctx *c, const struct node *n)
 	if (strcmp(n->value, "push") == 0)
 		c->p->on_push = true;
 	else if (strcmp(n->value, "schedule") == 0)
-		report(c, n->pos, "'schedule' needs a list of times, as in "
+		report(c, n->pos,
+		       "'schedule' needs a list of times, as in "
 		       "'schedule: [{ cron: \"0 2 * * *\" }]'");
 	else
 		unknown_trigger(c, n);
@@ -1358,7 +1377,8 @@ static void parse_push(struct ctx *c, const struct node *v)
 
 	p->on_push = true;
 	if (!want_map(c, "push", v, "empty (every branch) or a mapping with branches and tags",
-	              true) || is_null(v))
+	              true) ||
+	    is_null(v))
 		return;
 	for (size_t i = 0; i < v->npairs; i++) {
 		const struct pair *pr = &v->pairs[i];
@@ -1378,8 +1398,7 @@ static void parse_push(struct ctx *c, const struct node *v)
 
 static void parse_schedule_entry(struct ctx *c, const struct node *v)
 {
-	static const char *const keys[] = {"cron", "timezone", "concurrency",
-	                                   "starting_deadline"};
+	static const char *const keys[] = {"cron", "timezone", "concurrency", "starting_deadline"};
 	static const char *const concurrency[] = {"forbid", "allow", "replace"};
 	struct mlp_pipeline *p = c->p;
 	struct mlp_schedule *s;
@@ -1389,8 +1408,10 @@ static void parse_schedule_entry(struct ctx *c, const struct node *v)
 	if (v->type != NODE_MAP) {
 		char *d = describe(v);
 
-		report(c, v->pos, "schedule entries must be mappings such as "
-		       "{ cron: \"0 2 * * *\" }, not %s", d);
+		report(c, v->pos,
+		       "schedule entries must be mappings such as "
+		       "{ cron: \"0 2 * * *\" }, not %s",
+		       d);
 		free(d);
 		return;
 	}
@@ -1415,8 +1436,10 @@ static void parse_schedule_entry(struct ctx *c, const struct node *v)
 				report(c, val->pos, "%s", mlp_error_last());
 		} else if (strcmp(k, "timezone") == 0) {
 			if (get_name(c, k, val, &s->timezone) && !mlp_timezone_valid(s->timezone))
-				report(c, val->pos, "unknown time zone '%s' (use a name from the tz "
-				       "database such as 'Europe/Berlin', or 'UTC')", s->timezone);
+				report(c, val->pos,
+				       "unknown time zone '%s' (use a name from the tz "
+				       "database such as 'Europe/Berlin', or 'UTC')",
+				       s->timezone);
 		} else if (strncmp(k, "x-", 2) == 0) {
 			/* Extension keys: room for anchors, as in docker compose. */
 		} else if (strcmp(k, "concurrency") == 0) {
@@ -1456,7 +1479,8 @@ static void parse_on(struct ctx *c, const struct node *v)
 			parse_push(c, val);
 		} else if (strcmp(k, "schedule") == 0) {
 			if (val->type != NODE_SEQ) {
-				wrong_type(c, k, val, "a list of entries such as "
+				wrong_type(c, k, val,
+				           "a list of entries such as "
 				           "{ cron: \"0 2 * * *\" }");
 				continue;
 			}
@@ -1503,9 +1527,10 @@ static void get_k8s_name(struct ctx *c, const char *key, const struct node *v, b
 	if (!get_name(c, key, v, out) || strstr(v->value, "${{") != NULL)
 		return;
 	if (!k8s_name_valid(*out, dots, dots ? 253 : 63))
-		report(c, v->pos, "'%s' must be a Kubernetes name (lowercase letters, digits%s "
-		       "and '-', at most %d characters), not '%s'", key, dots ? ", '.'" : "",
-		       dots ? 253 : 63, *out);
+		report(c, v->pos,
+		       "'%s' must be a Kubernetes name (lowercase letters, digits%s "
+		       "and '-', at most %d characters), not '%s'",
+		       key, dots ? ", '.'" : "", dots ? 253 : 63, *out);
 }
 
 static void parse_model(struct ctx *c, size_t si, const struct pair *kp)
@@ -1542,8 +1567,9 @@ static void parse_model(struct ctx *c, size_t si, const struct pair *kp)
 static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
 {
 	static const char *const keys[] = {
-		"layers", "epochs", "batch", "lr", "momentum", "weight_decay", "seed",
-		"data", "test_data", "validation_split", "device",
+	        "layers",    "epochs",           "batch",  "lr",
+	        "momentum",  "weight_decay",     "seed",   "data",
+	        "test_data", "validation_split", "device",
 	};
 	static const char *const devices[] = {"auto", "cpu", "cuda"};
 	struct mlp_builtin_train *b = &c->p->stages[si].train.builtin;
@@ -1574,12 +1600,15 @@ static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
 		if (strcmp(k, "layers") == 0) {
 			has_layers = true;
 			if (val->type != NODE_SEQ) {
-				wrong_type(c, k, val, "a list of layer sizes such as [784, 256, 10]");
+				wrong_type(c, k, val,
+				           "a list of layer sizes such as [784, 256, 10]");
 				continue;
 			}
 			if (val->nitems < 2) {
-				report(c, val->pos, "'layers' needs at least 2 sizes (inputs and "
-				       "outputs), not %zu", val->nitems);
+				report(c, val->pos,
+				       "'layers' needs at least 2 sizes (inputs and "
+				       "outputs), not %zu",
+				       val->nitems);
 				continue;
 			}
 			free(b->layers);
@@ -1595,22 +1624,26 @@ static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
 		} else if (strcmp(k, "lr") == 0) {
 			if (get_number(c, k, val, &d)) {
 				if (d <= 0)
-					report(c, val->pos, "'lr' must be more than 0, not %s", val->value);
+					report(c, val->pos, "'lr' must be more than 0, not %s",
+					       val->value);
 				else
 					b->lr = d;
 			}
 		} else if (strcmp(k, "momentum") == 0) {
 			if (get_number(c, k, val, &d)) {
 				if (d < 0 || d >= 1)
-					report(c, val->pos, "'momentum' must be at least 0 and less than "
-					       "1, not %s", val->value);
+					report(c, val->pos,
+					       "'momentum' must be at least 0 and less than "
+					       "1, not %s",
+					       val->value);
 				else
 					b->momentum = d;
 			}
 		} else if (strcmp(k, "weight_decay") == 0) {
 			if (get_number(c, k, val, &d)) {
 				if (d < 0)
-					report(c, val->pos, "'weight_decay' must be at least 0, not %s",
+					report(c, val->pos,
+					       "'weight_decay' must be at least 0, not %s",
 					       val->value);
 				else
 					b->weight_decay = d;
@@ -1627,8 +1660,10 @@ static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
 		} else if (strcmp(k, "validation_split") == 0) {
 			if (get_number(c, k, val, &d)) {
 				if (d < 0 || d >= 1)
-					report(c, val->pos, "'validation_split' must be at least 0 and "
-					       "less than 1, not %s", val->value);
+					report(c, val->pos,
+					       "'validation_split' must be at least 0 and "
+					       "less than 1, not %s",
+					       val->value);
 				else
 					b->validation_split = d;
 			}
@@ -1642,7 +1677,8 @@ static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
 		}
 	}
 	if (!has_layers)
-		report(c, kp->key->pos, "missing 'layers' in builtin (the layer sizes, as in "
+		report(c, kp->key->pos,
+		       "missing 'layers' in builtin (the layer sizes, as in "
 		       "[784, 256, 10])");
 	if (b->data == NULL)
 		report(c, kp->key->pos, "missing 'data' in builtin (the training data)");
@@ -1651,8 +1687,8 @@ static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
 static void parse_train(struct ctx *c, size_t si, const struct pair *kp)
 {
 	static const char *const keys[] = {
-		"ranks", "nodes", "gpus_per_node", "max_restarts", "stall_timeout",
-		"builtin", "command",
+	        "ranks",         "nodes",   "gpus_per_node", "max_restarts",
+	        "stall_timeout", "builtin", "command",
 	};
 	struct mlp_stage *st = &c->p->stages[si];
 	struct mlp_train *t = &st->train;
@@ -1684,7 +1720,8 @@ static void parse_train(struct ctx *c, size_t si, const struct pair *kp)
 			get_duration(c, k, val, false, &t->stall_timeout_ms);
 		} else if (strcmp(k, "builtin") == 0 || strcmp(k, "command") == 0) {
 			if (first_program != NULL) {
-				report(c, pr->key->pos, "train has both 'builtin' and 'command': give "
+				report(c, pr->key->pos,
+				       "train has both 'builtin' and 'command': give "
 				       "it only one");
 				continue;
 			}
@@ -1704,7 +1741,8 @@ static void parse_train(struct ctx *c, size_t si, const struct pair *kp)
 	if (!has_ranks && t->gpus_per_node > 0)
 		t->ranks = t->gpus_per_node;
 	if (first_program == NULL)
-		report(c, kp->key->pos, "train needs 'builtin' (mlpipe's own trainer) or "
+		report(c, kp->key->pos,
+		       "train needs 'builtin' (mlpipe's own trainer) or "
 		       "'command' (your program)");
 }
 
@@ -1745,8 +1783,8 @@ static bool parse_comparison(const char *s, enum mlp_gate_op *op, double *value)
 static void parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 {
 	static const char *const keys[] = {
-		"name", "model", "metrics_from", "require", "baseline", "max_regression",
-		"directions", "allow_empty",
+	        "name",     "model",          "metrics_from", "require",
+	        "baseline", "max_regression", "directions",   "allow_empty",
 	};
 	static const char *const baselines[] = {"none", "deployed", "approved"};
 	static const char *const directions[] = {"higher", "lower"};
@@ -1789,7 +1827,8 @@ static void parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 				    !parse_comparison(rp->value->value, &r.op, &r.value)) {
 					char *d = describe(rp->value);
 
-					report(c, rp->value->pos, "require '%s' must be a comparison such "
+					report(c, rp->value->pos,
+					       "require '%s' must be a comparison such "
 					       "as \">= 0.85\" (with >=, >, <= or <), not %s",
 					       rp->key->value, d);
 					free(d);
@@ -1797,7 +1836,8 @@ static void parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 				}
 				r.metric = xstrdup(rp->key->value);
 				r.pos = rp->value->pos;
-				g->require = xrealloc(g->require, (g->nrequire + 1) * sizeof(*g->require));
+				g->require = xrealloc(g->require,
+				                      (g->nrequire + 1) * sizeof(*g->require));
 				g->require[g->nrequire++] = r;
 			}
 		} else if (strcmp(k, "baseline") == 0) {
@@ -1813,13 +1853,16 @@ static void parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 			    val->value[val->len - 1] == '%') {
 				char *num = xstrndup(val->value, val->len - 1);
 
-				if (number_syntax(num) && mlp_parse_double(&d, num) == 0 && d >= 0) {
+				if (number_syntax(num) && mlp_parse_double(&d, num) == 0 &&
+				    d >= 0) {
 					g->has_max_regression = true;
 					g->max_regression = d / 100;
 					g->max_regression_relative = true;
 				} else {
-					report(c, val->pos, "'max_regression' must be a number (absolute) "
-					       "or a percentage such as \"0.5%%\" (relative), not '%s'",
+					report(c, val->pos,
+					       "'max_regression' must be a number (absolute) "
+					       "or a percentage such as \"0.5%%\" (relative), not "
+					       "'%s'",
 					       val->value);
 				}
 				free(num);
@@ -1827,14 +1870,16 @@ static void parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 			           number_syntax(val->value) &&
 			           mlp_parse_double(&d, val->value) == 0) {
 				if (d < 0) {
-					report(c, val->pos, "'max_regression' must be at least 0, not %s",
+					report(c, val->pos,
+					       "'max_regression' must be at least 0, not %s",
 					       val->value);
 				} else {
 					g->has_max_regression = true;
 					g->max_regression = d;
 				}
 			} else {
-				wrong_type(c, k, val, "a number (absolute) or a percentage such as "
+				wrong_type(c, k, val,
+				           "a number (absolute) or a percentage such as "
 				           "\"0.5%\" (relative)");
 			}
 		} else if (strcmp(k, "directions") == 0) {
@@ -1851,8 +1896,10 @@ static void parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 				     strcmp(dp->value->value, "lower") != 0)) {
 					char *d = describe(dp->value);
 
-					report(c, dp->value->pos, "direction of '%s' must be higher or "
-					       "lower, not %s", dp->key->value, d);
+					report(c, dp->value->pos,
+					       "direction of '%s' must be higher or "
+					       "lower, not %s",
+					       dp->key->value, d);
 					free(d);
 					continue;
 				}
@@ -1871,15 +1918,16 @@ static void parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 	else if (g->name == NULL)
 		g->name = xstrdup(g->model);
 	if (g->has_max_regression && g->baseline == MLP_BASELINE_NONE && !baseline_bad)
-		report(c, max_regression_key->pos, "'max_regression' needs a baseline to "
+		report(c, max_regression_key->pos,
+		       "'max_regression' needs a baseline to "
 		       "compare with (baseline: deployed or approved)");
 }
 
 static void parse_rollout(struct ctx *c, size_t si, const struct pair *kp)
 {
 	static const char *const keys[] = {
-		"deployment", "namespace", "container", "image", "env", "context",
-		"timeout", "on_failure", "dry_run",
+	        "deployment", "namespace", "container",  "image",   "env",
+	        "context",    "timeout",   "on_failure", "dry_run",
 	};
 	static const char *const on_failure[] = {"rollback", "keep"};
 	struct mlp_rollout *r = &c->p->stages[si].rollout;
@@ -1924,13 +1972,16 @@ static void parse_rollout(struct ctx *c, size_t si, const struct pair *kp)
 		}
 	}
 	if (r->deployment == NULL)
-		report(c, kp->key->pos, "missing 'deployment' in rollout (the Deployment to "
+		report(c, kp->key->pos,
+		       "missing 'deployment' in rollout (the Deployment to "
 		       "update)");
 	if (r->container == NULL)
-		report(c, kp->key->pos, "missing 'container' in rollout (the container to "
+		report(c, kp->key->pos,
+		       "missing 'container' in rollout (the container to "
 		       "update)");
 	if (r->image == NULL && !has_env)
-		report(c, kp->key->pos, "rollout needs 'image' or 'env' (what to change in the "
+		report(c, kp->key->pos,
+		       "rollout needs 'image' or 'env' (what to change in the "
 		       "container)");
 }
 
@@ -1961,7 +2012,8 @@ static void parse_if(struct ctx *c, struct mlp_stage *st, const struct node *v)
 		while (e > s && e[-1] == ' ')
 			e--;
 		for (size_t i = 0; i < MLP_ARRAY_SIZE(conds); i++) {
-			if ((size_t)(e - s) == strlen(conds[i]) && memcmp(s, conds[i], (size_t)(e - s)) == 0) {
+			if ((size_t)(e - s) == strlen(conds[i]) &&
+			    memcmp(s, conds[i], (size_t)(e - s)) == 0) {
 				st->cond = (enum mlp_stage_if)i;
 				return;
 			}
@@ -1973,8 +2025,8 @@ static void parse_if(struct ctx *c, struct mlp_stage *st, const struct node *v)
 static void parse_stage(struct ctx *c, size_t si)
 {
 	static const char *const keys[] = {
-		"description", "needs", "if", "env", "timeout", "kill_grace", "retry",
-		"continue_on_error", "workdir", "run", "train", "gate", "rollout", "model",
+	        "description",       "needs",   "if",  "env",   "timeout", "kill_grace", "retry",
+	        "continue_on_error", "workdir", "run", "train", "gate",    "rollout",    "model",
 	};
 	struct mlp_stage *st = &c->p->stages[si];
 	struct stage_extra *x = &c->extra[si];
@@ -1983,15 +2035,17 @@ static void parse_stage(struct ctx *c, size_t si)
 	char *where;
 
 	if (is_null(v)) {
-		report(c, st->pos, "stage '%s' has no kind: give it one of run, train, gate, "
-		       "rollout", st->name);
+		report(c, st->pos,
+		       "stage '%s' has no kind: give it one of run, train, gate, "
+		       "rollout",
+		       st->name);
 		return;
 	}
 	if (v->type != NODE_MAP) {
 		char *d = describe(v);
 
-		report(c, v->pos, "stage '%s' must be a mapping (run, needs ...), not %s",
-		       st->name, d);
+		report(c, v->pos, "stage '%s' must be a mapping (run, needs ...), not %s", st->name,
+		       d);
 		free(d);
 		return;
 	}
@@ -2003,8 +2057,10 @@ static void parse_stage(struct ctx *c, size_t si)
 		if (!pair_usable(pr) || (kind = kind_of_key(pr->key->value)) < 0)
 			continue;
 		if (kind_pair != NULL) {
-			report(c, pr->key->pos, "stage '%s' has two kinds ('%s' and '%s'): give "
-			       "it only one", st->name, kind_pair->key->value, pr->key->value);
+			report(c, pr->key->pos,
+			       "stage '%s' has two kinds ('%s' and '%s'): give "
+			       "it only one",
+			       st->name, kind_pair->key->value, pr->key->value);
 			continue;
 		}
 		kind_pair = pr;
@@ -2013,8 +2069,10 @@ static void parse_stage(struct ctx *c, size_t si)
 		x->has_kind = true;
 	}
 	if (kind_pair == NULL)
-		report(c, st->pos, "stage '%s' has no kind: give it one of run, train, gate, "
-		       "rollout", st->name);
+		report(c, st->pos,
+		       "stage '%s' has no kind: give it one of run, train, gate, "
+		       "rollout",
+		       st->name);
 	where = xasprintf(" in stage '%s'", st->name);
 	for (size_t i = 0; i < v->npairs; i++) {
 		const struct pair *pr = &v->pairs[i];
@@ -2064,8 +2122,10 @@ static void parse_stage(struct ctx *c, size_t si)
 			get_name(c, k, val, &st->workdir);
 		} else if (strcmp(k, "model") == 0) {
 			if (x->has_kind && st->kind != MLP_STAGE_RUN && st->kind != MLP_STAGE_TRAIN)
-				report(c, pr->key->pos, "'model' belongs on run and train stages, and "
-				       "'%s' is a %s stage", st->name, mlp_stage_kind_name(st->kind));
+				report(c, pr->key->pos,
+				       "'model' belongs on run and train stages, and "
+				       "'%s' is a %s stage",
+				       st->name, mlp_stage_kind_name(st->kind));
 			else
 				parse_model(c, si, pr);
 		} else {
@@ -2109,8 +2169,10 @@ static void parse_stages(struct ctx *c, const struct pair *kp)
 		st->cond = MLP_IF_SUCCESS;
 		retry_defaults(&st->retry, 0);
 		if (!stage_name_valid(st->name))
-			report(c, st->pos, "stage name '%s' is not valid (use letters, digits, '_' "
-			       "and '-', starting with a letter or '_')", st->name);
+			report(c, st->pos,
+			       "stage name '%s' is not valid (use letters, digits, '_' "
+			       "and '-', starting with a letter or '_')",
+			       st->name);
 	}
 	for (size_t i = 0; i < p->nstages; i++)
 		parse_stage(c, i);
@@ -2158,11 +2220,15 @@ static void resolve_needs(struct ctx *c)
 				near = mlp_suggest(st->needs[j], names, p->nstages);
 				names[i] = st->name;
 				if (near)
-					report(c, st->needs_pos[j], "stage '%s' needs '%s', which does not "
-					       "exist (did you mean '%s'?)", st->name, st->needs[j], near);
+					report(c, st->needs_pos[j],
+					       "stage '%s' needs '%s', which does not "
+					       "exist (did you mean '%s'?)",
+					       st->name, st->needs[j], near);
 				else
-					report(c, st->needs_pos[j], "stage '%s' needs '%s', which does not "
-					       "exist", st->name, st->needs[j]);
+					report(c, st->needs_pos[j],
+					       "stage '%s' needs '%s', which does not "
+					       "exist",
+					       st->name, st->needs[j]);
 				continue;
 			}
 			if ((size_t)k == i) {
@@ -2171,8 +2237,10 @@ static void resolve_needs(struct ctx *c)
 			}
 			for (size_t m = 0; m < j; m++) {
 				if (st->need_index[m] == (size_t)k) {
-					report(c, st->needs_pos[j], "stage '%s' needs '%s' twice (first at "
-					       "%d:%d)", st->name, st->needs[j], st->needs_pos[m].line,
+					report(c, st->needs_pos[j],
+					       "stage '%s' needs '%s' twice (first at "
+					       "%d:%d)",
+					       st->name, st->needs[j], st->needs_pos[m].line,
 					       st->needs_pos[m].col);
 					k = -1;
 					break;
@@ -2232,8 +2300,7 @@ static size_t heap_pop(struct heap *h)
  * are list[start[u]] .. list[start[u + 1] - 1], in file order.  Both
  * arrays are the caller's to free.
  */
-static void dependents_of(const struct mlp_pipeline *p, size_t **out_start,
-                          size_t **out_list)
+static void dependents_of(const struct mlp_pipeline *p, size_t **out_start, size_t **out_list)
 {
 	size_t n = p->nstages, nedges = 0;
 	size_t *start = xcalloc(n + 2, sizeof(*start));
@@ -2464,8 +2531,10 @@ static int check_ref(const struct mlp_expr_ref *ref, void *payload)
 	if (ref->kind != MLP_EXPR_OUTPUT && ref->kind != MLP_EXPR_METRIC)
 		return 0;
 	if (ec->stage == SIZE_MAX) {
-		report(c, pos, "the pipeline's env may use only env and run.id in expressions "
-		       "(stage %s exist only within stages)", what);
+		report(c, pos,
+		       "the pipeline's env may use only env and run.id in expressions "
+		       "(stage %s exist only within stages)",
+		       what);
 		return 0;
 	}
 	k = find_stage(c, ref->stage);
@@ -2483,8 +2552,10 @@ static int check_ref(const struct mlp_expr_ref *ref, void *payload)
 		report(c, pos, "stage '%s' uses its own %s (they exist only after it ends)",
 		       ref->stage, what);
 	} else if (!mlp_pipeline_depends_on(p, ec->stage, (size_t)k)) {
-		report(c, pos, "stage '%s' uses %s of '%s' but does not need it (add it to "
-		       "needs)", p->stages[ec->stage].name, what, ref->stage);
+		report(c, pos,
+		       "stage '%s' uses %s of '%s' but does not need it (add it to "
+		       "needs)",
+		       p->stages[ec->stage].name, what, ref->stage);
 	}
 	return 0;
 }
@@ -2518,7 +2589,8 @@ static void check_metrics_from(struct ctx *c)
 				st->gate.metrics_from = xstrdup(st->needs[0]);
 				continue;
 			}
-			report(c, x->gate_key->pos, "missing 'metrics_from' in gate (the stage "
+			report(c, x->gate_key->pos,
+			       "missing 'metrics_from' in gate (the stage "
 			       "whose metrics it judges; needed unless the stage needs exactly "
 			       "one)");
 			continue;
@@ -2529,17 +2601,21 @@ static void check_metrics_from(struct ctx *c)
 			const char *near = mlp_suggest(st->gate.metrics_from, names, p->nstages);
 
 			if (near)
-				report(c, x->metrics_from->pos, "metrics_from '%s' is not a stage this "
+				report(c, x->metrics_from->pos,
+				       "metrics_from '%s' is not a stage this "
 				       "one needs (there is no stage '%s'; did you mean '%s'?)",
 				       st->gate.metrics_from, st->gate.metrics_from, near);
 			else
-				report(c, x->metrics_from->pos, "metrics_from '%s' is not a stage this "
-				       "one needs (there is no stage '%s')", st->gate.metrics_from,
-				       st->gate.metrics_from);
+				report(c, x->metrics_from->pos,
+				       "metrics_from '%s' is not a stage this "
+				       "one needs (there is no stage '%s')",
+				       st->gate.metrics_from, st->gate.metrics_from);
 			free(names);
 		} else if (!mlp_pipeline_depends_on(p, i, (size_t)k)) {
-			report(c, x->metrics_from->pos, "metrics_from '%s' is not a stage this one "
-			       "needs", st->gate.metrics_from);
+			report(c, x->metrics_from->pos,
+			       "metrics_from '%s' is not a stage this one "
+			       "needs",
+			       st->gate.metrics_from);
 		}
 	}
 }
@@ -2562,7 +2638,8 @@ static void check_duplicates(struct ctx *c)
 				report(c, pr->key->pos, "keys must be strings, not %s", d);
 				free(d);
 			} else if (pr->dup_of != NULL) {
-				report(c, pr->key->pos, "duplicate %s '%s' (first defined at %d:%d)",
+				report(c, pr->key->pos,
+				       "duplicate %s '%s' (first defined at %d:%d)",
 				       n == c->stages_map ? "stage" : "key", pr->key->value,
 				       pr->dup_of->pos.line, pr->dup_of->pos.col);
 			}
@@ -2655,8 +2732,7 @@ static char *absolute_dir(const char *path)
 
 static void parse_top(struct ctx *c, const struct node *root)
 {
-	static const char *const keys[] = {"name", "on", "env", "defaults", "workdir",
-	                                   "stages"};
+	static const char *const keys[] = {"name", "on", "env", "defaults", "workdir", "stages"};
 	struct mlp_pipeline *p = c->p;
 	const struct pair *stages = NULL;
 
@@ -2685,7 +2761,8 @@ static void parse_top(struct ctx *c, const struct node *root)
 		} else if (strncmp(k, "x-", 2) == 0) {
 			/* Extension keys: room for anchors, as in docker compose. */
 		} else if (strcmp(k, "concurrency") == 0) {
-			report(c, pr->key->pos, "unknown key 'concurrency' (it belongs in a "
+			report(c, pr->key->pos,
+			       "unknown key 'concurrency' (it belongs in a "
 			       "schedule entry: on.schedule[].concurrency)");
 		} else {
 			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), "");
@@ -2710,8 +2787,8 @@ static void parse_top(struct ctx *c, const struct node *root)
 	check_expressions(c);
 }
 
-int mlp_pipeline_parse(struct mlp_pipeline **out, struct mlp_diags *diags,
-                       const char *path, const char *text, size_t len)
+int mlp_pipeline_parse(struct mlp_pipeline **out, struct mlp_diags *diags, const char *path,
+                       const char *text, size_t len)
 {
 	struct mlp_pipeline *p = xcalloc(1, sizeof(*p));
 	struct ctx c = {0};
@@ -2748,7 +2825,8 @@ int mlp_pipeline_parse(struct mlp_pipeline **out, struct mlp_diags *diags,
 		goto done;
 	}
 	if (root->type != NODE_MAP) {
-		report(&c, root->pos, "a pipeline file must be a mapping of keys (name, on, env, "
+		report(&c, root->pos,
+		       "a pipeline file must be a mapping of keys (name, on, env, "
 		       "stages ...)");
 		goto done;
 	}
@@ -2784,16 +2862,19 @@ int mlp_pipeline_load(struct mlp_pipeline **out, struct mlp_diags *diags, const 
 
 	*out = NULL;
 	if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > MLP_PIPELINE_MAX_BYTES) {
-		mlp_diags_add(diags, path, mkpos(1, 1), "file is too large (%lld bytes; the "
-		              "limit is %d)", (long long)st.st_size, MLP_PIPELINE_MAX_BYTES);
+		mlp_diags_add(diags, path, mkpos(1, 1),
+		              "file is too large (%lld bytes; the "
+		              "limit is %d)",
+		              (long long)st.st_size, MLP_PIPELINE_MAX_BYTES);
 		return MLP_EINVAL;
 	}
 	rc = mlp_read_file(&text, &len, path, MLP_PIPELINE_MAX_BYTES);
 	if (rc == MLP_EINVAL && stat(path, &st) == 0 && !S_ISDIR(st.st_mode)) {
 		/* It grew, or it is a pipe: too large all the same. */
-		mlp_diags_add(diags, path, mkpos(1, 1), "file is too large (more than %d "
-		              "bytes; the limit is %d)", MLP_PIPELINE_MAX_BYTES,
-		              MLP_PIPELINE_MAX_BYTES);
+		mlp_diags_add(diags, path, mkpos(1, 1),
+		              "file is too large (more than %d "
+		              "bytes; the limit is %d)",
+		              MLP_PIPELINE_MAX_BYTES, MLP_PIPELINE_MAX_BYTES);
 		return MLP_EINVAL;
 	}
 	if (rc != 0)

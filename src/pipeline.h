@@ -43,8 +43,8 @@ struct mlp_diags {
 	size_t cap;
 };
 
-void mlp_diags_add(struct mlp_diags *d, const char *file, struct mlp_pos pos,
-                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void mlp_diags_add(struct mlp_diags *d, const char *file, struct mlp_pos pos, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
 /* Sorts by line and column, keeping the order of equal positions. */
 void mlp_diags_sort(struct mlp_diags *d);
 /* Prints one "FILE:LINE:COL: message" line per problem. */
@@ -94,10 +94,10 @@ struct mlp_retry_rule {
 };
 
 struct mlp_retry {
-	int max;               /* extra attempts after the first; 0 = none */
-	int64_t backoff_ms;    /* delay before the first retry (default 1s) */
-	double backoff_factor; /* multiplies the delay after each retry (default 2) */
-	int64_t backoff_max_ms;/* cap on the delay (default 5m) */
+	int max;                   /* extra attempts after the first; 0 = none */
+	int64_t backoff_ms;        /* delay before the first retry (default 1s) */
+	double backoff_factor;     /* multiplies the delay after each retry (default 2) */
+	int64_t backoff_max_ms;    /* cap on the delay (default 5m) */
 	struct mlp_retry_rule *on; /* empty: retry on any failure */
 	size_t non;
 };
@@ -105,28 +105,28 @@ struct mlp_retry {
 struct mlp_builtin_train {
 	int *layers; /* at least 2 sizes, each >= 1 */
 	size_t nlayers;
-	int epochs;            /* default 1 */
-	int batch;             /* global batch, default 64 */
-	double lr;             /* default 0.01 */
-	double momentum;       /* default 0.9 */
-	double weight_decay;   /* default 0 */
-	long long seed;        /* default 42 */
-	char *data;            /* training data: IDX directory/file or CSV */
-	char *test_data;       /* optional held-out data */
+	int epochs;              /* default 1 */
+	int batch;               /* global batch, default 64 */
+	double lr;               /* default 0.01 */
+	double momentum;         /* default 0.9 */
+	double weight_decay;     /* default 0 */
+	long long seed;          /* default 42 */
+	char *data;              /* training data: IDX directory/file or CSV */
+	char *test_data;         /* optional held-out data */
 	double validation_split; /* fraction held out when no test_data; default 0 */
-	char *device;          /* "auto" (default), "cpu" or "cuda" */
+	char *device;            /* "auto" (default), "cpu" or "cuda" */
 	struct mlp_pos pos;
 };
 
 struct mlp_train {
-	int ranks;             /* processes per node, default 1 */
-	int nodes;             /* default 1 */
-	int gpus_per_node;     /* 0 = CPU only */
-	int max_restarts;      /* default 0 */
+	int ranks;                /* processes per node, default 1 */
+	int nodes;                /* default 1 */
+	int gpus_per_node;        /* 0 = CPU only */
+	int max_restarts;         /* default 0 */
 	int64_t stall_timeout_ms; /* 0 = no watchdog */
 	bool has_builtin;
 	struct mlp_builtin_train builtin;
-	char *command;         /* a user's program, run per rank with /bin/sh -c */
+	char *command; /* a user's program, run per rank with /bin/sh -c */
 	struct mlp_pos command_pos;
 };
 
@@ -149,7 +149,7 @@ struct mlp_gate_require {
 enum mlp_baseline { MLP_BASELINE_NONE, MLP_BASELINE_DEPLOYED, MLP_BASELINE_APPROVED };
 
 struct mlp_gate {
-	char *name;         /* gate name; defaults to model */
+	char *name; /* gate name; defaults to model */
 	char *model;
 	char *metrics_from; /* a stage this one needs (transitively) */
 	struct mlp_gate_require *require;
@@ -166,9 +166,9 @@ enum mlp_on_failure { MLP_ON_FAILURE_ROLLBACK, MLP_ON_FAILURE_KEEP };
 
 struct mlp_rollout {
 	char *deployment;
-	char *namespace_;   /* default "default" */
+	char *namespace_; /* default "default" */
 	char *container;
-	char *image;        /* may hold expressions */
+	char *image; /* may hold expressions */
 	struct mlp_kvlist env;
 	char *context;
 	int64_t timeout_ms; /* default 10m */
@@ -194,9 +194,9 @@ struct mlp_stage {
 	int64_t kill_grace_ms; /* TERM -> KILL delay, default 10s */
 	struct mlp_retry retry;
 	struct mlp_kvlist env;
-	char *workdir;         /* NULL: the run's workspace */
+	char *workdir; /* NULL: the run's workspace */
 
-	char *run;             /* MLP_STAGE_RUN: the shell command */
+	char *run; /* MLP_STAGE_RUN: the shell command */
 	struct mlp_pos run_pos;
 	struct mlp_train train;
 	struct mlp_model_ref model;
@@ -205,22 +205,22 @@ struct mlp_stage {
 };
 
 struct mlp_schedule {
-	char *cron;           /* 5 fields or a macro (@daily, @nightly ...) */
-	char *timezone;       /* IANA name, default "UTC" */
-	char *concurrency;    /* "forbid" (default), "allow", "replace" */
+	char *cron;                   /* 5 fields or a macro (@daily, @nightly ...) */
+	char *timezone;               /* IANA name, default "UTC" */
+	char *concurrency;            /* "forbid" (default), "allow", "replace" */
 	int64_t starting_deadline_ms; /* 0: none */
 	struct mlp_pos pos;
 };
 
 struct mlp_pipeline {
-	char *path;        /* as given */
-	char *dir;         /* absolute directory of the file */
-	char *text;        /* the file's bytes, NUL-terminated */
+	char *path; /* as given */
+	char *dir;  /* absolute directory of the file */
+	char *text; /* the file's bytes, NUL-terminated */
 	size_t text_len;
 
-	char *name;        /* default: the file name without extension */
+	char *name; /* default: the file name without extension */
 	struct mlp_kvlist env;
-	char *workdir;     /* relative to dir; NULL = dir */
+	char *workdir; /* relative to dir; NULL = dir */
 
 	bool on_push;
 	char **push_branches; /* glob patterns; none = every branch */
@@ -236,7 +236,7 @@ struct mlp_pipeline {
 
 	struct mlp_stage *stages; /* in file order */
 	size_t nstages;
-	size_t *order;            /* a topological order of stage indices */
+	size_t *order; /* a topological order of stage indices */
 };
 
 /*
@@ -245,13 +245,12 @@ struct mlp_pipeline {
  * MLP_EINVAL with every problem in diags (sorted by position), or MLP_EIO /
  * MLP_ENOTFOUND with a message set when the file cannot be read.
  */
-int mlp_pipeline_load(struct mlp_pipeline **out, struct mlp_diags *diags,
-                      const char *path);
+int mlp_pipeline_load(struct mlp_pipeline **out, struct mlp_diags *diags, const char *path);
 
 /* The same for text already in memory; path is used for messages and to
  * find the directory. */
-int mlp_pipeline_parse(struct mlp_pipeline **out, struct mlp_diags *diags,
-                       const char *path, const char *text, size_t len);
+int mlp_pipeline_parse(struct mlp_pipeline **out, struct mlp_diags *diags, const char *path,
+                       const char *text, size_t len);
 
 void mlp_pipeline_free(struct mlp_pipeline *p);
 

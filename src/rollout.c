@@ -82,21 +82,22 @@ void mlp_rollout_status_of(struct mlp_rollout_status *out, const struct mlp_json
 	if (out->updated < out->replicas) {
 		snprintf(out->message, sizeof(out->message),
 		         "Waiting for deployment \"%s\" rollout to finish: %lld out of %lld new "
-		         "replicas have been updated...", name, (long long)out->updated,
-		         (long long)out->replicas);
+		         "replicas have been updated...",
+		         name, (long long)out->updated, (long long)out->replicas);
 		return;
 	}
 	if (out->current > out->updated) {
 		snprintf(out->message, sizeof(out->message),
 		         "Waiting for deployment \"%s\" rollout to finish: %lld old replicas are "
-		         "pending termination...", name, (long long)(out->current - out->updated));
+		         "pending termination...",
+		         name, (long long)(out->current - out->updated));
 		return;
 	}
 	if (out->available < out->updated) {
 		snprintf(out->message, sizeof(out->message),
 		         "Waiting for deployment \"%s\" rollout to finish: %lld of %lld updated "
-		         "replicas are available...", name, (long long)out->available,
-		         (long long)out->updated);
+		         "replicas are available...",
+		         name, (long long)out->available, (long long)out->updated);
 		return;
 	}
 	/* 4. */
@@ -125,12 +126,12 @@ void mlp_rollout_progress_text(char *buf, size_t size, const struct mlp_rollout_
 /* Patches                                                             */
 /* ------------------------------------------------------------------ */
 
-int mlp_rollout_container(const struct mlp_json **out, const struct mlp_json *d,
-                          const char *name)
+int mlp_rollout_container(const struct mlp_json **out, const struct mlp_json *d, const char *name)
 {
 	const struct mlp_json *cs = mlp_json_path(d, "spec.template.spec.containers");
 	const char *dname = mlp_json_path(d, "metadata.name")
-	                    ? mlp_json_string(mlp_json_path(d, "metadata.name")) : NULL;
+	                            ? mlp_json_string(mlp_json_path(d, "metadata.name"))
+	                            : NULL;
 	size_t n = mlp_json_count(cs);
 	struct mlp_buf names = {0};
 
@@ -150,8 +151,8 @@ int mlp_rollout_container(const struct mlp_json **out, const struct mlp_json *d,
 		mlp_buf_printf(&names, "%s'%s'", i ? ", " : "", cn ? cn : "?");
 	}
 	if (name == NULL) {
-		mlp_error_set("deployment %s has %zu containers (%s): say which one", dname ? dname : "",
-		              n, mlp_buf_str(&names));
+		mlp_error_set("deployment %s has %zu containers (%s): say which one",
+		              dname ? dname : "", n, mlp_buf_str(&names));
 		mlp_buf_free(&names);
 		return MLP_EINVAL;
 	}
@@ -161,9 +162,8 @@ int mlp_rollout_container(const struct mlp_json **out, const struct mlp_json *d,
 	return MLP_ENOTFOUND;
 }
 
-char *mlp_rollout_patch_json(const char *container, const char *image,
-                             const struct mlp_json *env, const struct mlp_json *annotations,
-                             const char *rv)
+char *mlp_rollout_patch_json(const char *container, const char *image, const struct mlp_json *env,
+                             const struct mlp_json *annotations, const char *rv)
 {
 	struct mlp_json *root = mlp_json_object(), *spec = mlp_json_object();
 	struct mlp_json *tmpl = mlp_json_object(), *pspec = mlp_json_object();
@@ -209,8 +209,7 @@ static const struct mlp_json *env_find(const struct mlp_json *env, const char *n
 	return NULL;
 }
 
-struct mlp_json *mlp_rollout_env_set(const struct mlp_json *current,
-                                     const struct mlp_kvlist *set)
+struct mlp_json *mlp_rollout_env_set(const struct mlp_json *current, const struct mlp_kvlist *set)
 {
 	struct mlp_json *arr = mlp_json_array();
 
@@ -289,7 +288,7 @@ static char *deployment_path(const char *ns, const char *name)
 }
 
 static void progress_line(FILE *f, const char *ns, const char *name, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+        __attribute__((format(printf, 4, 5)));
 
 static void progress_line(FILE *f, const char *ns, const char *name, const char *fmt, ...)
 {
@@ -319,8 +318,8 @@ struct waiter {
 static bool waiter_see(struct waiter *w, const struct mlp_json *d)
 {
 	const char *rv = mlp_json_string(mlp_json_path(d, "metadata.resourceVersion"));
-	const char *rev = mlp_json_get_string(mlp_json_path(d, "metadata.annotations"),
-	                                      ANN_REVISION);
+	const char *rev =
+	        mlp_json_get_string(mlp_json_path(d, "metadata.annotations"), ANN_REVISION);
 	char text[sizeof(w->last)];
 
 	if (rv)
@@ -397,10 +396,11 @@ static int wait_rollout(struct mlp_k8s *k, struct waiter *w, int64_t deadline)
 		}
 		{
 			int64_t left_s = (deadline - mlp_mono_ms()) / 1000 + 1;
-			char *wpath = xasprintf("/apis/apps/v1/namespaces/%s/deployments?watch=true"
-			                        "&fieldSelector=metadata.name%%3D%s&resourceVersion=%s"
-			                        "&allowWatchBookmarks=true&timeoutSeconds=%lld",
-			                        w->ns, w->name, w->rv, (long long)left_s);
+			char *wpath =
+			        xasprintf("/apis/apps/v1/namespaces/%s/deployments?watch=true"
+			                  "&fieldSelector=metadata.name%%3D%s&resourceVersion=%s"
+			                  "&allowWatchBookmarks=true&timeoutSeconds=%lld",
+			                  w->ns, w->name, w->rv, (long long)left_s);
 
 			rc = mlp_k8s_watch(k, wpath, deadline, on_event, w);
 			free(wpath);
@@ -408,8 +408,8 @@ static int wait_rollout(struct mlp_k8s *k, struct waiter *w, int64_t deadline)
 		if (rc == 1) {
 			rc = 0;
 			if (w->deleted) {
-				mlp_error_set("deployment %s/%s was deleted while rolling out", w->ns,
-				              w->name);
+				mlp_error_set("deployment %s/%s was deleted while rolling out",
+				              w->ns, w->name);
 				rc = MLP_ENOTFOUND;
 			}
 			break;
@@ -459,7 +459,8 @@ static int patch_with_retry(struct mlp_k8s *k, struct mlp_json **io_d, const cha
 		}
 		if (rc != MLP_EEXISTS || attempt == CONFLICT_RETRIES)
 			break;
-		progress_line(progress, ns, name, "changed by someone else meanwhile (409 "
+		progress_line(progress, ns, name,
+		              "changed by someone else meanwhile (409 "
 		              "Conflict): reading it again");
 		mlp_json_free(*io_d);
 		*io_d = NULL;
@@ -487,14 +488,13 @@ struct forward {
 	int64_t row;
 };
 
-static void forward_capture(struct forward *f, const struct mlp_json *c,
-                            const struct mlp_json *d)
+static void forward_capture(struct forward *f, const struct mlp_json *c, const struct mlp_json *d)
 {
 	free(f->prev_image);
 	mlp_json_free(f->prev_env);
 	mlp_json_free(f->prev_annotations);
-	f->prev_image = mlp_json_get_string(c, "image") ? xstrdup(mlp_json_get_string(c, "image"))
-	                                                : NULL;
+	f->prev_image =
+	        mlp_json_get_string(c, "image") ? xstrdup(mlp_json_get_string(c, "image")) : NULL;
 	f->prev_env = mlp_json_dup(mlp_json_get(c, "env"));
 	f->prev_annotations = mlp_json_dup(mlp_json_path(d, "spec.template.metadata.annotations"));
 }
@@ -520,8 +520,9 @@ static int forward_build(char **out, const struct mlp_json *d, void *payload)
 			return rc;
 	}
 	env = mlp_rollout_env_set(mlp_json_get(c, "env"), f->req->env);
-	*out = mlp_rollout_patch_json(f->container, f->req->image, env, f->annotations,
-	                              mlp_json_string(mlp_json_path(d, "metadata.resourceVersion")));
+	*out = mlp_rollout_patch_json(
+	        f->container, f->req->image, env, f->annotations,
+	        mlp_json_string(mlp_json_path(d, "metadata.resourceVersion")));
 	mlp_json_free(env);
 	return 0;
 }
@@ -554,8 +555,9 @@ static int restore_build(char **out, const struct mlp_json *d, void *payload)
 		return rc;
 	env = mlp_rollout_env_restore(mlp_json_get(c, "env"), r->prev_env, r->keys);
 	ann = mlp_rollout_annotations_restore(r->prev_annotations);
-	*out = mlp_rollout_patch_json(r->container, r->image, env, ann,
-	                              mlp_json_string(mlp_json_path(d, "metadata.resourceVersion")));
+	*out = mlp_rollout_patch_json(
+	        r->container, r->image, env, ann,
+	        mlp_json_string(mlp_json_path(d, "metadata.resourceVersion")));
 	mlp_json_free(env);
 	mlp_json_free(ann);
 	return 0;
@@ -607,12 +609,20 @@ static int restore_row(struct mlp_k8s *k, struct mlp_store *s, const struct mlp_
 	struct restore r = {.container = row->container, .image = row->from_image};
 	struct waiter w = {.ns = row->namespace_, .name = row->deployment, .progress = progress};
 	struct mlp_deployment rb = {
-		.rollback = true, .namespace_ = row->namespace_, .deployment = row->deployment,
-		.container = row->container, .from_image = row->to_image, .to_image = row->from_image,
-		.model = row->model, .model_version = row->model_version,
-		.model_version_id = row->model_version_id, .run_id = row->run_id,
-		.stage = row->stage, .rollback_of = row->id, .result = MLP_DEPLOY_PENDING,
-		.user = (char *)user,
+	        .rollback = true,
+	        .namespace_ = row->namespace_,
+	        .deployment = row->deployment,
+	        .container = row->container,
+	        .from_image = row->to_image,
+	        .to_image = row->from_image,
+	        .model = row->model,
+	        .model_version = row->model_version,
+	        .model_version_id = row->model_version_id,
+	        .run_id = row->run_id,
+	        .stage = row->stage,
+	        .rollback_of = row->id,
+	        .result = MLP_DEPLOY_PENDING,
+	        .user = (char *)user,
 	};
 	int64_t rb_id = 0, t0 = mlp_mono_ms();
 	int rc;
@@ -652,8 +662,9 @@ static int restore_row(struct mlp_k8s *k, struct mlp_store *s, const struct mlp_
 		w.revision = NULL;
 	} else {
 		char *reason = rc == 0 ? xstrdup(w.st.message)
-		               : rc == MLP_ETIMEOUT ? xstrdup("the rollback did not complete in time")
-		                                    : xstrdup(mlp_error_last());
+		               : rc == MLP_ETIMEOUT
+		                       ? xstrdup("the rollback did not complete in time")
+		                       : xstrdup(mlp_error_last());
 
 		mlp_store_deployment_finish(s, rb_id, MLP_DEPLOY_FAILED, reason, w.revision);
 		progress_line(progress, row->namespace_, row->deployment, "rollback failed: %s",
@@ -749,7 +760,8 @@ int mlp_rollout_run(struct mlp_k8s *k, struct mlp_store *s, struct mlp_rollout_o
 	                      req->progress);
 	if (rc != 0) {
 		if (s)
-			mlp_store_deployment_finish(s, f.row, MLP_DEPLOY_FAILED, mlp_error_last(), NULL);
+			mlp_store_deployment_finish(s, f.row, MLP_DEPLOY_FAILED, mlp_error_last(),
+			                            NULL);
 		goto done;
 	}
 	if (req->dry_run) {
@@ -789,9 +801,10 @@ int mlp_rollout_run(struct mlp_k8s *k, struct mlp_store *s, struct mlp_rollout_o
 
 		mlp_rollout_progress_text(prog, sizeof(prog), &w.st);
 		mlp_format_duration(tm, sizeof(tm), timeout);
-		reason = rc == MLP_ETIMEOUT
-			? xasprintf("the rollout did not complete within %s (%s)", tm, prog)
-			: xasprintf("%s (%s)", w.st.message, prog);
+		reason =
+		        rc == MLP_ETIMEOUT
+		                ? xasprintf("the rollout did not complete within %s (%s)", tm, prog)
+		                : xasprintf("%s (%s)", w.st.message, prog);
 	}
 	progress_line(req->progress, ns, req->deployment, "rollout failed: %s", reason);
 	out->reason = xstrdup(reason);
@@ -812,8 +825,9 @@ int mlp_rollout_run(struct mlp_k8s *k, struct mlp_store *s, struct mlp_rollout_o
 			                      ok ? "rolled back" : "the rollback did not complete");
 
 			out->rolled_back = ok;
-			rc = mlp_store_deployment_finish(s, f.row, ok ? MLP_DEPLOY_ROLLED_BACK
-			                                              : MLP_DEPLOY_FAILED, why, NULL);
+			rc = mlp_store_deployment_finish(
+			        s, f.row, ok ? MLP_DEPLOY_ROLLED_BACK : MLP_DEPLOY_FAILED, why,
+			        NULL);
 			/* The version stays approved (never served); the event
 			 * records why it is not deployed. */
 			if (rc == 0 && req->model_version_id)
@@ -853,7 +867,8 @@ static int redeploy_previous(struct mlp_store *s, const struct mlp_deployment *u
 {
 	struct mlp_deployment *rows = NULL;
 	size_t n = 0;
-	int rc = mlp_store_deployments_list(s, &rows, &n, undone->namespace_, undone->deployment, 0);
+	int rc =
+	        mlp_store_deployments_list(s, &rows, &n, undone->namespace_, undone->deployment, 0);
 
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		const struct mlp_deployment *d = &rows[i];
@@ -867,10 +882,12 @@ static int redeploy_previous(struct mlp_store *s, const struct mlp_deployment *u
 			break;
 		if (mlp_store_model_version_get(s, &v, d->model, d->model_version) == 0) {
 			if (v.status == MLP_MODEL_RETIRED) {
-				char *why = xasprintf("serving again after the rollback of deployment %lld",
-				                      (long long)undone->id);
+				char *why = xasprintf(
+				        "serving again after the rollback of deployment %lld",
+				        (long long)undone->id);
 
-				rc = mlp_store_model_set_status(s, v.id, MLP_MODEL_DEPLOYED, user, why);
+				rc = mlp_store_model_set_status(s, v.id, MLP_MODEL_DEPLOYED, user,
+				                                why);
 				free(why);
 			}
 			mlp_model_version_clear(&v);
@@ -909,9 +926,11 @@ int mlp_rollout_undo(struct mlp_k8s *k, struct mlp_store *s, struct mlp_rollout_
 		if (rc == 0 && last.model_version_id) {
 			struct mlp_model_version v;
 
-			if (mlp_store_model_version_get(s, &v, last.model, last.model_version) == 0) {
+			if (mlp_store_model_version_get(s, &v, last.model, last.model_version) ==
+			    0) {
 				if (v.status == MLP_MODEL_DEPLOYED)
-					rc = mlp_store_model_set_status(s, v.id, MLP_MODEL_RETIRED, user, why);
+					rc = mlp_store_model_set_status(s, v.id, MLP_MODEL_RETIRED,
+					                                user, why);
 				mlp_model_version_clear(&v);
 			}
 		}

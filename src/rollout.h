@@ -26,10 +26,10 @@ struct mlp_store;
 /* ---- the status decision ------------------------------------------------ */
 
 enum mlp_rollout_phase {
-	MLP_ROLLOUT_WAITING,     /* the controller has not observed the spec yet */
+	MLP_ROLLOUT_WAITING, /* the controller has not observed the spec yet */
 	MLP_ROLLOUT_PROGRESSING,
 	MLP_ROLLOUT_COMPLETE,
-	MLP_ROLLOUT_FAILED,      /* ProgressDeadlineExceeded */
+	MLP_ROLLOUT_FAILED, /* ProgressDeadlineExceeded */
 };
 
 struct mlp_rollout_status {
@@ -73,17 +73,15 @@ int mlp_rollout_container(const struct mlp_json **out, const struct mlp_json *de
  * metadata.resourceVersion when rv is not NULL, which makes the patch
  * conditional (a stale one gets 409).  The caller frees the text.
  */
-char *mlp_rollout_patch_json(const char *container, const char *image,
-                             const struct mlp_json *env, const struct mlp_json *annotations,
-                             const char *rv);
+char *mlp_rollout_patch_json(const char *container, const char *image, const struct mlp_json *env,
+                             const struct mlp_json *annotations, const char *rv);
 
 /*
  * EnvVar entries setting each name=value of set, given the container's
  * current env (an array or NULL): an entry that had valueFrom gets
  * "valueFrom": null, or the merged entry would carry both.
  */
-struct mlp_json *mlp_rollout_env_set(const struct mlp_json *current,
-                                     const struct mlp_kvlist *set);
+struct mlp_json *mlp_rollout_env_set(const struct mlp_json *current, const struct mlp_kvlist *set);
 
 /*
  * EnvVar entries restoring, for each name in keys (an object whose member
@@ -102,33 +100,33 @@ struct mlp_json *mlp_rollout_annotations_restore(const struct mlp_json *previous
 /* ---- rolling out -------------------------------------------------------- */
 
 struct mlp_rollout_request {
-	const char *namespace_;  /* NULL: the kubeconfig context's */
+	const char *namespace_; /* NULL: the kubeconfig context's */
 	const char *deployment;
-	const char *container;   /* NULL: the only container */
-	const char *image;       /* NULL: unchanged */
+	const char *container;        /* NULL: the only container */
+	const char *image;            /* NULL: unchanged */
 	const struct mlp_kvlist *env; /* may be NULL */
-	int64_t timeout_ms;      /* mlpipe's own deadline; 0: 10 minutes */
+	int64_t timeout_ms;           /* mlpipe's own deadline; 0: 10 minutes */
 	enum mlp_on_failure on_failure;
-	bool dry_run;            /* ?dryRun=All: validated, nothing saved */
+	bool dry_run; /* ?dryRun=All: validated, nothing saved */
 	/* The model version being deployed (model NULL: none). */
 	const char *model;
 	int model_version;
 	int64_t model_version_id;
 	const char *model_sha256;
-	int64_t run_id;          /* 0: not from a run */
+	int64_t run_id; /* 0: not from a run */
 	const char *stage;
 	const char *user;
-	FILE *progress;          /* progress lines; NULL: none */
+	FILE *progress; /* progress lines; NULL: none */
 };
 
 struct mlp_rollout_outcome {
-	int64_t deployment_id;   /* the row in the deployments table */
+	int64_t deployment_id; /* the row in the deployments table */
 	char *namespace_;
 	char *previous_image;
 	char *image;
-	char *revision;          /* deployment.kubernetes.io/revision, or NULL */
+	char *revision; /* deployment.kubernetes.io/revision, or NULL */
 	bool rolled_back;
-	char *reason;            /* why it failed, or NULL */
+	char *reason; /* why it failed, or NULL */
 };
 
 void mlp_rollout_outcome_clear(struct mlp_rollout_outcome *o);

@@ -50,7 +50,7 @@ const char *mlp_http_query(const struct mlp_http_request *r, const char *name)
 static void remote_of(struct MHD_Connection *conn, char *buf, size_t size)
 {
 	const union MHD_ConnectionInfo *ci =
-		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	const struct sockaddr *sa = ci ? ci->client_addr : NULL;
 
 	snprintf(buf, size, "-");
@@ -80,8 +80,7 @@ static void stream_done(void *cls)
 }
 
 static enum MHD_Result respond(struct mlp_server *s, struct mlp_http_request *req,
-                               const char *method, const char *url,
-                               struct mlp_http_response *r)
+                               const char *method, const char *url, struct mlp_http_response *r)
 {
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
@@ -126,9 +125,8 @@ static enum MHD_Result respond(struct mlp_server *s, struct mlp_http_request *re
 }
 
 static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
-                                 const char *method, const char *version,
-                                 const char *upload_data, size_t *upload_data_size,
-                                 void **con_cls)
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls)
 {
 	struct mlp_server *s = cls;
 	struct mlp_http_request *req = *con_cls;
@@ -166,8 +164,10 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 	{
 		struct mlp_http_response r = {0};
 		struct mlp_http_request_view v = {
-			.method = method, .path = url, .body = mlp_buf_str(&req->body),
-			.body_len = req->body.len,
+		        .method = method,
+		        .path = url,
+		        .body = mlp_buf_str(&req->body),
+		        .body_len = req->body.len,
 		};
 		char remote[64];
 
@@ -204,8 +204,8 @@ int mlp_server_start(struct mlp_server **out, const struct mlp_server_opts *opts
 {
 	struct mlp_server *s = xcalloc(1, sizeof(*s));
 	struct sockaddr_storage ss;
-	unsigned int flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-	                     MHD_USE_ITC;
+	unsigned int flags =
+	        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC;
 	const union MHD_DaemonInfo *info;
 	size_t len;
 	int rc = MLP_EINVAL;
@@ -242,21 +242,20 @@ int mlp_server_start(struct mlp_server **out, const struct mlp_server_opts *opts
 		flags |= MHD_USE_TLS;
 	}
 	if (opts->tls_cert)
-		s->d = MHD_start_daemon(flags, 0, NULL, NULL, access_cb, s,
-		                        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-		                        MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s,
-		                        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)60,
-		                        MHD_OPTION_HTTPS_MEM_CERT, s->cert,
+		s->d = MHD_start_daemon(flags, 0, NULL, NULL, access_cb, s, MHD_OPTION_SOCK_ADDR,
+		                        (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED,
+		                        completed_cb, s, MHD_OPTION_CONNECTION_TIMEOUT,
+		                        (unsigned int)60, MHD_OPTION_HTTPS_MEM_CERT, s->cert,
 		                        MHD_OPTION_HTTPS_MEM_KEY, s->key, MHD_OPTION_END);
 	else
-		s->d = MHD_start_daemon(flags, 0, NULL, NULL, access_cb, s,
-		                        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-		                        MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s,
-		                        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)60,
-		                        MHD_OPTION_END);
+		s->d = MHD_start_daemon(flags, 0, NULL, NULL, access_cb, s, MHD_OPTION_SOCK_ADDR,
+		                        (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED,
+		                        completed_cb, s, MHD_OPTION_CONNECTION_TIMEOUT,
+		                        (unsigned int)60, MHD_OPTION_END);
 	if (s->d == NULL) {
 		mlp_error_set("cannot listen on %s port %d (in use, or a bad TLS "
-		              "certificate or key)", opts->host, opts->port);
+		              "certificate or key)",
+		              opts->host, opts->port);
 		rc = MLP_EIO;
 		goto fail;
 	}

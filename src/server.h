@@ -28,8 +28,8 @@ const char *mlp_http_query(const struct mlp_http_request *r, const char *name);
 struct mlp_http_request_view {
 	const char *method;
 	const char *path;
-	const char *remote;  /* the peer's address */
-	const char *body;    /* raw bytes, NUL-terminated for convenience */
+	const char *remote; /* the peer's address */
+	const char *body;   /* raw bytes, NUL-terminated for convenience */
 	size_t body_len;
 };
 
@@ -42,10 +42,10 @@ typedef ssize_t (*mlp_http_stream_fn)(void *payload, uint64_t pos, char *buf, si
 
 struct mlp_http_response {
 	int status;
-	char *body;                /* owned by the response (freed after sending) */
+	char *body; /* owned by the response (freed after sending) */
 	size_t body_len;
-	const char *content_type;  /* a literal; default application/json */
-	const char *extra_header;  /* e.g. "WWW-Authenticate" (name), or NULL */
+	const char *content_type; /* a literal; default application/json */
+	const char *extra_header; /* e.g. "WWW-Authenticate" (name), or NULL */
 	const char *extra_value;
 	mlp_http_stream_fn stream; /* instead of body */
 	void *stream_payload;
@@ -57,11 +57,11 @@ typedef void (*mlp_http_handler)(void *payload, const struct mlp_http_request *r
                                  struct mlp_http_response *resp);
 
 struct mlp_server_opts {
-	const char *host;      /* numeric IPv4 or IPv6 address */
-	int port;              /* 0: any free port */
-	const char *tls_cert;  /* PEM files; both or neither */
+	const char *host;     /* numeric IPv4 or IPv6 address */
+	int port;             /* 0: any free port */
+	const char *tls_cert; /* PEM files; both or neither */
 	const char *tls_key;
-	size_t body_max;       /* larger bodies: 413 */
+	size_t body_max; /* larger bodies: 413 */
 	mlp_http_handler handler;
 	void *payload;
 	/* Called after each request with its line for the log. */

@@ -87,8 +87,8 @@ static int model_finish(struct mlp_kvlist *outputs, const struct mlp_stage_ctx *
 	path = rel[0] == '/' ? xstrdup(rel) : xasprintf("%s/%s", ctx->workdir, rel);
 	free(rel);
 	if (access(path, R_OK) != 0) {
-		mlp_error_set("model '%s': the stage succeeded but did not write %s",
-		              m->name, path);
+		mlp_error_set("model '%s': the stage succeeded but did not write %s", m->name,
+		              path);
 		free(path);
 		return MLP_EINVAL;
 	}
@@ -96,8 +96,12 @@ static int model_finish(struct mlp_kvlist *outputs, const struct mlp_stage_ctx *
 		rc = mlp_sha256_file_hex(hex, path);
 	} else {
 		struct mlp_model_version_new v = {
-			.model = m->name, .run_id = ctx->run_id, .stage = ctx->stage->name,
-			.metrics = ctx->metrics, .nmetrics = ctx->nmetrics, .sha256 = hex,
+		        .model = m->name,
+		        .run_id = ctx->run_id,
+		        .stage = ctx->stage->name,
+		        .metrics = ctx->metrics,
+		        .nmetrics = ctx->nmetrics,
+		        .sha256 = hex,
 		};
 		char *stored = NULL, num[16];
 		int version = 0;
@@ -181,10 +185,10 @@ static int rollout_prepare(struct mlp_strv *argv, const struct mlp_stage_ctx *ct
 }
 
 static const struct mlp_stage_kind_ops kinds[] = {
-	{MLP_STAGE_RUN, run_prepare, model_finish},
-	{MLP_STAGE_TRAIN, mlp_train_prepare, model_finish},
-	{MLP_STAGE_GATE, gate_prepare, NULL},
-	{MLP_STAGE_ROLLOUT, rollout_prepare, NULL},
+        {MLP_STAGE_RUN, run_prepare, model_finish},
+        {MLP_STAGE_TRAIN, mlp_train_prepare, model_finish},
+        {MLP_STAGE_GATE, gate_prepare, NULL},
+        {MLP_STAGE_ROLLOUT, rollout_prepare, NULL},
 };
 
 const struct mlp_stage_kind_ops *mlp_stage_kind_ops(enum mlp_stage_kind kind)

@@ -15,11 +15,9 @@
 #include "util.h"
 
 static const char *const result_names[] = {
-	[MLP_DEPLOY_PENDING] = "pending",
-	[MLP_DEPLOY_COMPLETE] = "complete",
-	[MLP_DEPLOY_FAILED] = "failed",
-	[MLP_DEPLOY_ROLLED_BACK] = "rolled_back",
-	[MLP_DEPLOY_DRY_RUN] = "dry_run",
+        [MLP_DEPLOY_PENDING] = "pending", [MLP_DEPLOY_COMPLETE] = "complete",
+        [MLP_DEPLOY_FAILED] = "failed",   [MLP_DEPLOY_ROLLED_BACK] = "rolled_back",
+        [MLP_DEPLOY_DRY_RUN] = "dry_run",
 };
 
 const char *mlp_deploy_result_name(enum mlp_deploy_result r)
@@ -51,15 +49,14 @@ static void bind_id(sqlite3_stmt *st, int i, int64_t id)
 		sqlite3_bind_null(st, i);
 }
 
-int mlp_store_deployment_start(struct mlp_store *s, int64_t *out_id,
-                               const struct mlp_deployment *d)
+int mlp_store_deployment_start(struct mlp_store *s, int64_t *out_id, const struct mlp_deployment *d)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"INSERT INTO deployments (kind, namespace, deployment, container, from_image,"
-		" to_image, env, previous_env, previous_annotations, model, model_version,"
-		" model_version_id, run_id, stage, rollback_of, result, user, started_at)"
-		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,"
-		" ?16, ?17, ?18)");
+	sqlite3_stmt *st = store_prepare(
+	        s, "INSERT INTO deployments (kind, namespace, deployment, container, from_image,"
+	           " to_image, env, previous_env, previous_annotations, model, model_version,"
+	           " model_version_id, run_id, stage, rollback_of, result, user, started_at)"
+	           " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,"
+	           " ?16, ?17, ?18)");
 	int rc;
 
 	if (st == NULL)
@@ -89,13 +86,12 @@ int mlp_store_deployment_start(struct mlp_store *s, int64_t *out_id,
 	return 0;
 }
 
-int mlp_store_deployment_finish(struct mlp_store *s, int64_t id,
-                                enum mlp_deploy_result result, const char *reason,
-                                const char *revision)
+int mlp_store_deployment_finish(struct mlp_store *s, int64_t id, enum mlp_deploy_result result,
+                                const char *reason, const char *revision)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"UPDATE deployments SET result = ?2, reason = ?3,"
-		" revision = coalesce(?4, revision), ended_at = ?5 WHERE id = ?1");
+	sqlite3_stmt *st =
+	        store_prepare(s, "UPDATE deployments SET result = ?2, reason = ?3,"
+	                         " revision = coalesce(?4, revision), ended_at = ?5 WHERE id = ?1");
 
 	if (st == NULL)
 		return MLP_EDB;
@@ -107,8 +103,8 @@ int mlp_store_deployment_finish(struct mlp_store *s, int64_t id,
 	return store_exec_stmt(s, st, "recording the end of a deployment");
 }
 
-#define COLUMNS \
-	"id, kind, namespace, deployment, container, from_image, to_image, env," \
+#define COLUMNS                                                                        \
+	"id, kind, namespace, deployment, container, from_image, to_image, env,"       \
 	" previous_env, previous_annotations, model, model_version, model_version_id," \
 	" run_id, stage, rollback_of, result, reason, revision, user, started_at, ended_at"
 
@@ -145,10 +141,10 @@ static void row_read(struct mlp_deployment *x, sqlite3_stmt *st)
 int mlp_store_deployments_list(struct mlp_store *s, struct mlp_deployment **out, size_t *n,
                                const char *namespace_, const char *deployment, int limit)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"SELECT " COLUMNS " FROM deployments"
-		" WHERE (?1 IS NULL OR namespace = ?1) AND (?2 IS NULL OR deployment = ?2)"
-		" ORDER BY id DESC LIMIT ?3");
+	sqlite3_stmt *st = store_prepare(
+	        s, "SELECT " COLUMNS " FROM deployments"
+	           " WHERE (?1 IS NULL OR namespace = ?1) AND (?2 IS NULL OR deployment = ?2)"
+	           " ORDER BY id DESC LIMIT ?3");
 	struct mlp_deployment *d = NULL;
 	size_t len = 0, cap = 0;
 	int rc;
@@ -178,10 +174,10 @@ int mlp_store_deployments_list(struct mlp_store *s, struct mlp_deployment **out,
 int mlp_store_deployment_last_rollout(struct mlp_store *s, struct mlp_deployment *out,
                                       const char *namespace_, const char *deployment)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"SELECT " COLUMNS " FROM deployments"
-		" WHERE namespace = ?1 AND deployment = ?2 AND kind = 'rollout'"
-		" AND result IN ('complete', 'failed') ORDER BY id DESC LIMIT 1");
+	sqlite3_stmt *st =
+	        store_prepare(s, "SELECT " COLUMNS " FROM deployments"
+	                         " WHERE namespace = ?1 AND deployment = ?2 AND kind = 'rollout'"
+	                         " AND result IN ('complete', 'failed') ORDER BY id DESC LIMIT 1");
 	int rc;
 
 	memset(out, 0, sizeof(*out));
@@ -230,12 +226,11 @@ void mlp_deployment_free_all(struct mlp_deployment *d, size_t n)
 }
 
 int mlp_store_deployment_set_previous(struct mlp_store *s, int64_t id, const char *from_image,
-                                      const char *previous_env,
-                                      const char *previous_annotations)
+                                      const char *previous_env, const char *previous_annotations)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"UPDATE deployments SET from_image = ?2, previous_env = ?3,"
-		" previous_annotations = ?4 WHERE id = ?1");
+	sqlite3_stmt *st =
+	        store_prepare(s, "UPDATE deployments SET from_image = ?2, previous_env = ?3,"
+	                         " previous_annotations = ?4 WHERE id = ?1");
 
 	if (st == NULL)
 		return MLP_EDB;

@@ -20,7 +20,7 @@ struct mlp_store {
 	struct store_cached_stmt {
 		const char *sql;
 		sqlite3_stmt *st;
-	} *cache;
+	} * cache;
 	size_t ncache;
 	size_t cache_cap;
 	/* The liveness lock of the run this process executes (-1: none). */

@@ -77,17 +77,14 @@ static void sp_rollback(struct mlp_store *s)
 /* ---- statuses ----------------------------------------------------------- */
 
 static const char *const model_status_names[] = {
-	[MLP_MODEL_CANDIDATE] = "candidate",
-	[MLP_MODEL_APPROVED] = "approved",
-	[MLP_MODEL_REJECTED] = "rejected",
-	[MLP_MODEL_DEPLOYED] = "deployed",
-	[MLP_MODEL_RETIRED] = "retired",
+        [MLP_MODEL_CANDIDATE] = "candidate", [MLP_MODEL_APPROVED] = "approved",
+        [MLP_MODEL_REJECTED] = "rejected",   [MLP_MODEL_DEPLOYED] = "deployed",
+        [MLP_MODEL_RETIRED] = "retired",
 };
 
 const char *mlp_model_status_name(enum mlp_model_status s)
 {
-	return (size_t)s < MLP_ARRAY_SIZE(model_status_names) ? model_status_names[s]
-	                                                      : "unknown";
+	return (size_t)s < MLP_ARRAY_SIZE(model_status_names) ? model_status_names[s] : "unknown";
 }
 
 int mlp_model_status_parse(enum mlp_model_status *out, const char *name)
@@ -255,9 +252,9 @@ done:
 static int insert_event(struct mlp_store *s, int64_t version_id, const char *old_status,
                         const char *new_status, const char *user, const char *reason)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"INSERT INTO model_version_events (version_id, old_status, new_status, user, at,"
-		" reason) VALUES (?, ?, ?, ?, ?, ?)");
+	sqlite3_stmt *st = store_prepare(
+	        s, "INSERT INTO model_version_events (version_id, old_status, new_status, user, at,"
+	           " reason) VALUES (?, ?, ?, ?, ?, ?)");
 
 	if (st == NULL)
 		return MLP_EDB;
@@ -331,11 +328,11 @@ int mlp_store_model_register(struct mlp_store *s, int64_t *out_id, int *out_vers
 	version = sqlite3_column_int(st, 0);
 	sqlite3_finalize(st);
 
-	st = store_prepare(s,
-		"INSERT INTO model_versions (model, version, sha256, run_id, stage, git_commit,"
-		" status, created_at)"
-		" VALUES (?1, ?2, ?3, ?4, ?5,"
-		" COALESCE(?6, (SELECT git_commit FROM runs WHERE id = ?4)), 'candidate', ?7)");
+	st = store_prepare(
+	        s, "INSERT INTO model_versions (model, version, sha256, run_id, stage, git_commit,"
+	           " status, created_at)"
+	           " VALUES (?1, ?2, ?3, ?4, ?5,"
+	           " COALESCE(?6, (SELECT git_commit FROM runs WHERE id = ?4)), 'candidate', ?7)");
 	if (st == NULL) {
 		rc = MLP_EDB;
 		goto fail;
@@ -373,8 +370,8 @@ fail:
 	return rc;
 }
 
-#define VERSION_COLUMNS \
-	"v.id, v.model, v.version, v.sha256, a.path, a.size, v.run_id, v.stage," \
+#define VERSION_COLUMNS                                                               \
+	"v.id, v.model, v.version, v.sha256, a.path, a.size, v.run_id, v.stage,"      \
 	" v.git_commit, v.status, v.status_reason, v.status_by, v.status_changed_at," \
 	" v.created_at FROM model_versions v JOIN artifacts a ON a.sha256 = v.sha256"
 
@@ -389,8 +386,8 @@ static void read_version(struct mlp_store *s, struct mlp_model_version *v, sqlit
 	v->version = sqlite3_column_int(st, 2);
 	v->sha256 = store_column_text(st, 3);
 	if (rel)
-		v->artifact_path = rel[0] == '/' ? xstrdup(rel)
-		                                 : xasprintf("%s/%s", s->data_dir, rel);
+		v->artifact_path =
+		        rel[0] == '/' ? xstrdup(rel) : xasprintf("%s/%s", s->data_dir, rel);
 	free(rel);
 	v->size = sqlite3_column_int64(st, 5);
 	v->run_id = sqlite3_column_int64(st, 6);
@@ -469,9 +466,9 @@ static int model_exists(struct mlp_store *s, bool *out, const char *model)
 int mlp_store_model_version_get(struct mlp_store *s, struct mlp_model_version *out,
                                 const char *model, int version)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"SELECT " VERSION_COLUMNS " WHERE v.model = ?1 AND (?2 = 0 OR v.version = ?2)"
-		" ORDER BY v.version DESC LIMIT 1");
+	sqlite3_stmt *st = store_prepare(s, "SELECT " VERSION_COLUMNS
+	                                    " WHERE v.model = ?1 AND (?2 = 0 OR v.version = ?2)"
+	                                    " ORDER BY v.version DESC LIMIT 1");
 	bool exists = false;
 	int rc;
 
@@ -497,9 +494,9 @@ int mlp_store_model_version_get(struct mlp_store *s, struct mlp_model_version *o
 int mlp_store_model_version_of_run(struct mlp_store *s, struct mlp_model_version *out,
                                    const char *model, int64_t run_id)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"SELECT " VERSION_COLUMNS " WHERE v.model = ? AND v.run_id = ?"
-		" ORDER BY v.version DESC LIMIT 1");
+	sqlite3_stmt *st =
+	        store_prepare(s, "SELECT " VERSION_COLUMNS " WHERE v.model = ? AND v.run_id = ?"
+	                         " ORDER BY v.version DESC LIMIT 1");
 
 	memset(out, 0, sizeof(*out));
 	if (st == NULL)
@@ -513,9 +510,9 @@ int mlp_store_model_version_with_status(struct mlp_store *s, struct mlp_model_ve
                                         const char *model, enum mlp_model_status status,
                                         int64_t exclude)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"SELECT " VERSION_COLUMNS " WHERE v.model = ? AND v.status = ? AND v.id != ?"
-		" ORDER BY v.version DESC LIMIT 1");
+	sqlite3_stmt *st = store_prepare(s, "SELECT " VERSION_COLUMNS
+	                                    " WHERE v.model = ? AND v.status = ? AND v.id != ?"
+	                                    " ORDER BY v.version DESC LIMIT 1");
 
 	memset(out, 0, sizeof(*out));
 	if (st == NULL)
@@ -526,11 +523,11 @@ int mlp_store_model_version_with_status(struct mlp_store *s, struct mlp_model_ve
 	return get_one(s, out, st);
 }
 
-int mlp_store_model_versions_list(struct mlp_store *s, struct mlp_model_version **out,
-                                  size_t *n, const char *model)
+int mlp_store_model_versions_list(struct mlp_store *s, struct mlp_model_version **out, size_t *n,
+                                  const char *model)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"SELECT " VERSION_COLUMNS " WHERE v.model = ? ORDER BY v.version DESC");
+	sqlite3_stmt *st = store_prepare(s, "SELECT " VERSION_COLUMNS
+	                                    " WHERE v.model = ? ORDER BY v.version DESC");
 	struct mlp_model_version *v = NULL;
 	size_t len = 0, cap = 0;
 	int rc;
@@ -601,8 +598,7 @@ static bool transition_allowed(enum mlp_model_status from, enum mlp_model_status
 }
 
 int mlp_store_model_set_status(struct mlp_store *s, int64_t version_id,
-                               enum mlp_model_status status, const char *user,
-                               const char *reason)
+                               enum mlp_model_status status, const char *user, const char *reason)
 {
 	sqlite3_stmt *st;
 	enum mlp_model_status old;
@@ -669,19 +665,19 @@ fail:
 
 int mlp_store_models_list(struct mlp_store *s, struct mlp_model_info **out, size_t *n)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"SELECT m.name, m.created_at,"
-		" (SELECT COUNT(*) FROM model_versions v WHERE v.model = m.name),"
-		" (SELECT MAX(version) FROM model_versions v WHERE v.model = m.name),"
-		" (SELECT status FROM model_versions v WHERE v.model = m.name"
-		"   ORDER BY version DESC LIMIT 1),"
-		" (SELECT created_at FROM model_versions v WHERE v.model = m.name"
-		"   ORDER BY version DESC LIMIT 1),"
-		" (SELECT MAX(version) FROM model_versions v WHERE v.model = m.name"
-		"   AND v.status = 'approved'),"
-		" (SELECT MAX(version) FROM model_versions v WHERE v.model = m.name"
-		"   AND v.status = 'deployed')"
-		" FROM models m ORDER BY m.name");
+	sqlite3_stmt *st = store_prepare(
+	        s, "SELECT m.name, m.created_at,"
+	           " (SELECT COUNT(*) FROM model_versions v WHERE v.model = m.name),"
+	           " (SELECT MAX(version) FROM model_versions v WHERE v.model = m.name),"
+	           " (SELECT status FROM model_versions v WHERE v.model = m.name"
+	           "   ORDER BY version DESC LIMIT 1),"
+	           " (SELECT created_at FROM model_versions v WHERE v.model = m.name"
+	           "   ORDER BY version DESC LIMIT 1),"
+	           " (SELECT MAX(version) FROM model_versions v WHERE v.model = m.name"
+	           "   AND v.status = 'approved'),"
+	           " (SELECT MAX(version) FROM model_versions v WHERE v.model = m.name"
+	           "   AND v.status = 'deployed')"
+	           " FROM models m ORDER BY m.name");
 	struct mlp_model_info *m = NULL;
 	size_t len = 0, cap = 0;
 	int rc;
@@ -733,9 +729,9 @@ static int insert_history(struct mlp_store *s, const char *gate, const char *met
                           double new_value, const char *user, const char *reason,
                           const char *source)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"INSERT INTO gate_threshold_history (gate, metric, old_op, old_value, new_op,"
-		" new_value, user, at, reason, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+	sqlite3_stmt *st = store_prepare(
+	        s, "INSERT INTO gate_threshold_history (gate, metric, old_op, old_value, new_op,"
+	           " new_value, user, at, reason, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
 
 	if (st == NULL)
 		return MLP_EDB;
@@ -759,8 +755,8 @@ static int insert_history(struct mlp_store *s, const char *gate, const char *met
 }
 
 /* The current threshold of (gate, metric): *out_op is NULL when none. */
-static int read_threshold(struct mlp_store *s, char **out_op, double *out_value,
-                          const char *gate, const char *metric)
+static int read_threshold(struct mlp_store *s, char **out_op, double *out_value, const char *gate,
+                          const char *metric)
 {
 	sqlite3_stmt *st = store_prepare(s, "SELECT op, value FROM gate_thresholds"
 	                                    " WHERE gate = ? AND metric = ?");
@@ -786,9 +782,9 @@ static int read_threshold(struct mlp_store *s, char **out_op, double *out_value,
 static int write_threshold(struct mlp_store *s, const char *gate, const char *metric,
                            const char *op, double value, const char *user)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"INSERT OR REPLACE INTO gate_thresholds (gate, metric, op, value, updated_at,"
-		" updated_by) VALUES (?, ?, ?, ?, ?, ?)");
+	sqlite3_stmt *st = store_prepare(
+	        s, "INSERT OR REPLACE INTO gate_thresholds (gate, metric, op, value, updated_at,"
+	           " updated_by) VALUES (?, ?, ?, ?, ?, ?)");
 
 	if (st == NULL)
 		return MLP_EDB;
@@ -802,8 +798,8 @@ static int write_threshold(struct mlp_store *s, const char *gate, const char *me
 }
 
 int mlp_store_gate_threshold_set(struct mlp_store *s, bool *out_changed, const char *gate,
-                                 const char *metric, const char *op, double value,
-                                 const char *user, const char *reason)
+                                 const char *metric, const char *op, double value, const char *user,
+                                 const char *reason)
 {
 	char *old_op = NULL;
 	double old_value;
@@ -845,9 +841,10 @@ int mlp_store_gate_threshold_seed(struct mlp_store *s, bool *out_seeded, const c
 		*out_seeded = false;
 	if ((rc = sp_begin(s, "seeding a threshold")) != 0)
 		return rc;
-	st = store_prepare(s,
-		"SELECT EXISTS (SELECT 1 FROM gate_thresholds WHERE gate = ?1 AND metric = ?2)"
-		" OR EXISTS (SELECT 1 FROM gate_threshold_history WHERE gate = ?1 AND metric = ?2)");
+	st = store_prepare(
+	        s, "SELECT EXISTS (SELECT 1 FROM gate_thresholds WHERE gate = ?1 AND metric = ?2)"
+	           " OR EXISTS (SELECT 1 FROM gate_threshold_history WHERE gate = ?1 AND metric = "
+	           "?2)");
 	if (st == NULL) {
 		rc = MLP_EDB;
 		goto fail;
@@ -911,12 +908,12 @@ fail:
 	return rc;
 }
 
-int mlp_store_gate_thresholds_list(struct mlp_store *s, struct mlp_gate_threshold **out,
-                                   size_t *n, const char *gate)
+int mlp_store_gate_thresholds_list(struct mlp_store *s, struct mlp_gate_threshold **out, size_t *n,
+                                   const char *gate)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"SELECT gate, metric, op, value, updated_at, updated_by FROM gate_thresholds"
-		" WHERE ?1 IS NULL OR gate = ?1 ORDER BY gate, metric");
+	sqlite3_stmt *st = store_prepare(
+	        s, "SELECT gate, metric, op, value, updated_at, updated_by FROM gate_thresholds"
+	           " WHERE ?1 IS NULL OR gate = ?1 ORDER BY gate, metric");
 	struct mlp_gate_threshold *t = NULL;
 	size_t len = 0, cap = 0;
 	int rc;
@@ -957,12 +954,13 @@ void mlp_gate_threshold_free_all(struct mlp_gate_threshold *t, size_t n)
 	free(t);
 }
 
-int mlp_store_gate_history(struct mlp_store *s, struct mlp_gate_threshold_change **out,
-                           size_t *n, const char *gate)
+int mlp_store_gate_history(struct mlp_store *s, struct mlp_gate_threshold_change **out, size_t *n,
+                           const char *gate)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"SELECT id, gate, metric, old_op, old_value, new_op, new_value, user, at, reason,"
-		" source FROM gate_threshold_history WHERE gate = ? ORDER BY id");
+	sqlite3_stmt *st = store_prepare(
+	        s,
+	        "SELECT id, gate, metric, old_op, old_value, new_op, new_value, user, at, reason,"
+	        " source FROM gate_threshold_history WHERE gate = ? ORDER BY id");
 	struct mlp_gate_threshold_change *c = NULL;
 	size_t len = 0, cap = 0;
 	int rc;
@@ -1018,10 +1016,10 @@ void mlp_gate_threshold_change_free_all(struct mlp_gate_threshold_change *c, siz
 int mlp_store_gate_decision_record(struct mlp_store *s, int64_t *out_id,
                                    const struct mlp_gate_decision *d)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"INSERT INTO gate_decisions (run_id, stage, gate, model_version_id, passed,"
-		" baseline_version_id, reason, detail, decided_at)"
-		" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+	sqlite3_stmt *st = store_prepare(
+	        s, "INSERT INTO gate_decisions (run_id, stage, gate, model_version_id, passed,"
+	           " baseline_version_id, reason, detail, decided_at)"
+	           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
 	int rc;
 
 	if (st == NULL)
@@ -1041,15 +1039,14 @@ int mlp_store_gate_decision_record(struct mlp_store *s, int64_t *out_id,
 	return rc;
 }
 
-int mlp_store_gate_decisions_list(struct mlp_store *s, struct mlp_gate_decision **out,
-                                  size_t *n, const char *gate, int64_t version_id,
-                                  int limit)
+int mlp_store_gate_decisions_list(struct mlp_store *s, struct mlp_gate_decision **out, size_t *n,
+                                  const char *gate, int64_t version_id, int limit)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"SELECT id, run_id, stage, gate, model_version_id, passed, baseline_version_id,"
-		" reason, detail, decided_at FROM gate_decisions"
-		" WHERE (?1 IS NULL OR gate = ?1) AND (?2 = 0 OR model_version_id = ?2)"
-		" ORDER BY id DESC LIMIT ?3");
+	sqlite3_stmt *st = store_prepare(
+	        s, "SELECT id, run_id, stage, gate, model_version_id, passed, baseline_version_id,"
+	           " reason, detail, decided_at FROM gate_decisions"
+	           " WHERE (?1 IS NULL OR gate = ?1) AND (?2 = 0 OR model_version_id = ?2)"
+	           " ORDER BY id DESC LIMIT ?3");
 	struct mlp_gate_decision *d = NULL;
 	size_t len = 0, cap = 0;
 	int rc;

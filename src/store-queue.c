@@ -30,11 +30,12 @@ static void bind_text(sqlite3_stmt *st, int i, const char *v)
 
 static int insert_queued(struct mlp_store *s, int64_t *out_id, const struct mlp_run_queued *r)
 {
-	sqlite3_stmt *st = store_cached(s,
-		"INSERT INTO runs (pipeline, pipeline_path, pipeline_text, pipeline_sha256, status,"
-		" trigger, user, git_commit, git_ref, git_author, git_message, project, schedule,"
-		" created_at, queued_at)"
-		" VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+	sqlite3_stmt *st = store_cached(
+	        s,
+	        "INSERT INTO runs (pipeline, pipeline_path, pipeline_text, pipeline_sha256, status,"
+	        " trigger, user, git_commit, git_ref, git_author, git_message, project, schedule,"
+	        " created_at, queued_at)"
+	        " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
 	int64_t now = mlp_wall_ms();
 	int rc;
 
@@ -68,13 +69,13 @@ static int insert_queued(struct mlp_store *s, int64_t *out_id, const struct mlp_
 }
 
 /* Inserts the delivery unless it exists; MLP_EEXISTS with *out_run. */
-static int insert_delivery(struct mlp_store *s, int64_t *out_run, const char *forge,
-                           const char *id, const char *project, const char *result,
-                           const char *reason)
+static int insert_delivery(struct mlp_store *s, int64_t *out_run, const char *forge, const char *id,
+                           const char *project, const char *result, const char *reason)
 {
-	sqlite3_stmt *st = store_cached(s,
-		"INSERT OR IGNORE INTO deliveries (forge, id, project, result, reason, received_at)"
-		" VALUES (?, ?, ?, ?, ?, ?)");
+	sqlite3_stmt *st = store_cached(
+	        s,
+	        "INSERT OR IGNORE INTO deliveries (forge, id, project, result, reason, received_at)"
+	        " VALUES (?, ?, ?, ?, ?, ?)");
 	int rc;
 
 	if (st == NULL)
@@ -109,13 +110,13 @@ int mlp_store_run_enqueue(struct mlp_store *s, int64_t *out_id, const struct mlp
 	if ((rc = mlp_store_begin(s)) != 0)
 		return rc;
 	if (forge && delivery_id &&
-	    (rc = insert_delivery(s, out_id, forge, delivery_id, r->project, "queued",
-	                          NULL)) != 0)
+	    (rc = insert_delivery(s, out_id, forge, delivery_id, r->project, "queued", NULL)) != 0)
 		goto fail;
 	if (r->once_per_commit) {
-		sqlite3_stmt *st = store_cached(s,
-			"SELECT id FROM runs WHERE project = ? AND git_ref = ? AND git_commit = ?"
-			" ORDER BY id LIMIT 1");
+		sqlite3_stmt *st = store_cached(
+		        s,
+		        "SELECT id FROM runs WHERE project = ? AND git_ref = ? AND git_commit = ?"
+		        " ORDER BY id LIMIT 1");
 
 		if (st == NULL) {
 			rc = MLP_EDB;
@@ -133,8 +134,8 @@ int mlp_store_run_enqueue(struct mlp_store *s, int64_t *out_id, const struct mlp
 	if (*out_id == 0 && (rc = insert_queued(s, out_id, r)) != 0)
 		goto fail;
 	if (forge && delivery_id) {
-		sqlite3_stmt *st = store_cached(s,
-			"UPDATE deliveries SET run_id = ? WHERE forge = ? AND id = ?");
+		sqlite3_stmt *st = store_cached(
+		        s, "UPDATE deliveries SET run_id = ? WHERE forge = ? AND id = ?");
 
 		if (st == NULL) {
 			rc = MLP_EDB;
@@ -154,12 +155,11 @@ fail:
 	return rc;
 }
 
-int mlp_store_latest_commit(struct mlp_store *s, char **out, const char *project,
-                            const char *ref)
+int mlp_store_latest_commit(struct mlp_store *s, char **out, const char *project, const char *ref)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"SELECT git_commit FROM runs WHERE project = ? AND git_ref = ?"
-		" AND git_commit IS NOT NULL ORDER BY id DESC LIMIT 1");
+	sqlite3_stmt *st =
+	        store_prepare(s, "SELECT git_commit FROM runs WHERE project = ? AND git_ref = ?"
+	                         " AND git_commit IS NOT NULL ORDER BY id DESC LIMIT 1");
 	int rc;
 
 	*out = NULL;
@@ -187,9 +187,9 @@ int mlp_store_delivery_ignore(struct mlp_store *s, const char *forge, const char
 int mlp_store_run_set_pipeline(struct mlp_store *s, int64_t run_id,
                                const struct mlp_run_source *src)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"UPDATE runs SET pipeline = ?, pipeline_text = ?, pipeline_sha256 = ?,"
-		" workspace = ?, git_commit = ?, git_author = ?, git_message = ? WHERE id = ?");
+	sqlite3_stmt *st = store_prepare(
+	        s, "UPDATE runs SET pipeline = ?, pipeline_text = ?, pipeline_sha256 = ?,"
+	           " workspace = ?, git_commit = ?, git_author = ?, git_message = ? WHERE id = ?");
 
 	if (st == NULL)
 		return MLP_EDB;
@@ -204,7 +204,7 @@ int mlp_store_run_set_pipeline(struct mlp_store *s, int64_t run_id,
 	return store_exec_stmt(s, st, "recording the run's pipeline");
 }
 
-#define QUEUE_COLUMNS \
+#define QUEUE_COLUMNS                                                            \
 	"id, status, project, pipeline, schedule, trigger, git_commit, git_ref," \
 	" git_author, git_message, exec_attempts, exec_pid, cancel_requested, queued_at"
 
@@ -233,9 +233,9 @@ static void read_queued(struct mlp_queued_run *r, sqlite3_stmt *st)
 
 int mlp_store_queue_list(struct mlp_store *s, struct mlp_queued_run **out, size_t *n)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"SELECT " QUEUE_COLUMNS " FROM runs WHERE queued_at IS NOT NULL AND"
-		" status IN ('queued', 'running', 'interrupted') ORDER BY id");
+	sqlite3_stmt *st = store_prepare(
+	        s, "SELECT " QUEUE_COLUMNS " FROM runs WHERE queued_at IS NOT NULL AND"
+	           " status IN ('queued', 'running', 'interrupted') ORDER BY id");
 	struct mlp_queued_run *r = NULL;
 	size_t len = 0, cap = 0;
 	int rc;
@@ -312,9 +312,10 @@ int mlp_store_run_cancel(struct mlp_store *s, int64_t run_id, int64_t *out_pid)
 	if ((rc = mlp_store_queued_run_get(s, &r, run_id)) != 0)
 		goto fail;
 	if (r.status == MLP_STATUS_QUEUED || r.status == MLP_STATUS_INTERRUPTED) {
-		st = store_prepare(s,
-			"UPDATE runs SET status = 'cancelled', ended_at = ?2, exit_code = 143,"
-			" message = 'cancelled before it ran', cancel_requested = 1 WHERE id = ?1");
+		st = store_prepare(
+		        s,
+		        "UPDATE runs SET status = 'cancelled', ended_at = ?2, exit_code = 143,"
+		        " message = 'cancelled before it ran', cancel_requested = 1 WHERE id = ?1");
 	} else if (r.status == MLP_STATUS_RUNNING) {
 		st = store_prepare(s, "UPDATE runs SET cancel_requested = 1 WHERE id = ?1");
 		*out_pid = r.exec_pid;
@@ -343,9 +344,9 @@ fail:
 
 int mlp_store_run_abandon(struct mlp_store *s, int64_t run_id, const char *message)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"UPDATE runs SET status = 'failed', exit_code = 1, message = ?,"
-		" ended_at = coalesce(ended_at, ?) WHERE id = ? AND status = 'interrupted'");
+	sqlite3_stmt *st = store_prepare(
+	        s, "UPDATE runs SET status = 'failed', exit_code = 1, message = ?,"
+	           " ended_at = coalesce(ended_at, ?) WHERE id = ? AND status = 'interrupted'");
 
 	if (st == NULL)
 		return MLP_EDB;
@@ -359,10 +360,10 @@ int mlp_store_run_abandon(struct mlp_store *s, int64_t run_id, const char *messa
 
 int mlp_store_project_add(struct mlp_store *s, const struct mlp_project *p)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"INSERT INTO projects (name, remote, branches, pipeline_path, secret_file,"
-		" secret_env, token_file, ssh_key_file, created_at)"
-		" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+	sqlite3_stmt *st = store_prepare(
+	        s, "INSERT INTO projects (name, remote, branches, pipeline_path, secret_file,"
+	           " secret_env, token_file, ssh_key_file, created_at)"
+	           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
 	int rc;
 
 	if (st == NULL)
@@ -406,9 +407,9 @@ int mlp_store_project_remove(struct mlp_store *s, const char *name)
 
 int mlp_store_projects_list(struct mlp_store *s, struct mlp_project **out, size_t *n)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"SELECT name, remote, branches, pipeline_path, secret_file, secret_env,"
-		" token_file, ssh_key_file, created_at FROM projects ORDER BY name");
+	sqlite3_stmt *st = store_prepare(
+	        s, "SELECT name, remote, branches, pipeline_path, secret_file, secret_env,"
+	           " token_file, ssh_key_file, created_at FROM projects ORDER BY name");
 	struct mlp_project *p = NULL;
 	size_t len = 0, cap = 0;
 	int rc;
@@ -495,8 +496,8 @@ int mlp_store_schedule_last(struct mlp_store *s, int64_t *out, const char *key)
 	return 0;
 }
 
-int mlp_store_schedule_fire(struct mlp_store *s, int64_t *out_id, const char *key,
-                            int64_t fired_at, const struct mlp_run_queued *r)
+int mlp_store_schedule_fire(struct mlp_store *s, int64_t *out_id, const char *key, int64_t fired_at,
+                            const struct mlp_run_queued *r)
 {
 	sqlite3_stmt *st;
 	int rc;
@@ -525,9 +526,9 @@ fail:
 
 int mlp_store_schedule_active(struct mlp_store *s, int64_t *out_id, const char *key)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"SELECT id FROM runs WHERE schedule = ? AND status IN ('queued', 'running')"
-		" ORDER BY id LIMIT 1");
+	sqlite3_stmt *st = store_prepare(
+	        s, "SELECT id FROM runs WHERE schedule = ? AND status IN ('queued', 'running')"
+	           " ORDER BY id LIMIT 1");
 	int rc;
 
 	*out_id = 0;
@@ -547,8 +548,8 @@ int mlp_store_schedule_active(struct mlp_store *s, int64_t *out_id, const char *
 
 int mlp_store_token_create(struct mlp_store *s, const char *name, const char *sha256_hex)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"INSERT INTO api_tokens (name, sha256, created_at) VALUES (?, ?, ?)");
+	sqlite3_stmt *st = store_prepare(
+	        s, "INSERT INTO api_tokens (name, sha256, created_at) VALUES (?, ?, ?)");
 	int rc;
 
 	if (st == NULL)
@@ -603,8 +604,8 @@ int mlp_store_token_check(struct mlp_store *s, char **out_name, const char *sha2
 
 static bool table_exists(struct mlp_store *s, const char *name)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?");
+	sqlite3_stmt *st =
+	        store_prepare(s, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?");
 	bool yes;
 
 	if (st == NULL)
@@ -693,9 +694,9 @@ void mlp_count_free_all(struct mlp_count *c, size_t n)
 int mlp_store_stage_durations(struct mlp_store *s, const double *bounds, size_t nbounds,
                               uint64_t *counts, double *out_sum)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"SELECT (ended_at - started_at) / 1000.0 FROM stages"
-		" WHERE started_at IS NOT NULL AND ended_at IS NOT NULL AND attempt > 0");
+	sqlite3_stmt *st = store_prepare(
+	        s, "SELECT (ended_at - started_at) / 1000.0 FROM stages"
+	           " WHERE started_at IS NOT NULL AND ended_at IS NOT NULL AND attempt > 0");
 	int rc;
 
 	memset(counts, 0, (nbounds + 1) * sizeof(*counts));
@@ -720,8 +721,8 @@ int mlp_store_stage_durations(struct mlp_store *s, const double *bounds, size_t 
 int mlp_store_runs_count(struct mlp_store *s, int64_t *out, const char *project,
                          enum mlp_status status)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"SELECT count(*) FROM runs WHERE status = ?1 AND (?2 IS NULL OR project = ?2)");
+	sqlite3_stmt *st = store_prepare(
+	        s, "SELECT count(*) FROM runs WHERE status = ?1 AND (?2 IS NULL OR project = ?2)");
 	int rc;
 
 	*out = 0;

@@ -65,10 +65,10 @@ int mlp_store_run_create(struct mlp_store *s, int64_t *out_id, const struct mlp_
 
 	if ((rc = mlp_store_begin(s)) != 0)
 		return rc;
-	st = store_prepare(s,
-		"INSERT INTO runs (pipeline, pipeline_path, pipeline_text, pipeline_sha256,"
-		" status, trigger, user, git_commit, git_ref, workspace, created_at, started_at)"
-		" VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)");
+	st = store_prepare(
+	        s, "INSERT INTO runs (pipeline, pipeline_path, pipeline_text, pipeline_sha256,"
+	           " status, trigger, user, git_commit, git_ref, workspace, created_at, started_at)"
+	           " VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)");
 	if (st == NULL) {
 		rc = MLP_EDB;
 		goto fail;
@@ -98,12 +98,12 @@ fail:
 	return rc;
 }
 
-int mlp_store_run_finish(struct mlp_store *s, int64_t run_id, enum mlp_status status,
-                         int exit_code, const char *message)
+int mlp_store_run_finish(struct mlp_store *s, int64_t run_id, enum mlp_status status, int exit_code,
+                         const char *message)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"UPDATE runs SET status = ?, exit_code = ?, message = ?, ended_at = ?"
-		" WHERE id = ?");
+	sqlite3_stmt *st = store_prepare(
+	        s, "UPDATE runs SET status = ?, exit_code = ?, message = ?, ended_at = ?"
+	           " WHERE id = ?");
 	int rc;
 
 	if (st == NULL)
@@ -191,9 +191,10 @@ int mlp_store_run_claim(struct mlp_store *s, int64_t run_id, bool *out_resumed)
 		sqlite3_bind_int64(st, 1, run_id);
 		if ((rc = store_exec_stmt(s, st, "resuming a run")) != 0)
 			goto fail;
-		st = store_prepare(s,
-			"UPDATE stages SET status = 'interrupted', ended_at = coalesce(ended_at, ?)"
-			" WHERE run_id = ? AND status = 'running'");
+		st = store_prepare(
+		        s,
+		        "UPDATE stages SET status = 'interrupted', ended_at = coalesce(ended_at, ?)"
+		        " WHERE run_id = ? AND status = 'running'");
 		if (st == NULL) {
 			rc = MLP_EDB;
 			goto fail;
@@ -207,10 +208,9 @@ int mlp_store_run_claim(struct mlp_store *s, int64_t run_id, bool *out_resumed)
 		rc = MLP_EEXISTS;
 		goto fail;
 	}
-	st = store_prepare(s,
-		"UPDATE runs SET status = 'running', started_at = ?, ended_at = NULL,"
-		" exit_code = NULL, message = NULL, exec_pid = ?,"
-		" exec_attempts = exec_attempts + 1 WHERE id = ?");
+	st = store_prepare(s, "UPDATE runs SET status = 'running', started_at = ?, ended_at = NULL,"
+	                      " exit_code = NULL, message = NULL, exec_pid = ?,"
+	                      " exec_attempts = exec_attempts + 1 WHERE id = ?");
 	if (st == NULL) {
 		rc = MLP_EDB;
 		goto fail;
@@ -264,10 +264,9 @@ int mlp_store_recover(struct mlp_store *s, int *out_count)
 
 		if ((rc = mlp_store_begin(s)) != 0)
 			break;
-		st = store_prepare(s,
-			"UPDATE runs SET status = 'interrupted', ended_at = ?,"
-			" message = 'the mlpipe process running it died'"
-			" WHERE id = ? AND status = 'running'");
+		st = store_prepare(s, "UPDATE runs SET status = 'interrupted', ended_at = ?,"
+		                      " message = 'the mlpipe process running it died'"
+		                      " WHERE id = ? AND status = 'running'");
 		if (st == NULL) {
 			rc = MLP_EDB;
 		} else {
@@ -277,8 +276,8 @@ int mlp_store_recover(struct mlp_store *s, int *out_count)
 		}
 		if (rc == 0) {
 			st = store_prepare(s,
-				"UPDATE stages SET status = 'interrupted', ended_at = ?"
-				" WHERE run_id = ? AND status = 'running'");
+			                   "UPDATE stages SET status = 'interrupted', ended_at = ?"
+			                   " WHERE run_id = ? AND status = 'running'");
 			if (st == NULL) {
 				rc = MLP_EDB;
 			} else {
@@ -303,13 +302,12 @@ int mlp_store_recover(struct mlp_store *s, int *out_count)
 	return rc;
 }
 
-int mlp_store_attempt_start(struct mlp_store *s, int64_t *out_id, int64_t run_id,
-                            const char *stage, const char *kind, int attempt,
-                            const char *log_path)
+int mlp_store_attempt_start(struct mlp_store *s, int64_t *out_id, int64_t run_id, const char *stage,
+                            const char *kind, int attempt, const char *log_path)
 {
-	sqlite3_stmt *st = store_cached(s,
-		"INSERT INTO stages (run_id, stage, attempt, kind, status, started_at, log_path)"
-		" VALUES (?, ?, ?, ?, 'running', ?, ?)");
+	sqlite3_stmt *st = store_cached(
+	        s, "INSERT INTO stages (run_id, stage, attempt, kind, status, started_at, log_path)"
+	           " VALUES (?, ?, ?, ?, 'running', ?, ?)");
 	int rc;
 
 	if (st == NULL)
@@ -329,9 +327,9 @@ int mlp_store_attempt_start(struct mlp_store *s, int64_t *out_id, int64_t run_id
 int mlp_store_attempt_finish(struct mlp_store *s, int64_t attempt_id,
                              const struct mlp_attempt_end *end)
 {
-	sqlite3_stmt *st = store_cached(s,
-		"UPDATE stages SET status = ?, exit_code = ?, signal = ?, timed_out = ?,"
-		" message = ?, ended_at = ? WHERE id = ?");
+	sqlite3_stmt *st = store_cached(
+	        s, "UPDATE stages SET status = ?, exit_code = ?, signal = ?, timed_out = ?,"
+	           " message = ?, ended_at = ? WHERE id = ?");
 
 	if (st == NULL)
 		return MLP_EDB;
@@ -354,9 +352,9 @@ int mlp_store_attempt_finish(struct mlp_store *s, int64_t attempt_id,
 int mlp_store_stage_not_run(struct mlp_store *s, int64_t run_id, const char *stage,
                             const char *kind, enum mlp_status status, const char *message)
 {
-	sqlite3_stmt *st = store_cached(s,
-		"INSERT INTO stages (run_id, stage, attempt, kind, status, message)"
-		" VALUES (?, ?, 0, ?, ?, ?)");
+	sqlite3_stmt *st =
+	        store_cached(s, "INSERT INTO stages (run_id, stage, attempt, kind, status, message)"
+	                        " VALUES (?, ?, 0, ?, ?, ?)");
 
 	if (st == NULL)
 		return MLP_EDB;
@@ -368,11 +366,12 @@ int mlp_store_stage_not_run(struct mlp_store *s, int64_t run_id, const char *sta
 	return store_exec_cached(s, st, "recording a stage that did not run");
 }
 
-int mlp_store_output_put(struct mlp_store *s, int64_t run_id, const char *stage,
-                         const char *key, const char *value)
+int mlp_store_output_put(struct mlp_store *s, int64_t run_id, const char *stage, const char *key,
+                         const char *value)
 {
-	sqlite3_stmt *st = store_cached(s,
-		"INSERT OR REPLACE INTO outputs (run_id, stage, key, value) VALUES (?, ?, ?, ?)");
+	sqlite3_stmt *st = store_cached(
+	        s,
+	        "INSERT OR REPLACE INTO outputs (run_id, stage, key, value) VALUES (?, ?, ?, ?)");
 
 	if (st == NULL)
 		return MLP_EDB;
@@ -383,11 +382,12 @@ int mlp_store_output_put(struct mlp_store *s, int64_t run_id, const char *stage,
 	return store_exec_cached(s, st, "recording an output");
 }
 
-int mlp_store_metric_put(struct mlp_store *s, int64_t run_id, const char *stage,
-                         const char *name, double value)
+int mlp_store_metric_put(struct mlp_store *s, int64_t run_id, const char *stage, const char *name,
+                         double value)
 {
-	sqlite3_stmt *st = store_cached(s,
-		"INSERT OR REPLACE INTO metrics (run_id, stage, name, value) VALUES (?, ?, ?, ?)");
+	sqlite3_stmt *st = store_cached(
+	        s,
+	        "INSERT OR REPLACE INTO metrics (run_id, stage, name, value) VALUES (?, ?, ?, ?)");
 
 	if (st == NULL)
 		return MLP_EDB;
@@ -398,7 +398,7 @@ int mlp_store_metric_put(struct mlp_store *s, int64_t run_id, const char *stage,
 	return store_exec_cached(s, st, "recording a metric");
 }
 
-#define RUN_COLUMNS \
+#define RUN_COLUMNS                                                            \
 	"id, pipeline, pipeline_path, pipeline_sha256, status, trigger, user," \
 	" git_commit, workspace, created_at, started_at, ended_at, exit_code, message"
 
@@ -421,18 +421,17 @@ static void read_run(struct mlp_run_info *r, sqlite3_stmt *st)
 	r->created_at = sqlite3_column_int64(st, 9);
 	r->started_at = sqlite3_column_int64(st, 10);
 	r->ended_at = sqlite3_column_int64(st, 11);
-	r->exit_code = sqlite3_column_type(st, 12) == SQLITE_NULL ? -1
-	                                                          : sqlite3_column_int(st, 12);
+	r->exit_code = sqlite3_column_type(st, 12) == SQLITE_NULL ? -1 : sqlite3_column_int(st, 12);
 	r->message = store_column_text(st, 13);
 }
 
 int mlp_store_runs_list(struct mlp_store *s, struct mlp_run_info **out, size_t *n,
                         const struct mlp_run_filter *f)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"SELECT " RUN_COLUMNS " FROM runs"
-		" WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR status = ?2)"
-		" ORDER BY id DESC LIMIT ?3");
+	sqlite3_stmt *st = store_prepare(
+	        s, "SELECT " RUN_COLUMNS " FROM runs"
+	           " WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR status = ?2)"
+	           " ORDER BY id DESC LIMIT ?3");
 	struct mlp_run_info *runs = NULL;
 	size_t len = 0, cap = 0;
 	int rc;
@@ -460,8 +459,8 @@ int mlp_store_runs_list(struct mlp_store *s, struct mlp_run_info **out, size_t *
 
 int mlp_store_run_get(struct mlp_store *s, struct mlp_run_info *out, int64_t run_id)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"SELECT " RUN_COLUMNS ", pipeline_text FROM runs WHERE id = ?");
+	sqlite3_stmt *st =
+	        store_prepare(s, "SELECT " RUN_COLUMNS ", pipeline_text FROM runs WHERE id = ?");
 	int rc;
 
 	memset(out, 0, sizeof(*out));
@@ -507,10 +506,10 @@ void mlp_run_info_free_all(struct mlp_run_info *r, size_t n)
 int mlp_store_attempts_list(struct mlp_store *s, struct mlp_attempt_info **out, size_t *n,
                             int64_t run_id)
 {
-	sqlite3_stmt *st = store_prepare(s,
-		"SELECT id, stage, attempt, kind, status, exit_code, signal, timed_out,"
-		" started_at, ended_at, log_path, message FROM stages WHERE run_id = ?"
-		" ORDER BY started_at IS NULL, started_at, id");
+	sqlite3_stmt *st = store_prepare(
+	        s, "SELECT id, stage, attempt, kind, status, exit_code, signal, timed_out,"
+	           " started_at, ended_at, log_path, message FROM stages WHERE run_id = ?"
+	           " ORDER BY started_at IS NULL, started_at, id");
 	struct mlp_attempt_info *a = NULL;
 	size_t len = 0, cap = 0;
 	int rc;
@@ -535,8 +534,8 @@ int mlp_store_attempts_list(struct mlp_store *s, struct mlp_attempt_info **out, 
 		if (status == NULL || mlp_status_parse(&x->status, status) != 0)
 			x->status = MLP_STATUS_INTERRUPTED;
 		free(status);
-		x->exit_code = sqlite3_column_type(st, 5) == SQLITE_NULL ? -1
-		                                                         : sqlite3_column_int(st, 5);
+		x->exit_code =
+		        sqlite3_column_type(st, 5) == SQLITE_NULL ? -1 : sqlite3_column_int(st, 5);
 		x->signal = sqlite3_column_int(st, 6);
 		x->timed_out = sqlite3_column_int(st, 7) != 0;
 		x->started_at = sqlite3_column_int64(st, 8);
@@ -565,8 +564,8 @@ void mlp_attempt_info_free_all(struct mlp_attempt_info *a, size_t n)
 	free(a);
 }
 
-static int list_values(struct mlp_store *s, struct mlp_stage_value **out, size_t *n,
-                       int64_t run_id, const char *sql, bool numeric)
+static int list_values(struct mlp_store *s, struct mlp_stage_value **out, size_t *n, int64_t run_id,
+                       const char *sql, bool numeric)
 {
 	sqlite3_stmt *st = store_prepare(s, sql);
 	struct mlp_stage_value *v = NULL;
@@ -601,7 +600,8 @@ int mlp_store_outputs_list(struct mlp_store *s, struct mlp_stage_value **out, si
 {
 	return list_values(s, out, n, run_id,
 	                   "SELECT stage, key, value FROM outputs WHERE run_id = ?"
-	                   " ORDER BY rowid", false);
+	                   " ORDER BY rowid",
+	                   false);
 }
 
 int mlp_store_metrics_list(struct mlp_store *s, struct mlp_stage_value **out, size_t *n,
@@ -609,7 +609,8 @@ int mlp_store_metrics_list(struct mlp_store *s, struct mlp_stage_value **out, si
 {
 	return list_values(s, out, n, run_id,
 	                   "SELECT stage, name, value FROM metrics WHERE run_id = ?"
-	                   " ORDER BY rowid", true);
+	                   " ORDER BY rowid",
+	                   true);
 }
 
 void mlp_stage_value_free_all(struct mlp_stage_value *v, size_t n)

@@ -25,8 +25,8 @@ int store_fail(struct mlp_store *s, const char *doing)
 	int code = sqlite3_errcode(s->db);
 
 	if (code == SQLITE_BUSY || code == SQLITE_LOCKED)
-		mlp_error_set("%s: database %s is locked by another process (waited %d ms)",
-		              doing, s->path, s->busy_timeout_ms);
+		mlp_error_set("%s: database %s is locked by another process (waited %d ms)", doing,
+		              s->path, s->busy_timeout_ms);
 	else if (code == SQLITE_READONLY)
 		mlp_error_set("%s: database %s is read-only", doing, s->path);
 	else
@@ -160,15 +160,16 @@ static int migrate(struct mlp_store *s)
 		return rc;
 	if (version > mlp_store_schema_latest()) {
 		mlp_error_set("database %s has schema version %d, newer than this mlpipe "
-		              "knows (%d): upgrade mlpipe", s->path, version,
-		              mlp_store_schema_latest());
+		              "knows (%d): upgrade mlpipe",
+		              s->path, version, mlp_store_schema_latest());
 		return MLP_EDB;
 	}
 	if (version == mlp_store_schema_latest())
 		return 0;
 	if (s->readonly) {
 		mlp_error_set("database %s is read-only and needs an upgrade to schema "
-		              "version %d", s->path, mlp_store_schema_latest());
+		              "version %d",
+		              s->path, mlp_store_schema_latest());
 		return MLP_EDB;
 	}
 	if ((rc = mlp_store_begin(s)) != 0)
@@ -183,8 +184,8 @@ static int migrate(struct mlp_store *s)
 		if (m->version <= version)
 			continue;
 		if (sqlite3_exec(s->db, m->sql, NULL, NULL, NULL) != SQLITE_OK) {
-			char *doing = xasprintf("migrating to schema version %d (%s)",
-			                        m->version, m->what);
+			char *doing = xasprintf("migrating to schema version %d (%s)", m->version,
+			                        m->what);
 
 			rc = store_fail(s, doing);
 			free(doing);
@@ -240,13 +241,14 @@ int mlp_store_open(struct mlp_store **out, const char *path, int flags)
 		rc = MLP_EDB;
 		goto fail;
 	}
-	if (sqlite3_open_v2(s->path, &s->db,
-	                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
+	if (sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+	    SQLITE_OK) {
 		if (s->db == NULL) {
 			mlp_error_set("cannot open database %s: out of memory", s->path);
 			rc = MLP_EDB;
 		} else {
-			mlp_error_set("cannot open database %s: %s", s->path, sqlite3_errmsg(s->db));
+			mlp_error_set("cannot open database %s: %s", s->path,
+			              sqlite3_errmsg(s->db));
 			rc = MLP_EDB;
 		}
 		goto fail;
@@ -319,13 +321,10 @@ const char *mlp_store_data_dir(const struct mlp_store *s)
 }
 
 static const char *const status_names[] = {
-	[MLP_STATUS_QUEUED] = "queued",
-	[MLP_STATUS_RUNNING] = "running",
-	[MLP_STATUS_SUCCEEDED] = "succeeded",
-	[MLP_STATUS_FAILED] = "failed",
-	[MLP_STATUS_SKIPPED] = "skipped",
-	[MLP_STATUS_CANCELLED] = "cancelled",
-	[MLP_STATUS_INTERRUPTED] = "interrupted",
+        [MLP_STATUS_QUEUED] = "queued",           [MLP_STATUS_RUNNING] = "running",
+        [MLP_STATUS_SUCCEEDED] = "succeeded",     [MLP_STATUS_FAILED] = "failed",
+        [MLP_STATUS_SKIPPED] = "skipped",         [MLP_STATUS_CANCELLED] = "cancelled",
+        [MLP_STATUS_INTERRUPTED] = "interrupted",
 };
 
 const char *mlp_status_name(enum mlp_status s)

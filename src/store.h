@@ -74,9 +74,9 @@ struct mlp_run_new {
 	const char *pipeline_path; /* absolute path of the file, or NULL */
 	const char *pipeline_text;
 	const char *pipeline_sha256;
-	const char *trigger;       /* "cli", "webhook", "schedule", "api" */
+	const char *trigger; /* "cli", "webhook", "schedule", "api" */
 	const char *user;
-	const char *git_commit;    /* NULL when not in a repository */
+	const char *git_commit; /* NULL when not in a repository */
 	const char *git_ref;
 	const char *workspace;
 };
@@ -88,24 +88,23 @@ struct mlp_run_new {
  */
 int mlp_store_run_create(struct mlp_store *s, int64_t *out_id, const struct mlp_run_new *run);
 /* Records the run's end and releases its lock. */
-int mlp_store_run_finish(struct mlp_store *s, int64_t run_id, enum mlp_status status,
-                         int exit_code, const char *message);
+int mlp_store_run_finish(struct mlp_store *s, int64_t run_id, enum mlp_status status, int exit_code,
+                         const char *message);
 
 /* Marks runs whose owner died as interrupted (and their running attempts);
  * *out_count (may be NULL) is how many. */
 int mlp_store_recover(struct mlp_store *s, int *out_count);
 
 /* Records that an attempt of a stage started. */
-int mlp_store_attempt_start(struct mlp_store *s, int64_t *out_id, int64_t run_id,
-                            const char *stage, const char *kind, int attempt,
-                            const char *log_path);
+int mlp_store_attempt_start(struct mlp_store *s, int64_t *out_id, int64_t run_id, const char *stage,
+                            const char *kind, int attempt, const char *log_path);
 
 struct mlp_attempt_end {
 	enum mlp_status status; /* succeeded, failed, cancelled */
 	int exit_code;          /* -1 when killed by a signal or never started */
 	int signal;             /* 0 when it exited */
 	bool timed_out;
-	const char *message;    /* why it failed, or NULL */
+	const char *message; /* why it failed, or NULL */
 };
 
 int mlp_store_attempt_finish(struct mlp_store *s, int64_t attempt_id,
@@ -115,10 +114,10 @@ int mlp_store_attempt_finish(struct mlp_store *s, int64_t attempt_id,
 int mlp_store_stage_not_run(struct mlp_store *s, int64_t run_id, const char *stage,
                             const char *kind, enum mlp_status status, const char *message);
 
-int mlp_store_output_put(struct mlp_store *s, int64_t run_id, const char *stage,
-                         const char *key, const char *value);
-int mlp_store_metric_put(struct mlp_store *s, int64_t run_id, const char *stage,
-                         const char *name, double value);
+int mlp_store_output_put(struct mlp_store *s, int64_t run_id, const char *stage, const char *key,
+                         const char *value);
+int mlp_store_metric_put(struct mlp_store *s, int64_t run_id, const char *stage, const char *name,
+                         double value);
 
 struct mlp_run_info {
 	int64_t id;
@@ -133,8 +132,8 @@ struct mlp_run_info {
 	char *workspace;
 	int64_t created_at; /* wall-clock ms */
 	int64_t started_at;
-	int64_t ended_at;   /* 0 while running */
-	int exit_code;      /* -1 while running */
+	int64_t ended_at; /* 0 while running */
+	int exit_code;    /* -1 while running */
 	char *message;
 };
 
@@ -142,7 +141,7 @@ struct mlp_run_filter {
 	const char *pipeline; /* NULL: any */
 	bool has_status;
 	enum mlp_status status;
-	int limit;            /* 0: no limit */
+	int limit; /* 0: no limit */
 };
 
 /* Newest first.  Free with mlp_run_info_free_all. */
@@ -156,7 +155,7 @@ void mlp_run_info_free_all(struct mlp_run_info *r, size_t n);
 struct mlp_attempt_info {
 	int64_t id;
 	char *stage;
-	int attempt;        /* 0: never started */
+	int attempt; /* 0: never started */
 	char *kind;
 	enum mlp_status status;
 	int exit_code;
@@ -186,7 +185,6 @@ int mlp_store_outputs_list(struct mlp_store *s, struct mlp_stage_value **out, si
 int mlp_store_metrics_list(struct mlp_store *s, struct mlp_stage_value **out, size_t *n,
                            int64_t run_id);
 void mlp_stage_value_free_all(struct mlp_stage_value *v, size_t n);
-
 
 /* ---- artifacts, models, gates (store-models.c) ------------------------
  *
@@ -281,8 +279,8 @@ int mlp_store_model_version_with_status(struct mlp_store *s, struct mlp_model_ve
                                         const char *model, enum mlp_model_status status,
                                         int64_t exclude);
 /* Every version of model, newest first (none: *n = 0, not an error). */
-int mlp_store_model_versions_list(struct mlp_store *s, struct mlp_model_version **out,
-                                  size_t *n, const char *model);
+int mlp_store_model_versions_list(struct mlp_store *s, struct mlp_model_version **out, size_t *n,
+                                  const char *model);
 void mlp_model_version_clear(struct mlp_model_version *v);
 void mlp_model_version_free_all(struct mlp_model_version *v, size_t n);
 
@@ -294,8 +292,7 @@ void mlp_model_version_free_all(struct mlp_model_version *v, size_t n);
  * MLP_EINVAL with a message naming the current status.
  */
 int mlp_store_model_set_status(struct mlp_store *s, int64_t version_id,
-                               enum mlp_model_status status, const char *user,
-                               const char *reason);
+                               enum mlp_model_status status, const char *user, const char *reason);
 
 /* Sets (inserting or replacing) metrics of a version; stage names where
  * they came from (may be NULL). */
@@ -305,12 +302,12 @@ int mlp_store_model_metrics_put(struct mlp_store *s, int64_t version_id, const c
 struct mlp_model_info {
 	char *name;
 	int64_t created_at;
-	int versions;                /* how many */
-	int latest;                  /* the newest version number */
+	int versions; /* how many */
+	int latest;   /* the newest version number */
 	enum mlp_model_status latest_status;
 	int64_t latest_created_at;
-	int approved;                /* newest approved version, 0: none */
-	int deployed;                /* newest deployed version, 0: none */
+	int approved; /* newest approved version, 0: none */
+	int deployed; /* newest deployed version, 0: none */
 };
 
 /* Every model, by name. */
@@ -333,8 +330,8 @@ struct mlp_gate_threshold {
  * already had this op and value (then nothing is recorded).
  */
 int mlp_store_gate_threshold_set(struct mlp_store *s, bool *out_changed, const char *gate,
-                                 const char *metric, const char *op, double value,
-                                 const char *user, const char *reason);
+                                 const char *metric, const char *op, double value, const char *user,
+                                 const char *reason);
 /*
  * Seeds a threshold from a pipeline's require: only when the database has
  * never had one for (gate, metric): neither now nor in its history, so a
@@ -349,8 +346,8 @@ int mlp_store_gate_threshold_seed(struct mlp_store *s, bool *out_seeded, const c
 int mlp_store_gate_threshold_unset(struct mlp_store *s, const char *gate, const char *metric,
                                    const char *user, const char *reason);
 /* The thresholds of gate (NULL: every gate), by gate and metric. */
-int mlp_store_gate_thresholds_list(struct mlp_store *s, struct mlp_gate_threshold **out,
-                                   size_t *n, const char *gate);
+int mlp_store_gate_thresholds_list(struct mlp_store *s, struct mlp_gate_threshold **out, size_t *n,
+                                   const char *gate);
 void mlp_gate_threshold_free_all(struct mlp_gate_threshold *t, size_t n);
 
 /* One change of a threshold; old_op NULL: it was added, new_op NULL: it
@@ -370,16 +367,16 @@ struct mlp_gate_threshold_change {
 };
 
 /* Every change to gate's thresholds, oldest first. */
-int mlp_store_gate_history(struct mlp_store *s, struct mlp_gate_threshold_change **out,
-                           size_t *n, const char *gate);
+int mlp_store_gate_history(struct mlp_store *s, struct mlp_gate_threshold_change **out, size_t *n,
+                           const char *gate);
 void mlp_gate_threshold_change_free_all(struct mlp_gate_threshold_change *c, size_t n);
 
 struct mlp_gate_decision {
 	int64_t id;
-	int64_t run_id;              /* 0: none */
+	int64_t run_id; /* 0: none */
 	char *stage;
 	char *gate;
-	int64_t model_version_id;    /* 0: none */
+	int64_t model_version_id; /* 0: none */
 	bool passed;
 	int64_t baseline_version_id; /* 0: none */
 	char *reason;                /* why it failed, or a note; may be NULL */
@@ -392,9 +389,8 @@ int mlp_store_gate_decision_record(struct mlp_store *s, int64_t *out_id,
                                    const struct mlp_gate_decision *d);
 /* Decisions of gate (NULL: any) about the version with row id version_id
  * (0: any), newest first, at most limit (0: all). */
-int mlp_store_gate_decisions_list(struct mlp_store *s, struct mlp_gate_decision **out,
-                                  size_t *n, const char *gate, int64_t version_id,
-                                  int limit);
+int mlp_store_gate_decisions_list(struct mlp_store *s, struct mlp_gate_decision **out, size_t *n,
+                                  const char *gate, int64_t version_id, int limit);
 void mlp_gate_decision_free_all(struct mlp_gate_decision *d, size_t n);
 
 /* ---- serve: the run queue, projects, deliveries, schedules, tokens ------
@@ -411,14 +407,14 @@ struct mlp_run_queued {
 	const char *pipeline;      /* name; the project's until the file is read */
 	const char *pipeline_text; /* NULL: read at the commit when it starts */
 	const char *pipeline_path;
-	const char *trigger;       /* "webhook", "schedule", "api", "poll" */
+	const char *trigger; /* "webhook", "schedule", "api", "poll" */
 	const char *user;
 	const char *git_commit;
 	const char *git_ref;
 	const char *git_author;
 	const char *git_message;
-	const char *schedule;      /* the schedule's key, for its concurrency */
-	bool once_per_commit;      /* a run of (project, git_ref, git_commit)
+	const char *schedule; /* the schedule's key, for its concurrency */
+	bool once_per_commit; /* a run of (project, git_ref, git_commit)
 	                            * exists already: queue nothing, answer
 	                            * MLP_EEXISTS with its id */
 };
@@ -436,8 +432,7 @@ int mlp_store_run_enqueue(struct mlp_store *s, int64_t *out_id, const struct mlp
 
 /* The commit of the newest run of project on ref (NULL: none; the caller
  * frees). */
-int mlp_store_latest_commit(struct mlp_store *s, char **out, const char *project,
-                            const char *ref);
+int mlp_store_latest_commit(struct mlp_store *s, char **out, const char *project, const char *ref);
 
 /* Records a delivery that queues nothing (a deleted ref, a branch no
  * project watches); MLP_EEXISTS (no message) when seen before. */
@@ -473,7 +468,7 @@ int mlp_store_run_set_pipeline(struct mlp_store *s, int64_t run_id,
 /* A run the server manages, as the dispatcher needs it. */
 struct mlp_queued_run {
 	int64_t id;
-	enum mlp_status status;   /* queued, running or interrupted */
+	enum mlp_status status; /* queued, running or interrupted */
 	char *project;
 	char *pipeline;
 	char *schedule;
@@ -482,7 +477,7 @@ struct mlp_queued_run {
 	char *git_ref;
 	char *git_author;
 	char *git_message;
-	int exec_attempts;        /* how many times exec-run claimed it */
+	int exec_attempts; /* how many times exec-run claimed it */
 	int64_t exec_pid;
 	bool cancel_requested;
 	int64_t queued_at;
@@ -537,8 +532,8 @@ char *mlp_project_mirror(const struct mlp_store *s, const char *name);
 int mlp_store_schedule_last(struct mlp_store *s, int64_t *out, const char *key);
 /* Records that key fired at fired_at and, when r is not NULL, queues its
  * run: one transaction, so a restart never fires it twice. */
-int mlp_store_schedule_fire(struct mlp_store *s, int64_t *out_id, const char *key,
-                            int64_t fired_at, const struct mlp_run_queued *r);
+int mlp_store_schedule_fire(struct mlp_store *s, int64_t *out_id, const char *key, int64_t fired_at,
+                            const struct mlp_run_queued *r);
 /* Whether a run of the schedule key is queued or running; *out_id one. */
 int mlp_store_schedule_active(struct mlp_store *s, int64_t *out_id, const char *key);
 
@@ -600,7 +595,7 @@ const char *mlp_deploy_result_name(enum mlp_deploy_result r);
 
 struct mlp_deployment {
 	int64_t id;
-	bool rollback;              /* kind 'rollback' (else 'rollout') */
+	bool rollback; /* kind 'rollback' (else 'rollout') */
 	char *namespace_;
 	char *deployment;
 	char *container;
@@ -614,13 +609,13 @@ struct mlp_deployment {
 	int64_t model_version_id;   /* 0: none */
 	int64_t run_id;             /* 0: none */
 	char *stage;
-	int64_t rollback_of;        /* 0: none */
+	int64_t rollback_of; /* 0: none */
 	enum mlp_deploy_result result;
 	char *reason;
-	char *revision;             /* deployment.kubernetes.io/revision */
+	char *revision; /* deployment.kubernetes.io/revision */
 	char *user;
-	int64_t started_at;         /* wall-clock ms */
-	int64_t ended_at;           /* 0: not ended */
+	int64_t started_at; /* wall-clock ms */
+	int64_t ended_at;   /* 0: not ended */
 };
 
 /* Records a new row from d (id, ended_at, reason and revision ignored;
@@ -629,14 +624,12 @@ int mlp_store_deployment_start(struct mlp_store *s, int64_t *out_id,
                                const struct mlp_deployment *d);
 /* Sets a row's result, reason (may be NULL) and revision (may be NULL)
  * and its end time. */
-int mlp_store_deployment_finish(struct mlp_store *s, int64_t id,
-                                enum mlp_deploy_result result, const char *reason,
-                                const char *revision);
+int mlp_store_deployment_finish(struct mlp_store *s, int64_t id, enum mlp_deploy_result result,
+                                const char *reason, const char *revision);
 /* Replaces the previous state a pending row recorded (after a 409 the
  * Deployment is read again and the patch built on that read). */
 int mlp_store_deployment_set_previous(struct mlp_store *s, int64_t id, const char *from_image,
-                                      const char *previous_env,
-                                      const char *previous_annotations);
+                                      const char *previous_env, const char *previous_annotations);
 /* One row; MLP_ENOTFOUND with a message when there is none. */
 int mlp_store_deployment_get(struct mlp_store *s, struct mlp_deployment *out, int64_t id);
 /* Rows for namespace/deployment (either NULL: any), newest first, at most

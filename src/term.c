@@ -27,7 +27,7 @@ struct mlp_term {
 	bool live;
 	bool color;
 	int name_width;
-	int drawn;      /* lines of the block currently on screen */
+	int drawn; /* lines of the block currently on screen */
 	int spin;
 	struct stage_line *lines;
 	struct mlp_engine_observer obs;
@@ -185,8 +185,8 @@ static void draw_block(struct mlp_term *t, struct mlp_buf *b)
 				shown++;
 			}
 		}
-		mlp_buf_printf(b, "%s %zu/%zu done, %zu running, %zu failed%s\n",
-		               col(t, C_DIM), done, n, running, failed, col(t, C_RESET));
+		mlp_buf_printf(b, "%s %zu/%zu done, %zu running, %zu failed%s\n", col(t, C_DIM),
+		               done, n, running, failed, col(t, C_RESET));
 		shown++;
 	}
 	t->drawn = (int)shown;
@@ -259,8 +259,8 @@ static void on_log(void *payload, size_t index, const char *line, size_t len)
 
 	if (t->live)
 		erase_block(t, &b);
-	mlp_buf_printf(&b, "%s%-*s |%s ", col(t, C_DIM), t->name_width,
-	               t->p->stages[index].name, col(t, C_RESET));
+	mlp_buf_printf(&b, "%s%-*s |%s ", col(t, C_DIM), t->name_width, t->p->stages[index].name,
+	               col(t, C_RESET));
 	mlp_buf_add(&b, line, len);
 	mlp_buf_putc(&b, '\n');
 	if (t->live)
@@ -321,7 +321,8 @@ void mlp_term_finish(struct mlp_term *t, int64_t run_id, const struct mlp_engine
 	struct mlp_buf b = {0};
 	char el[32];
 	const char *c = r->status == MLP_STATUS_SUCCEEDED ? C_GREEN
-	                : r->status == MLP_STATUS_FAILED ? C_RED : C_YELLOW;
+	                : r->status == MLP_STATUS_FAILED  ? C_RED
+	                                                  : C_YELLOW;
 
 	if (t->live) {
 		erase_block(t, &b);

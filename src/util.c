@@ -251,7 +251,7 @@ int mlp_parse_duration(int64_t *out_ms, const char *s)
 		const char *unit;
 		int64_t ms;
 	} units[] = {
-		{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000},
+	        {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000},
 	};
 	const char *p = s;
 	double total = 0;
@@ -283,8 +283,9 @@ int mlp_parse_duration(int64_t *out_ms, const char *s)
 		}
 		if (best_len == 0) {
 			if (*p == '\0' && !any)
-				mlp_error_set("duration '%s' has no unit (write e.g. '%ss' or '%sm')",
-				              s, s, s);
+				mlp_error_set(
+				        "duration '%s' has no unit (write e.g. '%ss' or '%sm')", s,
+				        s, s);
 			else
 				goto bad;
 			return MLP_EINVAL;
@@ -299,7 +300,8 @@ int mlp_parse_duration(int64_t *out_ms, const char *s)
 	return 0;
 bad:
 	mlp_error_set("bad duration '%s' (expected a number and a unit: ms, s, m, h, d, "
-	              "as in '90s' or '1h30m')", s);
+	              "as in '90s' or '1h30m')",
+	              s);
 	return MLP_EINVAL;
 }
 
@@ -364,7 +366,8 @@ int mlp_edit_distance(const char *a, const char *b)
 		d[0][j] = (int)j;
 	for (size_t i = 1; i <= la; i++) {
 		for (size_t j = 1; j <= lb; j++) {
-			int ca = tolower((unsigned char)a[i - 1]), cb = tolower((unsigned char)b[j - 1]);
+			int ca = tolower((unsigned char)a[i - 1]),
+			    cb = tolower((unsigned char)b[j - 1]);
 			int v = d[i - 1][j - 1] + (ca != cb);
 
 			if (d[i - 1][j] + 1 < v)
@@ -514,7 +517,7 @@ int mlp_mkdirs(const char *path, int mode)
 	char *p = xstrdup(path);
 	int rc = 0;
 
-	for (char *s = p + 1; ; s++) {
+	for (char *s = p + 1;; s++) {
 		if (*s == '/' || *s == '\0') {
 			char c = *s;
 
@@ -589,8 +592,7 @@ bool mlp_utf8_valid(const char *s, size_t len)
 			cp = (cp << 6) | (p[i] & 0x3f);
 		}
 		if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) ||
-		    (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
-		    (cp >= 0xd800 && cp <= 0xdfff))
+		    (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff))
 			return false;
 		p += n + 1;
 	}

@@ -38,8 +38,7 @@ struct mlp_buf {
 void mlp_buf_add(struct mlp_buf *b, const void *data, size_t len);
 void mlp_buf_puts(struct mlp_buf *b, const char *s);
 void mlp_buf_putc(struct mlp_buf *b, char c);
-void mlp_buf_printf(struct mlp_buf *b, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+void mlp_buf_printf(struct mlp_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void mlp_buf_clear(struct mlp_buf *b);
 /* Returns the string (never NULL: "" when empty) and hands ownership to
  * the caller; the buffer is empty afterwards. */

@@ -117,8 +117,8 @@ int mlp_webhook_parse_push(struct mlp_push *out, const char *body, size_t len)
 	out->commit = xstrdup(after);
 	for (char *p = out->commit; *p; p++)
 		*p = (char)tolower((unsigned char)*p);
-	out->deleted = mlp_json_get_bool(j, "deleted") ||
-	               strspn(out->commit, "0") == strlen(out->commit);
+	out->deleted =
+	        mlp_json_get_bool(j, "deleted") || strspn(out->commit, "0") == strlen(out->commit);
 	url = mlp_json_get_string(mlp_json_get(j, "repository"), "clone_url");
 	if (url == NULL)
 		url = mlp_json_get_string(mlp_json_get(j, "repository"), "git_http_url");

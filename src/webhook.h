@@ -32,10 +32,10 @@ bool mlp_webhook_verify(enum mlp_forge f, const char *secret, const char *signat
 
 /* What a push event says. */
 struct mlp_push {
-	char *ref;       /* "refs/heads/main" */
-	char *commit;    /* the pushed commit, 40 hex (GitLab: checkout_sha) */
+	char *ref;    /* "refs/heads/main" */
+	char *commit; /* the pushed commit, 40 hex (GitLab: checkout_sha) */
 	char *clone_url;
-	bool deleted;    /* the ref was deleted: nothing to run */
+	bool deleted; /* the ref was deleted: nothing to run */
 };
 
 /* Parses a push payload.  MLP_EINVAL with a message when it is not JSON or

@@ -75,9 +75,14 @@ static void rank_main(const struct plan *pl, int rank, int fd)
 {
 	struct report rep = {0};
 	struct mlp_coll_opts o = {
-		.rank = rank, .world_size = pl->world, .local_rank = rank,
-		.local_world_size = pl->world, .master_addr = "127.0.0.1",
-		.master_port = pl->port, .timeout_ms = pl->timeout_ms, .backend = pl->backend,
+	        .rank = rank,
+	        .world_size = pl->world,
+	        .local_rank = rank,
+	        .local_world_size = pl->world,
+	        .master_addr = "127.0.0.1",
+	        .master_port = pl->port,
+	        .timeout_ms = pl->timeout_ms,
+	        .backend = pl->backend,
 	};
 	struct mlp_coll *c = NULL;
 	int64_t t0 = mlp_mono_ms();
@@ -202,7 +207,8 @@ static void test_coll__broadcast_from_a_non_zero_root(void **state)
 	static const char *const backends[] = {"shm", "tcp"};
 
 	for (size_t b = 0; b < 2; b++) {
-		struct plan pl = {backends[b], 3, 5 * 1024 * 1024 + 11, JOB_BROADCAST, 0, 20000, -1};
+		struct plan pl = {backends[b], 3, 5 * 1024 * 1024 + 11, JOB_BROADCAST, 0,
+		                  20000,       -1};
 		struct report reps[16];
 
 		run_plan(&pl, reps);
@@ -292,13 +298,13 @@ static void test_coll__options_come_from_the_torchrun_environment(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_coll__single_rank_needs_no_peers),
-		cmocka_unit_test(test_coll__options_come_from_the_torchrun_environment),
-		cmocka_unit_test(test_coll__shm_allreduce_is_the_mean_everywhere),
-		cmocka_unit_test(test_coll__tcp_ring_allreduce_is_the_mean_everywhere),
-		cmocka_unit_test(test_coll__broadcast_from_a_non_zero_root),
-		cmocka_unit_test(test_coll__a_dead_peer_fails_fast),
-		cmocka_unit_test(test_coll__missing_rank_times_out_the_rendezvous),
+	        cmocka_unit_test(test_coll__single_rank_needs_no_peers),
+	        cmocka_unit_test(test_coll__options_come_from_the_torchrun_environment),
+	        cmocka_unit_test(test_coll__shm_allreduce_is_the_mean_everywhere),
+	        cmocka_unit_test(test_coll__tcp_ring_allreduce_is_the_mean_everywhere),
+	        cmocka_unit_test(test_coll__broadcast_from_a_non_zero_root),
+	        cmocka_unit_test(test_coll__a_dead_peer_fails_fast),
+	        cmocka_unit_test(test_coll__missing_rank_times_out_the_rendezvous),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

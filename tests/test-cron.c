@@ -73,8 +73,7 @@ static void test_cron__single_value_with_step_runs_to_the_end(void **state)
 
 	(void)state;
 	assert_int_equal(mlp_cron_parse(&c, "5/20 0 * * *"), 0);
-	assert_true(c.minutes == ((UINT64_C(1) << 5) | (UINT64_C(1) << 25) |
-	                          (UINT64_C(1) << 45)));
+	assert_true(c.minutes == ((UINT64_C(1) << 5) | (UINT64_C(1) << 25) | (UINT64_C(1) << 45)));
 }
 
 static void test_cron__names_in_any_case(void **state)
@@ -121,11 +120,9 @@ static void test_cron__macros(void **state)
 		const char *macro;
 		const char *same_as;
 	} cases[] = {
-		{"@yearly", "0 0 1 1 *"}, {"@annually", "0 0 1 1 *"},
-		{"@monthly", "0 0 1 * *"}, {"@weekly", "0 0 * * 0"},
-		{"@daily", "0 0 * * *"}, {"@midnight", "0 0 * * *"},
-		{"@hourly", "0 * * * *"}, {"@nightly", "0 2 * * *"},
-		{"  @DAILY  ", "0 0 * * *"},
+	        {"@yearly", "0 0 1 1 *"}, {"@annually", "0 0 1 1 *"}, {"@monthly", "0 0 1 * *"},
+	        {"@weekly", "0 0 * * 0"}, {"@daily", "0 0 * * *"},    {"@midnight", "0 0 * * *"},
+	        {"@hourly", "0 * * * *"}, {"@nightly", "0 2 * * *"},  {"  @DAILY  ", "0 0 * * *"},
 	};
 
 	(void)state;
@@ -188,12 +185,14 @@ static void test_cron__field_count(void **state)
 {
 	(void)state;
 	expect_error("", "empty cron expression (it needs 5 fields: minute hour "
-	             "day-of-month month day-of-week, or a macro such as @daily)");
-	expect_error("0 2 * *", "cron expression '0 2 * *' has 4 fields; it needs 5 "
+	                 "day-of-month month day-of-week, or a macro such as @daily)");
+	expect_error("0 2 * *",
+	             "cron expression '0 2 * *' has 4 fields; it needs 5 "
 	             "(minute hour day-of-month month day-of-week) or a macro such as @daily");
 	expect_error("0", "cron expression '0' has 1 field; it needs 5 (minute hour "
-	             "day-of-month month day-of-week) or a macro such as @daily");
-	expect_error("0 0 2 * * *", "cron expression '0 0 2 * * *' has more than 5 "
+	                  "day-of-month month day-of-week) or a macro such as @daily");
+	expect_error("0 0 2 * * *",
+	             "cron expression '0 0 2 * * *' has more than 5 "
 	             "fields; it needs 5 (minute hour day-of-month month day-of-week; "
 	             "there is no seconds field) or a macro such as @daily");
 }
@@ -202,11 +201,12 @@ static void test_cron__unknown_macros(void **state)
 {
 	(void)state;
 	expect_error("@dayly", "unknown cron macro '@dayly' (did you mean '@daily'?)");
-	expect_error("@fortnightly-ish", "unknown cron macro '@fortnightly-ish' (known: "
+	expect_error("@fortnightly-ish",
+	             "unknown cron macro '@fortnightly-ish' (known: "
 	             "@yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly, "
 	             "@nightly)");
 	expect_error("@reboot", "cron macro @reboot is not supported (schedules fire at "
-	             "times; use @daily, @hourly ... or five fields)");
+	                        "times; use @daily, @hourly ... or five fields)");
 	expect_error("@daily 5", "cron macro '@daily' takes nothing after it");
 }
 
@@ -223,8 +223,8 @@ static void test_cron__timezones(void **state)
 	assert_false(mlp_timezone_valid("/etc/passwd"));
 	assert_false(mlp_timezone_valid("../../../etc/passwd"));
 	assert_false(mlp_timezone_valid("Europe/../Europe/Berlin"));
-	assert_false(mlp_timezone_valid("Europe"));      /* a directory */
-	assert_false(mlp_timezone_valid("zone.tab"));    /* not a TZif file */
+	assert_false(mlp_timezone_valid("Europe"));   /* a directory */
+	assert_false(mlp_timezone_valid("zone.tab")); /* not a TZif file */
 	assert_false(mlp_timezone_valid("Europe/Berlin\n"));
 	assert_false(mlp_timezone_valid("Europe/Berlin "));
 }
@@ -253,40 +253,66 @@ struct fire_case {
  * -> 03:00 EDT (07:00Z) and 11-03 02:00 EDT -> 01:00 EST (06:00Z).
  */
 static const struct fire_case fire_cases[] = {
-	/* A skipped wall time fires at the first valid minute after the gap. */
-	{"Europe/Berlin", "30 2 * * *", "2024-03-30T12:00:00Z",
-	 {"2024-03-31T01:00:00Z", "2024-04-01T00:30:00Z", "2024-04-02T00:30:00Z"}},
-	/* ... once, however many skipped minutes match. */
-	{"Europe/Berlin", "*/15 2 * * *", "2024-03-30T23:00:00Z",
-	 {"2024-03-31T01:00:00Z", "2024-04-01T00:00:00Z", "2024-04-01T00:15:00Z"}},
-	/* A repeated wall time fires once, at its first occurrence. */
-	{"Europe/Berlin", "30 2 * * *", "2024-10-26T12:00:00Z",
-	 {"2024-10-27T00:30:00Z", "2024-10-28T01:30:00Z"}},
-	/* Every hour keeps firing in real time through both changes. */
-	{"Europe/Berlin", "0 * * * *", "2024-10-26T23:30:00Z",
-	 {"2024-10-27T00:00:00Z", "2024-10-27T01:00:00Z", "2024-10-27T02:00:00Z"}},
-	{"Europe/Berlin", "0 * * * *", "2024-03-31T00:30:00Z",
-	 {"2024-03-31T01:00:00Z", "2024-03-31T02:00:00Z"}},
-	/* @nightly is 02:00 local: in the gap in March, normal in October. */
-	{"Europe/Berlin", "@nightly", "2024-03-30T02:00:00Z",
-	 {"2024-03-31T01:00:00Z", "2024-04-01T00:00:00Z"}},
-	{"Europe/Berlin", "@nightly", "2024-10-26T12:00:00Z",
-	 {"2024-10-27T00:00:00Z", "2024-10-28T01:00:00Z"}},
-	/* Far beyond the table of transitions: the footer rule (2100). */
-	{"Europe/Berlin", "30 2 * * *", "2100-03-27T12:00:00Z",
-	 {"2100-03-28T01:00:00Z", "2100-03-29T00:30:00Z"}},
-	{"America/New_York", "30 2 * * *", "2024-03-09T12:00:00Z",
-	 {"2024-03-10T07:00:00Z", "2024-03-11T06:30:00Z"}},
-	{"America/New_York", "30 1 * * *", "2024-11-02T12:00:00Z",
-	 {"2024-11-03T05:30:00Z", "2024-11-04T06:30:00Z"}},
-	{"America/New_York", "0 * * * *", "2024-11-03T04:30:00Z",
-	 {"2024-11-03T05:00:00Z", "2024-11-03T06:00:00Z", "2024-11-03T07:00:00Z"}},
-	{"America/New_York", "0 9 * * MON-FRI", "2024-11-01T14:00:00Z",
-	 {"2024-11-04T14:00:00Z", "2024-11-05T14:00:00Z"}},
-	/* Vixie's day rule: the 1st or a Monday. */
-	{"UTC", "0 0 1 * MON", "2024-06-28T00:00:00Z",
-	 {"2024-07-01T00:00:00Z", "2024-07-08T00:00:00Z", "2024-07-15T00:00:00Z"}},
-	{"UTC", "0 0 29 2 *", "2024-03-01T00:00:00Z", {"2028-02-29T00:00:00Z"}},
+        /* A skipped wall time fires at the first valid minute after the gap. */
+        {"Europe/Berlin",
+         "30 2 * * *",
+         "2024-03-30T12:00:00Z",
+         {"2024-03-31T01:00:00Z", "2024-04-01T00:30:00Z", "2024-04-02T00:30:00Z"}},
+        /* ... once, however many skipped minutes match. */
+        {"Europe/Berlin",
+         "*/15 2 * * *",
+         "2024-03-30T23:00:00Z",
+         {"2024-03-31T01:00:00Z", "2024-04-01T00:00:00Z", "2024-04-01T00:15:00Z"}},
+        /* A repeated wall time fires once, at its first occurrence. */
+        {"Europe/Berlin",
+         "30 2 * * *",
+         "2024-10-26T12:00:00Z",
+         {"2024-10-27T00:30:00Z", "2024-10-28T01:30:00Z"}},
+        /* Every hour keeps firing in real time through both changes. */
+        {"Europe/Berlin",
+         "0 * * * *",
+         "2024-10-26T23:30:00Z",
+         {"2024-10-27T00:00:00Z", "2024-10-27T01:00:00Z", "2024-10-27T02:00:00Z"}},
+        {"Europe/Berlin",
+         "0 * * * *",
+         "2024-03-31T00:30:00Z",
+         {"2024-03-31T01:00:00Z", "2024-03-31T02:00:00Z"}},
+        /* @nightly is 02:00 local: in the gap in March, normal in October. */
+        {"Europe/Berlin",
+         "@nightly",
+         "2024-03-30T02:00:00Z",
+         {"2024-03-31T01:00:00Z", "2024-04-01T00:00:00Z"}},
+        {"Europe/Berlin",
+         "@nightly",
+         "2024-10-26T12:00:00Z",
+         {"2024-10-27T00:00:00Z", "2024-10-28T01:00:00Z"}},
+        /* Far beyond the table of transitions: the footer rule (2100). */
+        {"Europe/Berlin",
+         "30 2 * * *",
+         "2100-03-27T12:00:00Z",
+         {"2100-03-28T01:00:00Z", "2100-03-29T00:30:00Z"}},
+        {"America/New_York",
+         "30 2 * * *",
+         "2024-03-09T12:00:00Z",
+         {"2024-03-10T07:00:00Z", "2024-03-11T06:30:00Z"}},
+        {"America/New_York",
+         "30 1 * * *",
+         "2024-11-02T12:00:00Z",
+         {"2024-11-03T05:30:00Z", "2024-11-04T06:30:00Z"}},
+        {"America/New_York",
+         "0 * * * *",
+         "2024-11-03T04:30:00Z",
+         {"2024-11-03T05:00:00Z", "2024-11-03T06:00:00Z", "2024-11-03T07:00:00Z"}},
+        {"America/New_York",
+         "0 9 * * MON-FRI",
+         "2024-11-01T14:00:00Z",
+         {"2024-11-04T14:00:00Z", "2024-11-05T14:00:00Z"}},
+        /* Vixie's day rule: the 1st or a Monday. */
+        {"UTC",
+         "0 0 1 * MON",
+         "2024-06-28T00:00:00Z",
+         {"2024-07-01T00:00:00Z", "2024-07-08T00:00:00Z", "2024-07-15T00:00:00Z"}},
+        {"UTC", "0 0 29 2 *", "2024-03-01T00:00:00Z", {"2028-02-29T00:00:00Z"}},
 };
 
 static void test_cron__next_fire_across_dst(void **state)
@@ -346,22 +372,22 @@ static void test_cron__never_firing_is_an_error(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_cron__stars_set_every_bit),
-		cmocka_unit_test(test_cron__lists_ranges_and_steps),
-		cmocka_unit_test(test_cron__single_value_with_step_runs_to_the_end),
-		cmocka_unit_test(test_cron__names_in_any_case),
-		cmocka_unit_test(test_cron__seven_is_sunday),
-		cmocka_unit_test(test_cron__day_star_flags_follow_vixie),
-		cmocka_unit_test(test_cron__macros),
-		cmocka_unit_test(test_cron__extra_whitespace_is_fine),
-		cmocka_unit_test(test_cron__out_of_range_names_the_field),
-		cmocka_unit_test(test_cron__malformed_fields),
-		cmocka_unit_test(test_cron__field_count),
-		cmocka_unit_test(test_cron__unknown_macros),
-		cmocka_unit_test(test_cron__timezones),
-		cmocka_unit_test(test_cron__next_fire_across_dst),
-		cmocka_unit_test(test_cron__offsets_follow_the_zone),
-		cmocka_unit_test(test_cron__never_firing_is_an_error),
+	        cmocka_unit_test(test_cron__stars_set_every_bit),
+	        cmocka_unit_test(test_cron__lists_ranges_and_steps),
+	        cmocka_unit_test(test_cron__single_value_with_step_runs_to_the_end),
+	        cmocka_unit_test(test_cron__names_in_any_case),
+	        cmocka_unit_test(test_cron__seven_is_sunday),
+	        cmocka_unit_test(test_cron__day_star_flags_follow_vixie),
+	        cmocka_unit_test(test_cron__macros),
+	        cmocka_unit_test(test_cron__extra_whitespace_is_fine),
+	        cmocka_unit_test(test_cron__out_of_range_names_the_field),
+	        cmocka_unit_test(test_cron__malformed_fields),
+	        cmocka_unit_test(test_cron__field_count),
+	        cmocka_unit_test(test_cron__unknown_macros),
+	        cmocka_unit_test(test_cron__timezones),
+	        cmocka_unit_test(test_cron__next_fire_across_dst),
+	        cmocka_unit_test(test_cron__offsets_follow_the_zone),
+	        cmocka_unit_test(test_cron__never_firing_is_an_error),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

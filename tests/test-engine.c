@@ -81,19 +81,23 @@ static void on_log(void *payload, size_t index, const char *line, size_t len)
 	mlp_buf_putc(&f->events, ' ');
 }
 
-static int run_text(struct fixture *f, const char *yaml, int jobs,
-                    struct mlp_engine_result *res)
+static int run_text(struct fixture *f, const char *yaml, int jobs, struct mlp_engine_result *res)
 {
 	struct mlp_pipeline *p = NULL;
 	struct mlp_diags d = {0};
 	struct mlp_engine_observer obs = {.stage = on_stage, .log = on_log, .payload = f};
 	char *path = xasprintf("%s/pipeline.yml", f->dir);
 	struct mlp_run_new r = {
-		.pipeline = "t", .pipeline_text = yaml, .pipeline_sha256 = "x",
-		.trigger = "cli",
+	        .pipeline = "t",
+	        .pipeline_text = yaml,
+	        .pipeline_sha256 = "x",
+	        .trigger = "cli",
 	};
 	struct mlp_engine_opts o = {
-		.jobs = jobs, .workspace = f->dir, .self_exe = "/bin/false", .observer = &obs,
+	        .jobs = jobs,
+	        .workspace = f->dir,
+	        .self_exe = "/bin/false",
+	        .observer = &obs,
 	};
 	int64_t id;
 	int rc;
@@ -119,11 +123,13 @@ static void test_engine__diamond_runs_in_dependency_order(void **state)
 	const char *ev;
 
 	assert_int_equal(run_text(f,
-		"stages:\n"
-		"  d: {needs: [b, c], run: echo d}\n"
-		"  b: {needs: [a], run: echo b}\n"
-		"  c: {needs: [a], run: echo c}\n"
-		"  a: {run: echo a}\n", 4, &res), 0);
+	                          "stages:\n"
+	                          "  d: {needs: [b, c], run: echo d}\n"
+	                          "  b: {needs: [a], run: echo b}\n"
+	                          "  c: {needs: [a], run: echo c}\n"
+	                          "  a: {run: echo a}\n",
+	                          4, &res),
+	                 0);
 	assert_int_equal(res.status, MLP_STATUS_SUCCEEDED);
 	assert_null(res.message);
 	ev = mlp_buf_str(&f->events);
@@ -142,11 +148,13 @@ static void test_engine__jobs_limit_is_respected(void **state)
 	struct mlp_engine_result res;
 
 	assert_int_equal(run_text(f,
-		"stages:\n"
-		"  a: {run: sleep 0.1}\n"
-		"  b: {run: sleep 0.1}\n"
-		"  c: {run: sleep 0.1}\n"
-		"  d: {run: sleep 0.1}\n", 2, &res), 0);
+	                          "stages:\n"
+	                          "  a: {run: sleep 0.1}\n"
+	                          "  b: {run: sleep 0.1}\n"
+	                          "  c: {run: sleep 0.1}\n"
+	                          "  d: {run: sleep 0.1}\n",
+	                          2, &res),
+	                 0);
 	assert_int_equal(res.status, MLP_STATUS_SUCCEEDED);
 	assert_int_equal(f->max_running, 2);
 }
@@ -157,9 +165,11 @@ static void test_engine__failure_skips_dependants_and_names_the_stage(void **sta
 	struct mlp_engine_result res;
 
 	assert_int_equal(run_text(f,
-		"stages:\n"
-		"  a: {run: exit 7}\n"
-		"  b: {needs: [a], run: echo never}\n", 2, &res), 0);
+	                          "stages:\n"
+	                          "  a: {run: exit 7}\n"
+	                          "  b: {needs: [a], run: echo never}\n",
+	                          2, &res),
+	                 0);
 	assert_int_equal(res.status, MLP_STATUS_FAILED);
 	assert_string_equal(res.message, "stage 'a' failed: exit code 7");
 	assert_non_null(strstr(mlp_buf_str(&f->events), "skipped:b"));
@@ -178,12 +188,11 @@ static void test_engine__partial_last_line_is_delivered(void **state)
 
 static void test_engine__refuses_kinds_this_build_cannot_run(void **state)
 {
-	static const char yaml[] =
-		"stages:\n"
-		"  t: {run: \"true\"}\n"
-		"  g:\n"
-		"    needs: [t]\n"
-		"    gate: {model: m, allow_empty: true}\n";
+	static const char yaml[] = "stages:\n"
+	                           "  t: {run: \"true\"}\n"
+	                           "  g:\n"
+	                           "    needs: [t]\n"
+	                           "    gate: {model: m, allow_empty: true}\n";
 	struct mlp_pipeline *p = NULL;
 	struct mlp_diags d = {0};
 
@@ -202,15 +211,14 @@ static void test_engine__refuses_kinds_this_build_cannot_run(void **state)
 
 static void test_engine__outputs_parse_lines_and_heredocs(void **state)
 {
-	static const char text[] =
-		"model=out/model.bin\r\n"
-		"\n"
-		"empty=\n"
-		"notes<<EOF\n"
-		"line one\n"
-		"a=b\n"
-		"EOF\n"
-		"model=override\n";
+	static const char text[] = "model=out/model.bin\r\n"
+	                           "\n"
+	                           "empty=\n"
+	                           "notes<<EOF\n"
+	                           "line one\n"
+	                           "a=b\n"
+	                           "EOF\n"
+	                           "model=override\n";
 	struct mlp_kvlist l = {0};
 
 	assert_int_equal(mlp_outputs_parse(&l, text, strlen(text)), 0);
@@ -240,16 +248,17 @@ static void test_engine__outputs_reject_malformed_lines(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_engine__diamond_runs_in_dependency_order,
-		                                setup, teardown),
-		cmocka_unit_test_setup_teardown(test_engine__jobs_limit_is_respected, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_engine__failure_skips_dependants_and_names_the_stage,
-		                                setup, teardown),
-		cmocka_unit_test_setup_teardown(test_engine__partial_last_line_is_delivered, setup,
-		                                teardown),
-		cmocka_unit_test(test_engine__refuses_kinds_this_build_cannot_run),
-		cmocka_unit_test(test_engine__outputs_parse_lines_and_heredocs),
-		cmocka_unit_test(test_engine__outputs_reject_malformed_lines),
+	        cmocka_unit_test_setup_teardown(test_engine__diamond_runs_in_dependency_order,
+	                                        setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_engine__jobs_limit_is_respected, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(
+	                test_engine__failure_skips_dependants_and_names_the_stage, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_engine__partial_last_line_is_delivered, setup,
+	                                        teardown),
+	        cmocka_unit_test(test_engine__refuses_kinds_this_build_cannot_run),
+	        cmocka_unit_test(test_engine__outputs_parse_lines_and_heredocs),
+	        cmocka_unit_test(test_engine__outputs_reject_malformed_lines),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

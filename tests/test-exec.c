@@ -187,12 +187,12 @@ static void test_exec__missing_program_is_a_clear_error(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_exec__captures_stdout_and_stderr),
-		cmocka_unit_test(test_exec__reports_exit_code_and_signal),
-		cmocka_unit_test(test_exec__pidfd_is_readable_only_after_exit),
-		cmocka_unit_test(test_exec__group_kill_reaches_grandchildren),
-		cmocka_unit_test(test_exec__missing_directory_is_a_clear_error),
-		cmocka_unit_test(test_exec__missing_program_is_a_clear_error),
+	        cmocka_unit_test(test_exec__captures_stdout_and_stderr),
+	        cmocka_unit_test(test_exec__reports_exit_code_and_signal),
+	        cmocka_unit_test(test_exec__pidfd_is_readable_only_after_exit),
+	        cmocka_unit_test(test_exec__group_kill_reaches_grandchildren),
+	        cmocka_unit_test(test_exec__missing_directory_is_a_clear_error),
+	        cmocka_unit_test(test_exec__missing_program_is_a_clear_error),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -54,7 +54,8 @@ static void test_expr__shell_quotes_values_in_commands(void **state)
 	char *s;
 
 	assert_int_equal(mlp_expr_expand(&s, "cat ${{ env.DATA }} ${{ stages.train.outputs.path }}",
-	                                 1, resolve, NULL), 0);
+	                                 1, resolve, NULL),
+	                 0);
 	assert_string_equal(s, "cat '/data/it'\\''s here' '$(touch /tmp/pwned)'");
 	free(s);
 }
@@ -81,13 +82,13 @@ static void test_expr__malformed_expressions_are_errors(void **state)
 		const char *msg;
 		size_t offset;
 	} cases[] = {
-		{"x ${{ run.id", "unterminated", 2},
-		{"${{ stages.a.outputs }}", "takes the form", 0},
-		{"${{ stage.a.outputs.b }}", "did you mean 'stages'", 0},
-		{"${{ run.name }}", "only 'run.id'", 0},
-		{"ok ${{ env }}", "needs a variable name", 3},
-		{"${{ env.A B }}", "malformed", 0},
-		{"${{ }}", "malformed", 0},
+	        {"x ${{ run.id", "unterminated", 2},
+	        {"${{ stages.a.outputs }}", "takes the form", 0},
+	        {"${{ stage.a.outputs.b }}", "did you mean 'stages'", 0},
+	        {"${{ run.name }}", "only 'run.id'", 0},
+	        {"ok ${{ env }}", "needs a variable name", 3},
+	        {"${{ env.A B }}", "malformed", 0},
+	        {"${{ }}", "malformed", 0},
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -114,20 +115,21 @@ static void test_expr__scan_reports_each_reference(void **state)
 {
 	int n = 0;
 
-	assert_int_equal(mlp_expr_scan("${{ run.id }} ${{ env.A }} ${{ stages.s.metrics.m }}",
-	                               NULL, count_cb, &n), 0);
+	assert_int_equal(mlp_expr_scan("${{ run.id }} ${{ env.A }} ${{ stages.s.metrics.m }}", NULL,
+	                               count_cb, &n),
+	                 0);
 	assert_int_equal(n, 3);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_expr__expands_raw),
-		cmocka_unit_test(test_expr__shell_quotes_values_in_commands),
-		cmocka_unit_test(test_expr__text_without_expressions_is_unchanged),
-		cmocka_unit_test(test_expr__malformed_expressions_are_errors),
-		cmocka_unit_test(test_expr__unresolvable_reference_fails_expansion),
-		cmocka_unit_test(test_expr__scan_reports_each_reference),
+	        cmocka_unit_test(test_expr__expands_raw),
+	        cmocka_unit_test(test_expr__shell_quotes_values_in_commands),
+	        cmocka_unit_test(test_expr__text_without_expressions_is_unchanged),
+	        cmocka_unit_test(test_expr__malformed_expressions_are_errors),
+	        cmocka_unit_test(test_expr__unresolvable_reference_fails_expansion),
+	        cmocka_unit_test(test_expr__scan_reports_each_reference),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -64,17 +64,25 @@ static int teardown(void **state)
 
 /* ---- decision rules (gate.c) -------------------------------------------- */
 
-#define M(n, v) {(char *)(n), (v)}
+#define M(n, v)                  \
+	{                        \
+		(char *)(n), (v) \
+	}
 
 static void test_gate__thresholds_pass_and_fail_at_the_boundary(void **state)
 {
 	struct mlp_metric m[] = {M("accuracy", 0.85), M("loss", 0.3)};
 	struct mlp_gate_rule rules[] = {
-		{"accuracy", MLP_OP_GE, 0.85}, {"loss", MLP_OP_LT, 0.3},
+	        {"accuracy", MLP_OP_GE, 0.85},
+	        {"loss", MLP_OP_LT, 0.3},
 	};
 	struct mlp_gate_input in = {
-		.gate = "fashion", .metrics_from = "evaluate", .rules = rules, .nrules = 2,
-		.metrics = m, .nmetrics = 2,
+	        .gate = "fashion",
+	        .metrics_from = "evaluate",
+	        .rules = rules,
+	        .nrules = 2,
+	        .metrics = m,
+	        .nmetrics = 2,
 	};
 	struct mlp_gate_result r;
 
@@ -82,8 +90,8 @@ static void test_gate__thresholds_pass_and_fail_at_the_boundary(void **state)
 	mlp_gate_decide(&r, &in);
 	assert_false(r.passed);
 	assert_int_equal(r.nchecks, 2);
-	assert_true(r.checks[0].passed);   /* 0.85 >= 0.85 */
-	assert_false(r.checks[1].passed);  /* 0.3 < 0.3 is false */
+	assert_true(r.checks[0].passed);  /* 0.85 >= 0.85 */
+	assert_false(r.checks[1].passed); /* 0.3 < 0.3 is false */
 	assert_string_equal(r.reason, "loss = 0.3 does not meet < 0.3");
 	mlp_gate_result_clear(&r);
 
@@ -105,8 +113,12 @@ static void test_gate__missing_metric_fails_and_suggests_the_near_one(void **sta
 	struct mlp_metric m[] = {M("accuracy", 0.95), M("loss", 0.1)};
 	struct mlp_gate_rule rules[] = {{"acuracy", MLP_OP_GE, 0.85}};
 	struct mlp_gate_input in = {
-		.gate = "fashion", .metrics_from = "evaluate", .rules = rules, .nrules = 1,
-		.metrics = m, .nmetrics = 2,
+	        .gate = "fashion",
+	        .metrics_from = "evaluate",
+	        .rules = rules,
+	        .nrules = 1,
+	        .metrics = m,
+	        .nmetrics = 2,
 	};
 	struct mlp_gate_result r;
 
@@ -137,14 +149,22 @@ static void test_gate__nan_and_infinity_fail(void **state)
 {
 	struct mlp_metric m[] = {M("loss", NAN), M("accuracy", INFINITY)};
 	struct mlp_gate_rule rules[] = {
-		{"loss", MLP_OP_LE, 1e9}, {"accuracy", MLP_OP_GE, 0.5},
+	        {"loss", MLP_OP_LE, 1e9},
+	        {"accuracy", MLP_OP_GE, 0.5},
 	};
 	struct mlp_gate_input in = {
-		.gate = "g", .metrics_from = "evaluate", .rules = rules, .nrules = 2,
-		.metrics = m, .nmetrics = 2,
-		/* A baseline must not turn a non-finite value into a pass either. */
-		.baseline = MLP_BASELINE_APPROVED, .has_baseline = true, .baseline_version = 1,
-		.baseline_metrics = m, .nbaseline_metrics = 2,
+	        .gate = "g",
+	        .metrics_from = "evaluate",
+	        .rules = rules,
+	        .nrules = 2,
+	        .metrics = m,
+	        .nmetrics = 2,
+	        /* A baseline must not turn a non-finite value into a pass either. */
+	        .baseline = MLP_BASELINE_APPROVED,
+	        .has_baseline = true,
+	        .baseline_version = 1,
+	        .baseline_metrics = m,
+	        .nbaseline_metrics = 2,
 	};
 	struct mlp_gate_result r;
 	struct mlp_json *j;
@@ -172,7 +192,10 @@ static void test_gate__no_thresholds_is_refused_unless_allowed(void **state)
 {
 	struct mlp_metric m[] = {M("accuracy", 0.9)};
 	struct mlp_gate_input in = {
-		.gate = "fashion", .metrics_from = "evaluate", .metrics = m, .nmetrics = 1,
+	        .gate = "fashion",
+	        .metrics_from = "evaluate",
+	        .metrics = m,
+	        .nmetrics = 1,
 	};
 	struct mlp_gate_result r;
 
@@ -196,9 +219,15 @@ static void test_gate__no_baseline_yet_passes_on_thresholds_alone(void **state)
 	struct mlp_metric m[] = {M("accuracy", 0.9)};
 	struct mlp_gate_rule rules[] = {{"accuracy", MLP_OP_GE, 0.85}};
 	struct mlp_gate_input in = {
-		.gate = "fashion", .metrics_from = "evaluate", .rules = rules, .nrules = 1,
-		.metrics = m, .nmetrics = 1, .baseline = MLP_BASELINE_DEPLOYED,
-		.has_max_regression = true, .max_regression = 0.005,
+	        .gate = "fashion",
+	        .metrics_from = "evaluate",
+	        .rules = rules,
+	        .nrules = 1,
+	        .metrics = m,
+	        .nmetrics = 1,
+	        .baseline = MLP_BASELINE_DEPLOYED,
+	        .has_max_regression = true,
+	        .max_regression = 0.005,
 	};
 	struct mlp_gate_result r;
 
@@ -222,13 +251,23 @@ static void test_gate__max_regression_absolute_and_relative(void **state)
 	struct mlp_metric cand[] = {M("accuracy", 0.905), M("loss", 0.32)};
 	struct mlp_metric base[] = {M("accuracy", 0.91), M("loss", 0.30)};
 	struct mlp_gate_rule rules[] = {
-		{"accuracy", MLP_OP_GE, 0.8}, {"loss", MLP_OP_LE, 1.0},
+	        {"accuracy", MLP_OP_GE, 0.8},
+	        {"loss", MLP_OP_LE, 1.0},
 	};
 	struct mlp_gate_input in = {
-		.gate = "fashion", .metrics_from = "evaluate", .rules = rules, .nrules = 2,
-		.metrics = cand, .nmetrics = 2, .baseline = MLP_BASELINE_DEPLOYED,
-		.has_baseline = true, .baseline_version = 2, .baseline_metrics = base,
-		.nbaseline_metrics = 2, .has_max_regression = true, .max_regression = 0.005,
+	        .gate = "fashion",
+	        .metrics_from = "evaluate",
+	        .rules = rules,
+	        .nrules = 2,
+	        .metrics = cand,
+	        .nmetrics = 2,
+	        .baseline = MLP_BASELINE_DEPLOYED,
+	        .has_baseline = true,
+	        .baseline_version = 2,
+	        .baseline_metrics = base,
+	        .nbaseline_metrics = 2,
+	        .has_max_regression = true,
+	        .max_regression = 0.005,
 	};
 	struct mlp_gate_result r;
 
@@ -286,10 +325,17 @@ static void test_gate__baseline_without_the_metric_is_not_compared(void **state)
 	struct mlp_metric base[] = {M("loss", 0.3)};
 	struct mlp_gate_rule rules[] = {{"accuracy", MLP_OP_GE, 0.4}};
 	struct mlp_gate_input in = {
-		.gate = "g", .metrics_from = "evaluate", .rules = rules, .nrules = 1,
-		.metrics = cand, .nmetrics = 1, .baseline = MLP_BASELINE_APPROVED,
-		.has_baseline = true, .baseline_version = 4, .baseline_metrics = base,
-		.nbaseline_metrics = 1,
+	        .gate = "g",
+	        .metrics_from = "evaluate",
+	        .rules = rules,
+	        .nrules = 1,
+	        .metrics = cand,
+	        .nmetrics = 1,
+	        .baseline = MLP_BASELINE_APPROVED,
+	        .has_baseline = true,
+	        .baseline_version = 4,
+	        .baseline_metrics = base,
+	        .nbaseline_metrics = 1,
 	};
 	struct mlp_gate_result r;
 
@@ -310,9 +356,15 @@ static void test_gate__directions(void **state)
 	struct mlp_metric base[] = {M("throughput", 100)};
 	struct mlp_gate_rule rules[] = {{"throughput", MLP_OP_GE, 10}};
 	struct mlp_gate_input in = {
-		.gate = "g", .metrics_from = "bench", .rules = rules, .nrules = 1,
-		.metrics = cand, .nmetrics = 1, .baseline = MLP_BASELINE_DEPLOYED,
-		.has_baseline = false, .directions = &declared,
+	        .gate = "g",
+	        .metrics_from = "bench",
+	        .rules = rules,
+	        .nrules = 1,
+	        .metrics = cand,
+	        .nmetrics = 1,
+	        .baseline = MLP_BASELINE_DEPLOYED,
+	        .has_baseline = false,
+	        .directions = &declared,
 	};
 	struct mlp_gate_result r;
 
@@ -372,8 +424,13 @@ static char *write_temp(const struct fixture *f, const char *name, const char *c
 }
 
 static const struct mlp_run_new sample_run = {
-	.pipeline = "fashion", .pipeline_text = "name: fashion\n", .pipeline_sha256 = "abc",
-	.trigger = "cli", .user = "ada", .git_commit = "0123abcd", .workspace = "/p",
+        .pipeline = "fashion",
+        .pipeline_text = "name: fashion\n",
+        .pipeline_sha256 = "abc",
+        .trigger = "cli",
+        .user = "ada",
+        .git_commit = "0123abcd",
+        .workspace = "/p",
 };
 
 static void test_gate__artifacts_are_stored_once_by_content(void **state)
@@ -410,8 +467,7 @@ static void test_gate__artifacts_are_stored_once_by_content(void **state)
 		assert_int_equal(system(cmd), 0);
 		free(cmd);
 	}
-	assert_int_equal(mlp_store_artifact_put(f->s, ha, NULL, "/nonexistent/model.bin"),
-	                 MLP_EIO);
+	assert_int_equal(mlp_store_artifact_put(f->s, ha, NULL, "/nonexistent/model.bin"), MLP_EIO);
 	assert_non_null(strstr(mlp_error_last(), "cannot read /nonexistent/model.bin"));
 	free(a);
 	free(b);
@@ -430,7 +486,11 @@ static void test_gate__versions_are_numbered_with_run_commit_and_metrics(void **
 	int v1, v2;
 	struct mlp_metric m[] = {M("accuracy", 0.9), M("loss", 0.25)};
 	struct mlp_model_version_new nv = {
-		.model = "fashion", .sha256 = hex, .stage = "train", .metrics = m, .nmetrics = 2,
+	        .model = "fashion",
+	        .sha256 = hex,
+	        .stage = "train",
+	        .metrics = m,
+	        .nmetrics = 2,
 	};
 	struct mlp_model_version got;
 	struct mlp_model_info *models;
@@ -502,8 +562,9 @@ static void test_gate__status_changes_follow_the_lifecycle(void **state)
 	assert_int_equal(mlp_store_model_register(f->s, &id1, NULL, &nv), 0);
 	assert_int_equal(mlp_store_model_register(f->s, &id2, NULL, &nv), 0);
 
-	assert_int_equal(mlp_store_model_set_status(f->s, id1, MLP_MODEL_REJECTED, "bob",
-	                                            "bias on class 4"), 0);
+	assert_int_equal(
+	        mlp_store_model_set_status(f->s, id1, MLP_MODEL_REJECTED, "bob", "bias on class 4"),
+	        0);
 	assert_int_equal(mlp_store_model_version_get(f->s, &got, "fashion", 1), 0);
 	assert_int_equal(got.status, MLP_MODEL_REJECTED);
 	assert_string_equal(got.status_by, "bob");
@@ -524,13 +585,14 @@ static void test_gate__status_changes_follow_the_lifecycle(void **state)
 	assert_int_equal(mlp_store_model_set_status(f->s, id2, MLP_MODEL_APPROVED, "ci", "x"), 0);
 
 	/* Baselines: the deployed one, the latest approved other than v. */
-	assert_int_equal(mlp_store_model_version_with_status(f->s, &got, "fashion",
-	                                                     MLP_MODEL_DEPLOYED, 0), 0);
+	assert_int_equal(
+	        mlp_store_model_version_with_status(f->s, &got, "fashion", MLP_MODEL_DEPLOYED, 0),
+	        0);
 	assert_int_equal(got.version, 1);
 	mlp_model_version_clear(&got);
-	assert_int_equal(mlp_store_model_version_with_status(f->s, &got, "fashion",
-	                                                     MLP_MODEL_APPROVED, id2),
-	                 MLP_ENOTFOUND);
+	assert_int_equal(
+	        mlp_store_model_version_with_status(f->s, &got, "fashion", MLP_MODEL_APPROVED, id2),
+	        MLP_ENOTFOUND);
 
 	assert_int_equal(mlp_store_models_list(f->s, &models, &n), 0);
 	assert_int_equal(models[0].approved, 2);
@@ -551,19 +613,23 @@ static void test_gate__thresholds_keep_every_change(void **state)
 
 	/* A pipeline seeds what the database never had ... */
 	assert_int_equal(mlp_store_gate_threshold_seed(f->s, &seeded, "fashion", "accuracy",
-	                                               ">=", 0.85, "ada", "require:"), 0);
+	                                               ">=", 0.85, "ada", "require:"),
+	                 0);
 	assert_true(seeded);
 	/* ... an operator raises it ... */
 	assert_int_equal(mlp_store_gate_threshold_set(f->s, &changed, "fashion", "accuracy",
-	                                              ">=", 0.9, "bob", "raise the bar"), 0);
+	                                              ">=", 0.9, "bob", "raise the bar"),
+	                 0);
 	assert_true(changed);
 	/* ... and the pipeline's require: no longer changes it. */
 	assert_int_equal(mlp_store_gate_threshold_seed(f->s, &seeded, "fashion", "accuracy",
-	                                               ">=", 0.85, "ada", "require:"), 0);
+	                                               ">=", 0.85, "ada", "require:"),
+	                 0);
 	assert_false(seeded);
 	/* Setting the same value changes nothing and records nothing. */
 	assert_int_equal(mlp_store_gate_threshold_set(f->s, &changed, "fashion", "accuracy",
-	                                              ">=", 0.9, "bob", "again"), 0);
+	                                              ">=", 0.9, "bob", "again"),
+	                 0);
 	assert_false(changed);
 
 	assert_int_equal(mlp_store_gate_thresholds_list(f->s, &t, &n, "fashion"), 0);
@@ -575,15 +641,18 @@ static void test_gate__thresholds_keep_every_change(void **state)
 
 	/* Removed stays removed: a seed does not bring it back. */
 	assert_int_equal(mlp_store_gate_threshold_unset(f->s, "fashion", "accuracy", "carol",
-	                                                "wrong metric"), 0);
+	                                                "wrong metric"),
+	                 0);
 	assert_int_equal(mlp_store_gate_threshold_seed(f->s, &seeded, "fashion", "accuracy",
-	                                               ">=", 0.85, "ada", "require:"), 0);
+	                                               ">=", 0.85, "ada", "require:"),
+	                 0);
 	assert_false(seeded);
 	assert_int_equal(mlp_store_gate_thresholds_list(f->s, &t, &n, NULL), 0);
 	assert_int_equal(n, 0);
 	mlp_gate_threshold_free_all(t, n);
-	assert_int_equal(mlp_store_gate_threshold_unset(f->s, "fashion", "accuracy", "carol",
-	                                                "again"), MLP_ENOTFOUND);
+	assert_int_equal(
+	        mlp_store_gate_threshold_unset(f->s, "fashion", "accuracy", "carol", "again"),
+	        MLP_ENOTFOUND);
 	assert_string_equal(mlp_error_last(), "gate 'fashion' has no threshold on 'accuracy'");
 
 	assert_int_equal(mlp_store_gate_history(f->s, &c, &n, "fashion"), 0);
@@ -611,23 +680,22 @@ static void test_gate__thresholds_keep_every_change(void **state)
 
 /* ---- the gate stage, end to end ----------------------------------------- */
 
-static const char gate_pipeline[] =
-	"name: fashion\n"
-	"stages:\n"
-	"  train:\n"
-	"    run: \"true\"\n"
-	"    model: { name: fashion, path: model.bin }\n"
-	"  evaluate:\n"
-	"    needs: [train]\n"
-	"    run: \"true\"\n"
-	"  gate:\n"
-	"    needs: [evaluate]\n"
-	"    gate:\n"
-	"      model: fashion\n"
-	"      metrics_from: evaluate\n"
-	"      require: { accuracy: \">= 0.85\" }\n"
-	"      baseline: approved\n"
-	"      max_regression: 0.01\n";
+static const char gate_pipeline[] = "name: fashion\n"
+                                    "stages:\n"
+                                    "  train:\n"
+                                    "    run: \"true\"\n"
+                                    "    model: { name: fashion, path: model.bin }\n"
+                                    "  evaluate:\n"
+                                    "    needs: [train]\n"
+                                    "    run: \"true\"\n"
+                                    "  gate:\n"
+                                    "    needs: [evaluate]\n"
+                                    "    gate:\n"
+                                    "      model: fashion\n"
+                                    "      metrics_from: evaluate\n"
+                                    "      require: { accuracy: \">= 0.85\" }\n"
+                                    "      baseline: approved\n"
+                                    "      max_regression: 0.01\n";
 
 /* Records a run as the engine would up to its gate stage: train registered
  * a version (unless register is false), evaluate succeeded with accuracy. */
@@ -648,7 +716,10 @@ static int64_t record_run(struct fixture *f, double accuracy, bool evaluate_ok,
 		char *file = write_temp(f, "model.bin", content);
 		char hex[65];
 		struct mlp_model_version_new nv = {
-			.model = "fashion", .sha256 = hex, .run_id = run, .stage = "train",
+		        .model = "fashion",
+		        .sha256 = hex,
+		        .run_id = run,
+		        .stage = "train",
 		};
 
 		assert_int_equal(mlp_store_artifact_put(f->s, hex, NULL, file), 0);
@@ -659,7 +730,8 @@ static int64_t record_run(struct fixture *f, double accuracy, bool evaluate_ok,
 	assert_int_equal(mlp_store_attempt_start(f->s, &at, run, "evaluate", "run", 1, NULL), 0);
 	assert_int_equal(mlp_store_attempt_finish(f->s, at, evaluate_ok ? &ok : &bad), 0);
 	if (evaluate_ok) {
-		assert_int_equal(mlp_store_metric_put(f->s, run, "evaluate", "accuracy", accuracy), 0);
+		assert_int_equal(mlp_store_metric_put(f->s, run, "evaluate", "accuracy", accuracy),
+		                 0);
 		assert_int_equal(mlp_store_metric_put(f->s, run, "evaluate", "loss", 0.3), 0);
 	}
 	free(path);
@@ -684,8 +756,8 @@ static int run_stage_gate(struct fixture *f, int64_t run, char **out_log, char *
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		char *argv[] = {
-			(char *)"stage-gate", (char *)"--db", f->db, (char *)"--run", runarg,
-			(char *)"--stage", (char *)"gate", NULL,
+		        (char *)"stage-gate", (char *)"--db", f->db, (char *)"--run", runarg,
+		        (char *)"--stage",    (char *)"gate", NULL,
 		};
 		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 
@@ -743,8 +815,9 @@ static void test_gate__stage_decides_records_and_sets_the_status(void **state)
 
 	/* An operator raises the bar in the database: the same pipeline text
 	 * now fails, the version is rejected, the decision says why. */
-	assert_int_equal(mlp_store_gate_threshold_set(f->s, NULL, "fashion", "accuracy", ">=",
-	                                              0.95, "bob", "tighten"), 0);
+	assert_int_equal(mlp_store_gate_threshold_set(f->s, NULL, "fashion", "accuracy", ">=", 0.95,
+	                                              "bob", "tighten"),
+	                 0);
 	run = record_run(f, 0.92, true, true);
 	assert_int_equal(run_stage_gate(f, run, &log, &out), 1);
 	assert_non_null(strstr(log, "baseline: approved version 1\n"));
@@ -809,25 +882,26 @@ static void test_gate__stage_edge_cases_fail(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_gate__thresholds_pass_and_fail_at_the_boundary),
-		cmocka_unit_test(test_gate__missing_metric_fails_and_suggests_the_near_one),
-		cmocka_unit_test(test_gate__nan_and_infinity_fail),
-		cmocka_unit_test(test_gate__no_thresholds_is_refused_unless_allowed),
-		cmocka_unit_test(test_gate__no_baseline_yet_passes_on_thresholds_alone),
-		cmocka_unit_test(test_gate__max_regression_absolute_and_relative),
-		cmocka_unit_test(test_gate__baseline_without_the_metric_is_not_compared),
-		cmocka_unit_test(test_gate__directions),
-		cmocka_unit_test_setup_teardown(test_gate__artifacts_are_stored_once_by_content,
-		                                setup, teardown),
-		cmocka_unit_test_setup_teardown(
-			test_gate__versions_are_numbered_with_run_commit_and_metrics, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_gate__status_changes_follow_the_lifecycle,
-		                                setup, teardown),
-		cmocka_unit_test_setup_teardown(test_gate__thresholds_keep_every_change, setup,
-		                                teardown),
-		cmocka_unit_test_setup_teardown(test_gate__stage_decides_records_and_sets_the_status,
-		                                setup, teardown),
-		cmocka_unit_test_setup_teardown(test_gate__stage_edge_cases_fail, setup, teardown),
+	        cmocka_unit_test(test_gate__thresholds_pass_and_fail_at_the_boundary),
+	        cmocka_unit_test(test_gate__missing_metric_fails_and_suggests_the_near_one),
+	        cmocka_unit_test(test_gate__nan_and_infinity_fail),
+	        cmocka_unit_test(test_gate__no_thresholds_is_refused_unless_allowed),
+	        cmocka_unit_test(test_gate__no_baseline_yet_passes_on_thresholds_alone),
+	        cmocka_unit_test(test_gate__max_regression_absolute_and_relative),
+	        cmocka_unit_test(test_gate__baseline_without_the_metric_is_not_compared),
+	        cmocka_unit_test(test_gate__directions),
+	        cmocka_unit_test_setup_teardown(test_gate__artifacts_are_stored_once_by_content,
+	                                        setup, teardown),
+	        cmocka_unit_test_setup_teardown(
+	                test_gate__versions_are_numbered_with_run_commit_and_metrics, setup,
+	                teardown),
+	        cmocka_unit_test_setup_teardown(test_gate__status_changes_follow_the_lifecycle,
+	                                        setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_gate__thresholds_keep_every_change, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(
+	                test_gate__stage_decides_records_and_sets_the_status, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_gate__stage_edge_cases_fail, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -93,8 +93,7 @@ struct pair {
 	float *init;
 };
 
-static void pair_open(struct pair *p, const struct mlp_shape *shape, int max_batch,
-                      uint64_t seed)
+static void pair_open(struct pair *p, const struct mlp_shape *shape, int max_batch, uint64_t seed)
 {
 	p->shape = *shape;
 	p->nparams = mlp_shape_nparams(shape);
@@ -270,7 +269,10 @@ static void test_gpu__gradient_matches_cpu(void **state)
 static void test_gpu__sgd_matches_cpu(void **state)
 {
 	static const struct mlp_sgd opts[] = {
-		{0.1f, 0.0f, 0.0f}, {0.1f, 0.0f, 0.01f}, {0.05f, 0.9f, 0.0f}, {0.05f, 0.9f, 1e-3f},
+	        {0.1f, 0.0f, 0.0f},
+	        {0.1f, 0.0f, 0.01f},
+	        {0.05f, 0.9f, 0.0f},
+	        {0.05f, 0.9f, 1e-3f},
 	};
 	int sizes[] = {31, 17, 5};
 	struct mlp_shape shape = shape_of(sizes, 3);
@@ -289,7 +291,8 @@ static void test_gpu__sgd_matches_cpu(void **state)
 			for (size_t i = 0; i < p.nparams; i++)
 				g[i] = 2 * mlp_rng_float(&r) - 1;
 			memcpy(p.cpu->ops->grad(p.cpu), g, p.nparams * sizeof(float));
-			assert_int_equal(cudaMemcpy(p.gpu->ops->grad(p.gpu), g, p.nparams * sizeof(float),
+			assert_int_equal(cudaMemcpy(p.gpu->ops->grad(p.gpu), g,
+			                            p.nparams * sizeof(float),
 			                            cudaMemcpyHostToDevice),
 			                 cudaSuccess);
 			assert_int_equal(p.cpu->ops->sgd_step(p.cpu, &opts[k]), 0);
@@ -323,8 +326,8 @@ static void test_gpu__sgd_matches_cpu(void **state)
 
 /* N steps of training on both: loss within 1e-3 relative, accuracy within
  * 0.5%, parameters close; then the same predictions on held-out data. */
-static void train_both(const int *sizes, int nsizes, int batch, int steps, float lr,
-                       float momentum, float wd)
+static void train_both(const int *sizes, int nsizes, int batch, int steps, float lr, float momentum,
+                       float wd)
 {
 	struct mlp_shape shape = shape_of(sizes, nsizes);
 	int classes = sizes[nsizes - 1];
@@ -344,9 +347,11 @@ static void train_both(const int *sizes, int nsizes, int batch, int steps, float
 		int off = (s % 16) * batch;
 
 		assert_int_equal(p.cpu->ops->train_batch(p.cpu, train.x + (size_t)off * sizes[0],
-		                                         train.y + off, batch, &sc), 0);
+		                                         train.y + off, batch, &sc),
+		                 0);
 		assert_int_equal(p.gpu->ops->train_batch(p.gpu, train.x + (size_t)off * sizes[0],
-		                                         train.y + off, batch, &sg), 0);
+		                                         train.y + off, batch, &sg),
+		                 0);
 		assert_int_equal(p.cpu->ops->sgd_step(p.cpu, &sgd), 0);
 		assert_int_equal(p.gpu->ops->sgd_step(p.gpu, &sgd), 0);
 	}
@@ -358,9 +363,9 @@ static void train_both(const int *sizes, int nsizes, int batch, int steps, float
 	params_of(p.cpu, pc);
 	params_of(p.gpu, pg);
 	print_message("# %d steps of %d: loss %.6f vs %.6f (rel %.2g), accuracy %.4f vs %.4f, "
-	              "params max diff %.3g\n", steps, batch, sc.loss_sum / (steps * batch),
-	              sg.loss_sum / (steps * batch), rel_loss, acc_c, acc_g,
-	              rel_max_diff(pc, pg, p.nparams));
+	              "params max diff %.3g\n",
+	              steps, batch, sc.loss_sum / (steps * batch), sg.loss_sum / (steps * batch),
+	              rel_loss, acc_c, acc_g, rel_max_diff(pc, pg, p.nparams));
 	assert_true(rel_loss <= 1e-3);
 	assert_true(fabs(acc_c - acc_g) <= 0.005);
 	assert_true(rel_max_diff(pc, pg, p.nparams) <= 1e-3);
@@ -457,15 +462,15 @@ static void test_gpu__placement(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_gpu__backend_is_selected),
-		cmocka_unit_test(test_gpu__params_round_trip),
-		cmocka_unit_test(test_gpu__refuses_bad_batches),
-		cmocka_unit_test(test_gpu__gradient_matches_cpu),
-		cmocka_unit_test(test_gpu__sgd_matches_cpu),
-		cmocka_unit_test(test_gpu__training_matches_cpu_small),
-		cmocka_unit_test(test_gpu__training_matches_cpu_mnist_shape),
-		cmocka_unit_test(test_gpu__training_matches_cpu_odd_batch),
-		cmocka_unit_test(test_gpu__placement),
+	        cmocka_unit_test(test_gpu__backend_is_selected),
+	        cmocka_unit_test(test_gpu__params_round_trip),
+	        cmocka_unit_test(test_gpu__refuses_bad_batches),
+	        cmocka_unit_test(test_gpu__gradient_matches_cpu),
+	        cmocka_unit_test(test_gpu__sgd_matches_cpu),
+	        cmocka_unit_test(test_gpu__training_matches_cpu_small),
+	        cmocka_unit_test(test_gpu__training_matches_cpu_mnist_shape),
+	        cmocka_unit_test(test_gpu__training_matches_cpu_odd_batch),
+	        cmocka_unit_test(test_gpu__placement),
 	};
 	const char *why = NULL;
 

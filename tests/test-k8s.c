@@ -61,12 +61,12 @@
 /* One canned answer.  status 0: read the request and never answer. */
 struct step {
 	int status;
-	const char *headers;              /* extra header lines, each "...\r\n" */
-	const char *body;                 /* with Content-Length */
-	const char *chunks[MAX_CHUNKS];   /* or a chunked body, sent piecewise */
-	int chunk_pause_ms;               /* between chunks */
-	bool hang_after_chunks;           /* keep the stream open afterwards */
-	void (*before)(void *arg);        /* runs before the answer is sent */
+	const char *headers;            /* extra header lines, each "...\r\n" */
+	const char *body;               /* with Content-Length */
+	const char *chunks[MAX_CHUNKS]; /* or a chunked body, sent piecewise */
+	int chunk_pause_ms;             /* between chunks */
+	bool hang_after_chunks;         /* keep the stream open afterwards */
+	void (*before)(void *arg);      /* runs before the answer is sent */
 	void *before_arg;
 };
 
@@ -83,8 +83,8 @@ struct seen {
 struct server {
 	int fd;
 	int port;
-	SSL_CTX *tls;                     /* NULL: plain http */
-	const struct step *script;        /* the last step repeats */
+	SSL_CTX *tls;              /* NULL: plain http */
+	const struct step *script; /* the last step repeats */
 	size_t nsteps;
 	pthread_t thread;
 	bool running;
@@ -128,16 +128,26 @@ static bool conn_write(struct conn *c, const char *data, size_t len)
 static const char *reason(int status)
 {
 	switch (status) {
-	case 200: return "OK";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 409: return "Conflict";
-	case 422: return "Unprocessable Entity";
-	case 429: return "Too Many Requests";
-	case 500: return "Internal Server Error";
-	case 503: return "Service Unavailable";
-	default: return "Status";
+	case 200:
+		return "OK";
+	case 401:
+		return "Unauthorized";
+	case 403:
+		return "Forbidden";
+	case 404:
+		return "Not Found";
+	case 409:
+		return "Conflict";
+	case 422:
+		return "Unprocessable Entity";
+	case 429:
+		return "Too Many Requests";
+	case 500:
+		return "Internal Server Error";
+	case 503:
+		return "Service Unavailable";
+	default:
+		return "Status";
 	}
 }
 
@@ -227,9 +237,10 @@ static void answer(struct server *s, struct conn *c, const struct step *st)
 		hang(s, c);
 		return;
 	}
-	mlp_buf_printf(&out, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-	               "Connection: close\r\n%s", st->status, reason(st->status),
-	               st->headers ? st->headers : "");
+	mlp_buf_printf(&out,
+	               "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+	               "Connection: close\r\n%s",
+	               st->status, reason(st->status), st->headers ? st->headers : "");
 	if (st->chunks[0] == NULL) {
 		const char *body = st->body ? st->body : "";
 
@@ -325,8 +336,7 @@ static int bind_loopback(int *out_port, bool listen_too)
 	return fd;
 }
 
-static void server_start(struct server *s, const struct step *script, size_t nsteps,
-                         SSL_CTX *tls)
+static void server_start(struct server *s, const struct step *script, size_t nsteps, SSL_CTX *tls)
 {
 	assert_true(nsteps > 0);
 	s->script = script;
@@ -377,8 +387,8 @@ static void cert_make(struct cert *c)
 	char *data = NULL;
 	long len;
 	static const char *const exts[][2] = {
-		{"subjectAltName", "IP:127.0.0.1"},
-		{"basicConstraints", "critical,CA:TRUE"},
+	        {"subjectAltName", "IP:127.0.0.1"},
+	        {"basicConstraints", "critical,CA:TRUE"},
 	};
 
 	c->key = NULL;
@@ -393,8 +403,8 @@ static void cert_make(struct cert *c)
 	X509_gmtime_adj(X509_getm_notAfter(c->x509), 86400);
 	X509_set_pubkey(c->x509, c->key);
 	name = X509_get_subject_name(c->x509);
-	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"127.0.0.1",
-	                           -1, -1, 0);
+	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"127.0.0.1", -1,
+	                           -1, 0);
 	X509_set_issuer_name(c->x509, name);
 	X509V3_set_ctx(&v3, c->x509, c->x509, NULL, NULL, 0);
 	for (size_t i = 0; i < sizeof(exts) / sizeof(exts[0]); i++) {
@@ -469,8 +479,7 @@ static char *write_file(const char *dir, const char *name, const char *text)
 
 /* A client for http://127.0.0.1:port; user is a kubeconfig user mapping
  * ("{token: tok-1}"). */
-static struct mlp_k8s *client(struct fixture *f, int port, const char *user,
-                              int64_t timeout_ms)
+static struct mlp_k8s *client(struct fixture *f, int port, const char *user, int64_t timeout_ms)
 {
 	char *text = xasprintf("apiVersion: v1\n"
 	                       "kind: Config\n"
@@ -509,8 +518,8 @@ static int64_t gap_ms(struct server *s, size_t i)
 }
 
 /* A Kubernetes Status object, as the API server sends with an error. */
-#define STATUS(code, reason_, msg)                                                         \
-	"{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\","   \
+#define STATUS(code, reason_, msg)                                                           \
+	"{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\"," \
 	"\"message\":\"" msg "\",\"reason\":\"" reason_ "\",\"code\":" #code "}"
 
 #define DEPLOYMENT "{\"kind\":\"Deployment\",\"metadata\":{\"name\":\"model-service\"}}"
@@ -524,9 +533,10 @@ static void test_k8s__retry_after_is_honoured(void **state)
 {
 	struct fixture *f = *state;
 	static const struct step script[] = {
-		{.status = 429, .headers = "Retry-After: 1\r\n",
-		 .body = STATUS(429, "TooManyRequests", "slow down")},
-		{.status = 200, .body = DEPLOYMENT},
+	        {.status = 429,
+	         .headers = "Retry-After: 1\r\n",
+	         .body = STATUS(429, "TooManyRequests", "slow down")},
+	        {.status = 200, .body = DEPLOYMENT},
 	};
 	struct mlp_k8s *k = scripted(f, SCRIPT(script));
 	struct mlp_json *out = NULL;
@@ -547,9 +557,10 @@ static void test_k8s__retry_after_zero_retries(void **state)
 {
 	struct fixture *f = *state;
 	static const struct step script[] = {
-		{.status = 429, .headers = "Retry-After: 0\r\n",
-		 .body = STATUS(429, "TooManyRequests", "slow down")},
-		{.status = 200, .body = DEPLOYMENT},
+	        {.status = 429,
+	         .headers = "Retry-After: 0\r\n",
+	         .body = STATUS(429, "TooManyRequests", "slow down")},
+	        {.status = 200, .body = DEPLOYMENT},
 	};
 	struct mlp_k8s *k = scripted(f, SCRIPT(script));
 
@@ -564,9 +575,10 @@ static void test_k8s__retry_after_is_capped(void **state)
 {
 	struct fixture *f = *state;
 	static const struct step script[] = {
-		{.status = 429, .headers = "Retry-After: 86400\r\n",
-		 .body = STATUS(429, "TooManyRequests", "slow down")},
-		{.status = 200, .body = DEPLOYMENT},
+	        {.status = 429,
+	         .headers = "Retry-After: 86400\r\n",
+	         .body = STATUS(429, "TooManyRequests", "slow down")},
+	        {.status = 200, .body = DEPLOYMENT},
 	};
 	struct mlp_k8s *k = scripted(f, SCRIPT(script));
 
@@ -581,11 +593,11 @@ static void test_k8s__5xx_retried_with_backoff(void **state)
 {
 	struct fixture *f = *state;
 	static const struct step script[] = {
-		{.status = 503,
-		 .body = STATUS(503, "ServiceUnavailable", "the server is shutting down")},
-		{.status = 503,
-		 .body = STATUS(503, "ServiceUnavailable", "the server is shutting down")},
-		{.status = 200, .body = DEPLOYMENT},
+	        {.status = 503,
+	         .body = STATUS(503, "ServiceUnavailable", "the server is shutting down")},
+	        {.status = 503,
+	         .body = STATUS(503, "ServiceUnavailable", "the server is shutting down")},
+	        {.status = 200, .body = DEPLOYMENT},
 	};
 	struct mlp_k8s *k = scripted(f, SCRIPT(script));
 	long http = 0;
@@ -604,8 +616,8 @@ static void test_k8s__5xx_gives_up_after_five_attempts(void **state)
 {
 	struct fixture *f = *state;
 	static const struct step script[] = {
-		{.status = 500,
-		 .body = STATUS(500, "InternalError", "etcdserver: request timed out")},
+	        {.status = 500,
+	         .body = STATUS(500, "InternalError", "etcdserver: request timed out")},
 	};
 	struct mlp_k8s *k = scripted(f, SCRIPT(script));
 	int64_t start = mlp_mono_ms(), elapsed;
@@ -634,8 +646,7 @@ static void test_k8s__connection_refused(void **state)
 	int64_t start = mlp_mono_ms(), elapsed;
 	long http = -1;
 
-	assert_int_equal(mlp_k8s_request(k, NULL, &http, "GET", DEPLOY_PATH, NULL, NULL),
-	                 MLP_EIO);
+	assert_int_equal(mlp_k8s_request(k, NULL, &http, "GET", DEPLOY_PATH, NULL, NULL), MLP_EIO);
 	elapsed = mlp_mono_ms() - start;
 	close(fd);
 	assert_int_equal(http, 0);
@@ -669,8 +680,7 @@ static void test_k8s__silent_server_times_out(void **state)
 	assert_true(elapsed < 2000);
 
 	start = mlp_mono_ms();
-	assert_int_equal(mlp_k8s_request(k, NULL, NULL, "GET", DEPLOY_PATH, NULL, NULL),
-	                 MLP_EIO);
+	assert_int_equal(mlp_k8s_request(k, NULL, NULL, "GET", DEPLOY_PATH, NULL, NULL), MLP_EIO);
 	elapsed = mlp_mono_ms() - start;
 	assert_non_null(strstr(mlp_error_last(), "timed out"));
 	assert_int_equal(server_count(&f->server), 1 + 5);
@@ -685,23 +695,23 @@ static void test_k8s__status_errors_are_not_retried(void **state)
 {
 	struct fixture *f = *state;
 	static const struct step script[] = {
-		{.status = 401, .body = STATUS(401, "Unauthorized", "Unauthorized")},
-		{.status = 403,
-		 .body = STATUS(403, "Forbidden",
-		                "deployments.apps \\\"model-service\\\" is forbidden: "
-		                "User \\\"viewer\\\" cannot patch resource \\\"deployments\\\" "
-		                "in API group \\\"apps\\\" in the namespace \\\"ml\\\"")},
-		{.status = 404,
-		 .body = STATUS(404, "NotFound", "deployments.apps \\\"nope\\\" not found")},
-		{.status = 409,
-		 .body = STATUS(409, "Conflict",
-		                "Operation cannot be fulfilled on deployments.apps "
-		                "\\\"model-service\\\": the object has been modified")},
-		{.status = 422,
-		 .body = STATUS(422, "Invalid",
-		                "Deployment.apps \\\"model-service\\\" is invalid: "
-		                "spec.template.spec.containers[0].image: Required value")},
-		{.status = 400, .body = "<html>bad request</html>"},
+	        {.status = 401, .body = STATUS(401, "Unauthorized", "Unauthorized")},
+	        {.status = 403,
+	         .body = STATUS(403, "Forbidden",
+	                        "deployments.apps \\\"model-service\\\" is forbidden: "
+	                        "User \\\"viewer\\\" cannot patch resource \\\"deployments\\\" "
+	                        "in API group \\\"apps\\\" in the namespace \\\"ml\\\"")},
+	        {.status = 404,
+	         .body = STATUS(404, "NotFound", "deployments.apps \\\"nope\\\" not found")},
+	        {.status = 409,
+	         .body = STATUS(409, "Conflict",
+	                        "Operation cannot be fulfilled on deployments.apps "
+	                        "\\\"model-service\\\": the object has been modified")},
+	        {.status = 422,
+	         .body = STATUS(422, "Invalid",
+	                        "Deployment.apps \\\"model-service\\\" is invalid: "
+	                        "spec.template.spec.containers[0].image: Required value")},
+	        {.status = 400, .body = "<html>bad request</html>"},
 	};
 	static const struct {
 		const char *method;
@@ -709,20 +719,20 @@ static void test_k8s__status_errors_are_not_retried(void **state)
 		long http;
 		const char *message;
 	} want[] = {
-		{"GET", MLP_ERROR, 401, "Unauthorized (HTTP 401)"},
-		{"PATCH", MLP_ERROR, 403,
-		 "deployments.apps \"model-service\" is forbidden: User \"viewer\" cannot patch "
-		 "resource \"deployments\" in API group \"apps\" in the namespace \"ml\" "
-		 "(HTTP 403)"},
-		{"GET", MLP_ENOTFOUND, 404, "deployments.apps \"nope\" not found (HTTP 404)"},
-		{"PATCH", MLP_EEXISTS, 409,
-		 "Operation cannot be fulfilled on deployments.apps \"model-service\": the object "
-		 "has been modified (HTTP 409)"},
-		{"PATCH", MLP_ERROR, 422,
-		 "Deployment.apps \"model-service\" is invalid: "
-		 "spec.template.spec.containers[0].image: Required value (HTTP 422)"},
-		/* No Status: the request and the start of the body. */
-		{"GET", MLP_ERROR, 400, "GET " DEPLOY_PATH ": HTTP 400: <html>bad request</html>"},
+	        {"GET", MLP_ERROR, 401, "Unauthorized (HTTP 401)"},
+	        {"PATCH", MLP_ERROR, 403,
+	         "deployments.apps \"model-service\" is forbidden: User \"viewer\" cannot patch "
+	         "resource \"deployments\" in API group \"apps\" in the namespace \"ml\" "
+	         "(HTTP 403)"},
+	        {"GET", MLP_ENOTFOUND, 404, "deployments.apps \"nope\" not found (HTTP 404)"},
+	        {"PATCH", MLP_EEXISTS, 409,
+	         "Operation cannot be fulfilled on deployments.apps \"model-service\": the object "
+	         "has been modified (HTTP 409)"},
+	        {"PATCH", MLP_ERROR, 422,
+	         "Deployment.apps \"model-service\" is invalid: "
+	         "spec.template.spec.containers[0].image: Required value (HTTP 422)"},
+	        /* No Status: the request and the start of the body. */
+	        {"GET", MLP_ERROR, 400, "GET " DEPLOY_PATH ": HTTP 400: <html>bad request</html>"},
 	};
 	struct mlp_k8s *k = scripted(f, SCRIPT(script));
 
@@ -787,9 +797,11 @@ static void test_k8s__token_file_reread_after_401(void **state)
 	char *path = write_file(f->dir, "token", "old-token\n");
 	static struct rotation rot;
 	static const struct step script[] = {
-		{.status = 401, .body = STATUS(401, "Unauthorized", "Unauthorized"),
-		 .before = rotate_token, .before_arg = &rot},
-		{.status = 200, .body = DEPLOYMENT},
+	        {.status = 401,
+	         .body = STATUS(401, "Unauthorized", "Unauthorized"),
+	         .before = rotate_token,
+	         .before_arg = &rot},
+	        {.status = 200, .body = DEPLOYMENT},
 	};
 	struct mlp_k8s *k;
 
@@ -811,14 +823,13 @@ static void test_k8s__second_401_is_final(void **state)
 	struct fixture *f = *state;
 	char *path = write_file(f->dir, "token", "revoked\n");
 	static const struct step script[] = {
-		{.status = 401, .body = STATUS(401, "Unauthorized", "Unauthorized")},
+	        {.status = 401, .body = STATUS(401, "Unauthorized", "Unauthorized")},
 	};
 	struct mlp_k8s *k;
 
 	server_start(&f->server, SCRIPT(script), NULL);
 	k = client(f, f->server.port, "{tokenFile: token}", 2000);
-	assert_int_equal(mlp_k8s_request(k, NULL, NULL, "GET", DEPLOY_PATH, NULL, NULL),
-	                 MLP_ERROR);
+	assert_int_equal(mlp_k8s_request(k, NULL, NULL, "GET", DEPLOY_PATH, NULL, NULL), MLP_ERROR);
 	assert_string_equal(mlp_error_last(), "Unauthorized (HTTP 401)");
 	assert_int_equal(server_count(&f->server), 2);
 	free(path);
@@ -840,9 +851,9 @@ static void in_cluster(struct fixture *f, const char *ca_pem)
 {
 	char *home = xasprintf("%s/home", f->dir), *port = xasprintf("%d", f->server.port);
 	char *files[3] = {
-		write_file(f->dir, "token", "old-token\n"),
-		write_file(f->dir, "ca.crt", ca_pem),
-		write_file(f->dir, "namespace", "ml\n"),
+	        write_file(f->dir, "token", "old-token\n"),
+	        write_file(f->dir, "ca.crt", ca_pem),
+	        write_file(f->dir, "namespace", "ml\n"),
 	};
 
 	mlp_mkdirs(home, 0700);
@@ -867,9 +878,11 @@ static void test_k8s__in_cluster_token_reread_after_401(void **state)
 	char *token = xasprintf("%s/token", f->dir);
 	static struct rotation rot;
 	static const struct step script[] = {
-		{.status = 401, .body = STATUS(401, "Unauthorized", "Unauthorized"),
-		 .before = rotate_token, .before_arg = &rot},
-		{.status = 200, .body = DEPLOYMENT},
+	        {.status = 401,
+	         .body = STATUS(401, "Unauthorized", "Unauthorized"),
+	         .before = rotate_token,
+	         .before_arg = &rot},
+	        {.status = 200, .body = DEPLOYMENT},
 	};
 	struct mlp_json *out = NULL;
 	char *server;
@@ -934,8 +947,8 @@ static int on_event(const char *type, const struct mlp_json *object, void *paylo
 	return ev->stop_after && ev->n == (size_t)ev->stop_after ? 7 : 0;
 }
 
-#define OBJECT(rv)                                                                 \
-	"\"object\":{\"kind\":\"Deployment\",\"metadata\":{\"name\":\"model-service\","    \
+#define OBJECT(rv)                                                                      \
+	"\"object\":{\"kind\":\"Deployment\",\"metadata\":{\"name\":\"model-service\"," \
 	"\"resourceVersion\":\"" rv "\"}}}\n"
 #define EVENT(type, rv) "{\"type\":\"" type "\"," OBJECT(rv)
 #define WATCH_PATH "/apis/apps/v1/namespaces/ml/deployments?watch=true&resourceVersion=1"
@@ -948,12 +961,12 @@ static void test_k8s__watch_streams_until_expired(void **state)
 {
 	struct fixture *f = *state;
 	static const struct step script[] = {{
-		.status = 200,
-		.chunks = {EVENT("ADDED", "2") "{\"type\":\"MODI", "FIED\"," OBJECT("3"),
-		           "{\"type\":\"ERROR\",\"object\":" STATUS(410, "Expired",
-		                                                  "too old resource version: 1 (3)")
-		           "}\n" EVENT("DELETED", "4")},
-		.chunk_pause_ms = 300,
+	        .status = 200,
+	        .chunks = {EVENT("ADDED", "2") "{\"type\":\"MODI", "FIED\"," OBJECT("3"),
+	                   "{\"type\":\"ERROR\",\"object\":" STATUS(
+	                           410, "Expired",
+	                           "too old resource version: 1 (3)") "}\n" EVENT("DELETED", "4")},
+	        .chunk_pause_ms = 300,
 	}};
 	struct events ev = {0};
 	struct mlp_k8s *k = scripted(f, SCRIPT(script));
@@ -981,9 +994,9 @@ static void test_k8s__watch_callback_stops(void **state)
 {
 	struct fixture *f = *state;
 	static const struct step script[] = {{
-		.status = 200,
-		.chunks = {EVENT("ADDED", "2") EVENT("MODIFIED", "3") EVENT("MODIFIED", "4")},
-		.hang_after_chunks = true,
+	        .status = 200,
+	        .chunks = {EVENT("ADDED", "2") EVENT("MODIFIED", "3") EVENT("MODIFIED", "4")},
+	        .hang_after_chunks = true,
 	}};
 	struct events ev = {.stop_after = 2};
 	struct mlp_k8s *k = scripted(f, SCRIPT(script));
@@ -997,14 +1010,15 @@ static void test_k8s__watch_deadline(void **state)
 {
 	struct fixture *f = *state;
 	static const struct step script[] = {{
-		.status = 200, .chunks = {EVENT("ADDED", "2")}, .hang_after_chunks = true,
+	        .status = 200,
+	        .chunks = {EVENT("ADDED", "2")},
+	        .hang_after_chunks = true,
 	}};
 	struct events ev = {0};
 	struct mlp_k8s *k = scripted(f, SCRIPT(script));
 	int64_t start = mlp_mono_ms(), elapsed;
 
-	assert_int_equal(mlp_k8s_watch(k, WATCH_PATH, start + 700, on_event, &ev),
-	                 MLP_ETIMEOUT);
+	assert_int_equal(mlp_k8s_watch(k, WATCH_PATH, start + 700, on_event, &ev), MLP_ETIMEOUT);
 	elapsed = mlp_mono_ms() - start;
 	assert_int_equal(ev.n, 1);
 	assert_true(elapsed >= 650);
@@ -1016,10 +1030,10 @@ static void test_k8s__watch_forbidden(void **state)
 {
 	struct fixture *f = *state;
 	static const struct step script[] = {
-		{.status = 403,
-		 .body = STATUS(403, "Forbidden",
-		                "deployments.apps is forbidden: User \\\"viewer\\\" "
-		                "cannot watch resource \\\"deployments\\\"")},
+	        {.status = 403,
+	         .body = STATUS(403, "Forbidden",
+	                        "deployments.apps is forbidden: User \\\"viewer\\\" "
+	                        "cannot watch resource \\\"deployments\\\"")},
 	};
 	struct events ev = {0};
 	struct mlp_k8s *k = scripted(f, SCRIPT(script));
@@ -1037,23 +1051,23 @@ static void test_k8s__watch_forbidden(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		CASE(test_k8s__retry_after_is_honoured),
-		CASE(test_k8s__retry_after_zero_retries),
-		CASE(test_k8s__retry_after_is_capped),
-		CASE(test_k8s__5xx_retried_with_backoff),
-		CASE(test_k8s__5xx_gives_up_after_five_attempts),
-		CASE(test_k8s__connection_refused),
-		CASE(test_k8s__silent_server_times_out),
-		CASE(test_k8s__status_errors_are_not_retried),
-		CASE(test_k8s__bearer_token_and_request),
-		CASE(test_k8s__token_file_reread_after_401),
-		CASE(test_k8s__second_401_is_final),
-		CASE(test_k8s__in_cluster_token_reread_after_401),
-		CASE(test_k8s__in_cluster_wrong_ca_refused),
-		CASE(test_k8s__watch_streams_until_expired),
-		CASE(test_k8s__watch_callback_stops),
-		CASE(test_k8s__watch_deadline),
-		CASE(test_k8s__watch_forbidden),
+	        CASE(test_k8s__retry_after_is_honoured),
+	        CASE(test_k8s__retry_after_zero_retries),
+	        CASE(test_k8s__retry_after_is_capped),
+	        CASE(test_k8s__5xx_retried_with_backoff),
+	        CASE(test_k8s__5xx_gives_up_after_five_attempts),
+	        CASE(test_k8s__connection_refused),
+	        CASE(test_k8s__silent_server_times_out),
+	        CASE(test_k8s__status_errors_are_not_retried),
+	        CASE(test_k8s__bearer_token_and_request),
+	        CASE(test_k8s__token_file_reread_after_401),
+	        CASE(test_k8s__second_401_is_final),
+	        CASE(test_k8s__in_cluster_token_reread_after_401),
+	        CASE(test_k8s__in_cluster_wrong_ca_refused),
+	        CASE(test_k8s__watch_streams_until_expired),
+	        CASE(test_k8s__watch_callback_stops),
+	        CASE(test_k8s__watch_deadline),
+	        CASE(test_k8s__watch_forbidden),
 	};
 
 	/* A client that hangs up mid-answer must not kill the server thread. */

@@ -254,7 +254,7 @@ static void test_pipeline__design_example_fills_every_struct(void **state)
 	st = stage(p, "evaluate");
 	assert_int_equal(st->kind, MLP_STAGE_RUN);
 	assert_string_equal(st->run, "mlpipe-train evaluate model.bin --data \"$DATA\" "
-	                    "--metrics \"$MLPIPE_METRICS\"");
+	                             "--metrics \"$MLPIPE_METRICS\"");
 	assert_int_equal(st->run_pos.line, 23);
 	assert_int_equal(st->run_pos.col, 10);
 	assert_int_equal(st->nneeds, 1);
@@ -335,20 +335,20 @@ static void test_pipeline__all_keys_fill_every_field(void **state)
 	st = stage(p, "fetch");
 	assert_string_equal(st->description, "fetch the data");
 	assert_string_equal(st->run, "./fetch.sh \"$DATA\"\n"
-	                    "echo \"rows=60000\" >> \"$MLPIPE_OUTPUT\"\n");
+	                             "echo \"rows=60000\" >> \"$MLPIPE_OUTPUT\"\n");
 	assert_string_equal(st->workdir, "scripts");
 	assert_int_equal(st->timeout_ms, 600000);
 	assert_int_equal(st->kill_grace_ms, 0);
-	assert_int_equal(st->retry.max, 0);          /* retry: 0 replaces defaults */
+	assert_int_equal(st->retry.max, 0); /* retry: 0 replaces defaults */
 	assert_int_equal(st->retry.non, 0);
 	assert_int_equal(st->retry.backoff_ms, 1000);
 	assert_int_equal(st->env.len, 1);
 	assert_string_equal(st->env.items[0].key, "SOURCE");
 
 	st = stage(p, "train");
-	assert_int_equal(st->timeout_ms, 3600000);   /* defaults */
+	assert_int_equal(st->timeout_ms, 3600000); /* defaults */
 	assert_int_equal(st->kill_grace_ms, 20000);
-	assert_int_equal(st->retry.max, 1);          /* stage retry: each field defaults */
+	assert_int_equal(st->retry.max, 1); /* stage retry: each field defaults */
 	assert_int_equal(st->retry.non, 0);
 	assert_int_equal(st->retry.backoff_ms, 1000);
 	assert_true(st->retry.backoff_factor == 2);
@@ -445,8 +445,8 @@ static void test_pipeline__name_defaults_to_file_name(void **state)
 	const char *text = "stages: { a: { run: x } }\n";
 
 	(void)state;
-	assert_int_equal(mlp_pipeline_parse(&p, &d, "dir/nightly-retrain.yaml", text,
-	                                    strlen(text)), 0);
+	assert_int_equal(mlp_pipeline_parse(&p, &d, "dir/nightly-retrain.yaml", text, strlen(text)),
+	                 0);
 	assert_string_equal(p->name, "nightly-retrain");
 	mlp_pipeline_free(p);
 	assert_int_equal(mlp_pipeline_parse(&p, &d, "x.yml", text, strlen(text)), 0);
@@ -462,19 +462,18 @@ static void test_pipeline__name_defaults_to_file_name(void **state)
 
 static void test_pipeline__topological_order_breaks_ties_by_file_order(void **state)
 {
-	struct mlp_pipeline *p = parse_ok(
-		"stages:\n"
-		"  deploy: { needs: [test, lint], run: d }\n"
-		"  test: { needs: [build], run: t }\n"
-		"  lint: { run: l }\n"
-		"  build: { run: b }\n"
-		"  docs: { needs: build, run: x }\n");
+	struct mlp_pipeline *p = parse_ok("stages:\n"
+	                                  "  deploy: { needs: [test, lint], run: d }\n"
+	                                  "  test: { needs: [build], run: t }\n"
+	                                  "  lint: { run: l }\n"
+	                                  "  build: { run: b }\n"
+	                                  "  docs: { needs: build, run: x }\n");
 	static const char *const want[] = {"lint", "build", "test", "deploy", "docs"};
 
 	(void)state;
 	for (size_t i = 0; i < 5; i++)
 		assert_string_equal(p->stages[p->order[i]].name, want[i]);
-	assert_true(mlp_pipeline_depends_on(p, 0, 3));  /* deploy -> test -> build */
+	assert_true(mlp_pipeline_depends_on(p, 0, 3)); /* deploy -> test -> build */
 	assert_true(mlp_pipeline_depends_on(p, 0, 2));
 	assert_false(mlp_pipeline_depends_on(p, 3, 0));
 	assert_false(mlp_pipeline_depends_on(p, 2, 2));
@@ -514,13 +513,13 @@ static void test_pipeline__on_accepts_word_list_and_map(void **state)
 
 static void test_pipeline__retry_forms_and_inheritance(void **state)
 {
-	struct mlp_pipeline *p = parse_ok(
-		"defaults:\n"
-		"  retry: { max: 2, backoff: 3s, on: [timeout, signal:segv] }\n"
-		"stages:\n"
-		"  inherits: { run: a }\n"
-		"  count: { run: b, retry: 5 }\n"
-		"  single: { run: c, retry: { on: exit:3 } }\n");
+	struct mlp_pipeline *p =
+	        parse_ok("defaults:\n"
+	                 "  retry: { max: 2, backoff: 3s, on: [timeout, signal:segv] }\n"
+	                 "stages:\n"
+	                 "  inherits: { run: a }\n"
+	                 "  count: { run: b, retry: 5 }\n"
+	                 "  single: { run: c, retry: { on: exit:3 } }\n");
 	const struct mlp_stage *st;
 
 	(void)state;
@@ -545,12 +544,11 @@ static void test_pipeline__retry_forms_and_inheritance(void **state)
 
 static void test_pipeline__if_accepts_the_three_functions(void **state)
 {
-	struct mlp_pipeline *p = parse_ok(
-		"stages:\n"
-		"  a: { run: x }\n"
-		"  b: { needs: a, run: x, if: success() }\n"
-		"  c: { needs: a, run: x, if: '${{failure()}}' }\n"
-		"  d: { needs: a, run: x, if: \"${{ always() }}\" }\n");
+	struct mlp_pipeline *p = parse_ok("stages:\n"
+	                                  "  a: { run: x }\n"
+	                                  "  b: { needs: a, run: x, if: success() }\n"
+	                                  "  c: { needs: a, run: x, if: '${{failure()}}' }\n"
+	                                  "  d: { needs: a, run: x, if: \"${{ always() }}\" }\n");
 
 	(void)state;
 	assert_int_equal(stage(p, "a")->cond, MLP_IF_SUCCESS);
@@ -562,10 +560,9 @@ static void test_pipeline__if_accepts_the_three_functions(void **state)
 
 static void test_pipeline__gate_metrics_from_defaults_to_single_need(void **state)
 {
-	struct mlp_pipeline *p = parse_ok(
-		"stages:\n"
-		"  evaluate: { run: x }\n"
-		"  gate: { needs: evaluate, gate: { model: m } }\n");
+	struct mlp_pipeline *p = parse_ok("stages:\n"
+	                                  "  evaluate: { run: x }\n"
+	                                  "  gate: { needs: evaluate, gate: { model: m } }\n");
 
 	(void)state;
 	assert_string_equal(stage(p, "gate")->gate.metrics_from, "evaluate");
@@ -575,11 +572,11 @@ static void test_pipeline__gate_metrics_from_defaults_to_single_need(void **stat
 static void test_pipeline__metrics_from_may_be_a_transitive_need(void **state)
 {
 	struct mlp_pipeline *p = parse_ok(
-		"stages:\n"
-		"  evaluate: { run: x }\n"
-		"  report: { needs: evaluate, run: y }\n"
-		"  gate: { needs: report, gate: { model: m, metrics_from: evaluate } }\n"
-		"  use: { needs: gate, run: 'echo ${{ stages.evaluate.metrics.acc }}' }\n");
+	        "stages:\n"
+	        "  evaluate: { run: x }\n"
+	        "  report: { needs: evaluate, run: y }\n"
+	        "  gate: { needs: report, gate: { model: m, metrics_from: evaluate } }\n"
+	        "  use: { needs: gate, run: 'echo ${{ stages.evaluate.metrics.acc }}' }\n");
 
 	(void)state;
 	mlp_pipeline_free(p);
@@ -587,13 +584,12 @@ static void test_pipeline__metrics_from_may_be_a_transitive_need(void **state)
 
 static void test_pipeline__merge_keys_first_source_wins(void **state)
 {
-	struct mlp_pipeline *p = parse_ok(
-		"x-a: &a { run: from-a, timeout: 1m }\n"
-		"x-b: &b { run: from-b, timeout: 2m, kill_grace: 3s }\n"
-		"stages:\n"
-		"  s:\n"
-		"    <<: [*a, *b]\n"
-		"    timeout: 5m\n");
+	struct mlp_pipeline *p = parse_ok("x-a: &a { run: from-a, timeout: 1m }\n"
+	                                  "x-b: &b { run: from-b, timeout: 2m, kill_grace: 3s }\n"
+	                                  "stages:\n"
+	                                  "  s:\n"
+	                                  "    <<: [*a, *b]\n"
+	                                  "    timeout: 5m\n");
 	const struct mlp_stage *st = stage(p, "s");
 
 	(void)state;
@@ -605,11 +601,10 @@ static void test_pipeline__merge_keys_first_source_wins(void **state)
 
 static void test_pipeline__merged_keys_are_not_duplicates(void **state)
 {
-	struct mlp_pipeline *p = parse_ok(
-		"x-base: &base { run: make, timeout: 1m }\n"
-		"stages:\n"
-		"  a: { <<: *base, run: make all }\n"
-		"  b: *base\n");
+	struct mlp_pipeline *p = parse_ok("x-base: &base { run: make, timeout: 1m }\n"
+	                                  "stages:\n"
+	                                  "  a: { <<: *base, run: make all }\n"
+	                                  "  b: *base\n");
 
 	(void)state;
 	assert_string_equal(stage(p, "a")->run, "make all");
@@ -631,7 +626,7 @@ static void test_pipeline__top_level_must_be_a_mapping(void **state)
 {
 	(void)state;
 	expect_diags("\n  just text\n", "2:3: a pipeline file must be a mapping of keys "
-	             "(name, on, env, stages ...)\n");
+	                                "(name, on, env, stages ...)\n");
 }
 
 static void test_pipeline__syntax_error_is_the_only_problem(void **state)
@@ -648,14 +643,13 @@ static void test_pipeline__tab_indentation_is_explained(void **state)
 	expect_diags("stages:\n  a:\n    run: x\n\t  env: {}\n",
 	             "4:1: tab character used for indentation (YAML allows spaces only)\n");
 	expect_diags("stages:\n\ta:\n", "2:1: tab character used for indentation "
-	             "(YAML allows spaces only)\n");
+	                                "(YAML allows spaces only)\n");
 }
 
 static void test_pipeline__invalid_utf8_points_at_the_byte(void **state)
 {
 	(void)state;
-	expect_diags("stages:\n  a:\n    run: \xc3\xa9t\xc3\n",
-	             "3:12: invalid UTF-8 byte 0xc3\n");
+	expect_diags("stages:\n  a:\n    run: \xc3\xa9t\xc3\n", "3:12: invalid UTF-8 byte 0xc3\n");
 	expect_diags("name: \xff\n", "1:7: invalid UTF-8 byte 0xff\n");
 	/* An overlong encoding of '/'. */
 	expect_diags("name: a\xc0\xaf\n", "1:8: invalid UTF-8 byte 0xc0\n");
@@ -674,7 +668,9 @@ static void test_pipeline__binary_data_is_refused(void **state)
 	assert_int_equal(d.items[0].pos.col, 1);
 	assert_string_equal(d.items[0].message, "binary data in pipeline file");
 	mlp_diags_free(&d);
-	expect_diags("\x7f" "ELF\x02\x01", "1:1: binary data in pipeline file\n");
+	expect_diags("\x7f"
+	             "ELF\x02\x01",
+	             "1:1: binary data in pipeline file\n");
 }
 
 static void test_pipeline__too_large_text_is_refused(void **state)
@@ -722,8 +718,7 @@ static void test_pipeline__load_missing_file_sets_the_error(void **state)
 	struct mlp_diags d = {0};
 
 	(void)state;
-	assert_int_equal(mlp_pipeline_load(&p, &d, "/nonexistent/pipeline.yml"),
-	                 MLP_ENOTFOUND);
+	assert_int_equal(mlp_pipeline_load(&p, &d, "/nonexistent/pipeline.yml"), MLP_ENOTFOUND);
 	assert_null(p);
 	assert_int_equal(d.len, 0);
 	assert_string_equal(mlp_error_last(),
@@ -748,7 +743,7 @@ static char *nested(int n)
 
 static void test_pipeline__nesting_stops_at_64_levels(void **state)
 {
-	char *ok = nested(61);   /* 3 mappings + 61 lists = 64 */
+	char *ok = nested(61); /* 3 mappings + 61 lists = 64 */
 	char *bad = nested(62);
 	char *deep = nested(100000);
 	struct mlp_diags d = {0};
@@ -777,9 +772,11 @@ static void test_pipeline__alias_bombs_are_stopped(void **state)
 	(void)state;
 	mlp_buf_puts(&b, "x-0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
 	for (int i = 1; i < 9; i++)
-		mlp_buf_printf(&b, "x-%d: &a%d [*a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, "
-		               "*a%d, *a%d, *a%d]\n", i, i, i - 1, i - 1, i - 1, i - 1, i - 1,
-		               i - 1, i - 1, i - 1, i - 1, i - 1);
+		mlp_buf_printf(&b,
+		               "x-%d: &a%d [*a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, "
+		               "*a%d, *a%d, *a%d]\n",
+		               i, i, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1,
+		               i - 1);
 	mlp_buf_puts(&b, "stages: { a: { run: x } }\n");
 	text = mlp_buf_detach(&b);
 	assert_int_equal(mlp_pipeline_parse(&p, &d, "bomb", text, strlen(text)), MLP_EINVAL);
@@ -794,7 +791,8 @@ static void test_pipeline__alias_bombs_are_stopped(void **state)
 static void test_pipeline__unknown_keys_suggest_the_nearest(void **state)
 {
 	(void)state;
-	expect_diags("stagez: {}\n", "1:1: unknown key 'stagez' (did you mean 'stages'?)\n"
+	expect_diags("stagez: {}\n",
+	             "1:1: unknown key 'stagez' (did you mean 'stages'?)\n"
 	             "1:1: missing 'stages' (a mapping of stage names to stages)\n");
 	expect_diags("stages:\n  a:\n    run: x\n    neds: b\n    zzzzzz: 1\n",
 	             "4:5: unknown key 'neds' in stage 'a' (did you mean 'needs'?)\n"
@@ -803,10 +801,9 @@ static void test_pipeline__unknown_keys_suggest_the_nearest(void **state)
 
 static void test_pipeline__booleans_are_yaml_1_2(void **state)
 {
-	struct mlp_pipeline *p = parse_ok(
-		"stages:\n"
-		"  a: { run: x, continue_on_error: True }\n"
-		"  b: { run: x, continue_on_error: FALSE }\n");
+	struct mlp_pipeline *p = parse_ok("stages:\n"
+	                                  "  a: { run: x, continue_on_error: True }\n"
+	                                  "  b: { run: x, continue_on_error: FALSE }\n");
 
 	(void)state;
 	assert_true(stage(p, "a")->continue_on_error);
@@ -950,7 +947,7 @@ static void test_pipeline__diags_of_several_files_stay_apart(void **state)
 	assert_int_equal(mlp_pipeline_parse(&p, &d, "two.yml", two, strlen(two)), MLP_EINVAL);
 	text = diags_text(&d);
 	assert_string_equal(text, "3:24: unknown key 'nope' in stage 'a'\n"
-	                    "1:24: unknown key 'zip' in stage 'b'\n");
+	                          "1:24: unknown key 'zip' in stage 'b'\n");
 	assert_string_equal(d.items[0].file, "one.yml");
 	assert_string_equal(d.items[1].file, "two.yml");
 	free(text);
@@ -987,7 +984,7 @@ static void test_pipeline__diags_sort_is_stable(void **state)
 	mlp_diags_print(&d, mem);
 	fclose(mem);
 	assert_string_equal(f, "f.yml:1:1: 5\nf.yml:1:5: 1\nf.yml:1:5: 3\nf.yml:2:2: 2\n"
-	                    "f.yml:3:1: 0\nf.yml:3:1: 4\nf.yml: no position\n");
+	                       "f.yml:3:1: 0\nf.yml:3:1: 4\nf.yml: no position\n");
 	free(f);
 	mlp_diags_free(&d);
 	assert_null(d.items);
@@ -1008,45 +1005,45 @@ static void test_pipeline__kind_names(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_pipeline__good_fixtures_load),
-		cmocka_unit_test(test_pipeline__bad_fixtures_match_expected),
-		cmocka_unit_test(test_pipeline__design_example_fills_every_struct),
-		cmocka_unit_test(test_pipeline__all_keys_fill_every_field),
-		cmocka_unit_test(test_pipeline__anchors_and_merge_keys),
-		cmocka_unit_test(test_pipeline__name_defaults_to_file_name),
-		cmocka_unit_test(test_pipeline__topological_order_breaks_ties_by_file_order),
-		cmocka_unit_test(test_pipeline__on_accepts_word_list_and_map),
-		cmocka_unit_test(test_pipeline__retry_forms_and_inheritance),
-		cmocka_unit_test(test_pipeline__if_accepts_the_three_functions),
-		cmocka_unit_test(test_pipeline__gate_metrics_from_defaults_to_single_need),
-		cmocka_unit_test(test_pipeline__metrics_from_may_be_a_transitive_need),
-		cmocka_unit_test(test_pipeline__merge_keys_first_source_wins),
-		cmocka_unit_test(test_pipeline__merged_keys_are_not_duplicates),
-		cmocka_unit_test(test_pipeline__empty_text_is_an_empty_pipeline),
-		cmocka_unit_test(test_pipeline__top_level_must_be_a_mapping),
-		cmocka_unit_test(test_pipeline__syntax_error_is_the_only_problem),
-		cmocka_unit_test(test_pipeline__tab_indentation_is_explained),
-		cmocka_unit_test(test_pipeline__invalid_utf8_points_at_the_byte),
-		cmocka_unit_test(test_pipeline__binary_data_is_refused),
-		cmocka_unit_test(test_pipeline__too_large_text_is_refused),
-		cmocka_unit_test(test_pipeline__load_reports_a_large_file_as_a_diag),
-		cmocka_unit_test(test_pipeline__load_missing_file_sets_the_error),
-		cmocka_unit_test(test_pipeline__nesting_stops_at_64_levels),
-		cmocka_unit_test(test_pipeline__alias_bombs_are_stopped),
-		cmocka_unit_test(test_pipeline__unknown_keys_suggest_the_nearest),
-		cmocka_unit_test(test_pipeline__booleans_are_yaml_1_2),
-		cmocka_unit_test(test_pipeline__integers_must_be_plain_and_fit),
-		cmocka_unit_test(test_pipeline__every_problem_is_reported),
-		cmocka_unit_test(test_pipeline__every_cycle_is_named_once),
-		cmocka_unit_test(test_pipeline__needs_problems),
-		cmocka_unit_test(test_pipeline__expression_columns),
-		cmocka_unit_test(test_pipeline__pipeline_env_cannot_use_stage_outputs),
-		cmocka_unit_test(test_pipeline__duplicate_keys_are_reported_once),
-		cmocka_unit_test(test_pipeline__shared_mistakes_are_reported_once),
-		cmocka_unit_test(test_pipeline__diags_of_several_files_stay_apart),
-		cmocka_unit_test(test_pipeline__second_document_is_refused),
-		cmocka_unit_test(test_pipeline__diags_sort_is_stable),
-		cmocka_unit_test(test_pipeline__kind_names),
+	        cmocka_unit_test(test_pipeline__good_fixtures_load),
+	        cmocka_unit_test(test_pipeline__bad_fixtures_match_expected),
+	        cmocka_unit_test(test_pipeline__design_example_fills_every_struct),
+	        cmocka_unit_test(test_pipeline__all_keys_fill_every_field),
+	        cmocka_unit_test(test_pipeline__anchors_and_merge_keys),
+	        cmocka_unit_test(test_pipeline__name_defaults_to_file_name),
+	        cmocka_unit_test(test_pipeline__topological_order_breaks_ties_by_file_order),
+	        cmocka_unit_test(test_pipeline__on_accepts_word_list_and_map),
+	        cmocka_unit_test(test_pipeline__retry_forms_and_inheritance),
+	        cmocka_unit_test(test_pipeline__if_accepts_the_three_functions),
+	        cmocka_unit_test(test_pipeline__gate_metrics_from_defaults_to_single_need),
+	        cmocka_unit_test(test_pipeline__metrics_from_may_be_a_transitive_need),
+	        cmocka_unit_test(test_pipeline__merge_keys_first_source_wins),
+	        cmocka_unit_test(test_pipeline__merged_keys_are_not_duplicates),
+	        cmocka_unit_test(test_pipeline__empty_text_is_an_empty_pipeline),
+	        cmocka_unit_test(test_pipeline__top_level_must_be_a_mapping),
+	        cmocka_unit_test(test_pipeline__syntax_error_is_the_only_problem),
+	        cmocka_unit_test(test_pipeline__tab_indentation_is_explained),
+	        cmocka_unit_test(test_pipeline__invalid_utf8_points_at_the_byte),
+	        cmocka_unit_test(test_pipeline__binary_data_is_refused),
+	        cmocka_unit_test(test_pipeline__too_large_text_is_refused),
+	        cmocka_unit_test(test_pipeline__load_reports_a_large_file_as_a_diag),
+	        cmocka_unit_test(test_pipeline__load_missing_file_sets_the_error),
+	        cmocka_unit_test(test_pipeline__nesting_stops_at_64_levels),
+	        cmocka_unit_test(test_pipeline__alias_bombs_are_stopped),
+	        cmocka_unit_test(test_pipeline__unknown_keys_suggest_the_nearest),
+	        cmocka_unit_test(test_pipeline__booleans_are_yaml_1_2),
+	        cmocka_unit_test(test_pipeline__integers_must_be_plain_and_fit),
+	        cmocka_unit_test(test_pipeline__every_problem_is_reported),
+	        cmocka_unit_test(test_pipeline__every_cycle_is_named_once),
+	        cmocka_unit_test(test_pipeline__needs_problems),
+	        cmocka_unit_test(test_pipeline__expression_columns),
+	        cmocka_unit_test(test_pipeline__pipeline_env_cannot_use_stage_outputs),
+	        cmocka_unit_test(test_pipeline__duplicate_keys_are_reported_once),
+	        cmocka_unit_test(test_pipeline__shared_mistakes_are_reported_once),
+	        cmocka_unit_test(test_pipeline__diags_of_several_files_stay_apart),
+	        cmocka_unit_test(test_pipeline__second_document_is_refused),
+	        cmocka_unit_test(test_pipeline__diags_sort_is_stable),
+	        cmocka_unit_test(test_pipeline__kind_names),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -63,8 +63,12 @@ static int teardown(void **state)
 #define COMMIT_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
 
 static const struct mlp_run_queued push_a = {
-	.project = "demo", .trigger = "webhook", .user = "github", .git_commit = COMMIT_A,
-	.git_ref = "refs/heads/main", .once_per_commit = true,
+        .project = "demo",
+        .trigger = "webhook",
+        .user = "github",
+        .git_commit = COMMIT_A,
+        .git_ref = "refs/heads/main",
+        .once_per_commit = true,
 };
 
 /* Runs a statement on a connection of its own (the test's, not the store's). */
@@ -109,8 +113,8 @@ static void test_queue__redelivery_queues_nothing(void **state)
 	assert_int_equal(mlp_store_run_enqueue(f->s, &again, &push_a, "gitlab", "d-1"),
 	                 MLP_EEXISTS);
 	assert_int_equal(again, id);
-	assert_int_equal(raw_count(f->db, "SELECT count(*) FROM deliveries WHERE run_id IS NOT NULL"),
-	                 2);
+	assert_int_equal(
+	        raw_count(f->db, "SELECT count(*) FROM deliveries WHERE run_id IS NOT NULL"), 2);
 	assert_int_equal(mlp_store_queue_list(f->s, &q, &n), 0);
 	assert_int_equal(n, 1);
 	assert_int_equal(q[0].id, id);
@@ -147,8 +151,7 @@ static void test_queue__ignored_delivery_is_remembered(void **state)
 	assert_int_equal(mlp_store_delivery_ignore(f->s, "github", "d-del", "demo", "deleted"),
 	                 MLP_EEXISTS);
 	/* A later delivery with that id queues nothing: it was ignored (run 0). */
-	assert_int_equal(mlp_store_run_enqueue(f->s, &id, &push_a, "github", "d-del"),
-	                 MLP_EEXISTS);
+	assert_int_equal(mlp_store_run_enqueue(f->s, &id, &push_a, "github", "d-del"), MLP_EEXISTS);
 	assert_int_equal(id, 0);
 	assert_int_equal(raw_count(f->db, "SELECT count(*) FROM runs"), 0);
 }
@@ -169,7 +172,8 @@ static void test_queue__delivery_and_run_are_one_transaction(void **state)
 	assert_int_equal(mlp_store_run_enqueue(f->s, &id, &push_a, "github", "d-retry"), 0);
 	assert_true(id > 0);
 	assert_int_equal(raw_count(f->db, "SELECT count(*) FROM deliveries WHERE id = 'd-retry'"
-	                                  " AND run_id IS NOT NULL"), 1);
+	                                  " AND run_id IS NOT NULL"),
+	                 1);
 }
 
 /* Eight processes claim one run at once: exactly one gets it.  Each
@@ -254,8 +258,11 @@ static void test_queue__schedule_fire_records_time_and_run(void **state)
 {
 	struct fixture *f = *state;
 	struct mlp_run_queued r = {
-		.project = "demo", .trigger = "schedule", .user = "schedule",
-		.git_ref = "refs/heads/main", .schedule = "demo#1 @nightly UTC",
+	        .project = "demo",
+	        .trigger = "schedule",
+	        .user = "schedule",
+	        .git_ref = "refs/heads/main",
+	        .schedule = "demo#1 @nightly UTC",
 	};
 	int64_t last = -1, id = 0, none = -1, active = -1, pid;
 
@@ -320,18 +327,20 @@ static void test_queue__token_found_by_hash_only(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_queue__redelivery_queues_nothing, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_queue__once_per_commit_is_per_commit, setup,
-		                                teardown),
-		cmocka_unit_test_setup_teardown(test_queue__ignored_delivery_is_remembered, setup,
-		                                teardown),
-		cmocka_unit_test_setup_teardown(test_queue__delivery_and_run_are_one_transaction,
-		                                setup, teardown),
-		cmocka_unit_test_setup_teardown(test_queue__claim_is_atomic, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_queue__cancel_a_queued_run, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_queue__schedule_fire_records_time_and_run, setup,
-		                                teardown),
-		cmocka_unit_test_setup_teardown(test_queue__token_found_by_hash_only, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_queue__redelivery_queues_nothing, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_queue__once_per_commit_is_per_commit, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_queue__ignored_delivery_is_remembered, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_queue__delivery_and_run_are_one_transaction,
+	                                        setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_queue__claim_is_atomic, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_queue__cancel_a_queued_run, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_queue__schedule_fire_records_time_and_run,
+	                                        setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_queue__token_found_by_hash_only, setup,
+	                                        teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

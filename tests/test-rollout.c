@@ -174,14 +174,15 @@ static void test_rollout__container_lookup(void **state)
 	assert_int_equal(mlp_rollout_container(&c, d, "modle-container"), MLP_ENOTFOUND);
 	assert_null(c);
 	assert_string_equal(mlp_error_last(), "deployment model-service has no container "
-	                    "'modle-container' (it has 'model-container')");
+	                                      "'modle-container' (it has 'model-container')");
 	mlp_json_free(d);
 }
 
 static void test_rollout__several_containers_need_a_name(void **state)
 {
-	struct mlp_json *d = parse("{\"metadata\":{\"name\":\"x\"},\"spec\":{\"template\":"
-	                           "{\"spec\":{\"containers\":[{\"name\":\"a\"},{\"name\":\"b\"}]}}}}");
+	struct mlp_json *d =
+	        parse("{\"metadata\":{\"name\":\"x\"},\"spec\":{\"template\":"
+	              "{\"spec\":{\"containers\":[{\"name\":\"a\"},{\"name\":\"b\"}]}}}}");
 	const struct mlp_json *c;
 
 	(void)state;
@@ -206,24 +207,27 @@ static void test_rollout__patch_is_strategic_and_conditional(void **state)
 	text = mlp_rollout_patch_json("model-container", "registry.local/model:7", env, ann,
 	                              "12345");
 	p = parse(text);
-	assert_string_equal(mlp_json_string(mlp_json_path(p, "metadata.resourceVersion")),
-	                    "12345");
-	assert_string_equal(mlp_json_get_string(mlp_json_path(p,
-	                    "spec.template.metadata.annotations"), "mlpipe.io/model"), "fashion");
+	assert_string_equal(mlp_json_string(mlp_json_path(p, "metadata.resourceVersion")), "12345");
+	assert_string_equal(
+	        mlp_json_get_string(mlp_json_path(p, "spec.template.metadata.annotations"),
+	                            "mlpipe.io/model"),
+	        "fashion");
 	c = mlp_json_path(p, "spec.template.spec.containers");
 	/* One entry, named: merged by name, so other containers stay. */
 	assert_int_equal(mlp_json_count(c), 1);
 	assert_string_equal(mlp_json_get_string(mlp_json_at(c, 0), "name"), "model-container");
 	assert_string_equal(mlp_json_get_string(mlp_json_at(c, 0), "image"),
 	                    "registry.local/model:7");
-	assert_string_equal(mlp_json_get_string(mlp_json_at(mlp_json_get(mlp_json_at(c, 0), "env"),
-	                                                     0), "value"), "7");
+	assert_string_equal(
+	        mlp_json_get_string(mlp_json_at(mlp_json_get(mlp_json_at(c, 0), "env"), 0),
+	                            "value"),
+	        "7");
 	mlp_json_free(p);
 	free(text);
 	/* No resourceVersion, no image: neither appears. */
 	text = mlp_rollout_patch_json("c", NULL, NULL, NULL, NULL);
 	assert_string_equal(text, "{\"spec\":{\"template\":{\"spec\":{\"containers\":"
-	                    "[{\"name\":\"c\"}]}}}}");
+	                          "[{\"name\":\"c\"}]}}}}");
 	free(text);
 	mlp_json_free(env);
 	mlp_json_free(ann);
@@ -231,8 +235,9 @@ static void test_rollout__patch_is_strategic_and_conditional(void **state)
 
 static void test_rollout__env_set_clears_value_from(void **state)
 {
-	struct mlp_json *cur = parse("[{\"name\":\"A\",\"valueFrom\":{\"secretKeyRef\":"
-	                             "{\"name\":\"s\",\"key\":\"k\"}}},{\"name\":\"B\",\"value\":\"1\"}]");
+	struct mlp_json *cur =
+	        parse("[{\"name\":\"A\",\"valueFrom\":{\"secretKeyRef\":"
+	              "{\"name\":\"s\",\"key\":\"k\"}}},{\"name\":\"B\",\"value\":\"1\"}]");
 	struct mlp_kvlist set = {0};
 	struct mlp_json *e;
 	char *text;
@@ -243,7 +248,7 @@ static void test_rollout__env_set_clears_value_from(void **state)
 	e = mlp_rollout_env_set(cur, &set);
 	text = mlp_json_print(e, false);
 	assert_string_equal(text, "[{\"name\":\"A\",\"value\":\"x\",\"valueFrom\":null},"
-	                    "{\"name\":\"B\",\"value\":\"2\"}]");
+	                          "{\"name\":\"B\",\"value\":\"2\"}]");
 	free(text);
 	mlp_json_free(e);
 	mlp_json_free(cur);
@@ -262,10 +267,11 @@ static void test_rollout__env_restore(void **state)
 	char *text = mlp_json_print(e, false);
 
 	(void)state;
-	assert_string_equal(text,
-		"[{\"name\":\"A\",\"valueFrom\":{\"fieldRef\":{\"fieldPath\":\"metadata.name\"}},"
-		"\"value\":null},{\"name\":\"B\",\"value\":\"1\"},"
-		"{\"name\":\"NEW\",\"$patch\":\"delete\"}]");
+	assert_string_equal(
+	        text,
+	        "[{\"name\":\"A\",\"valueFrom\":{\"fieldRef\":{\"fieldPath\":\"metadata.name\"}},"
+	        "\"value\":null},{\"name\":\"B\",\"value\":\"1\"},"
+	        "{\"name\":\"NEW\",\"$patch\":\"delete\"}]");
 	free(text);
 	mlp_json_free(e);
 	mlp_json_free(prev);
@@ -283,7 +289,7 @@ static void test_rollout__annotations_restore(void **state)
 	(void)state;
 	/* Ours as they were (absent ones removed); others untouched. */
 	assert_string_equal(text, "{\"mlpipe.io/model\":\"fashion\",\"mlpipe.io/model-version\":"
-	                    "\"3\",\"mlpipe.io/model-sha256\":null,\"mlpipe.io/run\":null}");
+	                          "\"3\",\"mlpipe.io/model-sha256\":null,\"mlpipe.io/run\":null}");
 	free(text);
 	mlp_json_free(a);
 	mlp_json_free(prev);
@@ -326,38 +332,38 @@ static char *write_file(const char *dir, const char *name, const char *text)
 }
 
 static const char kubeconfig[] =
-	"apiVersion: v1\n"
-	"kind: Config\n"
-	"current-context: dev\n"
-	"clusters:\n"
-	"- name: c1\n"
-	"  cluster:\n"
-	"    server: https://127.0.0.1:6443/\n"
-	"    insecure-skip-tls-verify: true\n"
-	"contexts:\n"
-	"- name: dev\n"
-	"  context: {cluster: c1, user: tok, namespace: ml}\n"
-	"- name: certs\n"
-	"  context: {cluster: c1, user: cert}\n"
-	"- name: plugin\n"
-	"  context: {cluster: c1, user: ex}\n"
-	"- name: basic\n"
-	"  context: {cluster: c1, user: basic}\n"
-	"- name: nouser\n"
-	"  context: {cluster: c1, user: ghost}\n"
-	"users:\n"
-	"- name: tok\n"
-	"  user: {token: abc}\n"
-	"- name: cert\n"
-	"  user:\n"
-	"    client-certificate-data: LS0tLS1CRUdJTg==\n"
-	"    client-key: key.pem\n"
-	"- name: ex\n"
-	"  user:\n"
-	"    exec: {apiVersion: client.authentication.k8s.io/v1beta1, command: /bin/echo,\n"
-	"           args: [\"{}\"]}\n"
-	"- name: basic\n"
-	"  user: {username: a, password: b}\n";
+        "apiVersion: v1\n"
+        "kind: Config\n"
+        "current-context: dev\n"
+        "clusters:\n"
+        "- name: c1\n"
+        "  cluster:\n"
+        "    server: https://127.0.0.1:6443/\n"
+        "    insecure-skip-tls-verify: true\n"
+        "contexts:\n"
+        "- name: dev\n"
+        "  context: {cluster: c1, user: tok, namespace: ml}\n"
+        "- name: certs\n"
+        "  context: {cluster: c1, user: cert}\n"
+        "- name: plugin\n"
+        "  context: {cluster: c1, user: ex}\n"
+        "- name: basic\n"
+        "  context: {cluster: c1, user: basic}\n"
+        "- name: nouser\n"
+        "  context: {cluster: c1, user: ghost}\n"
+        "users:\n"
+        "- name: tok\n"
+        "  user: {token: abc}\n"
+        "- name: cert\n"
+        "  user:\n"
+        "    client-certificate-data: LS0tLS1CRUdJTg==\n"
+        "    client-key: key.pem\n"
+        "- name: ex\n"
+        "  user:\n"
+        "    exec: {apiVersion: client.authentication.k8s.io/v1beta1, command: /bin/echo,\n"
+        "           args: [\"{}\"]}\n"
+        "- name: basic\n"
+        "  user: {username: a, password: b}\n";
 
 static void test_rollout__kubeconfig_contexts(void **state)
 {
@@ -446,10 +452,9 @@ static void test_rollout__in_cluster(void **state)
 
 static void test_rollout__yaml_to_json(void **state)
 {
-	static const char text[] =
-		"a: &x {b: 1, c: true, d: ~, e: \"1\", f: yes}\n"
-		"g: *x\n"
-		"h: [one, 2.5]\n";
+	static const char text[] = "a: &x {b: 1, c: true, d: ~, e: \"1\", f: yes}\n"
+	                           "g: *x\n"
+	                           "h: [one, 2.5]\n";
 	struct mlp_json *j = NULL;
 	char *out;
 
@@ -457,8 +462,8 @@ static void test_rollout__yaml_to_json(void **state)
 	assert_int_equal(mlp_yaml_to_json(&j, "t.yaml", text, strlen(text)), 0);
 	out = mlp_json_print(j, false);
 	assert_string_equal(out, "{\"a\":{\"b\":1,\"c\":true,\"d\":null,\"e\":\"1\",\"f\":\"yes\"},"
-	                    "\"g\":{\"b\":1,\"c\":true,\"d\":null,\"e\":\"1\",\"f\":\"yes\"},"
-	                    "\"h\":[\"one\",2.5]}");
+	                         "\"g\":{\"b\":1,\"c\":true,\"d\":null,\"e\":\"1\",\"f\":\"yes\"},"
+	                         "\"h\":[\"one\",2.5]}");
 	free(out);
 	mlp_json_free(j);
 	assert_int_equal(mlp_yaml_to_json(&j, "t.yaml", "a: [", 4), MLP_EINVAL);
@@ -472,12 +477,20 @@ static void test_rollout__deployments_table(void **state)
 	struct dir_fixture *f = *state;
 	char *db = xasprintf("%s/mlpipe.db", f->dir);
 	struct mlp_store *s = NULL;
-	struct mlp_deployment d = {
-		.namespace_ = "ml", .deployment = "model-service", .container = "model-container",
-		.from_image = "m:1", .to_image = "m:2", .env = "{\"A\":\"1\"}",
-		.previous_env = "[]", .previous_annotations = "{}", .result = MLP_DEPLOY_PENDING,
-		.user = "tester",
-	}, last;
+	struct mlp_deployment d =
+	                              {
+	                                      .namespace_ = "ml",
+	                                      .deployment = "model-service",
+	                                      .container = "model-container",
+	                                      .from_image = "m:1",
+	                                      .to_image = "m:2",
+	                                      .env = "{\"A\":\"1\"}",
+	                                      .previous_env = "[]",
+	                                      .previous_annotations = "{}",
+	                                      .result = MLP_DEPLOY_PENDING,
+	                                      .user = "tester",
+	                              },
+	                      last;
 	struct mlp_deployment *rows = NULL;
 	size_t n = 0;
 	int64_t id1 = 0, id2 = 0;
@@ -489,8 +502,8 @@ static void test_rollout__deployments_table(void **state)
 	/* Pending is not in effect yet. */
 	assert_int_equal(mlp_store_deployment_last_rollout(s, &last, "ml", "model-service"),
 	                 MLP_ENOTFOUND);
-	assert_int_equal(mlp_store_deployment_set_previous(s, id1, "m:1b", "[{\"name\":\"X\"}]",
-	                                                   "{}"), 0);
+	assert_int_equal(
+	        mlp_store_deployment_set_previous(s, id1, "m:1b", "[{\"name\":\"X\"}]", "{}"), 0);
 	assert_int_equal(mlp_store_deployment_finish(s, id1, MLP_DEPLOY_COMPLETE, NULL, "2"), 0);
 	d.from_image = "m:2";
 	d.to_image = "m:3";
@@ -519,29 +532,29 @@ static void test_rollout__deployments_table(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_rollout__complete),
-		cmocka_unit_test(test_rollout__unobserved_generation_waits),
-		cmocka_unit_test(test_rollout__updated_fewer_than_spec),
-		cmocka_unit_test(test_rollout__old_replicas_pending),
-		cmocka_unit_test(test_rollout__available_fewer_than_updated),
-		cmocka_unit_test(test_rollout__deadline_exceeded_fails),
-		cmocka_unit_test(test_rollout__stale_deadline_after_rollback_waits),
-		cmocka_unit_test(test_rollout__progress_text),
-		cmocka_unit_test(test_rollout__empty_status_is_not_complete),
-		cmocka_unit_test(test_rollout__container_lookup),
-		cmocka_unit_test(test_rollout__several_containers_need_a_name),
-		cmocka_unit_test(test_rollout__patch_is_strategic_and_conditional),
-		cmocka_unit_test(test_rollout__env_set_clears_value_from),
-		cmocka_unit_test(test_rollout__env_restore),
-		cmocka_unit_test(test_rollout__annotations_restore),
-		cmocka_unit_test_setup_teardown(test_rollout__kubeconfig_contexts, dir_setup,
-		                                dir_teardown),
-		cmocka_unit_test_setup_teardown(test_rollout__kubeconfig_errors, dir_setup,
-		                                dir_teardown),
-		cmocka_unit_test_setup_teardown(test_rollout__in_cluster, dir_setup, dir_teardown),
-		cmocka_unit_test(test_rollout__yaml_to_json),
-		cmocka_unit_test_setup_teardown(test_rollout__deployments_table, dir_setup,
-		                                dir_teardown),
+	        cmocka_unit_test(test_rollout__complete),
+	        cmocka_unit_test(test_rollout__unobserved_generation_waits),
+	        cmocka_unit_test(test_rollout__updated_fewer_than_spec),
+	        cmocka_unit_test(test_rollout__old_replicas_pending),
+	        cmocka_unit_test(test_rollout__available_fewer_than_updated),
+	        cmocka_unit_test(test_rollout__deadline_exceeded_fails),
+	        cmocka_unit_test(test_rollout__stale_deadline_after_rollback_waits),
+	        cmocka_unit_test(test_rollout__progress_text),
+	        cmocka_unit_test(test_rollout__empty_status_is_not_complete),
+	        cmocka_unit_test(test_rollout__container_lookup),
+	        cmocka_unit_test(test_rollout__several_containers_need_a_name),
+	        cmocka_unit_test(test_rollout__patch_is_strategic_and_conditional),
+	        cmocka_unit_test(test_rollout__env_set_clears_value_from),
+	        cmocka_unit_test(test_rollout__env_restore),
+	        cmocka_unit_test(test_rollout__annotations_restore),
+	        cmocka_unit_test_setup_teardown(test_rollout__kubeconfig_contexts, dir_setup,
+	                                        dir_teardown),
+	        cmocka_unit_test_setup_teardown(test_rollout__kubeconfig_errors, dir_setup,
+	                                        dir_teardown),
+	        cmocka_unit_test_setup_teardown(test_rollout__in_cluster, dir_setup, dir_teardown),
+	        cmocka_unit_test(test_rollout__yaml_to_json),
+	        cmocka_unit_test_setup_teardown(test_rollout__deployments_table, dir_setup,
+	                                        dir_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

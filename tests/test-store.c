@@ -53,9 +53,14 @@ static int teardown(void **state)
 }
 
 static const struct mlp_run_new sample_run = {
-	.pipeline = "fashion", .pipeline_path = "/p/pipeline.yml",
-	.pipeline_text = "name: fashion\n", .pipeline_sha256 = "abc", .trigger = "cli",
-	.user = "ada", .git_commit = "0123456789abcdef", .workspace = "/p",
+        .pipeline = "fashion",
+        .pipeline_path = "/p/pipeline.yml",
+        .pipeline_text = "name: fashion\n",
+        .pipeline_sha256 = "abc",
+        .trigger = "cli",
+        .user = "ada",
+        .git_commit = "0123456789abcdef",
+        .workspace = "/p",
 };
 
 static void test_store__open_creates_and_migrates(void **state)
@@ -142,8 +147,11 @@ static void test_store__attempts_outputs_metrics(void **state)
 	size_t n;
 	int64_t run, at1, at2;
 	struct mlp_attempt_end failed = {
-		.status = MLP_STATUS_FAILED, .exit_code = -1, .signal = SIGKILL,
-		.timed_out = true, .message = "timed out after 1s",
+	        .status = MLP_STATUS_FAILED,
+	        .exit_code = -1,
+	        .signal = SIGKILL,
+	        .timed_out = true,
+	        .message = "timed out after 1s",
 	};
 	struct mlp_attempt_end ok = {.status = MLP_STATUS_SUCCEEDED, .exit_code = 0};
 
@@ -154,7 +162,8 @@ static void test_store__attempts_outputs_metrics(void **state)
 	assert_int_equal(mlp_store_attempt_start(s, &at2, run, "train", "run", 2, "/l/2"), 0);
 	assert_int_equal(mlp_store_attempt_finish(s, at2, &ok), 0);
 	assert_int_equal(mlp_store_stage_not_run(s, run, "deploy", "run", MLP_STATUS_SKIPPED,
-	                                         "a stage it needs did not succeed"), 0);
+	                                         "a stage it needs did not succeed"),
+	                 0);
 	assert_int_equal(mlp_store_output_put(s, run, "train", "model", "m.bin"), 0);
 	assert_int_equal(mlp_store_output_put(s, run, "train", "model", "m2.bin"), 0);
 	assert_int_equal(mlp_store_metric_put(s, run, "train", "accuracy", 0.875), 0);
@@ -294,7 +303,8 @@ static void test_store__newer_schema_is_refused(void **state)
 	assert_int_equal(mlp_store_open(&s, f->db, 0), 0);
 	mlp_store_close(s);
 	assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 999", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 999", NULL, NULL, NULL),
+	                 SQLITE_OK);
 	sqlite3_close(db);
 	assert_int_equal(mlp_store_open(&s, f->db, 0), MLP_EDB);
 	assert_non_null(strstr(mlp_error_last(), "newer than this mlpipe"));
@@ -323,15 +333,19 @@ static void test_store__default_path_follows_env(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_store__open_creates_and_migrates, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store__runs_round_trip, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store__attempts_outputs_metrics, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store__dead_owner_means_interrupted, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store__locked_database_is_a_clear_error, setup,
-		                                teardown),
-		cmocka_unit_test_setup_teardown(test_store__not_a_database, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store__newer_schema_is_refused, setup, teardown),
-		cmocka_unit_test(test_store__default_path_follows_env),
+	        cmocka_unit_test_setup_teardown(test_store__open_creates_and_migrates, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_store__runs_round_trip, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_store__attempts_outputs_metrics, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_store__dead_owner_means_interrupted, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_store__locked_database_is_a_clear_error, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_store__not_a_database, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_store__newer_schema_is_refused, setup,
+	                                        teardown),
+	        cmocka_unit_test(test_store__default_path_follows_env),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -85,8 +85,22 @@ static void write_text(const char *path, const char *text)
 /* IDX images: n samples of rows x cols bytes, values i*7 % 256. */
 static size_t make_idx_images(uint8_t *buf, uint32_t n, uint8_t rows, uint8_t cols)
 {
-	uint8_t hdr[16] = {0, 0, 0x08, 3, (uint8_t)(n >> 24), (uint8_t)(n >> 16),
-	                   (uint8_t)(n >> 8), (uint8_t)n, 0, 0, 0, rows, 0, 0, 0, cols};
+	uint8_t hdr[16] = {0,
+	                   0,
+	                   0x08,
+	                   3,
+	                   (uint8_t)(n >> 24),
+	                   (uint8_t)(n >> 16),
+	                   (uint8_t)(n >> 8),
+	                   (uint8_t)n,
+	                   0,
+	                   0,
+	                   0,
+	                   rows,
+	                   0,
+	                   0,
+	                   0,
+	                   cols};
 	size_t len = (size_t)n * rows * cols;
 
 	memcpy(buf, hdr, 16);
@@ -97,8 +111,9 @@ static size_t make_idx_images(uint8_t *buf, uint32_t n, uint8_t rows, uint8_t co
 
 static size_t make_idx_labels(uint8_t *buf, uint32_t n, const uint8_t *labels)
 {
-	uint8_t hdr[8] = {0, 0, 0x08, 1, (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8),
-	                  (uint8_t)n};
+	uint8_t hdr[8] = {
+	        0,         0, 0x08, 1, (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8),
+	        (uint8_t)n};
 
 	memcpy(buf, hdr, 8);
 	memcpy(buf + 8, labels, n);
@@ -241,8 +256,9 @@ static void test_train__csv(void **state)
 	assert_int_equal(d->max_label, 3);
 	assert_int_equal(mlp_dataset_check_labels(d, 4), 0);
 	assert_int_equal(mlp_dataset_check_labels(d, 3), MLP_EINVAL);
-	assert_non_null(strstr(mlp_error_last(),
-	                       "d.csv:2: label 3 is out of range for a model with 3 classes (0 to 2)"));
+	assert_non_null(
+	        strstr(mlp_error_last(),
+	               "d.csv:2: label 3 is out of range for a model with 3 classes (0 to 2)"));
 	assert_int_equal(mlp_dataset_check_features(d, 2), 0);
 	assert_int_equal(mlp_dataset_check_features(d, 784), MLP_EINVAL);
 	assert_non_null(strstr(mlp_error_last(), "data has 2 features but the model expects 784"));
@@ -429,9 +445,9 @@ static void test_train__model_file_round_trip(void **state)
 	assert_memory_equal(img, "MLPM\1\0\0\0\3\0\0\0\5\0\0\0\4\0\0\0\3\0\0\0", 24);
 	assert_int_equal(img[24], np);
 	assert_int_equal(img[32 + 3] & 0x80, 0x80); /* -0.0f, little-endian */
-	assert_int_equal(crc32(0, img, (uInt)(len - 4)),
-	                 img[len - 4] | img[len - 3] << 8 | img[len - 2] << 16 |
-	                 (uint32_t)img[len - 1] << 24);
+	assert_int_equal(crc32(0, img, (uInt)(len - 4)), img[len - 4] | img[len - 3] << 8 |
+	                                                         img[len - 2] << 16 |
+	                                                         (uint32_t)img[len - 1] << 24);
 	free(img);
 	free(params);
 	free(p);
@@ -461,8 +477,7 @@ static void test_train__model_file_corrupt(void **state)
 	mlp_model_encode(&img, &len, &s, params);
 	assert_int_equal(len, 814156);
 	copy = xmalloc(len + 1);
-	expect_model_error(img, 1000,
-	                   "model.bin: truncated (expected 814156 bytes, got 1000)");
+	expect_model_error(img, 1000, "model.bin: truncated (expected 814156 bytes, got 1000)");
 	expect_model_error(img, 6, "model.bin: truncated");
 	expect_model_error(img, 0, "model.bin: truncated");
 	memcpy(copy, img, len);
@@ -814,24 +829,24 @@ static void test_train__metrics_json(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_train__idx_plain_and_gzip, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_train__idx_errors, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_train__csv, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_train__csv_errors, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_train__sources, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_train__split, setup, teardown),
-		cmocka_unit_test(test_train__shape),
-		cmocka_unit_test_setup_teardown(test_train__model_file_round_trip, setup, teardown),
-		cmocka_unit_test(test_train__model_file_corrupt),
-		cmocka_unit_test_setup_teardown(test_train__model_load_errors, setup, teardown),
-		cmocka_unit_test(test_train__init_is_seeded_and_bounded),
-		cmocka_unit_test(test_train__permutation),
-		cmocka_unit_test(test_train__backend_select),
-		cmocka_unit_test(test_train__gradient_matches_finite_differences),
-		cmocka_unit_test(test_train__sgd_step_is_torch_sgd),
-		cmocka_unit_test(test_train__two_half_batches_equal_one_batch),
-		cmocka_unit_test(test_train__learns_a_separable_problem),
-		cmocka_unit_test_setup_teardown(test_train__metrics_json, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_train__idx_plain_and_gzip, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_train__idx_errors, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_train__csv, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_train__csv_errors, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_train__sources, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_train__split, setup, teardown),
+	        cmocka_unit_test(test_train__shape),
+	        cmocka_unit_test_setup_teardown(test_train__model_file_round_trip, setup, teardown),
+	        cmocka_unit_test(test_train__model_file_corrupt),
+	        cmocka_unit_test_setup_teardown(test_train__model_load_errors, setup, teardown),
+	        cmocka_unit_test(test_train__init_is_seeded_and_bounded),
+	        cmocka_unit_test(test_train__permutation),
+	        cmocka_unit_test(test_train__backend_select),
+	        cmocka_unit_test(test_train__gradient_matches_finite_differences),
+	        cmocka_unit_test(test_train__sgd_step_is_torch_sgd),
+	        cmocka_unit_test(test_train__two_half_batches_equal_one_batch),
+	        cmocka_unit_test(test_train__learns_a_separable_problem),
+	        cmocka_unit_test_setup_teardown(test_train__metrics_json, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -111,8 +111,8 @@ static void test_util__utf8_validation(void **state)
 {
 	assert_true(mlp_utf8_valid("h\xc3\xa9llo", 6));
 	assert_false(mlp_utf8_valid("\xff", 1));
-	assert_false(mlp_utf8_valid("\xc3", 1));        /* truncated */
-	assert_false(mlp_utf8_valid("\xc0\xaf", 2));    /* overlong */
+	assert_false(mlp_utf8_valid("\xc3", 1));         /* truncated */
+	assert_false(mlp_utf8_valid("\xc0\xaf", 2));     /* overlong */
 	assert_false(mlp_utf8_valid("\xed\xa0\x80", 3)); /* surrogate */
 }
 
@@ -154,16 +154,16 @@ static void test_util__env_vectors_replace_names(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_util__durations_parse_with_units),
-		cmocka_unit_test(test_util__durations_without_unit_are_refused),
-		cmocka_unit_test(test_util__durations_format_compactly),
-		cmocka_unit_test(test_util__ints_are_range_checked),
-		cmocka_unit_test(test_util__suggest_finds_near_typos_only),
-		cmocka_unit_test(test_util__shell_quote_keeps_one_word),
-		cmocka_unit_test(test_util__buffer_grows_and_detaches),
-		cmocka_unit_test(test_util__utf8_validation),
-		cmocka_unit_test(test_util__atomic_write_replaces_whole_file),
-		cmocka_unit_test(test_util__env_vectors_replace_names),
+	        cmocka_unit_test(test_util__durations_parse_with_units),
+	        cmocka_unit_test(test_util__durations_without_unit_are_refused),
+	        cmocka_unit_test(test_util__durations_format_compactly),
+	        cmocka_unit_test(test_util__ints_are_range_checked),
+	        cmocka_unit_test(test_util__suggest_finds_near_typos_only),
+	        cmocka_unit_test(test_util__shell_quote_keeps_one_word),
+	        cmocka_unit_test(test_util__buffer_grows_and_detaches),
+	        cmocka_unit_test(test_util__utf8_validation),
+	        cmocka_unit_test(test_util__atomic_write_replaces_whole_file),
+	        cmocka_unit_test(test_util__env_vectors_replace_names),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

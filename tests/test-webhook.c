@@ -25,20 +25,24 @@ static void test_webhook__hmac_matches_githubs_test_vector(void **state)
 
 	(void)state;
 	mlp_hmac_sha256_hex(mac, key, strlen(key), body, strlen(body));
-	assert_string_equal(mac, "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17");
-	assert_true(mlp_webhook_verify(MLP_FORGE_GITHUB, key,
-	                               "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
-	                               body, strlen(body)));
+	assert_string_equal(mac,
+	                    "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17");
+	assert_true(mlp_webhook_verify(
+	        MLP_FORGE_GITHUB, key,
+	        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17", body,
+	        strlen(body)));
 	/* Gitea: bare hex, either case. */
-	assert_true(mlp_webhook_verify(MLP_FORGE_GITEA, key,
-	                               "757107EA0EB2509FC211221CCE984B8A37570B6D7586C22C46F4379C8B043E17",
-	                               body, strlen(body)));
+	assert_true(mlp_webhook_verify(
+	        MLP_FORGE_GITEA, key,
+	        "757107EA0EB2509FC211221CCE984B8A37570B6D7586C22C46F4379C8B043E17", body,
+	        strlen(body)));
 }
 
 static void test_webhook__forgeries_are_refused(void **state)
 {
 	const char *key = "It's a Secret to Everybody", *body = "Hello, World!";
-	const char *good = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+	const char *good =
+	        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
 
 	(void)state;
 	/* One bit of the body, the key, the prefix, the length, or nothing. */
@@ -56,11 +60,14 @@ static void test_webhook__forgeries_are_refused(void **state)
 static void test_webhook__push_payloads(void **state)
 {
 	struct mlp_push p;
-	const char *gh = "{\"ref\":\"refs/heads/main\",\"after\":\"0123456789ABCDEF0123456789abcdef01234567\","
+	const char *gh = "{\"ref\":\"refs/heads/"
+	                 "main\",\"after\":\"0123456789ABCDEF0123456789abcdef01234567\","
 	                 "\"repository\":{\"clone_url\":\"https://x/y.git\"}}";
-	const char *del = "{\"ref\":\"refs/heads/old\",\"after\":\"0000000000000000000000000000000000000000\","
+	const char *del = "{\"ref\":\"refs/heads/"
+	                  "old\",\"after\":\"0000000000000000000000000000000000000000\","
 	                  "\"deleted\":true}";
-	const char *gl = "{\"ref\":\"refs/heads/dev\",\"after\":\"1111111111111111111111111111111111111111\","
+	const char *gl = "{\"ref\":\"refs/heads/"
+	                 "dev\",\"after\":\"1111111111111111111111111111111111111111\","
 	                 "\"checkout_sha\":\"2222222222222222222222222222222222222222\"}";
 
 	(void)state;
@@ -78,8 +85,9 @@ static void test_webhook__push_payloads(void **state)
 	mlp_push_clear(&p);
 	assert_int_equal(mlp_webhook_parse_push(&p, "{\"ref\":", 7), MLP_EINVAL);
 	assert_int_equal(mlp_webhook_parse_push(&p, "[1]", 3), MLP_EINVAL);
-	assert_int_equal(mlp_webhook_parse_push(&p, "{\"ref\":\"refs/heads/x\",\"after\":\"zz\"}", 35),
-	                 MLP_EINVAL);
+	assert_int_equal(
+	        mlp_webhook_parse_push(&p, "{\"ref\":\"refs/heads/x\",\"after\":\"zz\"}", 35),
+	        MLP_EINVAL);
 }
 
 static void test_webhook__branch_globs(void **state)
@@ -130,11 +138,11 @@ static void test_webhook__pipeline_push_filters(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_webhook__hmac_matches_githubs_test_vector),
-		cmocka_unit_test(test_webhook__forgeries_are_refused),
-		cmocka_unit_test(test_webhook__push_payloads),
-		cmocka_unit_test(test_webhook__branch_globs),
-		cmocka_unit_test(test_webhook__pipeline_push_filters),
+	        cmocka_unit_test(test_webhook__hmac_matches_githubs_test_vector),
+	        cmocka_unit_test(test_webhook__forgeries_are_refused),
+	        cmocka_unit_test(test_webhook__push_payloads),
+	        cmocka_unit_test(test_webhook__branch_globs),
+	        cmocka_unit_test(test_webhook__pipeline_push_filters),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

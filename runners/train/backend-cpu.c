@@ -38,7 +38,7 @@
 struct cpu_backend {
 	struct mlp_train_backend base;
 	struct mlp_shape shape;
-	int layers;      /* nsizes - 1 */
+	int layers; /* nsizes - 1 */
 	int max_batch;
 	size_t nparams;
 	float *params;   /* flat, model.h layout */
@@ -47,8 +47,8 @@ struct cpu_backend {
 	bool have_momentum;
 	size_t woff[MLP_MODEL_MAX_SIZES]; /* per layer l (1-based) */
 	size_t boff[MLP_MODEL_MAX_SIZES];
-	float *act[MLP_MODEL_MAX_SIZES];  /* act[l]: n x sizes[l], ReLU'd except the last */
-	float *delta[2];                  /* dZ ping-pong, n x max width */
+	float *act[MLP_MODEL_MAX_SIZES]; /* act[l]: n x sizes[l], ReLU'd except the last */
+	float *delta[2];                 /* dZ ping-pong, n x max width */
 };
 
 static bool cpu_available(void)
@@ -72,8 +72,7 @@ static void cpu_destroy(struct mlp_train_backend *base)
 	free(b);
 }
 
-static int cpu_create(struct mlp_train_backend **out, const struct mlp_shape *shape,
-                      int max_batch)
+static int cpu_create(struct mlp_train_backend **out, const struct mlp_shape *shape, int max_batch)
 {
 	struct cpu_backend *b;
 	size_t widest = 0;
@@ -231,8 +230,8 @@ static double softmax_xent(const float *logits, int classes, int32_t y, float sc
 	return log(sum) - (double)(logits[y] - m);
 }
 
-static int cpu_train_batch(struct mlp_train_backend *base, const float *x, const int32_t *y,
-                           int n, struct mlp_batch_stats *stats)
+static int cpu_train_batch(struct mlp_train_backend *base, const float *x, const int32_t *y, int n,
+                           struct mlp_batch_stats *stats)
 {
 	struct cpu_backend *b = (struct cpu_backend *)base;
 	int classes = b->shape.sizes[b->layers];
@@ -258,15 +257,15 @@ static int cpu_train_batch(struct mlp_train_backend *base, const float *x, const
 		float *gw = b->grad + b->woff[l];
 		float *gb = b->grad + b->boff[l];
 
-		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, width, fan_in, n, 1.0f, dz, width,
-		            ain, fan_in, 0.0f, gw, fan_in);
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, width, fan_in, n, 1.0f, dz,
+		            width, ain, fan_in, 0.0f, gw, fan_in);
 		column_sums(gb, dz, n, width);
 		if (l > 1) {
 			const float *w = b->params + b->woff[l];
 			float *tmp;
 
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, fan_in, width, 1.0f, dz,
-			            width, w, fan_in, 0.0f, da, fan_in);
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, fan_in, width,
+			            1.0f, dz, width, w, fan_in, 0.0f, da, fan_in);
 			relu_mask(da, ain, (size_t)n * (size_t)fan_in);
 			tmp = dz;
 			dz = da;
@@ -295,8 +294,8 @@ static void sgd_plain(float *restrict p, const float *restrict g, size_t n, floa
 	}
 }
 
-static void sgd_momentum(float *restrict p, const float *restrict g, float *restrict buf,
-                         size_t n, float lr, float m, float wd, bool first)
+static void sgd_momentum(float *restrict p, const float *restrict g, float *restrict buf, size_t n,
+                         float lr, float m, float wd, bool first)
 {
 	if (first && wd == 0.0f) {
 		for (size_t i = 0; i < n; i++) {
@@ -362,15 +361,15 @@ static int cpu_predict(struct mlp_train_backend *base, const float *x, const int
 }
 
 const struct mlp_train_backend_ops mlp_train_backend_cpu = {
-	.name = "cpu",
-	.grad_on_device = false,
-	.available = cpu_available,
-	.create = cpu_create,
-	.destroy = cpu_destroy,
-	.set_params = cpu_set_params,
-	.get_params = cpu_get_params,
-	.train_batch = cpu_train_batch,
-	.grad = cpu_grad,
-	.sgd_step = cpu_sgd_step,
-	.predict = cpu_predict,
+        .name = "cpu",
+        .grad_on_device = false,
+        .available = cpu_available,
+        .create = cpu_create,
+        .destroy = cpu_destroy,
+        .set_params = cpu_set_params,
+        .get_params = cpu_get_params,
+        .train_batch = cpu_train_batch,
+        .grad = cpu_grad,
+        .sgd_step = cpu_sgd_step,
+        .predict = cpu_predict,
 };

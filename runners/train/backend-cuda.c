@@ -61,14 +61,14 @@ struct cuda_backend {
 	float *delta[2];                 /* dZ ping-pong, n x widest */
 	float *x;                        /* n x sizes[0] */
 	int32_t *y, *pred;
-	float *ones;                     /* max_batch ones: the bias gradient's sgemv */
+	float *ones; /* max_batch ones: the bias gradient's sgemv */
 	struct mlp_gpu_stats *stats;
 	/* pinned host */
 	float *x_host;
 	int32_t *y_host, *pred_host;
 	struct mlp_gpu_stats *stats_host;
 	/* The caller's batch buffer, page-locked (see upload()). */
-	const float *seen_x;       /* x of the previous train_batch */
+	const float *seen_x; /* x of the previous train_batch */
 	void *registered_x;
 	size_t registered_bytes;
 };
@@ -158,8 +158,7 @@ static void carve_host(struct cuda_backend *b, struct carver *c)
 	b->stats_host = carve(c, sizeof(struct mlp_gpu_stats));
 }
 
-static int cuda_create(struct mlp_train_backend **out, const struct mlp_shape *shape,
-                       int max_batch)
+static int cuda_create(struct mlp_train_backend **out, const struct mlp_shape *shape, int max_batch)
 {
 	struct cuda_backend *b;
 	struct carver dev = {0}, host = {0};
@@ -292,8 +291,7 @@ static bool pin_caller_batch(struct cuda_backend *b, const float *x, size_t xbyt
 /* Uploads x and y (through pinned memory) and clears the loss sums.  The
  * caller's x may be read by the GPU until the loss is ready, which is
  * before train_batch and predict return. */
-static int upload(struct cuda_backend *b, const float *x, const int32_t *y, int n,
-                  bool may_pin)
+static int upload(struct cuda_backend *b, const float *x, const int32_t *y, int n, bool may_pin)
 {
 	size_t xbytes = (size_t)n * (size_t)b->shape.sizes[0] * sizeof(float);
 	size_t ybytes = (size_t)n * sizeof(int32_t);
@@ -305,10 +303,11 @@ static int upload(struct cuda_backend *b, const float *x, const int32_t *y, int 
 		src = b->x_host;
 	}
 	memcpy(b->y_host, y, ybytes);
-	if ((rc = cuda_check(cudaMemcpyAsync(b->x, src, xbytes, cudaMemcpyHostToDevice,
-	                                     b->stream), "copying a batch to the GPU")) != 0 ||
-	    (rc = cuda_check(cudaMemcpyAsync(b->y, b->y_host, ybytes, cudaMemcpyHostToDevice,
-	                                     b->stream), "copying a batch to the GPU")) != 0)
+	if ((rc = cuda_check(cudaMemcpyAsync(b->x, src, xbytes, cudaMemcpyHostToDevice, b->stream),
+	                     "copying a batch to the GPU")) != 0 ||
+	    (rc = cuda_check(
+	             cudaMemcpyAsync(b->y, b->y_host, ybytes, cudaMemcpyHostToDevice, b->stream),
+	             "copying a batch to the GPU")) != 0)
 		return rc;
 	return cuda_check(cudaMemsetAsync(b->stats, 0, sizeof(*b->stats), b->stream), "cudaMemset");
 }
@@ -323,9 +322,9 @@ static int forward(struct cuda_backend *b, int n)
 	for (int l = 1; l <= b->layers; l++) {
 		int fan_in = b->shape.sizes[l - 1], width = b->shape.sizes[l];
 
-		if ((rc = blas_check(cublasSgemm(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, width, n, fan_in,
-		                                 &one, b->params + b->woff[l], fan_in, in, fan_in,
-		                                 &zero, b->act[l], width),
+		if ((rc = blas_check(cublasSgemm(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, width, n,
+		                                 fan_in, &one, b->params + b->woff[l], fan_in, in,
+		                                 fan_in, &zero, b->act[l], width),
 		                     "forward sgemm")) != 0 ||
 		    (rc = cuda_check(mlp_k_bias_act(b->act[l], b->params + b->boff[l], n, width,
 		                                    l < b->layers, b->stream),
@@ -364,8 +363,8 @@ static int backward(struct cuda_backend *b, int n)
 		int fan_in = b->shape.sizes[l - 1], width = b->shape.sizes[l];
 		const float *ain = l == 1 ? b->x : b->act[l - 1];
 
-		if ((rc = blas_check(cublasSgemm(b->blas, CUBLAS_OP_N, CUBLAS_OP_T, fan_in, width, n,
-		                                 &one, ain, fan_in, dz, width, &zero,
+		if ((rc = blas_check(cublasSgemm(b->blas, CUBLAS_OP_N, CUBLAS_OP_T, fan_in, width,
+		                                 n, &one, ain, fan_in, dz, width, &zero,
 		                                 b->grad + b->woff[l], fan_in),
 		                     "weight-gradient sgemm")) != 0 ||
 		    (rc = blas_check(cublasSgemv(b->blas, CUBLAS_OP_N, width, n, &one, dz, width,
@@ -375,9 +374,9 @@ static int backward(struct cuda_backend *b, int n)
 		if (l > 1) {
 			float *tmp;
 
-			if ((rc = blas_check(cublasSgemm(b->blas, CUBLAS_OP_N, CUBLAS_OP_N, fan_in, n,
-			                                 width, &one, b->params + b->woff[l], fan_in, dz,
-			                                 width, &zero, da, fan_in),
+			if ((rc = blas_check(cublasSgemm(b->blas, CUBLAS_OP_N, CUBLAS_OP_N, fan_in,
+			                                 n, width, &one, b->params + b->woff[l],
+			                                 fan_in, dz, width, &zero, da, fan_in),
 			                     "input-gradient sgemm")) != 0 ||
 			    (rc = cuda_check(mlp_k_relu_mask(da, ain, (size_t)n * (size_t)fan_in,
 			                                     b->stream),
@@ -402,8 +401,8 @@ static int wait_loss(struct cuda_backend *b, struct mlp_batch_stats *stats)
 	return 0;
 }
 
-static int cuda_train_batch(struct mlp_train_backend *base, const float *x, const int32_t *y,
-                            int n, struct mlp_batch_stats *stats)
+static int cuda_train_batch(struct mlp_train_backend *base, const float *x, const int32_t *y, int n,
+                            struct mlp_batch_stats *stats)
 {
 	struct cuda_backend *b = (struct cuda_backend *)base;
 	int classes = b->shape.sizes[b->layers];
@@ -453,15 +452,15 @@ static int cuda_predict(struct mlp_train_backend *base, const float *x, const in
 }
 
 const struct mlp_train_backend_ops mlp_train_backend_cuda = {
-	.name = "cuda",
-	.grad_on_device = true,
-	.available = cuda_available,
-	.create = cuda_create,
-	.destroy = cuda_destroy,
-	.set_params = cuda_set_params,
-	.get_params = cuda_get_params,
-	.train_batch = cuda_train_batch,
-	.grad = cuda_grad,
-	.sgd_step = cuda_sgd_step,
-	.predict = cuda_predict,
+        .name = "cuda",
+        .grad_on_device = true,
+        .available = cuda_available,
+        .create = cuda_create,
+        .destroy = cuda_destroy,
+        .set_params = cuda_set_params,
+        .get_params = cuda_get_params,
+        .train_batch = cuda_train_batch,
+        .grad = cuda_grad,
+        .sgd_step = cuda_sgd_step,
+        .predict = cuda_predict,
 };

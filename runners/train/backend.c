@@ -24,9 +24,9 @@ extern const struct mlp_train_backend_ops mlp_train_backend_cuda;
 /* In preference order for "auto". */
 static const struct mlp_train_backend_ops *const backends[] = {
 #ifdef MLP_TRAIN_CUDA
-	&mlp_train_backend_cuda,
+        &mlp_train_backend_cuda,
 #endif
-	&mlp_train_backend_cpu,
+        &mlp_train_backend_cpu,
 };
 
 int mlp_train_backend_select(const struct mlp_train_backend_ops **out, const char *device)
@@ -44,9 +44,10 @@ int mlp_train_backend_select(const struct mlp_train_backend_ops **out, const cha
 #ifdef MLP_TRAIN_CUDA
 			if (ops == &mlp_train_backend_cuda) {
 				int gpu, rc = mlp_gpu_pick_device(&gpu);
-				char *why = xstrdup(rc != 0 ? mlp_error_last()
-				                            : "LOCAL_WORLD_SIZE is larger than the number "
-				                              "of visible GPUs");
+				char *why = xstrdup(
+				        rc != 0 ? mlp_error_last()
+				                : "LOCAL_WORLD_SIZE is larger than the number "
+				                  "of visible GPUs");
 
 				mlp_error_set("--device cuda: %s", why);
 				free(why);

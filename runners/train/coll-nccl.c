@@ -55,11 +55,11 @@ _Static_assert(sizeof(ncclUniqueId) <= RDZV_BLOB_BYTES, "an NCCL id fits the ren
 
 struct nccl_state {
 	ncclComm_t comm;
-	bool alive;           /* initialised, not aborted or destroyed */
-	cudaStream_t stream;  /* NCCL's work and the scratch copies */
-	void *scratch;        /* device staging for host buffers */
+	bool alive;          /* initialised, not aborted or destroyed */
+	cudaStream_t stream; /* NCCL's work and the scratch copies */
+	void *scratch;       /* device staging for host buffers */
 	size_t scratch_bytes;
-	int test_delay_ms;    /* MLPIPE_NCCL_TEST_DELAY_MS, used once */
+	int test_delay_ms; /* MLPIPE_NCCL_TEST_DELAY_MS, used once */
 };
 
 static void abort_comm(struct nccl_state *s)
@@ -126,8 +126,8 @@ static int watch(struct mlp_coll *c, const char *what)
 		}
 		if (mlp_mono_ms() >= deadline) {
 			mlp_error_set("NCCL %s did not complete within %d ms on rank %d "
-			              "(MLPIPE_COLL_TIMEOUT): timeout, aborted the communicator", what,
-			              c->timeout_ms, c->rank);
+			              "(MLPIPE_COLL_TIMEOUT): timeout, aborted the communicator",
+			              what, c->timeout_ms, c->rank);
 			abort_comm(s);
 			return MLP_ETIMEOUT;
 		}
@@ -213,8 +213,9 @@ static int nccl_allreduce(struct mlp_coll *c, void *buf, size_t n, enum coll_dty
 			return cuda_fail(c, err, "test delay");
 		s->test_delay_ms = 0;
 	}
-	rc = issued(c, ncclAllReduce(dbuf, dbuf, n, t == COLL_F32_AVG ? ncclFloat : ncclDouble,
-	                             t == COLL_F32_AVG ? ncclAvg : ncclSum, s->comm, s->stream),
+	rc = issued(c,
+	            ncclAllReduce(dbuf, dbuf, n, t == COLL_F32_AVG ? ncclFloat : ncclDouble,
+	                          t == COLL_F32_AVG ? ncclAvg : ncclSum, s->comm, s->stream),
 	            "all-reduce");
 	if (rc != 0 || on_device)
 		return rc;
@@ -232,8 +233,10 @@ static int nccl_broadcast(struct mlp_coll *c, void *buf, size_t bytes, int root)
 		return 0;
 	if ((rc = ensure_scratch(c, bytes)) != 0 ||
 	    (rc = copy(c, s->scratch, buf, bytes, cudaMemcpyHostToDevice)) != 0 ||
-	    (rc = issued(c, ncclBroadcast(s->scratch, s->scratch, bytes, ncclUint8, root, s->comm,
-	                                  s->stream), "broadcast")) != 0 ||
+	    (rc = issued(c,
+	                 ncclBroadcast(s->scratch, s->scratch, bytes, ncclUint8, root, s->comm,
+	                               s->stream),
+	                 "broadcast")) != 0 ||
 	    (rc = copy(c, buf, s->scratch, bytes, cudaMemcpyDeviceToHost)) != 0)
 		return rc;
 	return watch(c, "broadcast");
@@ -246,8 +249,9 @@ static int nccl_barrier(struct mlp_coll *c)
 
 	if (rc != 0)
 		return rc;
-	return issued(c, ncclAllReduce(s->scratch, s->scratch, 1, ncclFloat, ncclSum, s->comm,
-	                               s->stream), "barrier");
+	return issued(
+	        c, ncclAllReduce(s->scratch, s->scratch, 1, ncclFloat, ncclSum, s->comm, s->stream),
+	        "barrier");
 }
 
 /* Frees everything; a communicator that failed is aborted, a healthy one
@@ -282,7 +286,7 @@ static void nccl_close(struct mlp_coll *c)
 }
 
 static const struct coll_ops nccl_ops = {
-	"nccl", nccl_allreduce, nccl_broadcast, nccl_barrier, nccl_close,
+        "nccl", nccl_allreduce, nccl_broadcast, nccl_barrier, nccl_close,
 };
 
 static int env_ms(int *out, const char *name)

@@ -64,12 +64,12 @@ struct shm_hdr {
 
 struct shm {
 	struct shm_hdr *hdr;
-	char *data;       /* 2 sets x world slots */
+	char *data; /* 2 sets x world slots */
 	size_t map_bytes;
 	char name[64];
 	bool unlinked;
-	uint32_t epoch;   /* barriers passed; the same on every rank */
-	int set;          /* which set of slots the next chunk uses */
+	uint32_t epoch; /* barriers passed; the same on every rank */
+	int set;        /* which set of slots the next chunk uses */
 };
 
 static inline void cpu_relax(void)
@@ -151,7 +151,8 @@ static int wait_for(struct mlp_coll *c, int j, uint32_t want)
 		}
 		if (mlp_mono_ms() > deadline) {
 			mlp_error_set("timed out after %d s waiting for rank %d (pid %d) in a "
-			              "collective", c->timeout_ms / 1000, j, c->table.peers[j].pid);
+			              "collective",
+			              c->timeout_ms / 1000, j, c->table.peers[j].pid);
 			return MLP_ETIMEOUT;
 		}
 	}
@@ -175,8 +176,8 @@ static int barrier(struct mlp_coll *c)
 	return 0;
 }
 
-static void reduce_f32(float *restrict out, float *restrict out2, const float *const *in,
-                       int world, size_t lo, size_t hi, float scale)
+static void reduce_f32(float *restrict out, float *restrict out2, const float *const *in, int world,
+                       size_t lo, size_t hi, float scale)
 {
 	if (world == 2) {
 		const float *restrict a = in[0], *restrict b = in[1];
@@ -240,10 +241,11 @@ static int shm_allreduce(struct mlp_coll *c, void *buf, size_t n, enum coll_dtyp
 		/* Reduce my share, reading my own part from my buffer, and publish
 		 * the result where my share sits in my slot. */
 		for (size_t j = 0; j < w; j++)
-			in[j] = j == me ? (const void *)mine : (const void *)slot(c, s->set, (int)j);
+			in[j] = j == me ? (const void *)mine
+			                : (const void *)slot(c, s->set, (int)j);
 		if (t == COLL_F32_AVG)
-			reduce_f32((float *)own_slot, (float *)mine, (const float *const *)in, c->world,
-			           lo, hi, 1.0f / (float)c->world);
+			reduce_f32((float *)own_slot, (float *)mine, (const float *const *)in,
+			           c->world, lo, hi, 1.0f / (float)c->world);
 		else
 			reduce_f64((double *)own_slot, (double *)mine, (const double *const *)in,
 			           c->world, lo, hi);
@@ -303,7 +305,7 @@ static void shm_close(struct mlp_coll *c)
 }
 
 static const struct coll_ops shm_ops = {
-	"shm", shm_allreduce, shm_broadcast, shm_barrier, shm_close,
+        "shm", shm_allreduce, shm_broadcast, shm_barrier, shm_close,
 };
 
 int coll_shm_open(struct mlp_coll *c, const struct mlp_coll_opts *o)

@@ -196,7 +196,7 @@ static void tcp_close(struct mlp_coll *c)
 }
 
 static const struct coll_ops tcp_ops = {
-	"tcp", tcp_allreduce, tcp_broadcast, tcp_barrier, tcp_close,
+        "tcp", tcp_allreduce, tcp_broadcast, tcp_barrier, tcp_close,
 };
 
 int coll_tcp_open(struct mlp_coll *c, const struct mlp_coll_opts *o, int listen_fd)

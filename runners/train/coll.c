@@ -19,8 +19,7 @@
 
 /* Defined in mlpipe-train when built with NCCL (coll-nccl.c); NULL in
  * programs without it, which then need no NCCL library. */
-extern int coll_nccl_open(struct mlp_coll *c, const struct mlp_coll_opts *o)
-	__attribute__((weak));
+extern int coll_nccl_open(struct mlp_coll *c, const struct mlp_coll_opts *o) __attribute__((weak));
 
 static int env_int(int *out, const char *name, int dflt, int min, int max)
 {
@@ -48,8 +47,8 @@ int mlp_coll_opts_from_env(struct mlp_coll_opts *o)
 	    (rc = env_int(&o->rank, "RANK", 0, 0, o->world_size - 1)) != 0 ||
 	    (rc = env_int(&o->local_world_size, "LOCAL_WORLD_SIZE", o->world_size, 1,
 	                  o->world_size)) != 0 ||
-	    (rc = env_int(&o->local_rank, "LOCAL_RANK", o->rank, 0,
-	                  o->local_world_size - 1)) != 0 ||
+	    (rc = env_int(&o->local_rank, "LOCAL_RANK", o->rank, 0, o->local_world_size - 1)) !=
+	            0 ||
 	    (rc = env_int(&o->group_rank, "GROUP_RANK", 0, 0, RDZV_MAX_RANKS)) != 0 ||
 	    (rc = env_int(&o->master_port, "MASTER_PORT", 0, 0, 65535)) != 0 ||
 	    (rc = env_int(&timeout_s, "MLPIPE_COLL_TIMEOUT", DEFAULT_TIMEOUT_MS / 1000, 1,
@@ -89,7 +88,7 @@ static void local_close(struct mlp_coll *c)
 }
 
 static const struct coll_ops local_ops = {
-	"local", local_allreduce, local_broadcast, local_barrier, local_close,
+        "local", local_allreduce, local_broadcast, local_barrier, local_close,
 };
 
 /* A listener for the TCP ring on an ephemeral port, before the rendezvous
@@ -159,8 +158,8 @@ int mlp_coll_open(struct mlp_coll **out, const struct mlp_coll_opts *o)
 	}
 	if (strcmp(backend, "shm") == 0 && !one_node) {
 		mlp_error_set("the shm backend needs every rank on one node "
-		              "(LOCAL_WORLD_SIZE %d, WORLD_SIZE %d)", o->local_world_size,
-		              o->world_size);
+		              "(LOCAL_WORLD_SIZE %d, WORLD_SIZE %d)",
+		              o->local_world_size, o->world_size);
 		free(c);
 		return MLP_EINVAL;
 	}

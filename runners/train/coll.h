@@ -40,12 +40,12 @@ struct mlp_coll_opts {
 	int world_size;
 	int local_rank;
 	int local_world_size;
-	int group_rank;         /* node index */
+	int group_rank; /* node index */
 	const char *master_addr;
 	int master_port;
-	const char *run_id;     /* names the shared-memory segment */
-	int timeout_ms;         /* per wait; 0: the default */
-	const char *backend;    /* NULL or "auto": chosen as above */
+	const char *run_id;  /* names the shared-memory segment */
+	int timeout_ms;      /* per wait; 0: the default */
+	const char *backend; /* NULL or "auto": chosen as above */
 };
 
 /* Fills opts from the environment (torchrun's variables); a missing

@@ -157,13 +157,14 @@ static int idx_read_header(struct idx_header *h, gzFile f, const char *path)
 		return MLP_EINVAL;
 	}
 	if (raw[0] != 0 || raw[1] != 0 || raw[3] < 1 || raw[3] > 4) {
-		mlp_error_set("%s: not an IDX file (bad magic %02x%02x%02x%02x)", path, raw[0], raw[1],
-		              raw[2], raw[3]);
+		mlp_error_set("%s: not an IDX file (bad magic %02x%02x%02x%02x)", path, raw[0],
+		              raw[1], raw[2], raw[3]);
 		return MLP_EINVAL;
 	}
 	if (raw[2] != 0x08) {
-		mlp_error_set("%s: IDX element type 0x%02x is not supported (only 0x08, unsigned bytes)",
-		              path, raw[2]);
+		mlp_error_set(
+		        "%s: IDX element type 0x%02x is not supported (only 0x08, unsigned bytes)",
+		        path, raw[2]);
 		return MLP_EINVAL;
 	}
 	h->ndims = raw[3];
@@ -178,26 +179,27 @@ static int idx_read_header(struct idx_header *h, gzFile f, const char *path)
 	for (int i = 0; i < h->ndims; i++) {
 		const uint8_t *d = raw + 4 + 4 * i;
 
-		h->dims[i] = (uint32_t)d[0] << 24 | (uint32_t)d[1] << 16 | (uint32_t)d[2] << 8 | d[3];
+		h->dims[i] =
+		        (uint32_t)d[0] << 24 | (uint32_t)d[1] << 16 | (uint32_t)d[2] << 8 | d[3];
 	}
 	return 0;
 }
 
 /* Reads exactly len bytes of IDX payload into a new buffer, or explains. */
-static int idx_read_payload(uint8_t **out, gzFile f, const char *path, size_t len,
-                            const char *what)
+static int idx_read_payload(uint8_t **out, gzFile f, const char *path, size_t len, const char *what)
 {
 	uint8_t *b = NULL;
 	size_t got;
 	int rc = gz_read_upto(f, path, &b, len, &got);
 
 	if (rc == 0 && got < len) {
-		mlp_error_set("%s: truncated (expected %zu bytes of %s, got %zu)", path, len, what, got);
+		mlp_error_set("%s: truncated (expected %zu bytes of %s, got %zu)", path, len, what,
+		              got);
 		rc = MLP_EINVAL;
 	}
 	if (rc == 0 && gz_has_more(f)) {
-		mlp_error_set("%s: trailing data after %zu bytes of %s (corrupt header?)", path, len,
-		              what);
+		mlp_error_set("%s: trailing data after %zu bytes of %s (corrupt header?)", path,
+		              len, what);
 		rc = MLP_EINVAL;
 	}
 	if (rc != 0) {
@@ -224,7 +226,8 @@ static int idx_load_images(struct mlp_dataset *d, const char *path)
 		goto done;
 	if (h.ndims < 2) {
 		mlp_error_set("%s: an images file needs at least 2 dimensions, this one has 1 "
-		              "(is it a labels file?)", path);
+		              "(is it a labels file?)",
+		              path);
 		rc = MLP_EINVAL;
 		goto done;
 	}
@@ -266,7 +269,8 @@ static int idx_load_labels(struct mlp_dataset *d, const char *path)
 		goto done;
 	if (h.ndims != 1) {
 		mlp_error_set("%s: a labels file has 1 dimension, this one has %d "
-		              "(is it an images file?)", path, h.ndims);
+		              "(is it an images file?)",
+		              path, h.ndims);
 		rc = MLP_EINVAL;
 		goto done;
 	}
@@ -417,12 +421,14 @@ static int csv_parse(struct mlp_dataset *d, char *text, size_t len, int label_co
 			}
 			ncols = nf;
 			if (ncols < 2) {
-				mlp_error_set("%s:%zu: a CSV row needs a label and at least one feature",
-				              d->name, lineno);
+				mlp_error_set(
+				        "%s:%zu: a CSV row needs a label and at least one feature",
+				        d->name, lineno);
 				goto done;
 			}
 			if (label_column >= ncols) {
-				mlp_error_set("%s: --label-column %d, but the file has %d columns (0 to %d)",
+				mlp_error_set("%s: --label-column %d, but the file has %d columns "
+				              "(0 to %d)",
 				              d->name, label_column, ncols, ncols - 1);
 				goto done;
 			}
@@ -437,8 +443,8 @@ static int csv_parse(struct mlp_dataset *d, char *text, size_t len, int label_co
 			d->lines = xmalloc(rows_cap * sizeof(uint32_t));
 		}
 		if (nf != ncols) {
-			mlp_error_set("%s:%zu: %d columns, but the first row has %d", d->name, lineno, nf,
-			              ncols);
+			mlp_error_set("%s:%zu: %d columns, but the first row has %d", d->name,
+			              lineno, nf, ncols);
 			goto done;
 		}
 		{
@@ -453,11 +459,13 @@ static int csv_parse(struct mlp_dataset *d, char *text, size_t len, int label_co
 				char shown[41];
 
 				field_for_message(shown, lf);
-				mlp_error_set("%s:%zu: label '%s' is not an integer", d->name, lineno, shown);
+				mlp_error_set("%s:%zu: label '%s' is not an integer", d->name,
+				              lineno, shown);
 				goto done;
 			}
 			if (lv < 0 || lv > (double)INT32_MAX) {
-				mlp_error_set("%s:%zu: label %.0f is out of range (labels are 0, 1, 2, ...)",
+				mlp_error_set("%s:%zu: label %.0f is out of range (labels are 0, "
+				              "1, 2, ...)",
 				              d->name, lineno, lv);
 				goto done;
 			}
@@ -468,8 +476,8 @@ static int csv_parse(struct mlp_dataset *d, char *text, size_t len, int label_co
 					char shown[41];
 
 					field_for_message(shown, fields[i]);
-					mlp_error_set("%s:%zu: column %d: '%s' is not a number", d->name,
-					              lineno, i, shown);
+					mlp_error_set("%s:%zu: column %d: '%s' is not a number",
+					              d->name, lineno, i, shown);
 					goto done;
 				}
 			}
@@ -607,8 +615,9 @@ int mlp_dataset_load(struct mlp_dataset **out, const struct mlp_data_source *src
 	}
 	if (S_ISDIR(st.st_mode)) {
 		if (src->labels) {
-			mlp_error_set("%s: a directory holds its own labels (drop the labels option)",
-			              src->path);
+			mlp_error_set(
+			        "%s: a directory holds its own labels (drop the labels option)",
+			        src->path);
 			return MLP_EINVAL;
 		}
 		return load_dir(out, src->path, role);
@@ -651,17 +660,20 @@ int mlp_dataset_check_labels(const struct mlp_dataset *d, int classes)
 			continue;
 		if (d->lines)
 			mlp_error_set("%s:%u: label %d is out of range for a model with %d classes "
-			              "(0 to %d)", d->name, d->lines[i], d->y[i], classes, classes - 1);
+			              "(0 to %d)",
+			              d->name, d->lines[i], d->y[i], classes, classes - 1);
 		else
-			mlp_error_set("%s: label %d (sample %zu) is out of range for a model with %d "
-			              "classes (0 to %d)", d->name, d->y[i], i, classes, classes - 1);
+			mlp_error_set(
+			        "%s: label %d (sample %zu) is out of range for a model with %d "
+			        "classes (0 to %d)",
+			        d->name, d->y[i], i, classes, classes - 1);
 		return MLP_EINVAL;
 	}
 	return 0;
 }
 
-static void dataset_take(struct mlp_dataset *dst, const struct mlp_dataset *src,
-                         const size_t *rows, size_t n)
+static void dataset_take(struct mlp_dataset *dst, const struct mlp_dataset *src, const size_t *rows,
+                         size_t n)
 {
 	dst->n = n;
 	dst->features = src->features;

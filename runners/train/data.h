@@ -16,20 +16,20 @@
 #include <stdint.h>
 
 struct mlp_dataset {
-	char *name;        /* for messages: the file it came from */
-	size_t n;          /* samples */
-	size_t features;   /* floats per sample */
-	float *x;          /* n x features, row-major */
-	int32_t *y;        /* n labels, each >= 0 */
-	uint32_t *lines;   /* CSV: the line of each sample (for messages); else NULL */
+	char *name;      /* for messages: the file it came from */
+	size_t n;        /* samples */
+	size_t features; /* floats per sample */
+	float *x;        /* n x features, row-major */
+	int32_t *y;      /* n labels, each >= 0 */
+	uint32_t *lines; /* CSV: the line of each sample (for messages); else NULL */
 	int32_t max_label;
 };
 
 /* What a --data / --test-data argument names. */
 struct mlp_data_source {
-	const char *path;  /* a directory, a .csv[.gz] file or an IDX images file */
+	const char *path;   /* a directory, a .csv[.gz] file or an IDX images file */
 	const char *labels; /* the IDX labels file when path is an images file */
-	int label_column;  /* CSV: which column is the label (0-based) */
+	int label_column;   /* CSV: which column is the label (0-based) */
 };
 
 enum mlp_data_role {

@@ -129,8 +129,8 @@ int mlp_gpu_check(const struct mlp_gpu_check_opts *o)
 		if (err != cudaSuccess)
 			return cuda_fail(err, "reading device properties");
 		printf("GPU %d: %s, %.1f GiB, compute capability %d.%d, PCI %04x:%02x:%02x\n", i,
-		       p.name, (double)p.totalGlobalMem / (1 << 30), p.major, p.minor, p.pciDomainID,
-		       p.pciBusID, p.pciDeviceID);
+		       p.name, (double)p.totalGlobalMem / (1 << 30), p.major, p.minor,
+		       p.pciDomainID, p.pciBusID, p.pciDeviceID);
 		devs[i] = i;
 	}
 	if ((nr = ncclCommInitAll(comms, n, devs)) != ncclSuccess) {
@@ -143,7 +143,8 @@ int mlp_gpu_check(const struct mlp_gpu_check_opts *o)
 		cudaError_t err;
 
 		cudaSetDevice(i);
-		if ((err = cudaStreamCreateWithFlags(&streams[i], cudaStreamNonBlocking)) != cudaSuccess ||
+		if ((err = cudaStreamCreateWithFlags(&streams[i], cudaStreamNonBlocking)) !=
+		            cudaSuccess ||
 		    (err = cudaMalloc((void **)&sendbuf[i], (size_t)o->max_bytes)) != cudaSuccess ||
 		    (err = cudaMalloc((void **)&recvbuf[i], (size_t)o->max_bytes)) != cudaSuccess ||
 		    (err = cudaMemset(sendbuf[i], 0, (size_t)o->max_bytes)) != cudaSuccess) {
@@ -165,8 +166,8 @@ int mlp_gpu_check(const struct mlp_gpu_check_opts *o)
 				cudaEventRecord(start, streams[0]);
 			ncclGroupStart();
 			for (int i = 0; i < n; i++)
-				ncclAllReduce(sendbuf[i], recvbuf[i], count, ncclFloat, ncclSum, comms[i],
-				              streams[i]);
+				ncclAllReduce(sendbuf[i], recvbuf[i], count, ncclFloat, ncclSum,
+				              comms[i], streams[i]);
 			if ((nr = ncclGroupEnd()) != ncclSuccess) {
 				mlp_error_set("ncclAllReduce of %lld bytes: %s", bytes,
 				              ncclGetErrorString(nr));

@@ -29,23 +29,23 @@
 enum { GPU_EXIT_OK = 0, GPU_EXIT_FAILED = 1, GPU_EXIT_USAGE = 2 };
 
 static const char gpu_usage[] =
-	"usage: mlpipe-train gpu-check [--expect-gpus N] [--max-bytes B] [--iters N]\n"
-	"                              [--timeout DUR]\n"
-	"       mlpipe-train gpu-count\n"
-	"       mlpipe-train gemm-peak [--size N] [--iters N]\n"
-	"\n"
-	"gpu-check lists the visible GPUs (name, memory, driver and runtime versions)\n"
-	"and all-reduces buffers of 8 bytes up to --max-bytes (default 64M) across all\n"
-	"of them with NCCL, printing time, algbw and busbw per size as nccl-tests do.\n"
-	"It fails when fewer than --expect-gpus GPUs (default 1) are visible or a\n"
-	"collective does not complete within --timeout (default 30s).  --iters\n"
-	"(default 20) timed all-reduces per size.\n"
-	"\n"
-	"gpu-count prints the number of usable GPUs (0 without CUDA).\n"
-	"gemm-peak times cuBLAS sgemm in FP32 without TF32 (--size 8192, --iters 20).\n";
+        "usage: mlpipe-train gpu-check [--expect-gpus N] [--max-bytes B] [--iters N]\n"
+        "                              [--timeout DUR]\n"
+        "       mlpipe-train gpu-count\n"
+        "       mlpipe-train gemm-peak [--size N] [--iters N]\n"
+        "\n"
+        "gpu-check lists the visible GPUs (name, memory, driver and runtime versions)\n"
+        "and all-reduces buffers of 8 bytes up to --max-bytes (default 64M) across all\n"
+        "of them with NCCL, printing time, algbw and busbw per size as nccl-tests do.\n"
+        "It fails when fewer than --expect-gpus GPUs (default 1) are visible or a\n"
+        "collective does not complete within --timeout (default 30s).  --iters\n"
+        "(default 20) timed all-reduces per size.\n"
+        "\n"
+        "gpu-count prints the number of usable GPUs (0 without CUDA).\n"
+        "gemm-peak times cuBLAS sgemm in FP32 without TF32 (--size 8192, --iters 20).\n";
 
 static int gpu_usage_error(const char *cmd, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+        __attribute__((format(printf, 2, 3)));
 
 static int gpu_usage_error(const char *cmd, const char *fmt, ...)
 {
@@ -68,9 +68,9 @@ static int parse_bytes(long long *out, const char *s)
 	int rc;
 
 	if (len > 0 && strchr("kKmMgG", s[len - 1]) != NULL) {
-		unit = s[len - 1] == 'k' || s[len - 1] == 'K' ? 1ll << 10
+		unit = s[len - 1] == 'k' || s[len - 1] == 'K'   ? 1ll << 10
 		       : s[len - 1] == 'm' || s[len - 1] == 'M' ? 1ll << 20
-		                                                 : 1ll << 30;
+		                                                : 1ll << 30;
 		len--;
 	}
 	num = xstrndup(s, len);
@@ -82,8 +82,7 @@ static int parse_bytes(long long *out, const char *s)
 	return 0;
 }
 
-static int parse_count(int *out, const char *cmd, const char *opt, const char *s, int min,
-                       int max)
+static int parse_count(int *out, const char *cmd, const char *opt, const char *s, int min, int max)
 {
 	long long v;
 
@@ -98,8 +97,10 @@ static int parse_count(int *out, const char *cmd, const char *opt, const char *s
 #ifndef HAVE_CUDA
 static int no_cuda(const char *cmd)
 {
-	fprintf(stderr, "mlpipe-train: %s: mlpipe-train was built without CUDA "
-	                "(configure --with-cuda)\n", cmd);
+	fprintf(stderr,
+	        "mlpipe-train: %s: mlpipe-train was built without CUDA "
+	        "(configure --with-cuda)\n",
+	        cmd);
 	return GPU_EXIT_FAILED;
 }
 #endif
@@ -131,22 +132,25 @@ static int gpu_check_cmd(int argc, char **argv, bool gemm)
 {
 	enum { O_EXPECT = 256, O_MAX_BYTES, O_ITERS, O_TIMEOUT, O_SIZE, O_HELP };
 	static const struct option check_opts[] = {
-		{"expect-gpus", required_argument, NULL, O_EXPECT},
-		{"max-bytes", required_argument, NULL, O_MAX_BYTES},
-		{"iters", required_argument, NULL, O_ITERS},
-		{"timeout", required_argument, NULL, O_TIMEOUT},
-		{"help", no_argument, NULL, O_HELP},
-		{NULL, 0, NULL, 0},
+	        {"expect-gpus", required_argument, NULL, O_EXPECT},
+	        {"max-bytes", required_argument, NULL, O_MAX_BYTES},
+	        {"iters", required_argument, NULL, O_ITERS},
+	        {"timeout", required_argument, NULL, O_TIMEOUT},
+	        {"help", no_argument, NULL, O_HELP},
+	        {NULL, 0, NULL, 0},
 	};
 	static const struct option gemm_opts[] = {
-		{"size", required_argument, NULL, O_SIZE},
-		{"iters", required_argument, NULL, O_ITERS},
-		{"help", no_argument, NULL, O_HELP},
-		{NULL, 0, NULL, 0},
+	        {"size", required_argument, NULL, O_SIZE},
+	        {"iters", required_argument, NULL, O_ITERS},
+	        {"help", no_argument, NULL, O_HELP},
+	        {NULL, 0, NULL, 0},
 	};
 	const char *cmd = gemm ? "gemm-peak" : "gpu-check";
 	struct mlp_gpu_check_opts o = {
-		.expect_gpus = 0, .max_bytes = 64ll << 20, .iters = 20, .timeout_ms = 30000,
+	        .expect_gpus = 0,
+	        .max_bytes = 64ll << 20,
+	        .iters = 20,
+	        .timeout_ms = 30000,
 	};
 	int size = 8192, c, rc;
 	int64_t ms;
@@ -161,8 +165,11 @@ static int gpu_check_cmd(int argc, char **argv, bool gemm)
 			break;
 		case O_MAX_BYTES:
 			if (parse_bytes(&o.max_bytes, optarg) != 0 || o.max_bytes < 8)
-				return gpu_usage_error(cmd, "--max-bytes wants a size such as 4096, 64K, "
-				                            "64M or 1G (at least 8), not '%s'", optarg);
+				return gpu_usage_error(
+				        cmd,
+				        "--max-bytes wants a size such as 4096, 64K, "
+				        "64M or 1G (at least 8), not '%s'",
+				        optarg);
 			break;
 		case O_ITERS:
 			if (parse_count(&o.iters, cmd, "--iters", optarg, 1, 100000) != 0)
@@ -170,8 +177,11 @@ static int gpu_check_cmd(int argc, char **argv, bool gemm)
 			break;
 		case O_TIMEOUT:
 			if (mlp_parse_duration(&ms, optarg) != 0 || ms < 1 || ms > 86400000)
-				return gpu_usage_error(cmd, "--timeout wants a duration such as 30s or 2m, "
-				                            "not '%s'", optarg);
+				return gpu_usage_error(
+				        cmd,
+				        "--timeout wants a duration such as 30s or 2m, "
+				        "not '%s'",
+				        optarg);
 			o.timeout_ms = (int)ms;
 			break;
 		case O_SIZE:

@@ -123,10 +123,10 @@ int mlp_gpu_gemm_peak(int size, int iters, double *out_tflops)
 	for (size_t off = 0; off < elems; off += chunk) {
 		size_t len = elems - off < chunk ? elems - off : chunk;
 
-		if ((err = cudaMemcpy(a + off, host, len * sizeof(float), cudaMemcpyHostToDevice)) !=
-		            cudaSuccess ||
-		    (err = cudaMemcpy(b + off, host, len * sizeof(float), cudaMemcpyHostToDevice)) !=
-		            cudaSuccess) {
+		if ((err = cudaMemcpy(a + off, host, len * sizeof(float),
+		                      cudaMemcpyHostToDevice)) != cudaSuccess ||
+		    (err = cudaMemcpy(b + off, host, len * sizeof(float),
+		                      cudaMemcpyHostToDevice)) != cudaSuccess) {
 			rc = cuda_fail(err, "filling the matrices");
 			goto done;
 		}
@@ -160,8 +160,8 @@ int mlp_gpu_gemm_peak(int size, int iters, double *out_tflops)
 		goto done;
 	}
 	*out_tflops = 2.0 * size * (double)size * size * iters / (ms / 1e3) / 1e12;
-	printf("sgemm %dx%dx%d fp32 (no TF32): %.2f TFLOP/s (%.3f ms per call)\n", size, size,
-	       size, *out_tflops, (double)ms / iters);
+	printf("sgemm %dx%dx%d fp32 (no TF32): %.2f TFLOP/s (%.3f ms per call)\n", size, size, size,
+	       *out_tflops, (double)ms / iters);
 	rc = 0;
 done:
 	if (start)

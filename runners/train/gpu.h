@@ -19,10 +19,10 @@ extern "C" {
 int mlp_gpu_count(const char **why);
 
 struct mlp_gpu_check_opts {
-	int expect_gpus;      /* fail when fewer are visible; 0: at least 1 */
-	long long max_bytes;  /* largest all-reduce in the sweep */
-	int iters;            /* timed iterations per size */
-	int timeout_ms;       /* per collective, then ncclCommAbort */
+	int expect_gpus;     /* fail when fewer are visible; 0: at least 1 */
+	long long max_bytes; /* largest all-reduce in the sweep */
+	int iters;           /* timed iterations per size */
+	int timeout_ms;      /* per collective, then ncclCommAbort */
 };
 
 /* Lists the devices and runs the NCCL all-reduce sweep, printing a table

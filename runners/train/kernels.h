@@ -27,8 +27,7 @@ struct mlp_gpu_stats {
 };
 
 /* z[i][j] = max(z[i][j] + bias[j], 0), or without the max when relu is 0. */
-cudaError_t mlp_k_bias_act(float *z, const float *bias, int n, int width, int relu,
-                           cudaStream_t s);
+cudaError_t mlp_k_bias_act(float *z, const float *bias, int n, int width, int relu, cudaStream_t s);
 
 /*
  * Softmax cross-entropy over n rows of classes logits, one warp per row:
@@ -39,8 +38,8 @@ cudaError_t mlp_k_bias_act(float *z, const float *bias, int n, int width, int re
  * that row's loss NaN (train.c checks labels before this).
  */
 cudaError_t mlp_k_softmax_xent(const float *logits, const int32_t *y, int n, int classes,
-                               float scale, float *dz, int32_t *pred,
-                               struct mlp_gpu_stats *stats, cudaStream_t s);
+                               float scale, float *dz, int32_t *pred, struct mlp_gpu_stats *stats,
+                               cudaStream_t s);
 
 /* ReLU's derivative: d[k] = 0 where out[k] <= 0, for k < count. */
 cudaError_t mlp_k_relu_mask(float *d, const float *out, size_t count, cudaStream_t s);
@@ -51,8 +50,8 @@ cudaError_t mlp_k_relu_mask(float *d, const float *out, size_t count, cudaStream
  * step (first != 0), else buf = momentum * buf + g', then p -= lr * buf.
  * buf may be NULL when momentum is 0.
  */
-cudaError_t mlp_k_sgd(float *p, const float *g, float *buf, size_t count, float lr,
-                      float momentum, float wd, int first, cudaStream_t s);
+cudaError_t mlp_k_sgd(float *p, const float *g, float *buf, size_t count, float lr, float momentum,
+                      float wd, int first, cudaStream_t s);
 
 /* Fills count floats with value (the ones vector of the bias gradient). */
 cudaError_t mlp_k_fill(float *x, size_t count, float value, cudaStream_t s);

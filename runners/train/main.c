@@ -42,8 +42,8 @@ extern char *openblas_get_corename(void) __attribute__((weak));
  */
 static void openblas_fix_core(char **argv)
 {
-	static const char *const sse_cores[] = {"Prescott", "Core2", "Penryn", "Dunnington",
-	                                        "Nehalem", "Atom", "Katmai", "Coppermine",
+	static const char *const sse_cores[] = {"Prescott",  "Core2", "Penryn", "Dunnington",
+	                                        "Nehalem",   "Atom",  "Katmai", "Coppermine",
 	                                        "Northwood", "Banias"};
 	const char *core, *want = NULL;
 	bool sse_only = false;
@@ -72,68 +72,68 @@ static void openblas_fix_core(char **argv)
 }
 
 static const char usage_text[] =
-	"usage: mlpipe-train [train] --data PATH [OPTIONS]\n"
-	"       mlpipe-train evaluate MODEL --data PATH [OPTIONS]\n"
-	"       mlpipe-train gpu-check | gpu-count | gemm-peak [OPTIONS]  (see docs/gpu.md)\n"
-	"       mlpipe-train --help | --version\n"
-	"\n"
-	"Trains an MLP classifier (ReLU hidden layers, softmax cross-entropy, SGD\n"
-	"with momentum and weight decay) on one process or as one rank of a\n"
-	"data-parallel group, or evaluates a saved model.\n"
-	"\n"
-	"Data (train and evaluate):\n"
-	"  --data PATH            a directory with train-images-idx3-ubyte[.gz] and\n"
-	"                         train-labels-idx1-ubyte[.gz] (and t10k-* as the test\n"
-	"                         set; evaluate uses t10k-* when present), a CSV file\n"
-	"                         (*.csv or *.csv.gz), or an IDX images file with --labels\n"
-	"  --labels FILE          the IDX labels file for an IDX images file\n"
-	"  --label-column N       which CSV column holds the label (0-based, default 0);\n"
-	"                         the other columns are features; a non-numeric first\n"
-	"                         line is a header and skipped\n"
-	"  --device DEV           cpu, cuda or auto (default auto: a GPU when this build\n"
-	"                         has its backend and the machine has one, else cpu)\n"
-	"  --metrics FILE         write metrics as a JSON object here (default:\n"
-	"                         $MLPIPE_METRICS when set)\n"
-	"\n"
-	"Training:\n"
-	"  --layers N,N,...       layer sizes, input first, classes last (default\n"
-	"                         784,256,10)\n"
-	"  --epochs N             passes over the training data (default 5)\n"
-	"  --steps N              stop after N optimizer steps (default: no limit)\n"
-	"  --batch N              global batch size, divisible by the world size; each\n"
-	"                         rank takes N / WORLD_SIZE per step (default 64)\n"
-	"  --lr X                 learning rate (default 0.05)\n"
-	"  --momentum X           SGD momentum, 0 to <1 (default 0)\n"
-	"  --weight-decay X       L2 weight decay (default 0)\n"
-	"  --seed N               seed for initialisation, shuffling and splits\n"
-	"                         (default 1)\n"
-	"  --test-data PATH       the test set, same forms as --data (default: the\n"
-	"                         t10k-* files of a --data directory)\n"
-	"  --test-labels FILE     the IDX labels file for an IDX --test-data\n"
-	"  --validation-split F   hold out this fraction (0 < F < 1) of the training\n"
-	"                         data, chosen by --seed, and report accuracy on it\n"
-	"  --out FILE             the model file (default model.bin), written atomically\n"
-	"                         by rank 0\n"
-	"  --dump-params FILE     also write the raw parameters (little-endian float32)\n"
-	"\n"
-	"Evaluation:\n"
-	"  --batch N              samples per forward pass (default 512)\n"
-	"\n"
-	"Data-parallel runs take the torchrun environment (RANK, WORLD_SIZE,\n"
-	"LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR, MASTER_PORT,\n"
-	"TORCHELASTIC_RUN_ID); without WORLD_SIZE it is one process.  Rank 0's\n"
-	"initial parameters are broadcast, each epoch's shuffled samples are sharded\n"
-	"over the ranks, and gradients are averaged every step, so W ranks with\n"
-	"--batch B train like one process with --batch B.\n"
-	"\n"
-	"Outputs: progress lines per epoch (loss, accuracy, test_accuracy,\n"
-	"samples/s); the model file (docs/model-format.md); metrics accuracy, loss,\n"
-	"samples_per_sec, epochs, world_size (evaluate: accuracy, loss, samples,\n"
-	"accuracy_class_K); and model_sha256= and model_path= lines appended to\n"
-	"$MLPIPE_OUTPUT when set.  BLAS threads follow OMP_NUM_THREADS.\n"
-	"\n"
-	"Exit status: 0 done, 1 runtime failure (a collective or a write), 2 bad\n"
-	"options or input.\n";
+        "usage: mlpipe-train [train] --data PATH [OPTIONS]\n"
+        "       mlpipe-train evaluate MODEL --data PATH [OPTIONS]\n"
+        "       mlpipe-train gpu-check | gpu-count | gemm-peak [OPTIONS]  (see docs/gpu.md)\n"
+        "       mlpipe-train --help | --version\n"
+        "\n"
+        "Trains an MLP classifier (ReLU hidden layers, softmax cross-entropy, SGD\n"
+        "with momentum and weight decay) on one process or as one rank of a\n"
+        "data-parallel group, or evaluates a saved model.\n"
+        "\n"
+        "Data (train and evaluate):\n"
+        "  --data PATH            a directory with train-images-idx3-ubyte[.gz] and\n"
+        "                         train-labels-idx1-ubyte[.gz] (and t10k-* as the test\n"
+        "                         set; evaluate uses t10k-* when present), a CSV file\n"
+        "                         (*.csv or *.csv.gz), or an IDX images file with --labels\n"
+        "  --labels FILE          the IDX labels file for an IDX images file\n"
+        "  --label-column N       which CSV column holds the label (0-based, default 0);\n"
+        "                         the other columns are features; a non-numeric first\n"
+        "                         line is a header and skipped\n"
+        "  --device DEV           cpu, cuda or auto (default auto: a GPU when this build\n"
+        "                         has its backend and the machine has one, else cpu)\n"
+        "  --metrics FILE         write metrics as a JSON object here (default:\n"
+        "                         $MLPIPE_METRICS when set)\n"
+        "\n"
+        "Training:\n"
+        "  --layers N,N,...       layer sizes, input first, classes last (default\n"
+        "                         784,256,10)\n"
+        "  --epochs N             passes over the training data (default 5)\n"
+        "  --steps N              stop after N optimizer steps (default: no limit)\n"
+        "  --batch N              global batch size, divisible by the world size; each\n"
+        "                         rank takes N / WORLD_SIZE per step (default 64)\n"
+        "  --lr X                 learning rate (default 0.05)\n"
+        "  --momentum X           SGD momentum, 0 to <1 (default 0)\n"
+        "  --weight-decay X       L2 weight decay (default 0)\n"
+        "  --seed N               seed for initialisation, shuffling and splits\n"
+        "                         (default 1)\n"
+        "  --test-data PATH       the test set, same forms as --data (default: the\n"
+        "                         t10k-* files of a --data directory)\n"
+        "  --test-labels FILE     the IDX labels file for an IDX --test-data\n"
+        "  --validation-split F   hold out this fraction (0 < F < 1) of the training\n"
+        "                         data, chosen by --seed, and report accuracy on it\n"
+        "  --out FILE             the model file (default model.bin), written atomically\n"
+        "                         by rank 0\n"
+        "  --dump-params FILE     also write the raw parameters (little-endian float32)\n"
+        "\n"
+        "Evaluation:\n"
+        "  --batch N              samples per forward pass (default 512)\n"
+        "\n"
+        "Data-parallel runs take the torchrun environment (RANK, WORLD_SIZE,\n"
+        "LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR, MASTER_PORT,\n"
+        "TORCHELASTIC_RUN_ID); without WORLD_SIZE it is one process.  Rank 0's\n"
+        "initial parameters are broadcast, each epoch's shuffled samples are sharded\n"
+        "over the ranks, and gradients are averaged every step, so W ranks with\n"
+        "--batch B train like one process with --batch B.\n"
+        "\n"
+        "Outputs: progress lines per epoch (loss, accuracy, test_accuracy,\n"
+        "samples/s); the model file (docs/model-format.md); metrics accuracy, loss,\n"
+        "samples_per_sec, epochs, world_size (evaluate: accuracy, loss, samples,\n"
+        "accuracy_class_K); and model_sha256= and model_path= lines appended to\n"
+        "$MLPIPE_OUTPUT when set.  BLAS threads follow OMP_NUM_THREADS.\n"
+        "\n"
+        "Exit status: 0 done, 1 runtime failure (a collective or a write), 2 bad\n"
+        "options or input.\n";
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -155,8 +155,7 @@ static int fail(int rc)
 	return rc == MLP_EINVAL || rc == MLP_ENOTFOUND ? EXIT_USAGE : EXIT_RUNTIME;
 }
 
-static bool parse_int_opt(int *out, const char *name, const char *s, long long min,
-                          long long max)
+static bool parse_int_opt(int *out, const char *name, const char *s, long long min, long long max)
 {
 	long long v;
 
@@ -169,8 +168,8 @@ static bool parse_int_opt(int *out, const char *name, const char *s, long long m
 	return true;
 }
 
-static bool parse_real_opt(double *out, const char *name, const char *s, double min,
-                           double max, bool max_open)
+static bool parse_real_opt(double *out, const char *name, const char *s, double min, double max,
+                           bool max_open)
 {
 	double v;
 
@@ -184,41 +183,58 @@ static bool parse_real_opt(double *out, const char *name, const char *s, double 
 }
 
 enum {
-	OPT_DATA = 256, OPT_LABELS, OPT_LABEL_COLUMN, OPT_TEST_DATA, OPT_TEST_LABELS,
-	OPT_LAYERS, OPT_EPOCHS, OPT_STEPS, OPT_BATCH, OPT_LR, OPT_MOMENTUM, OPT_WD, OPT_SEED,
-	OPT_SPLIT, OPT_DEVICE, OPT_OUT, OPT_DUMP, OPT_METRICS, OPT_HELP, OPT_VERSION,
+	OPT_DATA = 256,
+	OPT_LABELS,
+	OPT_LABEL_COLUMN,
+	OPT_TEST_DATA,
+	OPT_TEST_LABELS,
+	OPT_LAYERS,
+	OPT_EPOCHS,
+	OPT_STEPS,
+	OPT_BATCH,
+	OPT_LR,
+	OPT_MOMENTUM,
+	OPT_WD,
+	OPT_SEED,
+	OPT_SPLIT,
+	OPT_DEVICE,
+	OPT_OUT,
+	OPT_DUMP,
+	OPT_METRICS,
+	OPT_HELP,
+	OPT_VERSION,
 };
 
 static const struct option long_opts[] = {
-	{"data", required_argument, NULL, OPT_DATA},
-	{"labels", required_argument, NULL, OPT_LABELS},
-	{"label-column", required_argument, NULL, OPT_LABEL_COLUMN},
-	{"test-data", required_argument, NULL, OPT_TEST_DATA},
-	{"test-labels", required_argument, NULL, OPT_TEST_LABELS},
-	{"layers", required_argument, NULL, OPT_LAYERS},
-	{"epochs", required_argument, NULL, OPT_EPOCHS},
-	{"steps", required_argument, NULL, OPT_STEPS},
-	{"batch", required_argument, NULL, OPT_BATCH},
-	{"lr", required_argument, NULL, OPT_LR},
-	{"momentum", required_argument, NULL, OPT_MOMENTUM},
-	{"weight-decay", required_argument, NULL, OPT_WD},
-	{"seed", required_argument, NULL, OPT_SEED},
-	{"validation-split", required_argument, NULL, OPT_SPLIT},
-	{"device", required_argument, NULL, OPT_DEVICE},
-	{"out", required_argument, NULL, OPT_OUT},
-	{"dump-params", required_argument, NULL, OPT_DUMP},
-	{"metrics", required_argument, NULL, OPT_METRICS},
-	{"help", no_argument, NULL, OPT_HELP},
-	{"version", no_argument, NULL, OPT_VERSION},
-	{NULL, 0, NULL, 0},
+        {"data", required_argument, NULL, OPT_DATA},
+        {"labels", required_argument, NULL, OPT_LABELS},
+        {"label-column", required_argument, NULL, OPT_LABEL_COLUMN},
+        {"test-data", required_argument, NULL, OPT_TEST_DATA},
+        {"test-labels", required_argument, NULL, OPT_TEST_LABELS},
+        {"layers", required_argument, NULL, OPT_LAYERS},
+        {"epochs", required_argument, NULL, OPT_EPOCHS},
+        {"steps", required_argument, NULL, OPT_STEPS},
+        {"batch", required_argument, NULL, OPT_BATCH},
+        {"lr", required_argument, NULL, OPT_LR},
+        {"momentum", required_argument, NULL, OPT_MOMENTUM},
+        {"weight-decay", required_argument, NULL, OPT_WD},
+        {"seed", required_argument, NULL, OPT_SEED},
+        {"validation-split", required_argument, NULL, OPT_SPLIT},
+        {"device", required_argument, NULL, OPT_DEVICE},
+        {"out", required_argument, NULL, OPT_OUT},
+        {"dump-params", required_argument, NULL, OPT_DUMP},
+        {"metrics", required_argument, NULL, OPT_METRICS},
+        {"help", no_argument, NULL, OPT_HELP},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {NULL, 0, NULL, 0},
 };
 
 /* Options that only one of the two commands takes. */
 static bool train_only(int c)
 {
 	return c == OPT_TEST_DATA || c == OPT_TEST_LABELS || c == OPT_LAYERS || c == OPT_EPOCHS ||
-	       c == OPT_STEPS || c == OPT_LR || c == OPT_MOMENTUM || c == OPT_WD ||
-	       c == OPT_SEED || c == OPT_SPLIT || c == OPT_OUT || c == OPT_DUMP;
+	       c == OPT_STEPS || c == OPT_LR || c == OPT_MOMENTUM || c == OPT_WD || c == OPT_SEED ||
+	       c == OPT_SPLIT || c == OPT_OUT || c == OPT_DUMP;
 }
 
 static const char *opt_name(int c)
@@ -232,8 +248,12 @@ static const char *opt_name(int c)
 int main(int argc, char **argv)
 {
 	struct mlp_train_opts t = {
-		.epochs = 5, .batch = 64, .lr = 0.05, .seed = 1, .device = "auto",
-		.out = "model.bin",
+	        .epochs = 5,
+	        .batch = 64,
+	        .lr = 0.05,
+	        .seed = 1,
+	        .device = "auto",
+	        .out = "model.bin",
 	};
 	struct mlp_eval_opts e = {.batch = 512, .device = "auto"};
 	bool evaluate = false;
@@ -254,7 +274,8 @@ int main(int argc, char **argv)
 		argc--;
 	} else if (argc > 1 && argv[1][0] != '-') {
 		return usage_error("unknown command '%s' (train, evaluate, gpu-check, gpu-count or "
-		                   "gemm-peak)", argv[1]);
+		                   "gemm-peak)",
+		                   argv[1]);
 	}
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":h", long_opts, NULL)) != -1) {
@@ -288,13 +309,14 @@ int main(int argc, char **argv)
 			long long v;
 
 			if (mlp_parse_int(&v, optarg, 1, (long long)1 << 50) != 0)
-				return usage_error("--steps wants a positive whole number, not '%s'",
-				                   optarg);
+				return usage_error(
+				        "--steps wants a positive whole number, not '%s'", optarg);
 			t.max_steps = v;
 			break;
 		}
 		case OPT_BATCH:
-			if (!parse_int_opt(evaluate ? &e.batch : &t.batch, "batch", optarg, 1, 1 << 20))
+			if (!parse_int_opt(evaluate ? &e.batch : &t.batch, "batch", optarg, 1,
+			                   1 << 20))
 				return EXIT_USAGE;
 			break;
 		case OPT_LR:
@@ -315,12 +337,14 @@ int main(int argc, char **argv)
 			long long v;
 
 			if (mlp_parse_int(&v, optarg, 0, INT64_MAX) != 0)
-				return usage_error("--seed wants a whole number from 0, not '%s'", optarg);
+				return usage_error("--seed wants a whole number from 0, not '%s'",
+				                   optarg);
 			t.seed = (uint64_t)v;
 			break;
 		}
 		case OPT_SPLIT:
-			if (!parse_real_opt(&t.validation_split, "validation-split", optarg, 0, 1, true))
+			if (!parse_real_opt(&t.validation_split, "validation-split", optarg, 0, 1,
+			                    true))
 				return EXIT_USAGE;
 			break;
 		case OPT_DEVICE:
@@ -354,7 +378,8 @@ int main(int argc, char **argv)
 		if (optind >= argc)
 			return usage_error("evaluate needs a model file");
 		if (optind + 1 < argc)
-			return usage_error("evaluate takes one model file, not '%s' too", argv[optind + 1]);
+			return usage_error("evaluate takes one model file, not '%s' too",
+			                   argv[optind + 1]);
 		e.model = argv[optind];
 		if (e.data.path == NULL)
 			return usage_error("evaluate needs --data");

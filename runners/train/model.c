@@ -26,8 +26,9 @@ int mlp_shape_check(const struct mlp_shape *s)
 	size_t total = 0;
 
 	if (s->nsizes < 2 || s->nsizes > MLP_MODEL_MAX_SIZES) {
-		mlp_error_set("a model needs 2 to %d layer sizes (input, hidden..., classes), not %d",
-		              MLP_MODEL_MAX_SIZES, s->nsizes);
+		mlp_error_set(
+		        "a model needs 2 to %d layer sizes (input, hidden..., classes), not %d",
+		        MLP_MODEL_MAX_SIZES, s->nsizes);
 		return MLP_EINVAL;
 	}
 	for (int i = 0; i < s->nsizes; i++) {
@@ -311,7 +312,8 @@ int mlp_model_decode(struct mlp_shape *out_shape, float **out_params, const uint
 	}
 	hl = header_len(nsizes);
 	if (len < hl) {
-		mlp_error_set("%s: truncated (expected at least %zu bytes, got %zu)", name, hl, len);
+		mlp_error_set("%s: truncated (expected at least %zu bytes, got %zu)", name, hl,
+		              len);
 		return MLP_EINVAL;
 	}
 	s.nsizes = (int)nsizes;
@@ -319,8 +321,8 @@ int mlp_model_decode(struct mlp_shape *out_shape, float **out_params, const uint
 		uint32_t v = get_u32(data + 12 + 4 * i);
 
 		if (v < 1 || v > MLP_MODEL_MAX_WIDTH) {
-			mlp_error_set("%s: corrupt header (layer size %u; expected 1 to %u)", name, v,
-			              MLP_MODEL_MAX_WIDTH);
+			mlp_error_set("%s: corrupt header (layer size %u; expected 1 to %u)", name,
+			              v, MLP_MODEL_MAX_WIDTH);
 			return MLP_EINVAL;
 		}
 		s.sizes[i] = (int)v;

@@ -16,14 +16,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MLP_MODEL_MAX_SIZES 32             /* layer sizes, input to output */
-#define MLP_MODEL_MAX_WIDTH (1u << 20)      /* units in one layer */
-#define MLP_MODEL_MAX_PARAMS (1ull << 28)   /* 1 GiB of float32 */
+#define MLP_MODEL_MAX_SIZES 32            /* layer sizes, input to output */
+#define MLP_MODEL_MAX_WIDTH (1u << 20)    /* units in one layer */
+#define MLP_MODEL_MAX_PARAMS (1ull << 28) /* 1 GiB of float32 */
 #define MLP_MODEL_VERSION 1
 
 /* Layer sizes, input first: {784, 256, 10} is one hidden layer. */
 struct mlp_shape {
-	int nsizes;                      /* 2 .. MLP_MODEL_MAX_SIZES */
+	int nsizes; /* 2 .. MLP_MODEL_MAX_SIZES */
 	int sizes[MLP_MODEL_MAX_SIZES];
 };
 

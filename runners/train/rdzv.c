@@ -197,8 +197,8 @@ int rdzv_connect(const struct in_addr *addr, uint16_t port, int64_t deadline_ms)
 
 static int listen_on(struct in_addr *addr, int port)
 {
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-	                         .sin_addr = *addr};
+	struct sockaddr_in sa = {
+	        .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr = *addr};
 	int one = 1;
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
@@ -216,8 +216,8 @@ static int listen_on(struct in_addr *addr, int port)
 	return fd;
 }
 
-static int host(struct rdzv_table *t, struct in_addr *addr, int port, int world,
-                int group_rank, uint16_t listen_port, int64_t deadline)
+static int host(struct rdzv_table *t, struct in_addr *addr, int port, int world, int group_rank,
+                uint16_t listen_port, int64_t deadline)
 {
 	int lfd = listen_on(addr, port);
 	int *fds = NULL;
@@ -228,8 +228,8 @@ static int host(struct rdzv_table *t, struct in_addr *addr, int port, int world,
 	fds = xcalloc((size_t)world, sizeof(*fds));
 	for (int i = 0; i < world; i++)
 		fds[i] = -1;
-	t->peers[0] = (struct rdzv_peer){0, group_rank, (int32_t)getpid(), listen_port,
-	                                 {htonl(INADDR_LOOPBACK)}};
+	t->peers[0] = (struct rdzv_peer){
+	        0, group_rank, (int32_t)getpid(), listen_port, {htonl(INADDR_LOOPBACK)}};
 	while (joined < world) {
 		struct sockaddr_in from;
 		socklen_t flen = sizeof(from);
@@ -252,16 +252,18 @@ static int host(struct rdzv_table *t, struct in_addr *addr, int port, int world,
 		}
 		if (h.world != world || h.rank <= 0 || h.rank >= world || fds[h.rank] >= 0) {
 			mlp_error_set("rendezvous: a rank says rank %d of %d, but this group has "
-			              "world size %d%s", h.rank, h.world, world,
-			              h.rank > 0 && h.rank < world && fds[h.rank] >= 0 ?
-			              " and that rank already joined" : "");
+			              "world size %d%s",
+			              h.rank, h.world, world,
+			              h.rank > 0 && h.rank < world && fds[h.rank] >= 0
+			                      ? " and that rank already joined"
+			                      : "");
 			close(fd);
 			rc = MLP_EINVAL;
 			goto done;
 		}
 		fds[h.rank] = fd;
-		t->peers[h.rank] = (struct rdzv_peer){h.rank, h.group_rank, h.pid,
-		                                      (uint16_t)h.port, from.sin_addr};
+		t->peers[h.rank] = (struct rdzv_peer){h.rank, h.group_rank, h.pid, (uint16_t)h.port,
+		                                      from.sin_addr};
 		/* A peer on this host reached us through loopback or our own
 		 * address: both work for its listener too. */
 		joined++;
@@ -294,8 +296,8 @@ done:
 static int join(struct rdzv_table *t, struct in_addr *addr, int port, int rank, int world,
                 int group_rank, uint16_t listen_port, int64_t deadline)
 {
-	struct hello h = {RDZV_MAGIC, RDZV_VERSION, rank, world, group_rank, (int32_t)getpid(),
-	                  listen_port};
+	struct hello h = {RDZV_MAGIC, RDZV_VERSION,      rank,       world,
+	                  group_rank, (int32_t)getpid(), listen_port};
 	struct answer_hdr a;
 	struct wire_peer *wp = NULL;
 	int fd = rdzv_connect(addr, (uint16_t)port, deadline);
@@ -324,8 +326,11 @@ static int join(struct rdzv_table *t, struct in_addr *addr, int port, int rank, 
 		t->token = a.token;
 		memcpy(t->blob, a.blob, sizeof(t->blob));
 		for (int i = 0; i < world; i++) {
-			t->peers[i] = (struct rdzv_peer){wp[i].rank, wp[i].group_rank, wp[i].pid,
-			                                 (uint16_t)wp[i].port, {wp[i].addr}};
+			t->peers[i] = (struct rdzv_peer){wp[i].rank,
+			                                 wp[i].group_rank,
+			                                 wp[i].pid,
+			                                 (uint16_t)wp[i].port,
+			                                 {wp[i].addr}};
 			/* Rank 0's own entry says loopback: reach it where we did. */
 			if (i == 0)
 				t->peers[i].addr = *addr;
@@ -341,9 +346,8 @@ static int join(struct rdzv_table *t, struct in_addr *addr, int port, int rank, 
 	return rc;
 }
 
-int rdzv_join(struct rdzv_table *out, const char *master_addr, int master_port, int rank,
-              int world, int group_rank, uint16_t listen_port, const void *root_blob,
-              int timeout_ms)
+int rdzv_join(struct rdzv_table *out, const char *master_addr, int master_port, int rank, int world,
+              int group_rank, uint16_t listen_port, const void *root_blob, int timeout_ms)
 {
 	struct in_addr addr;
 	int64_t deadline = mlp_mono_ms() + timeout_ms;

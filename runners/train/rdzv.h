@@ -28,8 +28,8 @@ struct rdzv_peer {
 
 struct rdzv_table {
 	int world;
-	struct rdzv_peer *peers; /* indexed by rank */
-	uint64_t token;          /* random per rendezvous, names shared memory */
+	struct rdzv_peer *peers;             /* indexed by rank */
+	uint64_t token;                      /* random per rendezvous, names shared memory */
 	unsigned char blob[RDZV_BLOB_BYTES]; /* rank 0's blob, on every rank */
 };
 
@@ -40,9 +40,8 @@ struct rdzv_table {
  * fills table (free with rdzv_table_free).  Errors: MLP_EIO / MLP_ETIMEOUT
  * with a message naming what went wrong.
  */
-int rdzv_join(struct rdzv_table *out, const char *master_addr, int master_port, int rank,
-              int world, int group_rank, uint16_t listen_port, const void *root_blob,
-              int timeout_ms);
+int rdzv_join(struct rdzv_table *out, const char *master_addr, int master_port, int rank, int world,
+              int group_rank, uint16_t listen_port, const void *root_blob, int timeout_ms);
 
 void rdzv_table_free(struct rdzv_table *t);
 

@@ -60,7 +60,8 @@ int mlp_metrics_write(const struct mlp_metrics *m, const char *path)
 	for (size_t i = 0; i < m->len; i++) {
 		if (!isfinite(m->v[i].value))
 			continue;
-		mlp_buf_printf(&b, "%s\"%s\": %.9g", first ? "" : ", ", m->v[i].name, m->v[i].value);
+		mlp_buf_printf(&b, "%s\"%s\": %.9g", first ? "" : ", ", m->v[i].name,
+		               m->v[i].value);
 		first = false;
 	}
 	mlp_buf_puts(&b, "}\n");
@@ -109,10 +110,10 @@ struct trainer {
 	size_t nparams;
 	float *params;
 	int local_batch;
-	float *xb;       /* local_batch x features: the gathered batch */
+	float *xb; /* local_batch x features: the gathered batch */
 	int32_t *yb;
-	uint32_t *perm;  /* N */
-	uint32_t *mine;  /* this rank's sample indices for the epoch */
+	uint32_t *perm; /* N */
+	uint32_t *mine; /* this rank's sample indices for the epoch */
 	long long steps;
 	double train_seconds;
 	double train_samples; /* globally, over the whole run */
@@ -123,8 +124,7 @@ struct eval_result {
 };
 
 /* Evaluates d sharded over the ranks (contiguous slices) and sums. */
-static int evaluate_sharded(struct trainer *t, const struct mlp_dataset *d,
-                            struct eval_result *out)
+static int evaluate_sharded(struct trainer *t, const struct mlp_dataset *d, struct eval_result *out)
 {
 	size_t lo = d->n * (size_t)t->rank / (size_t)t->world;
 	size_t hi = d->n * ((size_t)t->rank + 1) / (size_t)t->world;
@@ -198,8 +198,7 @@ static size_t epoch_indices(struct trainer *t, uint64_t epoch)
 
 /* Runs one epoch (or until max_steps); sets *stopped when the step limit
  * cut it short. */
-static int run_epoch(struct trainer *t, int epoch, struct eval_result *train_res,
-                     bool *stopped)
+static int run_epoch(struct trainer *t, int epoch, struct eval_result *train_res, bool *stopped)
 {
 	const struct mlp_train_opts *o = t->o;
 	struct mlp_sgd sgd = {(float)o->lr, (float)o->momentum, (float)o->weight_decay};
@@ -228,7 +227,8 @@ static int run_epoch(struct trainer *t, int epoch, struct eval_result *train_res
 		/* NCCL runs even for one rank when it was asked for (world size 1
 		 * tests of the GPU path). */
 		if ((t->world > 1 || mlp_coll_on_device(t->coll)) &&
-		    (rc = mlp_coll_allreduce_avg_f32(t->coll, t->ops->grad(t->be), t->nparams)) != 0)
+		    (rc = mlp_coll_allreduce_avg_f32(t->coll, t->ops->grad(t->be), t->nparams)) !=
+		            0)
 			return rc;
 		if ((rc = t->ops->sgd_step(t->be, &sgd)) != 0)
 			return rc;
@@ -312,7 +312,8 @@ static int check_params_agree(struct trainer *t)
 		return rc;
 	if (root != mine) {
 		mlp_error_set("rank %d's parameters differ from rank 0's after training "
-		              "(the gradient allreduce is broken)", t->rank);
+		              "(the gradient allreduce is broken)",
+		              t->rank);
 		return MLP_ERROR;
 	}
 	return 0;
@@ -443,15 +444,18 @@ int mlp_train_run(const struct mlp_train_opts *o)
 		int rc_write;
 
 		if (!t.test && !t.val)
-			printf("note: no test set or validation split: accuracy is on the training data\n");
+			printf("note: no test set or validation split: accuracy is on the training "
+			       "data\n");
 		mlp_metrics_add(&metrics, "accuracy", best->accuracy);
 		mlp_metrics_add(&metrics, "loss", best->loss);
 		mlp_metrics_add(&metrics, "samples_per_sec", t.train_samples / t.train_seconds);
-		mlp_metrics_add(&metrics, "epochs",
-		                stopped ? (double)(epochs_run - 1) + tr.count /
-		                          (double)(((t.train->n + (size_t)t.world - 1) /
-		                                    (size_t)t.world) * (size_t)t.world)
-		                        : (double)epochs_run);
+		mlp_metrics_add(
+		        &metrics, "epochs",
+		        stopped ? (double)(epochs_run - 1) +
+		                          tr.count / (double)(((t.train->n + (size_t)t.world - 1) /
+		                                               (size_t)t.world) *
+		                                              (size_t)t.world)
+		                : (double)epochs_run);
 		mlp_metrics_add(&metrics, "world_size", t.world);
 		mlp_metrics_add(&metrics, "steps", (double)t.steps);
 		mlp_metrics_add(&metrics, "train_accuracy", tr.accuracy);

@@ -19,20 +19,20 @@
 
 struct mlp_train_opts {
 	struct mlp_data_source data;
-	struct mlp_data_source test;   /* test.path NULL: a directory's t10k-* */
+	struct mlp_data_source test; /* test.path NULL: a directory's t10k-* */
 	struct mlp_shape shape;
 	int epochs;
-	long long max_steps;           /* 0: no limit */
-	int batch;                     /* global: split evenly over the ranks */
+	long long max_steps; /* 0: no limit */
+	int batch;           /* global: split evenly over the ranks */
 	double lr;
 	double momentum;
 	double weight_decay;
-	double validation_split;       /* 0: none */
+	double validation_split; /* 0: none */
 	uint64_t seed;
-	const char *device;            /* "cpu", "cuda", "auto" */
-	const char *out;               /* the model file */
-	const char *dump_params;       /* NULL, or raw float32 params here */
-	const char *metrics;           /* NULL: $MLPIPE_METRICS */
+	const char *device;      /* "cpu", "cuda", "auto" */
+	const char *out;         /* the model file */
+	const char *dump_params; /* NULL, or raw float32 params here */
+	const char *metrics;     /* NULL: $MLPIPE_METRICS */
 };
 
 struct mlp_eval_opts {
@@ -40,7 +40,7 @@ struct mlp_eval_opts {
 	struct mlp_data_source data;
 	int batch;
 	const char *device;
-	const char *metrics;           /* NULL: $MLPIPE_METRICS */
+	const char *metrics; /* NULL: $MLPIPE_METRICS */
 };
 
 int mlp_train_run(const struct mlp_train_opts *o);
@@ -50,7 +50,7 @@ int mlp_train_evaluate(const struct mlp_eval_opts *o);
 
 /* One metric for a flat JSON object. */
 struct mlp_metric {
-	char *name;   /* owned */
+	char *name; /* owned */
 	double value;
 };
 
