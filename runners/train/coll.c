@@ -93,7 +93,7 @@ static const struct coll_ops local_ops = {
 
 /* A listener for the TCP ring on an ephemeral port, before the rendezvous
  * so that its port can be announced. */
-static int open_listener(uint16_t *port)
+static int listen_any(uint16_t *port)
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr = {htonl(INADDR_ANY)}};
 	socklen_t len = sizeof(sa);
@@ -107,6 +107,27 @@ static int open_listener(uint16_t *port)
 		return MLP_EIO;
 	}
 	*port = ntohs(sa.sin_port);
+	return fd;
+}
+
+/*
+ * A listener for the TCP ring on an ephemeral port, before the rendezvous
+ * so that its port can be announced.  The kernel may hand out the port
+ * just chosen as MASTER_PORT, which rank 0 has not bound yet: keep that
+ * one while asking for another, then let it go.
+ */
+static int open_listener(uint16_t *port, int master_port)
+{
+	int avoided[8], navoided = 0, fd;
+
+	for (;;) {
+		fd = listen_any(port);
+		if (fd < 0 || (int)*port != master_port || navoided == (int)MLP_ARRAY_SIZE(avoided))
+			break;
+		avoided[navoided++] = fd;
+	}
+	while (navoided > 0)
+		close(avoided[--navoided]);
 	return fd;
 }
 
@@ -164,7 +185,7 @@ int mlp_coll_open(struct mlp_coll **out, const struct mlp_coll_opts *o)
 		return MLP_EINVAL;
 	}
 	want_tcp = strcmp(backend, "tcp") == 0 || (strcmp(backend, "auto") == 0 && !one_node);
-	if (want_tcp && (lfd = open_listener(&port)) < 0) {
+	if (want_tcp && (lfd = open_listener(&port, o->master_port)) < 0) {
 		free(c);
 		return lfd;
 	}

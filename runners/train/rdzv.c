@@ -207,7 +207,19 @@ static int listen_on(struct in_addr *addr, int port)
 		return MLP_EIO;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 128) != 0) {
+	/* Another rank's ring listener may hold the port for a moment before
+	 * it lets go of it (coll.c): retry briefly rather than fail the job. */
+	for (int tries = 0; bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0; tries++) {
+		struct timespec ts = {0, 10 * 1000 * 1000};
+
+		if (errno != EADDRINUSE || tries >= 200) {
+			mlp_error_set_errno(errno, "rank 0 cannot listen on MASTER_PORT %d", port);
+			close(fd);
+			return MLP_EIO;
+		}
+		nanosleep(&ts, NULL);
+	}
+	if (listen(fd, 128) != 0) {
 		mlp_error_set_errno(errno, "rank 0 cannot listen on MASTER_PORT %d", port);
 		close(fd);
 		return MLP_EIO;
