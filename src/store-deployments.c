@@ -33,22 +33,6 @@ static enum mlp_deploy_result result_parse(const char *s)
 	return MLP_DEPLOY_FAILED;
 }
 
-static void bind_text(sqlite3_stmt *st, int i, const char *v)
-{
-	if (v)
-		sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
-	else
-		sqlite3_bind_null(st, i);
-}
-
-static void bind_id(sqlite3_stmt *st, int i, int64_t id)
-{
-	if (id > 0)
-		sqlite3_bind_int64(st, i, id);
-	else
-		sqlite3_bind_null(st, i);
-}
-
 int mlp_store_deployment_start(struct mlp_store *s, int64_t *out_id, const struct mlp_deployment *d)
 {
 	sqlite3_stmt *st = store_prepare(
@@ -61,23 +45,23 @@ int mlp_store_deployment_start(struct mlp_store *s, int64_t *out_id, const struc
 
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, d->rollback ? "rollback" : "rollout");
-	bind_text(st, 2, d->namespace_);
-	bind_text(st, 3, d->deployment);
-	bind_text(st, 4, d->container);
-	bind_text(st, 5, d->from_image);
-	bind_text(st, 6, d->to_image);
-	bind_text(st, 7, d->env);
-	bind_text(st, 8, d->previous_env);
-	bind_text(st, 9, d->previous_annotations);
-	bind_text(st, 10, d->model);
-	bind_id(st, 11, d->model_version);
-	bind_id(st, 12, d->model_version_id);
-	bind_id(st, 13, d->run_id);
-	bind_text(st, 14, d->stage);
-	bind_id(st, 15, d->rollback_of);
-	bind_text(st, 16, mlp_deploy_result_name(d->result));
-	bind_text(st, 17, d->user);
+	store_bind_text(st, 1, d->rollback ? "rollback" : "rollout");
+	store_bind_text(st, 2, d->namespace_);
+	store_bind_text(st, 3, d->deployment);
+	store_bind_text(st, 4, d->container);
+	store_bind_text(st, 5, d->from_image);
+	store_bind_text(st, 6, d->to_image);
+	store_bind_text(st, 7, d->env);
+	store_bind_text(st, 8, d->previous_env);
+	store_bind_text(st, 9, d->previous_annotations);
+	store_bind_text(st, 10, d->model);
+	store_bind_id(st, 11, d->model_version);
+	store_bind_id(st, 12, d->model_version_id);
+	store_bind_id(st, 13, d->run_id);
+	store_bind_text(st, 14, d->stage);
+	store_bind_id(st, 15, d->rollback_of);
+	store_bind_text(st, 16, mlp_deploy_result_name(d->result));
+	store_bind_text(st, 17, d->user);
 	sqlite3_bind_int64(st, 18, d->started_at ? d->started_at : mlp_wall_ms());
 	if ((rc = store_exec_stmt(s, st, "recording a deployment")) != 0)
 		return rc;
@@ -96,9 +80,9 @@ int mlp_store_deployment_finish(struct mlp_store *s, int64_t id, enum mlp_deploy
 	if (st == NULL)
 		return MLP_EDB;
 	sqlite3_bind_int64(st, 1, id);
-	bind_text(st, 2, mlp_deploy_result_name(result));
-	bind_text(st, 3, reason);
-	bind_text(st, 4, revision);
+	store_bind_text(st, 2, mlp_deploy_result_name(result));
+	store_bind_text(st, 3, reason);
+	store_bind_text(st, 4, revision);
 	sqlite3_bind_int64(st, 5, mlp_wall_ms());
 	return store_exec_stmt(s, st, "recording the end of a deployment");
 }
@@ -153,8 +137,8 @@ int mlp_store_deployments_list(struct mlp_store *s, struct mlp_deployment **out,
 	*n = 0;
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, namespace_);
-	bind_text(st, 2, deployment);
+	store_bind_text(st, 1, namespace_);
+	store_bind_text(st, 2, deployment);
 	sqlite3_bind_int(st, 3, limit > 0 ? limit : -1);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		xgrow((void **)&d, &cap, len + 1, sizeof(*d));
@@ -183,8 +167,8 @@ int mlp_store_deployment_last_rollout(struct mlp_store *s, struct mlp_deployment
 	memset(out, 0, sizeof(*out));
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, namespace_);
-	bind_text(st, 2, deployment);
+	store_bind_text(st, 1, namespace_);
+	store_bind_text(st, 2, deployment);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
 		row_read(out, st);
@@ -235,9 +219,9 @@ int mlp_store_deployment_set_previous(struct mlp_store *s, int64_t id, const cha
 	if (st == NULL)
 		return MLP_EDB;
 	sqlite3_bind_int64(st, 1, id);
-	bind_text(st, 2, from_image);
-	bind_text(st, 3, previous_env);
-	bind_text(st, 4, previous_annotations);
+	store_bind_text(st, 2, from_image);
+	store_bind_text(st, 3, previous_env);
+	store_bind_text(st, 4, previous_annotations);
 	return store_exec_stmt(s, st, "recording a deployment's previous state");
 }
 

@@ -55,6 +55,11 @@ int store_exec_cached(struct mlp_store *s, sqlite3_stmt *st, const char *doing);
 /* Steps a statement that returns no rows, then finalizes it. */
 int store_exec_stmt(struct mlp_store *s, sqlite3_stmt *st, const char *doing);
 
+/* Binds v, or SQL NULL when v is NULL. */
+void store_bind_text(sqlite3_stmt *st, int i, const char *v);
+/* Binds a row id, or SQL NULL when id is 0 (no row). */
+void store_bind_id(sqlite3_stmt *st, int i, int64_t id);
+
 /* A column as a new string, or NULL for SQL NULL. */
 char *store_column_text(sqlite3_stmt *st, int col);
 

@@ -30,22 +30,6 @@
 #include "store-int.h"
 #include "util.h"
 
-static void bind_text(sqlite3_stmt *st, int i, const char *v)
-{
-	if (v)
-		sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
-	else
-		sqlite3_bind_null(st, i);
-}
-
-static void bind_id(sqlite3_stmt *st, int i, int64_t id)
-{
-	if (id > 0)
-		sqlite3_bind_int64(st, i, id);
-	else
-		sqlite3_bind_null(st, i);
-}
-
 /* ---- savepoints --------------------------------------------------------- */
 
 static int sp_begin(struct mlp_store *s, const char *what)
@@ -224,8 +208,8 @@ int mlp_store_artifact_put(struct mlp_store *s, char out_sha256[65], char **out_
 		rc = MLP_EDB;
 		goto done;
 	}
-	bind_text(st, 1, hex);
-	bind_text(st, 2, rel);
+	store_bind_text(st, 1, hex);
+	store_bind_text(st, 2, rel);
 	sqlite3_bind_int64(st, 3, size);
 	sqlite3_bind_int64(st, 4, mlp_wall_ms());
 	if ((rc = store_exec_stmt(s, st, "recording an artifact")) != 0)
@@ -259,11 +243,11 @@ static int insert_event(struct mlp_store *s, int64_t version_id, const char *old
 	if (st == NULL)
 		return MLP_EDB;
 	sqlite3_bind_int64(st, 1, version_id);
-	bind_text(st, 2, old_status);
-	bind_text(st, 3, new_status);
-	bind_text(st, 4, user);
+	store_bind_text(st, 2, old_status);
+	store_bind_text(st, 3, new_status);
+	store_bind_text(st, 4, user);
 	sqlite3_bind_int64(st, 5, mlp_wall_ms());
-	bind_text(st, 6, reason);
+	store_bind_text(st, 6, reason);
 	return store_exec_stmt(s, st, "recording a model status change");
 }
 
@@ -282,9 +266,9 @@ int mlp_store_model_metrics_put(struct mlp_store *s, int64_t version_id, const c
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		sqlite3_reset(st);
 		sqlite3_bind_int64(st, 1, version_id);
-		bind_text(st, 2, metrics[i].name);
+		store_bind_text(st, 2, metrics[i].name);
 		sqlite3_bind_double(st, 3, metrics[i].value);
-		bind_text(st, 4, stage);
+		store_bind_text(st, 4, stage);
 		if (sqlite3_step(st) != SQLITE_DONE)
 			rc = store_fail(s, "recording a model metric");
 	}
@@ -308,7 +292,7 @@ int mlp_store_model_register(struct mlp_store *s, int64_t *out_id, int *out_vers
 		rc = MLP_EDB;
 		goto fail;
 	}
-	bind_text(st, 1, v->model);
+	store_bind_text(st, 1, v->model);
 	sqlite3_bind_int64(st, 2, now);
 	if ((rc = store_exec_stmt(s, st, "registering a model")) != 0)
 		goto fail;
@@ -319,7 +303,7 @@ int mlp_store_model_register(struct mlp_store *s, int64_t *out_id, int *out_vers
 		rc = MLP_EDB;
 		goto fail;
 	}
-	bind_text(st, 1, v->model);
+	store_bind_text(st, 1, v->model);
 	if (sqlite3_step(st) != SQLITE_ROW) {
 		rc = store_fail(s, "numbering a model version");
 		sqlite3_finalize(st);
@@ -337,12 +321,12 @@ int mlp_store_model_register(struct mlp_store *s, int64_t *out_id, int *out_vers
 		rc = MLP_EDB;
 		goto fail;
 	}
-	bind_text(st, 1, v->model);
+	store_bind_text(st, 1, v->model);
 	sqlite3_bind_int(st, 2, version);
-	bind_text(st, 3, v->sha256);
-	bind_id(st, 4, v->run_id);
-	bind_text(st, 5, v->stage);
-	bind_text(st, 6, v->git_commit);
+	store_bind_text(st, 3, v->sha256);
+	store_bind_id(st, 4, v->run_id);
+	store_bind_text(st, 5, v->stage);
+	store_bind_text(st, 6, v->git_commit);
 	sqlite3_bind_int64(st, 7, now);
 	if ((rc = store_exec_stmt(s, st, "registering a model version")) != 0)
 		goto fail;
@@ -454,7 +438,7 @@ static int model_exists(struct mlp_store *s, bool *out, const char *model)
 
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, model);
+	store_bind_text(st, 1, model);
 	rc = sqlite3_step(st);
 	sqlite3_finalize(st);
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
@@ -475,7 +459,7 @@ int mlp_store_model_version_get(struct mlp_store *s, struct mlp_model_version *o
 	memset(out, 0, sizeof(*out));
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, model);
+	store_bind_text(st, 1, model);
 	sqlite3_bind_int(st, 2, version);
 	rc = get_one(s, out, st);
 	if (rc != MLP_ENOTFOUND)
@@ -501,7 +485,7 @@ int mlp_store_model_version_of_run(struct mlp_store *s, struct mlp_model_version
 	memset(out, 0, sizeof(*out));
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, model);
+	store_bind_text(st, 1, model);
 	sqlite3_bind_int64(st, 2, run_id);
 	return get_one(s, out, st);
 }
@@ -517,8 +501,8 @@ int mlp_store_model_version_with_status(struct mlp_store *s, struct mlp_model_ve
 	memset(out, 0, sizeof(*out));
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, model);
-	bind_text(st, 2, mlp_model_status_name(status));
+	store_bind_text(st, 1, model);
+	store_bind_text(st, 2, mlp_model_status_name(status));
 	sqlite3_bind_int64(st, 3, exclude);
 	return get_one(s, out, st);
 }
@@ -536,7 +520,7 @@ int mlp_store_model_versions_list(struct mlp_store *s, struct mlp_model_version 
 	*n = 0;
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, model);
+	store_bind_text(st, 1, model);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		xgrow((void **)&v, &cap, len + 1, sizeof(*v));
 		read_version(s, &v[len++], st);
@@ -642,9 +626,9 @@ int mlp_store_model_set_status(struct mlp_store *s, int64_t version_id,
 		rc = MLP_EDB;
 		goto fail;
 	}
-	bind_text(st, 1, mlp_model_status_name(status));
-	bind_text(st, 2, reason);
-	bind_text(st, 3, user);
+	store_bind_text(st, 1, mlp_model_status_name(status));
+	store_bind_text(st, 2, reason);
+	store_bind_text(st, 3, user);
 	sqlite3_bind_int64(st, 4, mlp_wall_ms());
 	sqlite3_bind_int64(st, 5, version_id);
 	if ((rc = store_exec_stmt(s, st, "changing a model's status")) != 0)
@@ -735,22 +719,22 @@ static int insert_history(struct mlp_store *s, const char *gate, const char *met
 
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, gate);
-	bind_text(st, 2, metric);
-	bind_text(st, 3, old_op);
+	store_bind_text(st, 1, gate);
+	store_bind_text(st, 2, metric);
+	store_bind_text(st, 3, old_op);
 	if (old_op)
 		sqlite3_bind_double(st, 4, old_value);
 	else
 		sqlite3_bind_null(st, 4);
-	bind_text(st, 5, new_op);
+	store_bind_text(st, 5, new_op);
 	if (new_op)
 		sqlite3_bind_double(st, 6, new_value);
 	else
 		sqlite3_bind_null(st, 6);
-	bind_text(st, 7, user);
+	store_bind_text(st, 7, user);
 	sqlite3_bind_int64(st, 8, mlp_wall_ms());
-	bind_text(st, 9, reason);
-	bind_text(st, 10, source);
+	store_bind_text(st, 9, reason);
+	store_bind_text(st, 10, source);
 	return store_exec_stmt(s, st, "recording a threshold change");
 }
 
@@ -766,8 +750,8 @@ static int read_threshold(struct mlp_store *s, char **out_op, double *out_value,
 	*out_value = 0;
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, gate);
-	bind_text(st, 2, metric);
+	store_bind_text(st, 1, gate);
+	store_bind_text(st, 2, metric);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
 		*out_op = store_column_text(st, 0);
@@ -788,12 +772,12 @@ static int write_threshold(struct mlp_store *s, const char *gate, const char *me
 
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, gate);
-	bind_text(st, 2, metric);
-	bind_text(st, 3, op);
+	store_bind_text(st, 1, gate);
+	store_bind_text(st, 2, metric);
+	store_bind_text(st, 3, op);
 	sqlite3_bind_double(st, 4, value);
 	sqlite3_bind_int64(st, 5, mlp_wall_ms());
-	bind_text(st, 6, user);
+	store_bind_text(st, 6, user);
 	return store_exec_stmt(s, st, "setting a threshold");
 }
 
@@ -849,8 +833,8 @@ int mlp_store_gate_threshold_seed(struct mlp_store *s, bool *out_seeded, const c
 		rc = MLP_EDB;
 		goto fail;
 	}
-	bind_text(st, 1, gate);
-	bind_text(st, 2, metric);
+	store_bind_text(st, 1, gate);
+	store_bind_text(st, 2, metric);
 	if (sqlite3_step(st) != SQLITE_ROW) {
 		rc = store_fail(s, "reading a threshold");
 		sqlite3_finalize(st);
@@ -894,8 +878,8 @@ int mlp_store_gate_threshold_unset(struct mlp_store *s, const char *gate, const 
 		rc = MLP_EDB;
 		goto fail;
 	}
-	bind_text(st, 1, gate);
-	bind_text(st, 2, metric);
+	store_bind_text(st, 1, gate);
+	store_bind_text(st, 2, metric);
 	if ((rc = store_exec_stmt(s, st, "removing a threshold")) != 0 ||
 	    (rc = insert_history(s, gate, metric, old_op, old_value, NULL, 0, user, reason,
 	                         "cli")) != 0)
@@ -922,7 +906,7 @@ int mlp_store_gate_thresholds_list(struct mlp_store *s, struct mlp_gate_threshol
 	*n = 0;
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, gate);
+	store_bind_text(st, 1, gate);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		xgrow((void **)&t, &cap, len + 1, sizeof(*t));
 		t[len].gate = store_column_text(st, 0);
@@ -969,7 +953,7 @@ int mlp_store_gate_history(struct mlp_store *s, struct mlp_gate_threshold_change
 	*n = 0;
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, gate);
+	store_bind_text(st, 1, gate);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		struct mlp_gate_threshold_change *x;
 
@@ -1024,14 +1008,14 @@ int mlp_store_gate_decision_record(struct mlp_store *s, int64_t *out_id,
 
 	if (st == NULL)
 		return MLP_EDB;
-	bind_id(st, 1, d->run_id);
-	bind_text(st, 2, d->stage);
-	bind_text(st, 3, d->gate);
-	bind_id(st, 4, d->model_version_id);
+	store_bind_id(st, 1, d->run_id);
+	store_bind_text(st, 2, d->stage);
+	store_bind_text(st, 3, d->gate);
+	store_bind_id(st, 4, d->model_version_id);
 	sqlite3_bind_int(st, 5, d->passed ? 1 : 0);
-	bind_id(st, 6, d->baseline_version_id);
-	bind_text(st, 7, d->reason);
-	bind_text(st, 8, d->detail ? d->detail : "{}");
+	store_bind_id(st, 6, d->baseline_version_id);
+	store_bind_text(st, 7, d->reason);
+	store_bind_text(st, 8, d->detail ? d->detail : "{}");
 	sqlite3_bind_int64(st, 9, mlp_wall_ms());
 	rc = store_exec_stmt(s, st, "recording a gate decision");
 	if (rc == 0 && out_id)
@@ -1055,7 +1039,7 @@ int mlp_store_gate_decisions_list(struct mlp_store *s, struct mlp_gate_decision 
 	*n = 0;
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, gate);
+	store_bind_text(st, 1, gate);
 	sqlite3_bind_int64(st, 2, version_id);
 	sqlite3_bind_int(st, 3, limit > 0 ? limit : -1);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {

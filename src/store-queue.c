@@ -18,14 +18,6 @@
 #include "store-int.h"
 #include "util.h"
 
-static void bind_text(sqlite3_stmt *st, int i, const char *v)
-{
-	if (v)
-		sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
-	else
-		sqlite3_bind_null(st, i);
-}
-
 /* ---- queue ---------------------------------------------------------------- */
 
 static int insert_queued(struct mlp_store *s, int64_t *out_id, const struct mlp_run_queued *r)
@@ -41,25 +33,25 @@ static int insert_queued(struct mlp_store *s, int64_t *out_id, const struct mlp_
 
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, r->pipeline ? r->pipeline : r->project);
-	bind_text(st, 2, r->pipeline_path);
-	bind_text(st, 3, r->pipeline_text ? r->pipeline_text : "");
+	store_bind_text(st, 1, r->pipeline ? r->pipeline : r->project);
+	store_bind_text(st, 2, r->pipeline_path);
+	store_bind_text(st, 3, r->pipeline_text ? r->pipeline_text : "");
 	if (r->pipeline_text) {
 		char sha[MLP_SHA256_HEX_LEN + 1];
 
 		mlp_sha256_hex(sha, r->pipeline_text, strlen(r->pipeline_text));
-		bind_text(st, 4, sha);
+		store_bind_text(st, 4, sha);
 	} else {
-		bind_text(st, 4, "");
+		store_bind_text(st, 4, "");
 	}
-	bind_text(st, 5, r->trigger);
-	bind_text(st, 6, r->user);
-	bind_text(st, 7, r->git_commit);
-	bind_text(st, 8, r->git_ref);
-	bind_text(st, 9, r->git_author);
-	bind_text(st, 10, r->git_message);
-	bind_text(st, 11, r->project);
-	bind_text(st, 12, r->schedule);
+	store_bind_text(st, 5, r->trigger);
+	store_bind_text(st, 6, r->user);
+	store_bind_text(st, 7, r->git_commit);
+	store_bind_text(st, 8, r->git_ref);
+	store_bind_text(st, 9, r->git_author);
+	store_bind_text(st, 10, r->git_message);
+	store_bind_text(st, 11, r->project);
+	store_bind_text(st, 12, r->schedule);
 	sqlite3_bind_int64(st, 13, now);
 	sqlite3_bind_int64(st, 14, now);
 	rc = store_exec_cached(s, st, "queueing a run");
@@ -80,11 +72,11 @@ static int insert_delivery(struct mlp_store *s, int64_t *out_run, const char *fo
 
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, forge);
-	bind_text(st, 2, id);
-	bind_text(st, 3, project);
-	bind_text(st, 4, result);
-	bind_text(st, 5, reason);
+	store_bind_text(st, 1, forge);
+	store_bind_text(st, 2, id);
+	store_bind_text(st, 3, project);
+	store_bind_text(st, 4, result);
+	store_bind_text(st, 5, reason);
 	sqlite3_bind_int64(st, 6, mlp_wall_ms());
 	if ((rc = store_exec_cached(s, st, "recording a delivery")) != 0)
 		return rc;
@@ -93,8 +85,8 @@ static int insert_delivery(struct mlp_store *s, int64_t *out_run, const char *fo
 	st = store_prepare(s, "SELECT run_id FROM deliveries WHERE forge = ? AND id = ?");
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, forge);
-	bind_text(st, 2, id);
+	store_bind_text(st, 1, forge);
+	store_bind_text(st, 2, id);
 	*out_run = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
 	sqlite3_finalize(st);
 	return MLP_EEXISTS;
@@ -122,9 +114,9 @@ int mlp_store_run_enqueue(struct mlp_store *s, int64_t *out_id, const struct mlp
 			rc = MLP_EDB;
 			goto fail;
 		}
-		bind_text(st, 1, r->project);
-		bind_text(st, 2, r->git_ref);
-		bind_text(st, 3, r->git_commit);
+		store_bind_text(st, 1, r->project);
+		store_bind_text(st, 2, r->git_ref);
+		store_bind_text(st, 3, r->git_commit);
 		if (sqlite3_step(st) == SQLITE_ROW) {
 			*out_id = sqlite3_column_int64(st, 0);
 			existing = true;
@@ -142,8 +134,8 @@ int mlp_store_run_enqueue(struct mlp_store *s, int64_t *out_id, const struct mlp
 			goto fail;
 		}
 		sqlite3_bind_int64(st, 1, *out_id);
-		bind_text(st, 2, forge);
-		bind_text(st, 3, delivery_id);
+		store_bind_text(st, 2, forge);
+		store_bind_text(st, 3, delivery_id);
 		if ((rc = store_exec_cached(s, st, "recording a delivery")) != 0)
 			goto fail;
 	}
@@ -165,8 +157,8 @@ int mlp_store_latest_commit(struct mlp_store *s, char **out, const char *project
 	*out = NULL;
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, project);
-	bind_text(st, 2, ref);
+	store_bind_text(st, 1, project);
+	store_bind_text(st, 2, ref);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
 		*out = store_column_text(st, 0);
@@ -193,13 +185,13 @@ int mlp_store_run_set_pipeline(struct mlp_store *s, int64_t run_id,
 
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, src->pipeline);
-	bind_text(st, 2, src->text);
-	bind_text(st, 3, src->sha256);
-	bind_text(st, 4, src->workspace);
-	bind_text(st, 5, src->git_commit);
-	bind_text(st, 6, src->git_author);
-	bind_text(st, 7, src->git_message);
+	store_bind_text(st, 1, src->pipeline);
+	store_bind_text(st, 2, src->text);
+	store_bind_text(st, 3, src->sha256);
+	store_bind_text(st, 4, src->workspace);
+	store_bind_text(st, 5, src->git_commit);
+	store_bind_text(st, 6, src->git_author);
+	store_bind_text(st, 7, src->git_message);
 	sqlite3_bind_int64(st, 8, run_id);
 	return store_exec_stmt(s, st, "recording the run's pipeline");
 }
@@ -350,7 +342,7 @@ int mlp_store_run_abandon(struct mlp_store *s, int64_t run_id, const char *messa
 
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, message);
+	store_bind_text(st, 1, message);
 	sqlite3_bind_int64(st, 2, mlp_wall_ms());
 	sqlite3_bind_int64(st, 3, run_id);
 	return store_exec_stmt(s, st, "giving up on a run");
@@ -368,14 +360,14 @@ int mlp_store_project_add(struct mlp_store *s, const struct mlp_project *p)
 
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, p->name);
-	bind_text(st, 2, p->remote);
-	bind_text(st, 3, p->branches);
-	bind_text(st, 4, p->pipeline_path);
-	bind_text(st, 5, p->secret_file);
-	bind_text(st, 6, p->secret_env);
-	bind_text(st, 7, p->token_file);
-	bind_text(st, 8, p->ssh_key_file);
+	store_bind_text(st, 1, p->name);
+	store_bind_text(st, 2, p->remote);
+	store_bind_text(st, 3, p->branches);
+	store_bind_text(st, 4, p->pipeline_path);
+	store_bind_text(st, 5, p->secret_file);
+	store_bind_text(st, 6, p->secret_env);
+	store_bind_text(st, 7, p->token_file);
+	store_bind_text(st, 8, p->ssh_key_file);
 	sqlite3_bind_int64(st, 9, mlp_wall_ms());
 	rc = sqlite3_step(st);
 	sqlite3_finalize(st);
@@ -395,7 +387,7 @@ int mlp_store_project_remove(struct mlp_store *s, const char *name)
 
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, name);
+	store_bind_text(st, 1, name);
 	if ((rc = store_exec_stmt(s, st, "removing a project")) != 0)
 		return rc;
 	if (sqlite3_changes(s->db) == 0) {
@@ -486,7 +478,7 @@ int mlp_store_schedule_last(struct mlp_store *s, int64_t *out, const char *key)
 	*out = 0;
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, key);
+	store_bind_text(st, 1, key);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
 		*out = sqlite3_column_int64(st, 0);
@@ -510,7 +502,7 @@ int mlp_store_schedule_fire(struct mlp_store *s, int64_t *out_id, const char *ke
 		rc = MLP_EDB;
 		goto fail;
 	}
-	bind_text(st, 1, key);
+	store_bind_text(st, 1, key);
 	sqlite3_bind_int64(st, 2, fired_at);
 	if ((rc = store_exec_cached(s, st, "recording a schedule's fire")) != 0)
 		goto fail;
@@ -534,7 +526,7 @@ int mlp_store_schedule_active(struct mlp_store *s, int64_t *out_id, const char *
 	*out_id = 0;
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, key);
+	store_bind_text(st, 1, key);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
 		*out_id = sqlite3_column_int64(st, 0);
@@ -554,8 +546,8 @@ int mlp_store_token_create(struct mlp_store *s, const char *name, const char *sh
 
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, name);
-	bind_text(st, 2, sha256_hex);
+	store_bind_text(st, 1, name);
+	store_bind_text(st, 2, sha256_hex);
 	sqlite3_bind_int64(st, 3, mlp_wall_ms());
 	rc = sqlite3_step(st);
 	sqlite3_finalize(st);
@@ -610,7 +602,7 @@ static bool table_exists(struct mlp_store *s, const char *name)
 
 	if (st == NULL)
 		return false;
-	bind_text(st, 1, name);
+	store_bind_text(st, 1, name);
 	yes = sqlite3_step(st) == SQLITE_ROW;
 	sqlite3_finalize(st);
 	return yes;
@@ -728,8 +720,8 @@ int mlp_store_runs_count(struct mlp_store *s, int64_t *out, const char *project,
 	*out = 0;
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, mlp_status_name(status));
-	bind_text(st, 2, project);
+	store_bind_text(st, 1, mlp_status_name(status));
+	store_bind_text(st, 2, project);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
 		*out = sqlite3_column_int64(st, 0);

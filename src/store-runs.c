@@ -20,14 +20,6 @@
 #include "store-int.h"
 #include "util.h"
 
-static void bind_text(sqlite3_stmt *st, int i, const char *v)
-{
-	if (v)
-		sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
-	else
-		sqlite3_bind_null(st, i);
-}
-
 static int take_run_lock(struct mlp_store *s, int64_t run_id)
 {
 	char *dir = xasprintf("%s/locks", s->data_dir);
@@ -73,15 +65,15 @@ int mlp_store_run_create(struct mlp_store *s, int64_t *out_id, const struct mlp_
 		rc = MLP_EDB;
 		goto fail;
 	}
-	bind_text(st, 1, r->pipeline);
-	bind_text(st, 2, r->pipeline_path);
-	bind_text(st, 3, r->pipeline_text);
-	bind_text(st, 4, r->pipeline_sha256);
-	bind_text(st, 5, r->trigger ? r->trigger : "cli");
-	bind_text(st, 6, r->user);
-	bind_text(st, 7, r->git_commit);
-	bind_text(st, 8, r->git_ref);
-	bind_text(st, 9, r->workspace);
+	store_bind_text(st, 1, r->pipeline);
+	store_bind_text(st, 2, r->pipeline_path);
+	store_bind_text(st, 3, r->pipeline_text);
+	store_bind_text(st, 4, r->pipeline_sha256);
+	store_bind_text(st, 5, r->trigger ? r->trigger : "cli");
+	store_bind_text(st, 6, r->user);
+	store_bind_text(st, 7, r->git_commit);
+	store_bind_text(st, 8, r->git_ref);
+	store_bind_text(st, 9, r->workspace);
 	sqlite3_bind_int64(st, 10, now);
 	sqlite3_bind_int64(st, 11, now);
 	if ((rc = store_exec_stmt(s, st, "recording the run")) != 0)
@@ -108,9 +100,9 @@ int mlp_store_run_finish(struct mlp_store *s, int64_t run_id, enum mlp_status st
 
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, mlp_status_name(status));
+	store_bind_text(st, 1, mlp_status_name(status));
 	sqlite3_bind_int(st, 2, exit_code);
-	bind_text(st, 3, message);
+	store_bind_text(st, 3, message);
 	sqlite3_bind_int64(st, 4, mlp_wall_ms());
 	sqlite3_bind_int64(st, 5, run_id);
 	rc = store_exec_stmt(s, st, "recording the end of the run");
@@ -313,11 +305,11 @@ int mlp_store_attempt_start(struct mlp_store *s, int64_t *out_id, int64_t run_id
 	if (st == NULL)
 		return MLP_EDB;
 	sqlite3_bind_int64(st, 1, run_id);
-	bind_text(st, 2, stage);
+	store_bind_text(st, 2, stage);
 	sqlite3_bind_int(st, 3, attempt);
-	bind_text(st, 4, kind);
+	store_bind_text(st, 4, kind);
 	sqlite3_bind_int64(st, 5, mlp_wall_ms());
-	bind_text(st, 6, log_path);
+	store_bind_text(st, 6, log_path);
 	rc = store_exec_cached(s, st, "recording a stage start");
 	if (rc == 0)
 		*out_id = sqlite3_last_insert_rowid(s->db);
@@ -333,7 +325,7 @@ int mlp_store_attempt_finish(struct mlp_store *s, int64_t attempt_id,
 
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, mlp_status_name(end->status));
+	store_bind_text(st, 1, mlp_status_name(end->status));
 	if (end->exit_code >= 0)
 		sqlite3_bind_int(st, 2, end->exit_code);
 	else
@@ -343,7 +335,7 @@ int mlp_store_attempt_finish(struct mlp_store *s, int64_t attempt_id,
 	else
 		sqlite3_bind_null(st, 3);
 	sqlite3_bind_int(st, 4, end->timed_out);
-	bind_text(st, 5, end->message);
+	store_bind_text(st, 5, end->message);
 	sqlite3_bind_int64(st, 6, mlp_wall_ms());
 	sqlite3_bind_int64(st, 7, attempt_id);
 	return store_exec_cached(s, st, "recording a stage end");
@@ -359,10 +351,10 @@ int mlp_store_stage_not_run(struct mlp_store *s, int64_t run_id, const char *sta
 	if (st == NULL)
 		return MLP_EDB;
 	sqlite3_bind_int64(st, 1, run_id);
-	bind_text(st, 2, stage);
-	bind_text(st, 3, kind);
-	bind_text(st, 4, mlp_status_name(status));
-	bind_text(st, 5, message);
+	store_bind_text(st, 2, stage);
+	store_bind_text(st, 3, kind);
+	store_bind_text(st, 4, mlp_status_name(status));
+	store_bind_text(st, 5, message);
 	return store_exec_cached(s, st, "recording a stage that did not run");
 }
 
@@ -376,9 +368,9 @@ int mlp_store_output_put(struct mlp_store *s, int64_t run_id, const char *stage,
 	if (st == NULL)
 		return MLP_EDB;
 	sqlite3_bind_int64(st, 1, run_id);
-	bind_text(st, 2, stage);
-	bind_text(st, 3, key);
-	bind_text(st, 4, value);
+	store_bind_text(st, 2, stage);
+	store_bind_text(st, 3, key);
+	store_bind_text(st, 4, value);
 	return store_exec_cached(s, st, "recording an output");
 }
 
@@ -392,8 +384,8 @@ int mlp_store_metric_put(struct mlp_store *s, int64_t run_id, const char *stage,
 	if (st == NULL)
 		return MLP_EDB;
 	sqlite3_bind_int64(st, 1, run_id);
-	bind_text(st, 2, stage);
-	bind_text(st, 3, name);
+	store_bind_text(st, 2, stage);
+	store_bind_text(st, 3, name);
 	sqlite3_bind_double(st, 4, value);
 	return store_exec_cached(s, st, "recording a metric");
 }
@@ -440,8 +432,8 @@ int mlp_store_runs_list(struct mlp_store *s, struct mlp_run_info **out, size_t *
 	*n = 0;
 	if (st == NULL)
 		return MLP_EDB;
-	bind_text(st, 1, f ? f->pipeline : NULL);
-	bind_text(st, 2, f && f->has_status ? mlp_status_name(f->status) : NULL);
+	store_bind_text(st, 1, f ? f->pipeline : NULL);
+	store_bind_text(st, 2, f && f->has_status ? mlp_status_name(f->status) : NULL);
 	sqlite3_bind_int(st, 3, f && f->limit > 0 ? f->limit : -1);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		xgrow((void **)&runs, &cap, len + 1, sizeof(*runs));
