@@ -59,8 +59,17 @@ stages:
       max_restarts: 1
       command: |
         echo "$TORCHELASTIC_RESTART_COUNT $MASTER_PORT" >> "rounds.$RANK"
-        if [ "$RANK" = 1 ] && [ "$TORCHELASTIC_RESTART_COUNT" = 0 ]; then kill -KILL $$; fi
-        sleep 0.2
+        if [ "$TORCHELASTIC_RESTART_COUNT" = 0 ]; then
+          # Round 0: rank 1 dies only once rank 0 has written its line (a
+          # bounded wait), and rank 0 stays alive until the group restart
+          # stops it, so each round leaves exactly one line per rank.
+          if [ "$RANK" = 1 ]; then
+            i=0
+            while ! grep -q '^0 ' rounds.0 2>/dev/null && [ $i -lt 3000 ]; do sleep 0.01; i=$((i + 1)); done
+            kill -KILL $$
+          fi
+          sleep 60
+        fi
 Y
 run_mlpipe run restart.yml
 expect_eq "the group succeeds after one restart" 0 "$rc"
