@@ -439,7 +439,8 @@ static int build_env(struct engine *e, size_t i, struct mlp_strv *env, const cha
 		mlp_strv_push(env, e->base_env.v[k]);
 	for (size_t k = 0; k < s->def->env.len; k++) {
 		char *value;
-		int r = mlp_expr_expand(&value, s->def->env.items[k].value, 0, resolve, &rc);
+		int r = mlp_expr_expand(&value, s->def->env.items[k].value, MLP_EXPR_RAW, resolve,
+		                        &rc);
 
 		if (r != 0)
 			return r;
@@ -557,6 +558,7 @@ static int spawn_attempt(struct engine *e, size_t i)
 	        .run_id = e->run_id,
 	        .attempt = s->attempt,
 	        .workdir = workdir,
+	        .run_dir = e->run_dir,
 	        .self_exe = e->opts->self_exe,
 	        .store = e->store,
 	        .env = &env,
@@ -1165,7 +1167,7 @@ static int build_base_env(struct engine *e)
 			mlp_strv_setenv(&e->base_env, kv->key, var);
 			continue;
 		}
-		if (mlp_expr_expand(&value, kv->value, 0, resolve, &rc) != 0) {
+		if (mlp_expr_expand(&value, kv->value, MLP_EXPR_RAW, resolve, &rc) != 0) {
 			char *msg = xasprintf("env %s: %s", kv->key, mlp_error_last());
 
 			mlp_error_set("%s", msg);

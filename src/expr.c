@@ -8,11 +8,13 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
 #include "expr.h"
+#include "shell.h"
 
 #define MAX_PARTS 4
 
@@ -143,11 +145,47 @@ int mlp_expr_scan(const char *text, size_t *err_offset,
 	return 0;
 }
 
+/* Values of these kinds are always numbers: inert in any shell context. */
+static bool is_number_kind(enum mlp_expr_kind kind)
+{
+	return kind == MLP_EXPR_RUN_ID || kind == MLP_EXPR_METRIC;
+}
+
+static char *ref_text(const struct mlp_expr_ref *ref)
+{
+	switch (ref->kind) {
+	case MLP_EXPR_RUN_ID:
+		return xstrdup("run.id");
+	case MLP_EXPR_ENV:
+		return xasprintf("env.%s", ref->name);
+	case MLP_EXPR_OUTPUT:
+		return xasprintf("stages.%s.outputs.%s", ref->stage, ref->name);
+	case MLP_EXPR_METRIC:
+		return xasprintf("stages.%s.metrics.%s", ref->stage, ref->name);
+	}
+	return xstrdup("?");
+}
+
+/* Sets the message for a value that may not be placed at site; returns
+ * MLP_EINVAL.  site NULL: the shell does not read the spot as the start of
+ * anything (after "$$", say). */
+static int refuse(const struct mlp_expr_ref *ref, const struct mlp_sh_site *site)
+{
+	char *name = ref_text(ref);
+
+	mlp_error_set("${{ %s }} is %s, so its value could run as code; pass it through "
+	              "env: and use \"$NAME\" instead",
+	              name, site ? site->uncertain : "where the shell does not read an expression");
+	free(name);
+	return MLP_EINVAL;
+}
+
 struct expand_state {
 	const char *text;
 	size_t done; /* bytes of text already copied */
 	struct mlp_buf out;
-	int shell_quote;
+	enum mlp_expr_quoting quoting;
+	struct mlp_sh_sites sites;
 	mlp_expr_resolve_fn resolve;
 	void *payload;
 };
@@ -155,31 +193,51 @@ struct expand_state {
 static int expand_one(const struct mlp_expr_ref *ref, void *payload)
 {
 	struct expand_state *st = payload;
+	const struct mlp_sh_site *site = NULL;
 	const char *value = NULL;
-	int rc = st->resolve(&value, ref, st->payload);
+	int rc;
 
-	if (rc != 0)
+	if (st->quoting == MLP_EXPR_SHELL) {
+		site = mlp_sh_sites_find(&st->sites, ref->offset);
+		if ((site == NULL || site->uncertain) && !is_number_kind(ref->kind))
+			return refuse(ref, site);
+	}
+	if ((rc = st->resolve(&value, ref, st->payload)) != 0)
 		return rc;
 	mlp_buf_add(&st->out, st->text + st->done, ref->offset - st->done);
-	if (st->shell_quote)
-		mlp_shell_quote(&st->out, value);
-	else
+	if (site && !site->uncertain) {
+		rc = mlp_sh_quote(&st->out, site, value, st->text + ref->offset + ref->length);
+		if (rc != 0) {
+			char *name = ref_text(ref), *why = xstrdup(mlp_error_last());
+
+			mlp_error_set("${{ %s }}: %s", name, why);
+			free(name);
+			free(why);
+			return rc;
+		}
+	} else {
 		mlp_buf_puts(&st->out, value);
+	}
 	st->done = ref->offset + ref->length;
 	return 0;
 }
 
-int mlp_expr_expand(char **out, const char *text, int shell_quote, mlp_expr_resolve_fn resolve,
-                    void *payload)
+int mlp_expr_expand(char **out, const char *text, enum mlp_expr_quoting quoting,
+                    mlp_expr_resolve_fn resolve, void *payload)
 {
 	struct expand_state st = {
 	        .text = text,
-	        .shell_quote = shell_quote,
+	        .quoting = quoting,
 	        .resolve = resolve,
 	        .payload = payload,
 	};
-	int rc = mlp_expr_scan(text, NULL, expand_one, &st);
+	int rc = 0;
 
+	if (quoting == MLP_EXPR_SHELL)
+		rc = mlp_sh_scan(&st.sites, text, NULL);
+	if (rc == 0)
+		rc = mlp_expr_scan(text, NULL, expand_one, &st);
+	mlp_sh_sites_free(&st.sites);
 	if (rc != 0) {
 		mlp_buf_free(&st.out);
 		return rc;
@@ -187,4 +245,43 @@ int mlp_expr_expand(char **out, const char *text, int shell_quote, mlp_expr_reso
 	mlp_buf_puts(&st.out, text + st.done);
 	*out = mlp_buf_detach(&st.out);
 	return 0;
+}
+
+struct shell_check {
+	const struct mlp_sh_sites *sites;
+	void (*report)(size_t offset, const char *message, void *payload);
+	void *payload;
+};
+
+static int check_one(const struct mlp_expr_ref *ref, void *payload)
+{
+	struct shell_check *sc = payload;
+	const struct mlp_sh_site *site = mlp_sh_sites_find(sc->sites, ref->offset);
+
+	if ((site == NULL || site->uncertain) && !is_number_kind(ref->kind)) {
+		refuse(ref, site);
+		sc->report(ref->offset, mlp_error_last(), sc->payload);
+	}
+	return 0;
+}
+
+void mlp_expr_check_shell(const char *command,
+                          void (*report)(size_t offset, const char *message, void *payload),
+                          void *payload)
+{
+	struct mlp_sh_sites sites = {0};
+	struct shell_check sc = {&sites, report, payload};
+	size_t err_offset = 0;
+
+	if (mlp_sh_scan(&sites, command, &err_offset) != 0) {
+		char *msg = xasprintf("%s: cannot tell how to quote the expressions in it",
+		                      mlp_error_last());
+
+		report(err_offset, msg, payload);
+		free(msg);
+	} else {
+		/* malformed expressions are reported by the caller's own scan */
+		(void)mlp_expr_scan(command, NULL, check_one, &sc);
+	}
+	mlp_sh_sites_free(&sites);
 }

@@ -7,9 +7,11 @@
  *   ${{ stages.S.outputs.KEY }}    a key=value line S wrote to $MLPIPE_OUTPUT
  *   ${{ stages.S.metrics.NAME }}   a number S wrote to $MLPIPE_METRICS
  *
- * In `run:` commands each value is substituted shell-quoted, so whatever
- * it holds stays one word and never becomes shell syntax; elsewhere (env
- * values, image names, paths) it is substituted as is.
+ * In shell commands (`run:`, `train.command`) each value is written for
+ * the quoting context it sits in (shell.h), so that the shell reads back
+ * the value and never shell syntax; a context that cannot be known for
+ * sure is refused.  Elsewhere (env values, image names, paths) a value is
+ * substituted as is.
  */
 #ifndef MLP_EXPR_H
 #define MLP_EXPR_H
@@ -51,9 +53,26 @@ int mlp_expr_scan(const char *text, size_t *err_offset,
  */
 typedef int (*mlp_expr_resolve_fn)(const char **out, const struct mlp_expr_ref *ref, void *payload);
 
-/* Expands every expression in text into *out (a new string); with
- * shell_quote each value is single-quoted for /bin/sh. */
-int mlp_expr_expand(char **out, const char *text, int shell_quote, mlp_expr_resolve_fn resolve,
-                    void *payload);
+enum mlp_expr_quoting {
+	MLP_EXPR_RAW,   /* values as they are */
+	MLP_EXPR_SHELL, /* text is a /bin/sh command: values quoted by context */
+};
+
+/* Expands every expression in text into *out (a new string).  With
+ * MLP_EXPR_SHELL a value that cannot be placed safely fails (MLP_EINVAL,
+ * message set); mlp_expr_check_shell finds those at validation time. */
+int mlp_expr_expand(char **out, const char *text, enum mlp_expr_quoting quoting,
+                    mlp_expr_resolve_fn resolve, void *payload);
+
+/*
+ * Reports, through report, every problem of a shell command's expressions
+ * that only its quoting context shows: an expression whose context is not
+ * known for sure (inside eval, $((...)), after a backslash ...) unless its
+ * value is always a number, and a command the scanner cannot read to its
+ * end.  offset is a byte offset into command.
+ */
+void mlp_expr_check_shell(const char *command,
+                          void (*report)(size_t offset, const char *message, void *payload),
+                          void *payload);
 
 #endif

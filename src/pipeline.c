@@ -308,6 +308,7 @@ struct stage_extra {
 struct pending_expr {
 	size_t stage; /* SIZE_MAX: the pipeline's env */
 	const struct node *node;
+	bool shell; /* a /bin/sh command: its quoting contexts are checked too */
 };
 
 struct ctx {
@@ -1082,14 +1083,26 @@ static bool want_map(struct ctx *c, const char *key, const struct node *v, const
 	return false;
 }
 
-static void note_expr(struct ctx *c, size_t stage, const struct node *v)
+static void note_expr_as(struct ctx *c, size_t stage, const struct node *v, bool shell)
 {
 	if (v->type != NODE_SCALAR || strstr(v->value, "${{") == NULL)
 		return;
 	xgrow((void **)&c->exprs, &c->cexprs, c->nexprs + 1, sizeof(*c->exprs));
 	c->exprs[c->nexprs].stage = stage;
 	c->exprs[c->nexprs].node = v;
+	c->exprs[c->nexprs].shell = shell;
 	c->nexprs++;
+}
+
+static void note_expr(struct ctx *c, size_t stage, const struct node *v)
+{
+	note_expr_as(c, stage, v, false);
+}
+
+/* A value that runs as a /bin/sh command (run, train.command). */
+static void note_shell_expr(struct ctx *c, size_t stage, const struct node *v)
+{
+	note_expr_as(c, stage, v, true);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1731,7 +1744,7 @@ static void parse_train(struct ctx *c, size_t si, const struct pair *kp)
 				parse_builtin(c, si, pr);
 			} else if (get_string(c, k, val, &t->command)) {
 				t->command_pos = val->pos;
-				note_expr(c, si, val);
+				note_shell_expr(c, si, val);
 			}
 		} else {
 			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in train");
@@ -2088,7 +2101,7 @@ static void parse_stage(struct ctx *c, size_t si)
 			case MLP_STAGE_RUN:
 				if (get_string(c, k, val, &st->run)) {
 					st->run_pos = val->pos;
-					note_expr(c, si, val);
+					note_shell_expr(c, si, val);
 				}
 				break;
 			case MLP_STAGE_TRAIN:
@@ -2489,6 +2502,33 @@ static bool topological_order(struct mlp_pipeline *p)
 	return done == n;
 }
 
+/* The same for a literal block scalar (`run: |`): its value's line k is
+ * the file's line k after the indicator, less the block's indentation. */
+static struct mlp_pos literal_value_pos(const struct ctx *c, const struct node *n, size_t offset)
+{
+	size_t line = n->sline + 1, start = 0, vspaces = 0, fspaces = 0, off, len;
+
+	for (size_t k = 0; k < offset && k < n->len; k++) {
+		if (n->value[k] == '\n') {
+			line++;
+			start = k + 1;
+		}
+	}
+	if (line >= c->nlines)
+		return n->pos;
+	while (start + vspaces < n->len && n->value[start + vspaces] == ' ')
+		vspaces++;
+	off = c->lines[line];
+	while (off + fspaces < c->len && c->text[off + fspaces] == ' ')
+		fspaces++;
+	len = offset - start;
+	if (fspaces < vspaces || off + fspaces - vspaces + len > c->len ||
+	    memcmp(c->text + off + fspaces - vspaces, n->value + start, len) != 0)
+		return n->pos;
+	return mkpos((int)line + 1,
+	             (int)(fspaces - vspaces) + 1 + (int)utf8_chars(n->value + start, len));
+}
+
 /* Where in the file the byte at offset lies within a scalar's value: the
  * exact column when the value is written on one line as it reads,
  * otherwise the start of the value. */
@@ -2496,6 +2536,8 @@ static struct mlp_pos value_pos(const struct ctx *c, const struct node *n, size_
 {
 	size_t quote, b, e;
 
+	if (n->style == YAML_LITERAL_SCALAR_STYLE)
+		return literal_value_pos(c, n, offset);
 	if (n->sline != n->eline)
 		return n->pos;
 	if (n->style == YAML_PLAIN_SCALAR_STYLE)
@@ -2560,6 +2602,13 @@ static int check_ref(const struct mlp_expr_ref *ref, void *payload)
 	return 0;
 }
 
+static void report_shell(size_t offset, const char *message, void *payload)
+{
+	struct expr_check *ec = payload;
+
+	report(ec->c, value_pos(ec->c, ec->node, offset), "%s", message);
+}
+
 static void check_expressions(struct ctx *c)
 {
 	for (size_t i = 0; i < c->nexprs; i++) {
@@ -2568,6 +2617,8 @@ static void check_expressions(struct ctx *c)
 
 		if (mlp_expr_scan(ec.node->value, &err_offset, check_ref, &ec) != 0)
 			report(c, value_pos(c, ec.node, err_offset), "%s", mlp_error_last());
+		else if (c->exprs[i].shell)
+			mlp_expr_check_shell(ec.node->value, report_shell, &ec);
 	}
 }
 

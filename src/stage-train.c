@@ -17,6 +17,7 @@
 
 #include "error.h"
 #include "exec.h"
+#include "shell.h"
 #include "stagekind.h"
 #include "util.h"
 
@@ -61,13 +62,14 @@ static int builtin_argv(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx)
 
 	if ((rc = find_trainer(&trainer, ctx->self_exe)) != 0)
 		return rc;
-	if ((rc = mlp_expr_expand(&data, b->data, 0, ctx->resolve, ctx->resolve_payload)) != 0)
+	if ((rc = mlp_expr_expand(&data, b->data, MLP_EXPR_RAW, ctx->resolve,
+	                          ctx->resolve_payload)) != 0)
 		goto done;
-	if (b->test_data &&
-	    (rc = mlp_expr_expand(&test, b->test_data, 0, ctx->resolve, ctx->resolve_payload)) != 0)
+	if (b->test_data && (rc = mlp_expr_expand(&test, b->test_data, MLP_EXPR_RAW, ctx->resolve,
+	                                          ctx->resolve_payload)) != 0)
 		goto done;
 	if (ctx->stage->model.set &&
-	    (rc = mlp_expr_expand(&out, ctx->stage->model.path, 0, ctx->resolve,
+	    (rc = mlp_expr_expand(&out, ctx->stage->model.path, MLP_EXPR_RAW, ctx->resolve,
 	                          ctx->resolve_payload)) != 0)
 		goto done;
 	for (size_t i = 0; i < b->nlayers; i++)
@@ -133,14 +135,15 @@ int mlp_train_prepare(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx)
 	if (t->has_builtin)
 		return builtin_argv(argv, ctx);
 	{
-		char *cmd;
+		char *cmd, *script;
 
-		rc = mlp_expr_expand(&cmd, t->command, 1, ctx->resolve, ctx->resolve_payload);
+		rc = mlp_expr_expand(&cmd, t->command, MLP_EXPR_SHELL, ctx->resolve,
+		                     ctx->resolve_payload);
 		if (rc != 0)
 			return rc;
-		mlp_strv_push(argv, "/bin/sh");
-		mlp_strv_push(argv, "-c");
-		mlp_strv_push_owned(argv, cmd);
+		script = mlp_stage_script_path(ctx);
+		rc = mlp_sh_argv(argv, cmd, script);
+		free(script);
 	}
-	return 0;
+	return rc;
 }

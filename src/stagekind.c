@@ -11,6 +11,7 @@
 
 #include "crypto.h"
 #include "error.h"
+#include "shell.h"
 #include "stagekind.h"
 #include "store.h"
 
@@ -52,15 +53,22 @@ void mlp_kvlist_free(struct mlp_kvlist *l)
 /* run: a shell command, every expression value shell-quoted. */
 static int run_prepare(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx)
 {
-	char *cmd;
-	int rc = mlp_expr_expand(&cmd, ctx->stage->run, 1, ctx->resolve, ctx->resolve_payload);
+	char *cmd, *script;
+	int rc = mlp_expr_expand(&cmd, ctx->stage->run, MLP_EXPR_SHELL, ctx->resolve,
+	                         ctx->resolve_payload);
 
 	if (rc != 0)
 		return rc;
-	mlp_strv_push(argv, "/bin/sh");
-	mlp_strv_push(argv, "-c");
-	mlp_strv_push_owned(argv, cmd);
-	return 0;
+	script = mlp_stage_script_path(ctx);
+	rc = mlp_sh_argv(argv, cmd, script);
+	free(script);
+	return rc;
+}
+
+char *mlp_stage_script_path(const struct mlp_stage_ctx *ctx)
+{
+	return xasprintf("%s/%s.%d.sh", ctx->run_dir ? ctx->run_dir : ctx->workdir,
+	                 ctx->stage->name, ctx->attempt);
 }
 
 /*
@@ -81,7 +89,7 @@ static int model_finish(struct mlp_kvlist *outputs, const struct mlp_stage_ctx *
 
 	if (!m->set)
 		return 0;
-	rc = mlp_expr_expand(&rel, m->path, 0, ctx->resolve, ctx->resolve_payload);
+	rc = mlp_expr_expand(&rel, m->path, MLP_EXPR_RAW, ctx->resolve, ctx->resolve_payload);
 	if (rc != 0)
 		return rc;
 	path = rel[0] == '/' ? xstrdup(rel) : xasprintf("%s/%s", ctx->workdir, rel);
@@ -167,14 +175,14 @@ static int rollout_prepare(struct mlp_strv *argv, const struct mlp_stage_ctx *ct
 	free(argv->v[base + 1]);
 	argv->v[base + 1] = xstrdup("stage-rollout");
 	if (r->image) {
-		if ((rc = mlp_expr_expand(&value, r->image, 0, ctx->resolve,
+		if ((rc = mlp_expr_expand(&value, r->image, MLP_EXPR_RAW, ctx->resolve,
 		                          ctx->resolve_payload)) != 0)
 			return rc;
 		mlp_strv_push(argv, "--image");
 		mlp_strv_push_owned(argv, value);
 	}
 	for (size_t i = 0; i < r->env.len; i++) {
-		if ((rc = mlp_expr_expand(&value, r->env.items[i].value, 0, ctx->resolve,
+		if ((rc = mlp_expr_expand(&value, r->env.items[i].value, MLP_EXPR_RAW, ctx->resolve,
 		                          ctx->resolve_payload)) != 0)
 			return rc;
 		mlp_strv_push(argv, "--env");

@@ -27,6 +27,7 @@ struct mlp_stage_ctx {
 	int64_t run_id;
 	int attempt;
 	const char *workdir;  /* absolute */
+	const char *run_dir;  /* the run's logs and files (may be NULL) */
 	const char *self_exe; /* the running mlpipe binary */
 	struct mlp_store *store;
 	struct mlp_strv *env; /* the attempt's environment; prepare may add to it */
@@ -50,6 +51,10 @@ struct mlp_stage_kind_ops {
 
 /* train: the launcher's command line (stage-train.c). */
 int mlp_train_prepare(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx);
+
+/* Where a shell command too long for one argument is written for
+ * /bin/sh to read (in the run's directory; the caller frees it). */
+char *mlp_stage_script_path(const struct mlp_stage_ctx *ctx);
 
 /* The operations of a kind (never NULL). */
 const struct mlp_stage_kind_ops *mlp_stage_kind_ops(enum mlp_stage_kind kind);

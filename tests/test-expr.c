@@ -44,7 +44,9 @@ static void test_expr__expands_raw(void **state)
 {
 	char *s;
 
-	assert_int_equal(mlp_expr_expand(&s, "img:${{ run.id }}-${{run.id}}", 0, resolve, NULL), 0);
+	assert_int_equal(
+	        mlp_expr_expand(&s, "img:${{ run.id }}-${{run.id}}", MLP_EXPR_RAW, resolve, NULL),
+	        0);
 	assert_string_equal(s, "img:7-7");
 	free(s);
 }
@@ -54,7 +56,7 @@ static void test_expr__shell_quotes_values_in_commands(void **state)
 	char *s;
 
 	assert_int_equal(mlp_expr_expand(&s, "cat ${{ env.DATA }} ${{ stages.train.outputs.path }}",
-	                                 1, resolve, NULL),
+	                                 MLP_EXPR_SHELL, resolve, NULL),
 	                 0);
 	assert_string_equal(s, "cat '/data/it'\\''s here' '$(touch /tmp/pwned)'");
 	free(s);
@@ -64,7 +66,8 @@ static void test_expr__text_without_expressions_is_unchanged(void **state)
 {
 	char *s;
 
-	assert_int_equal(mlp_expr_expand(&s, "echo ${HOME} $((1+2))", 1, resolve, NULL), 0);
+	assert_int_equal(
+	        mlp_expr_expand(&s, "echo ${HOME} $((1+2))", MLP_EXPR_SHELL, resolve, NULL), 0);
 	assert_string_equal(s, "echo ${HOME} $((1+2))");
 	free(s);
 }
@@ -107,7 +110,8 @@ static void test_expr__unresolvable_reference_fails_expansion(void **state)
 {
 	char *s = NULL;
 
-	assert_int_equal(mlp_expr_expand(&s, "${{ env.NOPE }}", 0, resolve, NULL), MLP_EINVAL);
+	assert_int_equal(mlp_expr_expand(&s, "${{ env.NOPE }}", MLP_EXPR_RAW, resolve, NULL),
+	                 MLP_EINVAL);
 	assert_null(s);
 }
 

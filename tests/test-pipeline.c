@@ -883,7 +883,8 @@ static void test_pipeline__needs_problems(void **state)
 static void test_pipeline__expression_columns(void **state)
 {
 	(void)state;
-	/* Plain, quoted, with a multi-byte character before it, and a block. */
+	/* Plain, quoted, with a multi-byte character before it, and a block
+	 * (whose lines map to the file's, less the indentation). */
 	expect_diags("stages:\n"
 	             "  a:\n"
 	             "    run: echo ${{ stages.b.outputs.x }}\n"
@@ -895,7 +896,7 @@ static void test_pipeline__expression_columns(void **state)
 	             "to needs)\n"
 	             "4:16: unknown context 'nope' in expression (known: run, env, "
 	             "stages)\n"
-	             "6:10: unknown stage 'zz' in expression\n");
+	             "7:12: unknown stage 'zz' in expression\n");
 	/* Escapes make the source differ from the value: the value's start. */
 	expect_diags("stages: { a: { run: \"\\t${{ x }}\" } }\n",
 	             "1:21: unknown context 'x' in expression (known: run, env, stages)\n");
