@@ -5,13 +5,17 @@
 # json RUN_ID: the run's JSON with all whitespace removed, for grepping.
 json() { "$MLPIPE" runs show "$1" --json | tr -d ' \t\n'; }
 # wait_for FILE: up to 10 s for a file to appear.
+# wait_for FILE: until FILE has content (a pid file exists from the moment
+# the shell opens it, before `echo $$` wrote anything: an empty file under
+# load made the next check read no pid at all).
 wait_for() {
 	i=0
-	while [ ! -e "$1" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
-	[ -e "$1" ]
+	while [ ! -s "$1" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i + 1)); done
+	[ -s "$1" ]
 }
 # gone PID: the process has exited (a zombie counts).
 gone() {
+	case "$1" in '' | *[!0-9]*) echo "# gone: '$1' is not a pid" >&2; return 1 ;; esac
 	[ ! -e "/proc/$1" ] && return 0
 	st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 0
 	[ "$st" = Z ] || [ "$st" = X ]
@@ -169,7 +173,7 @@ for sig in INT TERM; do
 		[ $sig = INT ] && want=130 || want=143
 		expect_eq "SIG$sig cancels the run with exit $want" $want $crc
 		sp=$(cat long.pid)
-		if gone "$sp"; then ok "SIG$sig kills the running stage"; else not_ok "SIG$sig kills the running stage"; kill -9 "$sp"; fi
+		if gone "$sp"; then ok "SIG$sig kills the running stage"; else not_ok "SIG$sig kills the running stage" "pid '$sp'"; kill -9 "$sp" 2>/dev/null || true; fi
 		[ ! -e later.ran ] && ok "nothing starts after SIG$sig" || not_ok "nothing starts after SIG$sig"
 	else
 		not_ok "the long stage started" "$(cat cancel.out)"
