@@ -23,8 +23,8 @@
 #include <unistd.h>
 
 #include "coll.h"
-#include "error.h"
-#include "util.h"
+#include "base/error.h"
+#include "base/util.h"
 
 static const size_t sizes[] = {4096, 1 << 20, 64 << 20};
 

@@ -26,8 +26,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "crypto.h"
-#include "util.h"
+#include "base/crypto.h"
+#include "base/util.h"
 
 static int port;
 static const char *secret;

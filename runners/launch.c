@@ -23,9 +23,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "error.h"
+#include "base/error.h"
 #include "launch.h"
-#include "util.h"
+#include "base/util.h"
 
 struct rank {
 	struct mlp_proc proc;

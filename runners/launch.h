@@ -21,7 +21,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "exec.h"
+#include "base/exec.h"
 
 struct mlp_launch_spec {
 	int nproc;               /* ranks on this node */

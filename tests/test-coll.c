@@ -23,8 +23,8 @@
 #include <unistd.h>
 
 #include "coll.h"
-#include "error.h"
-#include "util.h"
+#include "base/error.h"
+#include "base/util.h"
 
 /* What each rank reports to the parent. */
 struct report {

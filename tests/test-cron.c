@@ -15,8 +15,8 @@
 
 #include <cmocka.h>
 
-#include "cron.h"
-#include "error.h"
+#include "pipeline/cron.h"
+#include "base/error.h"
 
 /* Bits lo..hi (inclusive) stepping by step. */
 static uint64_t bits(int lo, int hi, int step)

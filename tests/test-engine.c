@@ -15,11 +15,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "engine.h"
-#include "error.h"
-#include "stagekind.h"
-#include "store.h"
-#include "util.h"
+#include "engine/engine.h"
+#include "base/error.h"
+#include "engine/stagekind.h"
+#include "store/store.h"
+#include "base/util.h"
 
 struct fixture {
 	char dir[64];

@@ -17,9 +17,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "error.h"
-#include "exec.h"
-#include "util.h"
+#include "base/error.h"
+#include "base/exec.h"
+#include "base/util.h"
 
 extern char **environ;
 

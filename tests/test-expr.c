@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "error.h"
-#include "expr.h"
+#include "base/error.h"
+#include "pipeline/expr.h"
 
 static int resolve(const char **out, const struct mlp_expr_ref *ref, void *payload)
 {

@@ -20,13 +20,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "cmd.h"
-#include "error.h"
-#include "gate.h"
-#include "json.h"
-#include "stagekind.h"
-#include "store.h"
-#include "util.h"
+#include "cli/cmd.h"
+#include "base/error.h"
+#include "deploy/gate.h"
+#include "base/json.h"
+#include "engine/stagekind.h"
+#include "store/store.h"
+#include "base/util.h"
 
 struct fixture {
 	char dir[64];

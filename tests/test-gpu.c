@@ -25,8 +25,8 @@
 #include "train/backend.h"
 #include "train/gpu.h"
 #include "train/model.h"
-#include "error.h"
-#include "util.h"
+#include "base/error.h"
+#include "base/util.h"
 
 /* A teacher problem: x uniform in [-1, 1), the label the arg-max of a
  * fixed random linear map, so that a model can learn it. */

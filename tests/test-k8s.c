@@ -44,10 +44,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "error.h"
-#include "json.h"
-#include "k8s.h"
-#include "util.h"
+#include "base/error.h"
+#include "base/json.h"
+#include "deploy/k8s.h"
+#include "base/util.h"
 
 /* ---- the scripted server ---------------------------------------------- */
 

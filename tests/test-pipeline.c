@@ -20,9 +20,9 @@
 
 #include <cmocka.h>
 
-#include "error.h"
-#include "pipeline.h"
-#include "util.h"
+#include "base/error.h"
+#include "pipeline/pipeline.h"
+#include "base/util.h"
 
 /* ---- helpers ---------------------------------------------------------- */
 

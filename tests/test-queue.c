@@ -20,10 +20,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "crypto.h"
-#include "error.h"
-#include "store.h"
-#include "util.h"
+#include "base/crypto.h"
+#include "base/error.h"
+#include "store/store.h"
+#include "base/util.h"
 
 struct fixture {
 	char dir[64];

@@ -19,14 +19,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "error.h"
-#include "json.h"
-#include "k8s.h"
-#include "rollout.h"
-#include "stagekind.h"
-#include "store.h"
-#include "util.h"
-#include "yamltree.h"
+#include "base/error.h"
+#include "base/json.h"
+#include "deploy/k8s.h"
+#include "deploy/rollout.h"
+#include "engine/stagekind.h"
+#include "store/store.h"
+#include "base/util.h"
+#include "pipeline/yamltree.h"
 
 /* ---- helpers ---------------------------------------------------------- */
 

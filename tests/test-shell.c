@@ -1,5 +1,5 @@
 /*
- * test-shell.c - the quoting-context scanner (src/shell.c): a table of
+ * test-shell.c - the quoting-context scanner (src/base/shell.c): a table of
  * commands and the context it must find for their expression, and every
  * context run through real shells (/bin/sh, and bash and dash when
  * installed) with hostile values, which must come back byte for byte with
@@ -20,9 +20,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "error.h"
-#include "expr.h"
-#include "shell.h"
+#include "base/error.h"
+#include "pipeline/expr.h"
+#include "base/shell.h"
 
 enum {
 	U = MLP_SH_UNQUOTED,

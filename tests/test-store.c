@@ -18,9 +18,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "error.h"
-#include "store.h"
-#include "util.h"
+#include "base/error.h"
+#include "store/store.h"
+#include "base/util.h"
 
 struct fixture {
 	char dir[64];

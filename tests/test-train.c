@@ -24,9 +24,9 @@
 #include "train/data.h"
 #include "train/model.h"
 #include "train/train.h"
-#include "crypto.h"
-#include "error.h"
-#include "util.h"
+#include "base/crypto.h"
+#include "base/error.h"
+#include "base/util.h"
 
 struct fixture {
 	char dir[64];

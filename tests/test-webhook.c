@@ -13,10 +13,10 @@
 
 #include <cmocka.h>
 
-#include "crypto.h"
-#include "error.h"
-#include "pipeline.h"
-#include "webhook.h"
+#include "base/crypto.h"
+#include "base/error.h"
+#include "pipeline/pipeline.h"
+#include "serve/webhook.h"
 
 static void test_webhook__hmac_matches_githubs_test_vector(void **state)
 {

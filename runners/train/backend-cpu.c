@@ -32,8 +32,8 @@
 #include <string.h>
 
 #include "backend.h"
-#include "error.h"
-#include "util.h"
+#include "base/error.h"
+#include "base/util.h"
 
 struct cpu_backend {
 	struct mlp_train_backend base;

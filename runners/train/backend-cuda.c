@@ -36,10 +36,10 @@
 #include <string.h>
 
 #include "backend.h"
-#include "error.h"
+#include "base/error.h"
 #include "gpu.h"
 #include "kernels.h"
-#include "util.h"
+#include "base/util.h"
 
 struct cuda_backend {
 	struct mlp_train_backend base;

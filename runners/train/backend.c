@@ -11,11 +11,11 @@
 #include <string.h>
 
 #include "backend.h"
-#include "error.h"
+#include "base/error.h"
 #ifdef MLP_TRAIN_CUDA
 #include "gpu.h"
 #endif
-#include "util.h"
+#include "base/util.h"
 
 #ifdef MLP_TRAIN_CUDA
 extern const struct mlp_train_backend_ops mlp_train_backend_cuda;

@@ -46,10 +46,10 @@
 #include <time.h>
 
 #include "coll-int.h"
-#include "error.h"
+#include "base/error.h"
 #include "gpu.h"
 #include "kernels.h"
-#include "util.h"
+#include "base/util.h"
 
 _Static_assert(sizeof(ncclUniqueId) <= RDZV_BLOB_BYTES, "an NCCL id fits the rendezvous blob");
 

@@ -39,8 +39,8 @@
 #include <unistd.h>
 
 #include "coll-int.h"
-#include "error.h"
-#include "util.h"
+#include "base/error.h"
+#include "base/util.h"
 
 #define SHM_MAGIC 0x4d4c5053u /* "MLPS" */
 #define SHM_MAX_RANKS 64

@@ -22,8 +22,8 @@
 #include <unistd.h>
 
 #include "coll-int.h"
-#include "error.h"
-#include "util.h"
+#include "base/error.h"
+#include "base/util.h"
 
 struct tcp {
 	int next_fd;

@@ -12,8 +12,8 @@
 #include <unistd.h>
 
 #include "coll-int.h"
-#include "error.h"
-#include "util.h"
+#include "base/error.h"
+#include "base/util.h"
 
 #define DEFAULT_TIMEOUT_MS 60000
 

@@ -17,9 +17,9 @@
 #include <zlib.h>
 
 #include "data.h"
-#include "error.h"
+#include "base/error.h"
 #include "model.h"
-#include "util.h"
+#include "base/util.h"
 
 /* Samples x features may not exceed this (16 GiB of floats). */
 #define DATA_MAX_VALUES (1ull << 32)

@@ -10,9 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "error.h"
+#include "base/error.h"
 #include "train.h"
-#include "util.h"
+#include "base/util.h"
 
 int mlp_train_evaluate(const struct mlp_eval_opts *o)
 {

@@ -19,9 +19,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "error.h"
+#include "base/error.h"
 #include "gpu.h"
-#include "util.h"
+#include "base/util.h"
 
 #define MAX_GPUS 64
 

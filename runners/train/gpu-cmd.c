@@ -22,9 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "error.h"
+#include "base/error.h"
 #include "gpu.h"
-#include "util.h"
+#include "base/util.h"
 
 enum { GPU_EXIT_OK = 0, GPU_EXIT_FAILED = 1, GPU_EXIT_USAGE = 2 };
 

@@ -16,10 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "error.h"
+#include "base/error.h"
 #include "gpu.h"
 #include "model.h"
-#include "util.h"
+#include "base/util.h"
 
 /* CUDA_VISIBLE_DEVICES names exactly one device. */
 static int one_visible_device(void)

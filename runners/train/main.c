@@ -19,10 +19,10 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "error.h"
+#include "base/error.h"
 #include "gpu.h"
 #include "train.h"
-#include "util.h"
+#include "base/util.h"
 
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 

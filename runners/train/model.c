@@ -16,10 +16,10 @@
 #include <string.h>
 #include <zlib.h>
 
-#include "crypto.h"
-#include "error.h"
+#include "base/crypto.h"
+#include "base/error.h"
 #include "model.h"
-#include "util.h"
+#include "base/util.h"
 
 int mlp_shape_check(const struct mlp_shape *s)
 {

@@ -24,9 +24,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "error.h"
+#include "base/error.h"
 #include "rdzv.h"
-#include "util.h"
+#include "base/util.h"
 
 #define RDZV_MAGIC 0x4d4c5052u /* "MLPR" */
 #define RDZV_VERSION 1

@@ -32,10 +32,10 @@
 #include <unistd.h>
 
 #include "coll.h"
-#include "crypto.h"
-#include "error.h"
+#include "base/crypto.h"
+#include "base/error.h"
 #include "train.h"
-#include "util.h"
+#include "base/util.h"
 
 /* Samples per forward pass when evaluating. */
 #define EVAL_CHUNK 512

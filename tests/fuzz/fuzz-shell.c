@@ -1,5 +1,5 @@
 /*
- * fuzz-shell.c - fuzz target for the quoting-context scanner (src/shell.c).
+ * fuzz-shell.c - fuzz target for the quoting-context scanner (src/base/shell.c).
  *
  * Each input is split in two.  The first part drives a small grammar that
  * builds a command around one ${{ env.V }}: nested $( ), backquotes,
@@ -32,10 +32,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "error.h"
-#include "expr.h"
-#include "shell.h"
-#include "util.h"
+#include "base/error.h"
+#include "pipeline/expr.h"
+#include "base/shell.h"
+#include "base/util.h"
 
 #define MARKER "/tmp/mlpipe-fuzz-pwned"
 

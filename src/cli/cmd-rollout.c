@@ -1,0 +1,333 @@
+/*
+ * cmd-rollout.c - `mlpipe rollout` and `mlpipe rollback`: the rollout
+ * stage's work from the command line.
+ *
+ *   mlpipe rollout NAMESPACE/DEPLOYMENT --image IMAGE [--env K=V]...
+ *   mlpipe rollback NAMESPACE/DEPLOYMENT
+ *
+ * Both record what they change in the deployments table (mlpipe
+ * deployments) before changing it; rollback patches back what the newest
+ * rollout still in effect changed.  The work is in rollout.c.
+ */
+#include "config.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cmd.h"
+#include "base/error.h"
+#include "deploy/k8s.h"
+#include "pipeline/pipeline.h"
+#include "deploy/rollout.h"
+#include "engine/stagekind.h"
+#include "store/store.h"
+#include "base/util.h"
+
+/* NAMESPACE/NAME or NAME (the context's namespace). */
+static int split_target(char **ns, char **name, const char *arg)
+{
+	const char *slash = strchr(arg, '/');
+
+	*ns = NULL;
+	*name = NULL;
+	if (slash == NULL) {
+		*name = xstrdup(arg);
+	} else {
+		*ns = xstrndup(arg, (size_t)(slash - arg));
+		*name = xstrdup(slash + 1);
+	}
+	if (**name == '\0' || strchr(*name, '/') || (*ns && **ns == '\0')) {
+		free(*ns);
+		free(*name);
+		return MLP_EINVAL;
+	}
+	return 0;
+}
+
+/* NAME[:VERSION] of a registered model: its version row. */
+static int find_model(struct mlp_store *s, struct mlp_model_version *out, const char *spec)
+{
+	const char *colon = strrchr(spec, ':');
+	char *name = colon ? xstrndup(spec, (size_t)(colon - spec)) : xstrdup(spec);
+	long long v = 0;
+	int rc;
+
+	if (colon && mlp_parse_int(&v, colon + 1, 1, 1000000000) != 0) {
+		mlp_error_set("'%s' is not MODEL[:VERSION]", spec);
+		free(name);
+		return MLP_EINVAL;
+	}
+	rc = mlp_store_model_version_get(s, out, name, (int)v);
+	free(name);
+	return rc;
+}
+
+enum {
+	OPT_KUBECONFIG = 256,
+	OPT_CONTEXT,
+	OPT_DB,
+	OPT_TIMEOUT,
+	OPT_ON_FAILURE,
+	OPT_DRY_RUN,
+	OPT_MODEL
+};
+
+static int rollout_exec(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	        {"image", required_argument, NULL, 'i'},
+	        {"env", required_argument, NULL, 'e'},
+	        {"container", required_argument, NULL, 'c'},
+	        {"kubeconfig", required_argument, NULL, OPT_KUBECONFIG},
+	        {"context", required_argument, NULL, OPT_CONTEXT},
+	        {"db", required_argument, NULL, OPT_DB},
+	        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+	        {"on-failure", required_argument, NULL, OPT_ON_FAILURE},
+	        {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+	        {"model", required_argument, NULL, OPT_MODEL},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
+	};
+	const struct mlp_cmd *self = &mlp_cmd_rollout;
+	struct mlp_rollout_request req = {.progress = stdout};
+	struct mlp_k8s_options ko = {0};
+	struct mlp_kvlist env = {0};
+	struct mlp_rollout_outcome out = {0};
+	struct mlp_model_version mv = {0};
+	struct mlp_k8s *k = NULL;
+	struct mlp_store *s = NULL;
+	const char *db = NULL, *model = NULL;
+	char *ns = NULL, *name = NULL, *user = NULL;
+	int c, rc, status = MLP_EXIT_USAGE;
+
+	while ((c = getopt_long(argc, argv, "i:e:c:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'i':
+			req.image = optarg;
+			break;
+		case 'e': {
+			const char *eq = strchr(optarg, '=');
+			char *key;
+
+			if (eq == NULL || eq == optarg)
+				return mlp_cmd_usage_error(self, "--env takes NAME=VALUE, not '%s'",
+				                           optarg);
+			key = xstrndup(optarg, (size_t)(eq - optarg));
+			mlp_kvlist_set(&env, key, eq + 1);
+			free(key);
+			break;
+		}
+		case 'c':
+			req.container = optarg;
+			break;
+		case OPT_KUBECONFIG:
+			ko.kubeconfig = optarg;
+			break;
+		case OPT_CONTEXT:
+			ko.context = optarg;
+			break;
+		case OPT_DB:
+			db = optarg;
+			break;
+		case OPT_TIMEOUT:
+			if (mlp_parse_duration(&req.timeout_ms, optarg) != 0 ||
+			    req.timeout_ms <= 0) {
+				mlp_kvlist_free(&env);
+				return mlp_cmd_usage_error(self, "--timeout: %s", mlp_error_last());
+			}
+			break;
+		case OPT_ON_FAILURE:
+			if (strcmp(optarg, "rollback") == 0) {
+				req.on_failure = MLP_ON_FAILURE_ROLLBACK;
+			} else if (strcmp(optarg, "keep") == 0) {
+				req.on_failure = MLP_ON_FAILURE_KEEP;
+			} else {
+				mlp_kvlist_free(&env);
+				return mlp_cmd_usage_error(self,
+				                           "--on-failure is rollback or keep");
+			}
+			break;
+		case OPT_DRY_RUN:
+			req.dry_run = true;
+			break;
+		case OPT_MODEL:
+			model = optarg;
+			break;
+		case 'h':
+			mlp_kvlist_free(&env);
+			mlp_cmd_print_help(self, stdout);
+			return MLP_EXIT_OK;
+		default:
+			mlp_kvlist_free(&env);
+			return mlp_cmd_usage_error(self, "unknown option");
+		}
+	}
+	if (optind + 1 != argc) {
+		mlp_kvlist_free(&env);
+		return mlp_cmd_usage_error(self, "give one NAMESPACE/DEPLOYMENT");
+	}
+	if (split_target(&ns, &name, argv[optind]) != 0) {
+		mlp_kvlist_free(&env);
+		return mlp_cmd_usage_error(self, "'%s' is not NAMESPACE/DEPLOYMENT", argv[optind]);
+	}
+	if (req.image == NULL && env.len == 0) {
+		mlp_cmd_usage_error(self, "nothing to roll out: give --image and/or --env");
+		goto done;
+	}
+	if (mlp_store_open(&s, db, 0) != 0 || mlp_k8s_open(&k, &ko) != 0) {
+		mlp_cmd_error("%s", mlp_error_last());
+		goto done;
+	}
+	if (model) {
+		if (find_model(s, &mv, model) != 0) {
+			mlp_cmd_error("%s", mlp_error_last());
+			goto done;
+		}
+		req.model = mv.model;
+		req.model_version = mv.version;
+		req.model_version_id = mv.id;
+		req.model_sha256 = mv.sha256;
+	}
+	user = mlp_cmd_current_user();
+	req.namespace_ = ns;
+	req.deployment = name;
+	req.env = &env;
+	req.user = user;
+	rc = mlp_rollout_run(k, s, &out, &req);
+	if (rc == 0) {
+		status = MLP_EXIT_OK;
+	} else {
+		mlp_cmd_error("%s", mlp_error_last());
+		status = rc == MLP_ERROR && out.reason ? MLP_EXIT_FAILED : MLP_EXIT_USAGE;
+	}
+done:
+	mlp_rollout_outcome_clear(&out);
+	mlp_model_version_clear(&mv);
+	mlp_kvlist_free(&env);
+	mlp_k8s_close(k);
+	mlp_store_close(s);
+	free(ns);
+	free(name);
+	free(user);
+	return status;
+}
+
+static int rollback_exec(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	        {"kubeconfig", required_argument, NULL, OPT_KUBECONFIG},
+	        {"context", required_argument, NULL, OPT_CONTEXT},
+	        {"db", required_argument, NULL, OPT_DB},
+	        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
+	};
+	const struct mlp_cmd *self = &mlp_cmd_rollback;
+	struct mlp_k8s_options ko = {0};
+	struct mlp_rollout_outcome out = {0};
+	struct mlp_k8s *k = NULL;
+	struct mlp_store *s = NULL;
+	const char *db = NULL;
+	char *ns = NULL, *name = NULL, *user = NULL;
+	int64_t timeout = 0;
+	int c, rc, status = MLP_EXIT_USAGE;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_KUBECONFIG:
+			ko.kubeconfig = optarg;
+			break;
+		case OPT_CONTEXT:
+			ko.context = optarg;
+			break;
+		case OPT_DB:
+			db = optarg;
+			break;
+		case OPT_TIMEOUT:
+			if (mlp_parse_duration(&timeout, optarg) != 0 || timeout <= 0)
+				return mlp_cmd_usage_error(self, "--timeout: %s", mlp_error_last());
+			break;
+		case 'h':
+			mlp_cmd_print_help(self, stdout);
+			return MLP_EXIT_OK;
+		default:
+			return mlp_cmd_usage_error(self, "unknown option");
+		}
+	}
+	if (optind + 1 != argc)
+		return mlp_cmd_usage_error(self, "give one NAMESPACE/DEPLOYMENT");
+	if (split_target(&ns, &name, argv[optind]) != 0)
+		return mlp_cmd_usage_error(self, "'%s' is not NAMESPACE/DEPLOYMENT", argv[optind]);
+	if (mlp_store_open(&s, db, 0) != 0 || mlp_k8s_open(&k, &ko) != 0) {
+		mlp_cmd_error("%s", mlp_error_last());
+		goto done;
+	}
+	user = mlp_cmd_current_user();
+	rc = mlp_rollout_undo(k, s, &out, ns, name, timeout, user, stdout);
+	if (rc == 0) {
+		status = MLP_EXIT_OK;
+	} else {
+		mlp_cmd_error("%s", mlp_error_last());
+		status = rc == MLP_ERROR && out.reason ? MLP_EXIT_FAILED : MLP_EXIT_USAGE;
+	}
+done:
+	mlp_rollout_outcome_clear(&out);
+	mlp_k8s_close(k);
+	mlp_store_close(s);
+	free(ns);
+	free(name);
+	free(user);
+	return status;
+}
+
+#define K8S_OPTIONS_HELP                                                                   \
+	"  --kubeconfig PATH     the kubeconfig (default: $KUBECONFIG, ~/.kube/config,\n"  \
+	"                        else the pod's service account)\n"                        \
+	"  --context NAME        a context of the kubeconfig (default: current-context)\n" \
+	"  --db PATH             the database (the deployments table)\n"
+
+const struct mlp_cmd mlp_cmd_rollout = {
+        .name = "rollout",
+        .args = "[NAMESPACE/]DEPLOYMENT --image IMAGE [--env NAME=VALUE]... [options]",
+        .summary = "Roll a new image out to a Kubernetes Deployment; roll back on failure.",
+        .help = "Reads the Deployment, records the container's image and env and the pod\n"
+                "template's annotations (mlpipe deployments), patches it (a strategic\n"
+                "merge patch, conditional on its resourceVersion, retried on a conflict),\n"
+                "then watches it and decides as `kubectl rollout status` does.  If it\n"
+                "fails (ProgressDeadlineExceeded) or does not complete in --timeout, the\n"
+                "recorded values are patched back and that rollout is waited for too.\n"
+                "See docs/rollout.md.\n\n"
+                "Options:\n"
+                "  -i, --image IMAGE     the container's new image\n"
+                "  -e, --env NAME=VALUE  set an environment variable (repeatable)\n"
+                "  -c, --container NAME  the container (default: the only one)\n"
+                "  --model NAME[:VER]    the registered model version this deploys (default\n"
+                "                        version: the latest); annotated and marked deployed\n"
+                "  --timeout DURATION    mlpipe's own deadline (default 10m)\n"
+                "  --on-failure rollback|keep  (default rollback)\n"
+                "  --dry-run             validate on the server (?dryRun=All); change "
+                "nothing\n" K8S_OPTIONS_HELP "\n"
+                "Exit code: 0 the rollout completed, 1 it failed (rolled back unless\n"
+                "--on-failure keep), 2 it could not be tried (bad usage, no such\n"
+                "Deployment or container, forbidden, unreachable).\n",
+        .exec = rollout_exec,
+};
+
+const struct mlp_cmd mlp_cmd_rollback = {
+        .name = "rollback",
+        .args = "[NAMESPACE/]DEPLOYMENT [options]",
+        .summary = "Undo the newest rollout of a Deployment that mlpipe recorded.",
+        .help = "Patches back the image, env and annotations that the newest rollout still\n"
+                "in effect changed (as recorded in mlpipe deployments), and waits for that\n"
+                "rollout.  The undone rollout is marked rolled_back, so running rollback\n"
+                "again goes one rollout further back.  Unlike `kubectl rollout undo`, it\n"
+                "restores what mlpipe changed, not a whole older pod template.\n\n"
+                "Options:\n"
+                "  --timeout DURATION    how long to wait for it (default 10m)\n" K8S_OPTIONS_HELP
+                "\n"
+                "Exit code: 0 rolled back, 1 the rollback did not complete, 2 it could not\n"
+                "be tried (nothing recorded to undo, forbidden, unreachable).\n",
+        .exec = rollback_exec,
+};

@@ -1,0 +1,948 @@
+/*
+ * rollout.c - patch a Deployment, wait like kubectl, roll back (see
+ * rollout.h).
+ *
+ * Waiting: one GET for the current object and its resourceVersion, then
+ * a watch on that one Deployment from that resourceVersion.  Every event
+ * is decided at once (no polling delay); an in-stream 410 (the version
+ * is too old) lists again and watches again; a stream the server closed
+ * is re-opened from the last version seen.  Only when a watch cannot be
+ * opened at all (RBAC without watch, a proxy that breaks streams) does it
+ * fall back to a GET every second.
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/error.h"
+#include "base/json.h"
+#include "deploy/k8s.h"
+#include "deploy/rollout.h"
+#include "store/store.h"
+#include "base/util.h"
+
+#define ANN_MODEL "mlpipe.io/model"
+#define ANN_VERSION "mlpipe.io/model-version"
+#define ANN_SHA256 "mlpipe.io/model-sha256"
+#define ANN_RUN "mlpipe.io/run"
+#define ANN_REVISION "deployment.kubernetes.io/revision"
+#define CONFLICT_RETRIES 5
+#define POLL_MS 1000
+
+static const char *const mlpipe_annotations[] = {ANN_MODEL, ANN_VERSION, ANN_SHA256, ANN_RUN};
+
+/* ------------------------------------------------------------------ */
+/* The status decision                                                 */
+/* ------------------------------------------------------------------ */
+
+void mlp_rollout_status_of(struct mlp_rollout_status *out, const struct mlp_json *d)
+{
+	const struct mlp_json *status = mlp_json_get(d, "status");
+	const struct mlp_json *conds = mlp_json_get(status, "conditions");
+	const char *name = mlp_json_get_string(mlp_json_get(d, "metadata"), "name");
+
+	memset(out, 0, sizeof(*out));
+	if (name == NULL)
+		name = "";
+	out->generation = mlp_json_int(mlp_json_path(d, "metadata.generation"), 0);
+	out->observed_generation = mlp_json_int(mlp_json_get(status, "observedGeneration"), 0);
+	out->replicas = mlp_json_int(mlp_json_path(d, "spec.replicas"), 1);
+	out->updated = mlp_json_int(mlp_json_get(status, "updatedReplicas"), 0);
+	out->current = mlp_json_int(mlp_json_get(status, "replicas"), 0);
+	out->available = mlp_json_int(mlp_json_get(status, "availableReplicas"), 0);
+
+	/* 1. The controller has not seen the new spec: the counters are the
+	 * old ReplicaSet's and may well look complete. */
+	if (out->generation > out->observed_generation) {
+		out->phase = MLP_ROLLOUT_WAITING;
+		snprintf(out->message, sizeof(out->message),
+		         "Waiting for deployment spec update to be observed...");
+		return;
+	}
+	/* 2. The deadline, only now that the condition is about this spec. */
+	for (size_t i = 0; i < mlp_json_count(conds); i++) {
+		const struct mlp_json *c = mlp_json_at(conds, i);
+		const char *type = mlp_json_get_string(c, "type");
+		const char *reason = mlp_json_get_string(c, "reason");
+
+		if (type && strcmp(type, "Progressing") == 0 && reason &&
+		    strcmp(reason, "ProgressDeadlineExceeded") == 0) {
+			out->phase = MLP_ROLLOUT_FAILED;
+			snprintf(out->message, sizeof(out->message),
+			         "deployment \"%s\" exceeded its progress deadline", name);
+			return;
+		}
+	}
+	/* 3. The counts, in kubectl's order. */
+	out->phase = MLP_ROLLOUT_PROGRESSING;
+	if (out->updated < out->replicas) {
+		snprintf(out->message, sizeof(out->message),
+		         "Waiting for deployment \"%s\" rollout to finish: %lld out of %lld new "
+		         "replicas have been updated...",
+		         name, (long long)out->updated, (long long)out->replicas);
+		return;
+	}
+	if (out->current > out->updated) {
+		snprintf(out->message, sizeof(out->message),
+		         "Waiting for deployment \"%s\" rollout to finish: %lld old replicas are "
+		         "pending termination...",
+		         name, (long long)(out->current - out->updated));
+		return;
+	}
+	if (out->available < out->updated) {
+		snprintf(out->message, sizeof(out->message),
+		         "Waiting for deployment \"%s\" rollout to finish: %lld of %lld updated "
+		         "replicas are available...",
+		         name, (long long)out->available, (long long)out->updated);
+		return;
+	}
+	/* 4. */
+	out->phase = MLP_ROLLOUT_COMPLETE;
+	snprintf(out->message, sizeof(out->message), "deployment \"%s\" successfully rolled out",
+	         name);
+}
+
+void mlp_rollout_progress_text(char *buf, size_t size, const struct mlp_rollout_status *st)
+{
+	if (st->phase == MLP_ROLLOUT_WAITING) {
+		snprintf(buf, size, "waiting for the controller (generation %lld, observed %lld)",
+		         (long long)st->generation, (long long)st->observed_generation);
+		return;
+	}
+	if (st->current > st->updated)
+		snprintf(buf, size, "%lld/%lld updated, %lld available, %lld old",
+		         (long long)st->updated, (long long)st->replicas, (long long)st->available,
+		         (long long)(st->current - st->updated));
+	else
+		snprintf(buf, size, "%lld/%lld updated, %lld available", (long long)st->updated,
+		         (long long)st->replicas, (long long)st->available);
+}
+
+/* ------------------------------------------------------------------ */
+/* Patches                                                             */
+/* ------------------------------------------------------------------ */
+
+int mlp_rollout_container(const struct mlp_json **out, const struct mlp_json *d, const char *name)
+{
+	const struct mlp_json *cs = mlp_json_path(d, "spec.template.spec.containers");
+	const char *dname = mlp_json_path(d, "metadata.name")
+	                            ? mlp_json_string(mlp_json_path(d, "metadata.name"))
+	                            : NULL;
+	size_t n = mlp_json_count(cs);
+	struct mlp_buf names = {0};
+
+	*out = NULL;
+	if (name == NULL && n == 1) {
+		*out = mlp_json_at(cs, 0);
+		return 0;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *cn = mlp_json_get_string(mlp_json_at(cs, i), "name");
+
+		if (name && cn && strcmp(cn, name) == 0) {
+			*out = mlp_json_at(cs, i);
+			mlp_buf_free(&names);
+			return 0;
+		}
+		mlp_buf_printf(&names, "%s'%s'", i ? ", " : "", cn ? cn : "?");
+	}
+	if (name == NULL) {
+		mlp_error_set("deployment %s has %zu containers (%s): say which one",
+		              dname ? dname : "", n, mlp_buf_str(&names));
+		mlp_buf_free(&names);
+		return MLP_EINVAL;
+	}
+	mlp_error_set("deployment %s has no container '%s' (it has %s)", dname ? dname : "", name,
+	              n ? mlp_buf_str(&names) : "none");
+	mlp_buf_free(&names);
+	return MLP_ENOTFOUND;
+}
+
+char *mlp_rollout_patch_json(const char *container, const char *image, const struct mlp_json *env,
+                             const struct mlp_json *annotations, const char *rv)
+{
+	struct mlp_json *root = mlp_json_object(), *spec = mlp_json_object();
+	struct mlp_json *tmpl = mlp_json_object(), *pspec = mlp_json_object();
+	struct mlp_json *cs = mlp_json_array(), *c = mlp_json_object();
+	char *text;
+
+	if (rv) {
+		struct mlp_json *meta = mlp_json_object();
+
+		mlp_json_add_string(meta, "resourceVersion", rv);
+		mlp_json_add(root, "metadata", meta);
+	}
+	if (annotations && mlp_json_count(annotations)) {
+		struct mlp_json *meta = mlp_json_object();
+
+		mlp_json_add(meta, "annotations", mlp_json_dup(annotations));
+		mlp_json_add(tmpl, "metadata", meta);
+	}
+	/* Containers merge by name: only this one changes, sidecars stay. */
+	mlp_json_add_string(c, "name", container);
+	if (image)
+		mlp_json_add_string(c, "image", image);
+	if (env && mlp_json_count(env))
+		mlp_json_add(c, "env", mlp_json_dup(env));
+	mlp_json_append(cs, c);
+	mlp_json_add(pspec, "containers", cs);
+	mlp_json_add(tmpl, "spec", pspec);
+	mlp_json_add(spec, "template", tmpl);
+	mlp_json_add(root, "spec", spec);
+	text = mlp_json_print(root, false);
+	mlp_json_free(root);
+	return text;
+}
+
+static const struct mlp_json *env_find(const struct mlp_json *env, const char *name)
+{
+	for (size_t i = 0; i < mlp_json_count(env); i++) {
+		const char *n = mlp_json_get_string(mlp_json_at(env, i), "name");
+
+		if (n && strcmp(n, name) == 0)
+			return mlp_json_at(env, i);
+	}
+	return NULL;
+}
+
+struct mlp_json *mlp_rollout_env_set(const struct mlp_json *current, const struct mlp_kvlist *set)
+{
+	struct mlp_json *arr = mlp_json_array();
+
+	for (size_t i = 0; set && i < set->len; i++) {
+		const struct mlp_json *cur = env_find(current, set->items[i].key);
+		struct mlp_json *e = mlp_json_object();
+
+		mlp_json_add_string(e, "name", set->items[i].key);
+		mlp_json_add_string(e, "value", set->items[i].value);
+		if (mlp_json_get(cur, "valueFrom"))
+			mlp_json_add_null(e, "valueFrom");
+		mlp_json_append(arr, e);
+	}
+	return arr;
+}
+
+struct mlp_json *mlp_rollout_env_restore(const struct mlp_json *current,
+                                         const struct mlp_json *previous,
+                                         const struct mlp_json *keys)
+{
+	struct mlp_json *arr = mlp_json_array();
+
+	for (size_t i = 0; i < mlp_json_count(keys); i++) {
+		const char *name = mlp_json_key(mlp_json_at(keys, i));
+		const struct mlp_json *prev = name ? env_find(previous, name) : NULL;
+		const struct mlp_json *cur = name ? env_find(current, name) : NULL;
+		struct mlp_json *e;
+
+		if (name == NULL)
+			continue;
+		if (prev == NULL) {
+			e = mlp_json_object();
+			mlp_json_add_string(e, "name", name);
+			mlp_json_add_string(e, "$patch", "delete");
+		} else {
+			e = mlp_json_dup(prev);
+			/* Merged onto the current entry, which may hold the other
+			 * form of value. */
+			if (mlp_json_get(cur, "value") && !mlp_json_get(prev, "value"))
+				mlp_json_add_null(e, "value");
+			if (mlp_json_get(cur, "valueFrom") && !mlp_json_get(prev, "valueFrom"))
+				mlp_json_add_null(e, "valueFrom");
+		}
+		mlp_json_append(arr, e);
+	}
+	return arr;
+}
+
+struct mlp_json *mlp_rollout_annotations_restore(const struct mlp_json *previous)
+{
+	struct mlp_json *o = mlp_json_object();
+
+	for (size_t i = 0; i < MLP_ARRAY_SIZE(mlpipe_annotations); i++)
+		mlp_json_add_string(o, mlpipe_annotations[i],
+		                    mlp_json_get_string(previous, mlpipe_annotations[i]));
+	return o;
+}
+
+/* ------------------------------------------------------------------ */
+/* Talking to the API server                                           */
+/* ------------------------------------------------------------------ */
+
+void mlp_rollout_outcome_clear(struct mlp_rollout_outcome *o)
+{
+	free(o->namespace_);
+	free(o->previous_image);
+	free(o->image);
+	free(o->revision);
+	free(o->reason);
+	memset(o, 0, sizeof(*o));
+}
+
+static char *deployment_path(const char *ns, const char *name)
+{
+	return xasprintf("/apis/apps/v1/namespaces/%s/deployments/%s", ns, name);
+}
+
+static void progress_line(FILE *f, const char *ns, const char *name, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+
+static void progress_line(FILE *f, const char *ns, const char *name, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (f == NULL)
+		return;
+	fprintf(f, "%s/%s: ", ns, name);
+	va_start(ap, fmt);
+	vfprintf(f, fmt, ap);
+	va_end(ap);
+	fputc('\n', f);
+	fflush(f);
+}
+
+/* What a wait is watching and what it saw last. */
+struct waiter {
+	const char *ns, *name;
+	FILE *progress;
+	char last[600];
+	char rv[64];
+	struct mlp_rollout_status st;
+	char *revision;
+	bool deleted;
+};
+
+static bool waiter_see(struct waiter *w, const struct mlp_json *d)
+{
+	const char *rv = mlp_json_string(mlp_json_path(d, "metadata.resourceVersion"));
+	const char *rev =
+	        mlp_json_get_string(mlp_json_path(d, "metadata.annotations"), ANN_REVISION);
+	char text[sizeof(w->last)];
+
+	if (rv)
+		snprintf(w->rv, sizeof(w->rv), "%s", rv);
+	if (rev) {
+		free(w->revision);
+		w->revision = xstrdup(rev);
+	}
+	mlp_rollout_status_of(&w->st, d);
+	mlp_rollout_progress_text(text, sizeof(text), &w->st);
+	if (strcmp(text, w->last) != 0 && w->st.phase != MLP_ROLLOUT_COMPLETE &&
+	    w->st.phase != MLP_ROLLOUT_FAILED) {
+		progress_line(w->progress, w->ns, w->name, "%s", text);
+		snprintf(w->last, sizeof(w->last), "%s", text);
+	}
+	return w->st.phase == MLP_ROLLOUT_COMPLETE || w->st.phase == MLP_ROLLOUT_FAILED;
+}
+
+static int on_event(const char *type, const struct mlp_json *object, void *payload)
+{
+	struct waiter *w = payload;
+
+	if (strcmp(type, "DELETED") == 0) {
+		w->deleted = true;
+		return 1;
+	}
+	if (strcmp(type, "BOOKMARK") == 0) {
+		const char *rv = mlp_json_string(mlp_json_path(object, "metadata.resourceVersion"));
+
+		if (rv)
+			snprintf(w->rv, sizeof(w->rv), "%s", rv);
+		return 0;
+	}
+	return waiter_see(w, object) ? 1 : 0;
+}
+
+static void sleep_ms(int64_t ms)
+{
+	struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+
+	nanosleep(&ts, NULL);
+}
+
+/*
+ * Waits until the Deployment's rollout is complete or failed, or until
+ * deadline (monotonic ms).  0 with w->st decided; MLP_ETIMEOUT (no
+ * message) at the deadline; another error with a message.
+ */
+static int wait_rollout(struct mlp_k8s *k, struct waiter *w, int64_t deadline)
+{
+	char *path = deployment_path(w->ns, w->name);
+	bool relist = true, polling = false;
+	int rc = 0;
+
+	while (mlp_mono_ms() < deadline) {
+		if (relist || polling) {
+			struct mlp_json *d = NULL;
+
+			if ((rc = mlp_k8s_request(k, &d, NULL, "GET", path, NULL, NULL)) != 0)
+				break;
+			if (waiter_see(w, d)) {
+				mlp_json_free(d);
+				rc = 0;
+				break;
+			}
+			mlp_json_free(d);
+			relist = false;
+		}
+		if (polling) {
+			int64_t left = deadline - mlp_mono_ms();
+
+			sleep_ms(left < POLL_MS ? (left > 0 ? left : 0) : POLL_MS);
+			continue;
+		}
+		{
+			int64_t left_s = (deadline - mlp_mono_ms()) / 1000 + 1;
+			char *wpath =
+			        xasprintf("/apis/apps/v1/namespaces/%s/deployments?watch=true"
+			                  "&fieldSelector=metadata.name%%3D%s&resourceVersion=%s"
+			                  "&allowWatchBookmarks=true&timeoutSeconds=%lld",
+			                  w->ns, w->name, w->rv, (long long)left_s);
+
+			rc = mlp_k8s_watch(k, wpath, deadline, on_event, w);
+			free(wpath);
+		}
+		if (rc == 1) {
+			rc = 0;
+			if (w->deleted) {
+				mlp_error_set("deployment %s/%s was deleted while rolling out",
+				              w->ns, w->name);
+				rc = MLP_ENOTFOUND;
+			}
+			break;
+		}
+		if (rc == MLP_K8S_EXPIRED) {
+			relist = true;
+		} else if (rc == MLP_ETIMEOUT) {
+			break;
+		} else if (rc < 0) {
+			progress_line(w->progress, w->ns, w->name, "watch failed (%s); polling",
+			              mlp_error_last());
+			polling = true;
+		}
+		/* rc == 0: the server closed the stream; watch again from w->rv. */
+	}
+	if (rc == 0 && w->st.phase != MLP_ROLLOUT_COMPLETE && w->st.phase != MLP_ROLLOUT_FAILED)
+		rc = MLP_ETIMEOUT;
+	free(path);
+	return rc;
+}
+
+/* A patch, re-read and rebuilt on 409 until it applies.  build makes the
+ * patch text from the freshly read Deployment. */
+typedef int (*build_fn)(char **out, const struct mlp_json *d, void *payload);
+
+static int patch_with_retry(struct mlp_k8s *k, struct mlp_json **io_d, const char *ns,
+                            const char *name, bool dry_run, build_fn build, void *payload,
+                            FILE *progress)
+{
+	char *path = deployment_path(ns, name);
+	char *ppath = xasprintf("%s%s", path, dry_run ? "?dryRun=All" : "");
+	int rc = MLP_ERROR;
+
+	for (int attempt = 1; attempt <= CONFLICT_RETRIES; attempt++) {
+		struct mlp_json *patched = NULL;
+		char *body = NULL;
+
+		if ((rc = build(&body, *io_d, payload)) != 0)
+			break;
+		rc = mlp_k8s_request(k, &patched, NULL, "PATCH", ppath,
+		                     "application/strategic-merge-patch+json", body);
+		free(body);
+		if (rc == 0) {
+			mlp_json_free(*io_d);
+			*io_d = patched;
+			break;
+		}
+		if (rc != MLP_EEXISTS || attempt == CONFLICT_RETRIES)
+			break;
+		progress_line(progress, ns, name,
+		              "changed by someone else meanwhile (409 "
+		              "Conflict): reading it again");
+		mlp_json_free(*io_d);
+		*io_d = NULL;
+		if ((rc = mlp_k8s_request(k, io_d, NULL, "GET", path, NULL, NULL)) != 0)
+			break;
+	}
+	free(ppath);
+	free(path);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Rolling out                                                         */
+/* ------------------------------------------------------------------ */
+
+struct forward {
+	const struct mlp_rollout_request *req;
+	const char *container;
+	struct mlp_json *annotations;
+	/* What it found, from the last read (recorded before patching). */
+	char *prev_image;
+	struct mlp_json *prev_env;
+	struct mlp_json *prev_annotations;
+	struct mlp_store *store;
+	int64_t row;
+};
+
+static void forward_capture(struct forward *f, const struct mlp_json *c, const struct mlp_json *d)
+{
+	free(f->prev_image);
+	mlp_json_free(f->prev_env);
+	mlp_json_free(f->prev_annotations);
+	f->prev_image =
+	        mlp_json_get_string(c, "image") ? xstrdup(mlp_json_get_string(c, "image")) : NULL;
+	f->prev_env = mlp_json_dup(mlp_json_get(c, "env"));
+	f->prev_annotations = mlp_json_dup(mlp_json_path(d, "spec.template.metadata.annotations"));
+}
+
+static int forward_build(char **out, const struct mlp_json *d, void *payload)
+{
+	struct forward *f = payload;
+	const struct mlp_json *c;
+	struct mlp_json *env;
+	int rc;
+
+	if ((rc = mlp_rollout_container(&c, d, f->container)) != 0)
+		return rc;
+	forward_capture(f, c, d);
+	if (f->store && f->row) {
+		char *pe = mlp_json_print(f->prev_env, false);
+		char *pa = mlp_json_print(f->prev_annotations, false);
+
+		rc = mlp_store_deployment_set_previous(f->store, f->row, f->prev_image, pe, pa);
+		free(pe);
+		free(pa);
+		if (rc != 0)
+			return rc;
+	}
+	env = mlp_rollout_env_set(mlp_json_get(c, "env"), f->req->env);
+	*out = mlp_rollout_patch_json(
+	        f->container, f->req->image, env, f->annotations,
+	        mlp_json_string(mlp_json_path(d, "metadata.resourceVersion")));
+	mlp_json_free(env);
+	return 0;
+}
+
+static void forward_free(struct forward *f)
+{
+	mlp_json_free(f->annotations);
+	free(f->prev_image);
+	mlp_json_free(f->prev_env);
+	mlp_json_free(f->prev_annotations);
+}
+
+/* What a rollback patches back. */
+struct restore {
+	const char *container;
+	const char *image;
+	const struct mlp_json *prev_env;
+	const struct mlp_json *keys;
+	const struct mlp_json *prev_annotations;
+};
+
+static int restore_build(char **out, const struct mlp_json *d, void *payload)
+{
+	struct restore *r = payload;
+	const struct mlp_json *c;
+	struct mlp_json *env, *ann;
+	int rc;
+
+	if ((rc = mlp_rollout_container(&c, d, r->container)) != 0)
+		return rc;
+	env = mlp_rollout_env_restore(mlp_json_get(c, "env"), r->prev_env, r->keys);
+	ann = mlp_rollout_annotations_restore(r->prev_annotations);
+	*out = mlp_rollout_patch_json(
+	        r->container, r->image, env, ann,
+	        mlp_json_string(mlp_json_path(d, "metadata.resourceVersion")));
+	mlp_json_free(env);
+	mlp_json_free(ann);
+	return 0;
+}
+
+static struct mlp_json *env_object(const struct mlp_kvlist *env)
+{
+	struct mlp_json *o = mlp_json_object();
+
+	for (size_t i = 0; env && i < env->len; i++)
+		mlp_json_add_string(o, env->items[i].key, env->items[i].value);
+	return o;
+}
+
+/* The model's version just deployed becomes deployed; the ones deployed
+ * before it retired. */
+static int model_deployed(struct mlp_store *s, const struct mlp_rollout_request *req,
+                          const char *where)
+{
+	struct mlp_model_version old;
+	char *why;
+	int rc;
+
+	if (s == NULL || req->model == NULL || req->model_version_id == 0)
+		return 0;
+	why = xasprintf("rolled out to %s", where);
+	rc = mlp_store_model_set_status(s, req->model_version_id, MLP_MODEL_DEPLOYED, req->user,
+	                                why);
+	free(why);
+	while (rc == 0 &&
+	       (rc = mlp_store_model_version_with_status(s, &old, req->model, MLP_MODEL_DEPLOYED,
+	                                                 req->model_version_id)) == 0) {
+		why = xasprintf("replaced by version %d on %s", req->model_version, where);
+		rc = mlp_store_model_set_status(s, old.id, MLP_MODEL_RETIRED, req->user, why);
+		free(why);
+		mlp_model_version_clear(&old);
+	}
+	return rc == MLP_ENOTFOUND ? 0 : rc;
+}
+
+/* Patches back what a rollout row changed and waits; records a rollback
+ * row.  *out_ok says whether that rollout completed. */
+static int restore_row(struct mlp_k8s *k, struct mlp_store *s, const struct mlp_deployment *row,
+                       int64_t timeout_ms, const char *user, const char *why, FILE *progress,
+                       char **out_revision, bool *out_ok)
+{
+	char *path = deployment_path(row->namespace_, row->deployment);
+	struct mlp_json *d = NULL, *prev_env = NULL, *keys = NULL, *prev_ann = NULL;
+	struct restore r = {.container = row->container, .image = row->from_image};
+	struct waiter w = {.ns = row->namespace_, .name = row->deployment, .progress = progress};
+	struct mlp_deployment rb = {
+	        .rollback = true,
+	        .namespace_ = row->namespace_,
+	        .deployment = row->deployment,
+	        .container = row->container,
+	        .from_image = row->to_image,
+	        .to_image = row->from_image,
+	        .model = row->model,
+	        .model_version = row->model_version,
+	        .model_version_id = row->model_version_id,
+	        .run_id = row->run_id,
+	        .stage = row->stage,
+	        .rollback_of = row->id,
+	        .result = MLP_DEPLOY_PENDING,
+	        .user = (char *)user,
+	};
+	int64_t rb_id = 0, t0 = mlp_mono_ms();
+	int rc;
+
+	*out_ok = false;
+	*out_revision = NULL;
+	if (row->previous_env)
+		mlp_json_parse(&prev_env, row->previous_env, strlen(row->previous_env));
+	if (row->env)
+		mlp_json_parse(&keys, row->env, strlen(row->env));
+	if (row->previous_annotations)
+		mlp_json_parse(&prev_ann, row->previous_annotations,
+		               strlen(row->previous_annotations));
+	r.prev_env = prev_env;
+	r.keys = keys;
+	r.prev_annotations = prev_ann;
+	rb.env = row->previous_env;
+	if ((rc = mlp_store_deployment_start(s, &rb_id, &rb)) != 0)
+		goto done;
+	progress_line(progress, row->namespace_, row->deployment, "rolling back to %s (%s)",
+	              row->from_image ? row->from_image : "the previous state", why);
+	if ((rc = mlp_k8s_request(k, &d, NULL, "GET", path, NULL, NULL)) != 0 ||
+	    (rc = patch_with_retry(k, &d, row->namespace_, row->deployment, false, restore_build,
+	                           &r, progress)) != 0) {
+		mlp_store_deployment_finish(s, rb_id, MLP_DEPLOY_FAILED, mlp_error_last(), NULL);
+		goto done;
+	}
+	rc = wait_rollout(k, &w, t0 + timeout_ms);
+	if (rc == 0 && w.st.phase == MLP_ROLLOUT_COMPLETE) {
+		*out_ok = true;
+		progress_line(progress, row->namespace_, row->deployment,
+		              "rollback complete: %s serving again (revision %s)",
+		              row->from_image ? row->from_image : "the previous state",
+		              w.revision ? w.revision : "?");
+		rc = mlp_store_deployment_finish(s, rb_id, MLP_DEPLOY_COMPLETE, NULL, w.revision);
+		*out_revision = w.revision;
+		w.revision = NULL;
+	} else {
+		char *reason = rc == 0 ? xstrdup(w.st.message)
+		               : rc == MLP_ETIMEOUT
+		                       ? xstrdup("the rollback did not complete in time")
+		                       : xstrdup(mlp_error_last());
+
+		mlp_store_deployment_finish(s, rb_id, MLP_DEPLOY_FAILED, reason, w.revision);
+		progress_line(progress, row->namespace_, row->deployment, "rollback failed: %s",
+		              reason);
+		free(reason);
+		rc = 0;
+	}
+done:
+	free(w.revision);
+	mlp_json_free(d);
+	mlp_json_free(prev_env);
+	mlp_json_free(keys);
+	mlp_json_free(prev_ann);
+	free(path);
+	return rc;
+}
+
+int mlp_rollout_run(struct mlp_k8s *k, struct mlp_store *s, struct mlp_rollout_outcome *out,
+                    const struct mlp_rollout_request *req)
+{
+	const char *ns = req->namespace_ ? req->namespace_ : mlp_k8s_namespace(k);
+	char *path = deployment_path(ns, req->deployment);
+	struct mlp_json *d = NULL, *envj = env_object(req->env);
+	const struct mlp_json *c;
+	struct forward f = {.req = req, .store = s};
+	struct waiter w = {.ns = ns, .name = req->deployment, .progress = req->progress};
+	struct mlp_deployment row = {0};
+	int64_t timeout = req->timeout_ms > 0 ? req->timeout_ms : 10 * 60 * 1000;
+	int64_t t0 = mlp_mono_ms();
+	char *env_text = NULL, *reason = NULL;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	out->namespace_ = xstrdup(ns);
+	if ((rc = mlp_k8s_request(k, &d, NULL, "GET", path, NULL, NULL)) != 0)
+		goto done;
+	if ((rc = mlp_rollout_container(&c, d, req->container)) != 0)
+		goto done;
+	f.container = mlp_json_get_string(c, "name");
+	forward_capture(&f, c, d);
+	f.container = xstrdup(f.container);
+	f.annotations = mlp_json_object();
+	if (req->model) {
+		char num[32];
+
+		mlp_json_add_string(f.annotations, ANN_MODEL, req->model);
+		snprintf(num, sizeof(num), "%d", req->model_version);
+		mlp_json_add_string(f.annotations, ANN_VERSION, num);
+		if (req->model_sha256)
+			mlp_json_add_string(f.annotations, ANN_SHA256, req->model_sha256);
+	}
+	if (req->run_id) {
+		char num[32];
+
+		snprintf(num, sizeof(num), "%lld", (long long)req->run_id);
+		mlp_json_add_string(f.annotations, ANN_RUN, num);
+	}
+	out->previous_image = f.prev_image ? xstrdup(f.prev_image) : NULL;
+	out->image = xstrdup(req->image ? req->image : (f.prev_image ? f.prev_image : ""));
+
+	env_text = mlp_json_print(envj, false);
+	row.namespace_ = (char *)ns;
+	row.deployment = (char *)req->deployment;
+	row.container = (char *)f.container;
+	row.from_image = f.prev_image;
+	row.to_image = out->image;
+	row.env = env_text;
+	row.model = (char *)req->model;
+	row.model_version = req->model_version;
+	row.model_version_id = req->model_version_id;
+	row.run_id = req->run_id;
+	row.stage = (char *)req->stage;
+	row.user = (char *)req->user;
+	row.result = req->dry_run ? MLP_DEPLOY_DRY_RUN : MLP_DEPLOY_PENDING;
+	{
+		char *pe = mlp_json_print(f.prev_env, false);
+		char *pa = mlp_json_print(f.prev_annotations, false);
+
+		row.previous_env = pe;
+		row.previous_annotations = pa;
+		rc = s ? mlp_store_deployment_start(s, &f.row, &row) : 0;
+		free(pe);
+		free(pa);
+		row.previous_env = row.previous_annotations = NULL;
+		if (rc != 0)
+			goto done;
+	}
+	out->deployment_id = f.row;
+	progress_line(req->progress, ns, req->deployment, "%s%s -> %s (container %s)",
+	              req->dry_run ? "dry run: " : "", f.prev_image ? f.prev_image : "?",
+	              out->image, f.container);
+	rc = patch_with_retry(k, &d, ns, req->deployment, req->dry_run, forward_build, &f,
+	                      req->progress);
+	if (rc != 0) {
+		if (s)
+			mlp_store_deployment_finish(s, f.row, MLP_DEPLOY_FAILED, mlp_error_last(),
+			                            NULL);
+		goto done;
+	}
+	if (req->dry_run) {
+		progress_line(req->progress, ns, req->deployment,
+		              "dry run: the API server accepted the patch; nothing was changed");
+		if (s)
+			rc = mlp_store_deployment_finish(s, f.row, MLP_DEPLOY_DRY_RUN, NULL, NULL);
+		goto done;
+	}
+	free(out->previous_image);
+	out->previous_image = f.prev_image ? xstrdup(f.prev_image) : NULL;
+	waiter_see(&w, d);
+	rc = wait_rollout(k, &w, t0 + timeout);
+	if (rc == 0 && w.st.phase == MLP_ROLLOUT_COMPLETE) {
+		char where[300];
+
+		progress_line(req->progress, ns, req->deployment,
+		              "rollout complete: %lld/%lld updated, %lld available (revision %s)",
+		              (long long)w.st.updated, (long long)w.st.replicas,
+		              (long long)w.st.available, w.revision ? w.revision : "?");
+		out->revision = w.revision ? xstrdup(w.revision) : NULL;
+		snprintf(where, sizeof(where), "%s/%s", ns, req->deployment);
+		if (s && (rc = mlp_store_deployment_finish(s, f.row, MLP_DEPLOY_COMPLETE, NULL,
+		                                           w.revision)) == 0)
+			rc = model_deployed(s, req, where);
+		goto done;
+	}
+	if (rc != 0 && rc != MLP_ETIMEOUT) {
+		/* Not a verdict: the API went away.  Leave the row failed. */
+		if (s)
+			mlp_store_deployment_finish(s, f.row, MLP_DEPLOY_FAILED, mlp_error_last(),
+			                            w.revision);
+		goto done;
+	}
+	{
+		char prog[128], tm[32];
+
+		mlp_rollout_progress_text(prog, sizeof(prog), &w.st);
+		mlp_format_duration(tm, sizeof(tm), timeout);
+		reason =
+		        rc == MLP_ETIMEOUT
+		                ? xasprintf("the rollout did not complete within %s (%s)", tm, prog)
+		                : xasprintf("%s (%s)", w.st.message, prog);
+	}
+	progress_line(req->progress, ns, req->deployment, "rollout failed: %s", reason);
+	out->reason = xstrdup(reason);
+	if (req->on_failure == MLP_ON_FAILURE_ROLLBACK && s) {
+		struct mlp_deployment recorded;
+		bool ok = false;
+		char *rev = NULL;
+
+		/* The row as recorded: previous values from the read that the
+		 * successful patch was built on. */
+		rc = mlp_store_deployment_get(s, &recorded, f.row);
+		if (rc == 0)
+			rc = restore_row(k, s, &recorded, timeout, req->user, reason, req->progress,
+			                 &rev, &ok);
+		mlp_deployment_clear(&recorded);
+		if (rc == 0) {
+			char *why = xasprintf("%s; %s", reason,
+			                      ok ? "rolled back" : "the rollback did not complete");
+
+			out->rolled_back = ok;
+			rc = mlp_store_deployment_finish(
+			        s, f.row, ok ? MLP_DEPLOY_ROLLED_BACK : MLP_DEPLOY_FAILED, why,
+			        NULL);
+			/* The version stays approved (never served); the event
+			 * records why it is not deployed. */
+			if (rc == 0 && req->model_version_id)
+				rc = mlp_store_model_set_status(s, req->model_version_id,
+				                                MLP_MODEL_APPROVED, req->user, why);
+			free(why);
+		}
+		free(rev);
+	} else if (s) {
+		rc = mlp_store_deployment_finish(s, f.row, MLP_DEPLOY_FAILED, reason, w.revision);
+	}
+	if (rc == 0) {
+		mlp_error_set("%s%s", reason, out->rolled_back ? "; rolled back" : "");
+		rc = MLP_ERROR;
+	}
+done:
+	free(reason);
+	free(env_text);
+	free(w.revision);
+	free((char *)f.container);
+	forward_free(&f);
+	mlp_json_free(envj);
+	mlp_json_free(d);
+	free(path);
+	return rc;
+}
+
+/*
+ * After an undo the image of the rollout before `undone` serves again: so
+ * does its model version, which that rollout had made deployed and the
+ * undone one retired.  Without this the registry would name no deployed
+ * version, and a `baseline: deployed` gate would judge the next candidate
+ * against nothing.
+ */
+static int redeploy_previous(struct mlp_store *s, const struct mlp_deployment *undone,
+                             const char *user)
+{
+	struct mlp_deployment *rows = NULL;
+	size_t n = 0;
+	int rc =
+	        mlp_store_deployments_list(s, &rows, &n, undone->namespace_, undone->deployment, 0);
+
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		const struct mlp_deployment *d = &rows[i];
+		struct mlp_model_version v;
+
+		if (d->id >= undone->id || d->rollback || d->result != MLP_DEPLOY_COMPLETE)
+			continue;
+		/* The newest complete rollout before it is what served before. */
+		if (d->model_version_id == 0 || d->to_image == NULL || undone->from_image == NULL ||
+		    strcmp(d->to_image, undone->from_image) != 0)
+			break;
+		if (mlp_store_model_version_get(s, &v, d->model, d->model_version) == 0) {
+			if (v.status == MLP_MODEL_RETIRED) {
+				char *why = xasprintf(
+				        "serving again after the rollback of deployment %lld",
+				        (long long)undone->id);
+
+				rc = mlp_store_model_set_status(s, v.id, MLP_MODEL_DEPLOYED, user,
+				                                why);
+				free(why);
+			}
+			mlp_model_version_clear(&v);
+		}
+		break;
+	}
+	mlp_deployment_free_all(rows, n);
+	return rc;
+}
+
+int mlp_rollout_undo(struct mlp_k8s *k, struct mlp_store *s, struct mlp_rollout_outcome *out,
+                     const char *namespace_, const char *deployment, int64_t timeout_ms,
+                     const char *user, FILE *progress)
+{
+	const char *ns = namespace_ ? namespace_ : mlp_k8s_namespace(k);
+	struct mlp_deployment last;
+	bool ok = false;
+	char *rev = NULL;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	out->namespace_ = xstrdup(ns);
+	if ((rc = mlp_store_deployment_last_rollout(s, &last, ns, deployment)) != 0)
+		return rc;
+	out->previous_image = last.to_image ? xstrdup(last.to_image) : NULL;
+	out->image = last.from_image ? xstrdup(last.from_image) : NULL;
+	rc = restore_row(k, s, &last, timeout_ms > 0 ? timeout_ms : 10 * 60 * 1000, user,
+	                 "asked for", progress, &rev, &ok);
+	if (rc == 0 && ok) {
+		char *why = xasprintf("rolled back by %s", user ? user : "someone");
+
+		out->rolled_back = true;
+		out->revision = rev;
+		rev = NULL;
+		rc = mlp_store_deployment_finish(s, last.id, MLP_DEPLOY_ROLLED_BACK, why, NULL);
+		if (rc == 0 && last.model_version_id) {
+			struct mlp_model_version v;
+
+			if (mlp_store_model_version_get(s, &v, last.model, last.model_version) ==
+			    0) {
+				if (v.status == MLP_MODEL_DEPLOYED)
+					rc = mlp_store_model_set_status(s, v.id, MLP_MODEL_RETIRED,
+					                                user, why);
+				mlp_model_version_clear(&v);
+			}
+		}
+		if (rc == 0)
+			rc = redeploy_previous(s, &last, user);
+		free(why);
+	} else if (rc == 0) {
+		mlp_error_set("the rollback of %s/%s did not complete", ns, deployment);
+		out->reason = xstrdup(mlp_error_last());
+		rc = MLP_ERROR;
+	}
+	free(rev);
+	mlp_deployment_clear(&last);
+	return rc;
+}

@@ -1,0 +1,3119 @@
+/*
+ * pipeline.c - reading and validating pipeline files (see pipeline.h).
+ *
+ * The only module that includes libyaml.  Loading happens in three steps:
+ *
+ *  1. The bytes are checked before libyaml sees them (size, binary data,
+ *     UTF-8), so that those problems get a plain message and a position.
+ *  2. libyaml's event parser builds a small tree of our own nodes.  The
+ *     tree resolves aliases (an alias is the anchored node itself, shared)
+ *     and merge keys ("<<: *base"), records duplicate keys, and stops at
+ *     the limits that protect us from hostile input: nesting deeper than
+ *     MAX_DEPTH and alias expansions beyond MAX_EXPANSIONS.  A YAML error
+ *     here is the only problem reported: the tree is unusable after it.
+ *  3. The tree is walked key by key into struct mlp_pipeline.  Every
+ *     problem is reported and the walk goes on, so one run of
+ *     `mlpipe validate` shows every mistake.  Checks that need the whole
+ *     file (needs, cycles, metrics_from, stage references in expressions)
+ *     run after all stages are read.
+ *
+ * The tree only lives during loading; nothing outside this file sees it.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <yaml.h>
+
+#include "pipeline/cron.h"
+#include "base/error.h"
+#include "pipeline/expr.h"
+#include "pipeline/pipeline.h"
+#include "base/json.h"
+#include "pipeline/yamltree.h"
+#include "base/util.h"
+
+/* Collections may nest this deep; deeper is refused, not recursed into. */
+#define MAX_DEPTH 64
+/* Nodes that aliases may add to the document in all ("billion laughs"). */
+#define MAX_EXPANSIONS 100000
+/* Subtree sizes saturate here so that they cannot overflow. */
+#define SIZE_CAP ((size_t)1 << 30)
+
+/* ------------------------------------------------------------------ */
+/* Diagnostics                                                         */
+/* ------------------------------------------------------------------ */
+
+static void diags_vadd(struct mlp_diags *d, const char *file, struct mlp_pos pos, const char *fmt,
+                       va_list ap)
+{
+	struct mlp_diag *item;
+
+	xgrow((void **)&d->items, &d->cap, d->len + 1, sizeof(*d->items));
+	item = &d->items[d->len++];
+	item->file = xstrdup(file ? file : "");
+	item->pos = pos;
+	item->message = xvasprintf(fmt, ap);
+}
+
+void mlp_diags_add(struct mlp_diags *d, const char *file, struct mlp_pos pos, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	diags_vadd(d, file, pos, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * A merge sort on positions of d->items[from ...]: qsort() is not stable,
+ * and problems found at the same place must stay in the order they were
+ * found.
+ */
+static void diags_sort_from(struct mlp_diags *d, size_t from)
+{
+	struct mlp_diag *items = d->items + from, *tmp;
+	size_t n = d->len - from;
+
+	if (d->len < from + 2)
+		return;
+	tmp = xmalloc(n * sizeof(*tmp));
+	for (size_t width = 1; width < n; width *= 2) {
+		for (size_t lo = 0; lo < n; lo += 2 * width) {
+			size_t mid = lo + width < n ? lo + width : n;
+			size_t hi = lo + 2 * width < n ? lo + 2 * width : n;
+			size_t i = lo, j = mid, k = lo;
+
+			while (i < mid && j < hi) {
+				const struct mlp_pos *a = &items[i].pos, *b = &items[j].pos;
+
+				if (b->line < a->line || (b->line == a->line && b->col < a->col))
+					tmp[k++] = items[j++];
+				else
+					tmp[k++] = items[i++];
+			}
+			while (i < mid)
+				tmp[k++] = items[i++];
+			while (j < hi)
+				tmp[k++] = items[j++];
+		}
+		memcpy(items, tmp, n * sizeof(*tmp));
+	}
+	free(tmp);
+}
+
+void mlp_diags_sort(struct mlp_diags *d)
+{
+	diags_sort_from(d, 0);
+}
+
+void mlp_diags_print(const struct mlp_diags *d, FILE *f)
+{
+	for (size_t i = 0; i < d->len; i++) {
+		const struct mlp_diag *item = &d->items[i];
+
+		if (item->pos.line > 0)
+			fprintf(f, "%s:%d:%d: %s\n", item->file, item->pos.line, item->pos.col,
+			        item->message);
+		else
+			fprintf(f, "%s: %s\n", item->file, item->message);
+	}
+}
+
+void mlp_diags_free(struct mlp_diags *d)
+{
+	if (d == NULL)
+		return;
+	for (size_t i = 0; i < d->len; i++) {
+		free(d->items[i].file);
+		free(d->items[i].message);
+	}
+	free(d->items);
+	d->items = NULL;
+	d->len = d->cap = 0;
+}
+
+/* Drops a problem reported twice at the same place (a node shared through
+ * an alias is checked once per use) from d->items[from ...], sorted. */
+static void diags_dedup_from(struct mlp_diags *d, size_t from)
+{
+	size_t out = from;
+
+	for (size_t i = from; i < d->len; i++) {
+		struct mlp_diag *item = &d->items[i];
+		bool dup = false;
+
+		for (size_t j = out; j-- > from;) {
+			struct mlp_diag *prev = &d->items[j];
+
+			if (prev->pos.line != item->pos.line || prev->pos.col != item->pos.col)
+				break;
+			if (strcmp(prev->message, item->message) == 0) {
+				dup = true;
+				break;
+			}
+		}
+		if (dup) {
+			free(item->file);
+			free(item->message);
+		} else {
+			d->items[out++] = *item;
+		}
+	}
+	d->len = out;
+}
+
+const char *mlp_stage_kind_name(enum mlp_stage_kind kind)
+{
+	switch (kind) {
+	case MLP_STAGE_RUN:
+		return "run";
+	case MLP_STAGE_TRAIN:
+		return "train";
+	case MLP_STAGE_GATE:
+		return "gate";
+	case MLP_STAGE_ROLLOUT:
+		return "rollout";
+	}
+	return "unknown";
+}
+
+/* ------------------------------------------------------------------ */
+/* A string -> index hash table (anchors, keys of one mapping)         */
+/* ------------------------------------------------------------------ */
+
+struct strtab {
+	const char **keys; /* borrowed */
+	size_t *vals;
+	size_t cap; /* a power of two, or 0 */
+	size_t len;
+};
+
+static size_t str_hash(const char *s)
+{
+	size_t h = 14695981039346656037ULL;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h;
+}
+
+static bool strtab_get(const struct strtab *t, const char *key, size_t *val)
+{
+	if (t->cap == 0)
+		return false;
+	for (size_t i = str_hash(key) & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+		if (t->keys[i] == NULL)
+			return false;
+		if (strcmp(t->keys[i], key) == 0) {
+			*val = t->vals[i];
+			return true;
+		}
+	}
+}
+
+static void strtab_put(struct strtab *t, const char *key, size_t val)
+{
+	size_t i;
+
+	if ((t->len + 1) * 2 > t->cap) {
+		struct strtab bigger = {0};
+
+		bigger.cap = t->cap ? t->cap * 2 : 16;
+		bigger.keys = xcalloc(bigger.cap, sizeof(*bigger.keys));
+		bigger.vals = xcalloc(bigger.cap, sizeof(*bigger.vals));
+		for (size_t j = 0; j < t->cap; j++)
+			if (t->keys[j] != NULL)
+				strtab_put(&bigger, t->keys[j], t->vals[j]);
+		free(t->keys);
+		free(t->vals);
+		*t = bigger;
+	}
+	for (i = str_hash(key) & (t->cap - 1); t->keys[i] != NULL; i = (i + 1) & (t->cap - 1)) {
+		if (strcmp(t->keys[i], key) == 0) {
+			t->vals[i] = val;
+			return;
+		}
+	}
+	t->keys[i] = key;
+	t->vals[i] = val;
+	t->len++;
+}
+
+static void strtab_free(struct strtab *t)
+{
+	free(t->keys);
+	free(t->vals);
+	memset(t, 0, sizeof(*t));
+}
+
+/* ------------------------------------------------------------------ */
+/* The YAML tree                                                       */
+/* ------------------------------------------------------------------ */
+
+enum node_type { NODE_SCALAR, NODE_SEQ, NODE_MAP };
+
+struct node;
+
+struct pair {
+	struct node *key;
+	struct node *value;
+	const struct node *dup_of; /* the first key of that name, for duplicates */
+	bool merged;               /* came from a "<<" merge */
+};
+
+struct node {
+	enum node_type type;
+	struct mlp_pos pos; /* 1-based start */
+	size_t sline, scol; /* libyaml's 0-based start mark */
+	size_t eline, ecol; /* and end mark */
+	/* Scalars: */
+	char *value;
+	size_t len;
+	yaml_scalar_style_t style;
+	bool plain; /* resolved as YAML 1.2 core: null, bool, number */
+	/* Sequences: */
+	struct node **items;
+	size_t nitems, citems;
+	/* Mappings: */
+	struct pair *pairs;
+	size_t npairs, cpairs;
+
+	char *anchor;      /* registered when the node is complete */
+	size_t size;       /* nodes in the subtree, aliases expanded */
+	struct node *next; /* every node, for freeing */
+};
+
+/* Per stage, what the checks after reading all stages need. */
+struct stage_extra {
+	const struct node *body;
+	const struct node *metrics_from; /* the value, when given */
+	const struct node *gate_key;
+	bool gate_ok; /* gate: was a mapping */
+	bool has_timeout;
+	bool has_kill_grace;
+	bool has_retry;
+	bool has_kind;
+};
+
+/* A value that may hold expressions, checked when all stages are known. */
+struct pending_expr {
+	size_t stage; /* SIZE_MAX: the pipeline's env */
+	const struct node *node;
+	bool shell; /* a /bin/sh command: its quoting contexts are checked too */
+};
+
+struct ctx {
+	const char *path;
+	const char *text;
+	size_t len;
+	struct mlp_diags *diags;
+
+	size_t *lines; /* byte offset where each line starts */
+	size_t nlines, clines;
+
+	struct node *nodes;
+	struct strtab anchor_index;
+	struct node **anchors;
+	size_t nanchors, canchors;
+	size_t expansions;
+
+	struct mlp_pipeline *p;
+	struct strtab stage_index; /* name -> index in p->stages */
+	const struct node *stages_map;
+	struct stage_extra *extra;
+	struct pending_expr *exprs;
+	size_t nexprs, cexprs;
+};
+
+static void report(struct ctx *c, struct mlp_pos pos, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+static void report(struct ctx *c, struct mlp_pos pos, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	diags_vadd(c->diags, c->path, pos, fmt, ap);
+	va_end(ap);
+}
+
+static struct mlp_pos mkpos(int line, int col)
+{
+	struct mlp_pos pos = {line, col};
+
+	return pos;
+}
+
+/* Bytes of the UTF-8 sequence that starts with byte b (1 for stray bytes). */
+static size_t utf8_width(unsigned char b)
+{
+	if (b >= 0xf0 && b < 0xf8)
+		return 4;
+	if (b >= 0xe0)
+		return b < 0xf0 ? 3 : 1;
+	if (b >= 0xc0)
+		return 2;
+	return 1;
+}
+
+/* Characters (not bytes) in s[0, n). */
+static size_t utf8_chars(const char *s, size_t n)
+{
+	size_t count = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (((unsigned char)s[i] & 0xc0) != 0x80)
+			count++;
+	return count;
+}
+
+/*
+ * Line starts as libyaml counts lines: "\n", "\r\n" and a lone "\r" end a
+ * line; a byte order mark is not part of the first line.
+ */
+static void index_lines(struct ctx *c)
+{
+	size_t start = 0;
+
+	if (c->len >= 3 && memcmp(c->text, "\xef\xbb\xbf", 3) == 0)
+		start = 3;
+	xgrow((void **)&c->lines, &c->clines, 1, sizeof(*c->lines));
+	c->lines[c->nlines++] = start;
+	for (size_t i = start; i < c->len; i++) {
+		if (c->text[i] == '\n' ||
+		    (c->text[i] == '\r' && (i + 1 >= c->len || c->text[i + 1] != '\n'))) {
+			xgrow((void **)&c->lines, &c->clines, c->nlines + 1, sizeof(*c->lines));
+			c->lines[c->nlines++] = i + 1;
+		}
+	}
+}
+
+/* The 1-based position of a byte offset. */
+static struct mlp_pos pos_of_offset(const struct ctx *c, size_t offset)
+{
+	size_t lo = 0, hi = c->nlines;
+
+	/* The last line that starts at or before offset. */
+	while (hi - lo > 1) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (c->lines[mid] <= offset)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	if (offset < c->lines[lo])
+		offset = c->lines[lo];
+	return mkpos((int)lo + 1,
+	             (int)utf8_chars(c->text + c->lines[lo], offset - c->lines[lo]) + 1);
+}
+
+/* The byte offset of one of libyaml's 0-based (line, column) marks. */
+static size_t offset_of_mark(const struct ctx *c, size_t line, size_t col)
+{
+	size_t off;
+
+	if (line >= c->nlines)
+		return c->len;
+	off = c->lines[line];
+	while (col-- > 0 && off < c->len && c->text[off] != '\n' && c->text[off] != '\r')
+		off += utf8_width((unsigned char)c->text[off]);
+	return off < c->len ? off : c->len;
+}
+
+static struct node *node_new(struct ctx *c, enum node_type type, const yaml_event_t *ev)
+{
+	struct node *n = xcalloc(1, sizeof(*n));
+
+	n->type = type;
+	n->sline = ev->start_mark.line;
+	n->scol = ev->start_mark.column;
+	n->eline = ev->end_mark.line;
+	n->ecol = ev->end_mark.column;
+	n->pos = mkpos((int)n->sline + 1, (int)n->scol + 1);
+	n->size = 1;
+	n->next = c->nodes;
+	c->nodes = n;
+	return n;
+}
+
+static void nodes_free(struct node *n)
+{
+	while (n != NULL) {
+		struct node *next = n->next;
+
+		free(n->value);
+		free(n->items);
+		free(n->pairs);
+		free(n->anchor);
+		free(n);
+		n = next;
+	}
+}
+
+static size_t size_add(size_t a, size_t b)
+{
+	return a + b > SIZE_CAP ? SIZE_CAP : a + b;
+}
+
+static bool is_merge_key(const struct node *key)
+{
+	return key->type == NODE_SCALAR && key->plain && strcmp(key->value, "<<") == 0;
+}
+
+static void anchor_register(struct ctx *c, struct node *n)
+{
+	xgrow((void **)&c->anchors, &c->canchors, c->nanchors + 1, sizeof(*c->anchors));
+	c->anchors[c->nanchors] = n;
+	strtab_put(&c->anchor_index, n->anchor, c->nanchors);
+	c->nanchors++;
+}
+
+static void pairs_push(struct pair **pairs, size_t *n, size_t *cap, struct pair pr)
+{
+	xgrow((void **)pairs, cap, *n + 1, sizeof(**pairs));
+	(*pairs)[(*n)++] = pr;
+}
+
+/* Merges one source mapping into out (keys already present win). */
+static void merge_from(struct pair **out, size_t *nout, size_t *cout, struct strtab *seen,
+                       const struct node *src)
+{
+	for (size_t i = 0; i < src->npairs; i++) {
+		const struct pair *sp = &src->pairs[i];
+		struct pair pr = {sp->key, sp->value, NULL, true};
+		size_t ignored;
+
+		if (sp->dup_of != NULL || sp->key->type != NODE_SCALAR ||
+		    strtab_get(seen, sp->key->value, &ignored))
+			continue;
+		strtab_put(seen, sp->key->value, SIZE_MAX);
+		pairs_push(out, nout, cout, pr);
+	}
+}
+
+/*
+ * A mapping is complete: marks duplicate keys, then replaces each "<<"
+ * entry by the entries of the mapping(s) it names that the mapping does
+ * not define itself (YAML's merge key: explicit keys win, and of several
+ * merged mappings the first wins).
+ */
+static void map_finish(struct ctx *c, struct node *m)
+{
+	struct strtab seen = {0};
+	struct pair *out = NULL;
+	size_t nout = 0, cout = 0;
+	bool has_merge = false;
+
+	for (size_t i = 0; i < m->npairs; i++) {
+		struct pair *pr = &m->pairs[i];
+		size_t first;
+
+		if (is_merge_key(pr->key)) {
+			has_merge = true;
+			continue;
+		}
+		if (pr->key->type != NODE_SCALAR)
+			continue;
+		if (strtab_get(&seen, pr->key->value, &first))
+			pr->dup_of = m->pairs[first].key;
+		else
+			strtab_put(&seen, pr->key->value, i);
+	}
+	if (has_merge) {
+		for (size_t i = 0; i < m->npairs; i++) {
+			struct pair *pr = &m->pairs[i];
+			const struct node *v = pr->value;
+
+			if (!is_merge_key(pr->key)) {
+				pairs_push(&out, &nout, &cout, *pr);
+				continue;
+			}
+			if (v->type == NODE_MAP) {
+				merge_from(&out, &nout, &cout, &seen, v);
+			} else if (v->type == NODE_SEQ) {
+				for (size_t j = 0; j < v->nitems; j++) {
+					if (v->items[j]->type == NODE_MAP)
+						merge_from(&out, &nout, &cout, &seen, v->items[j]);
+					else
+						report(c, v->items[j]->pos,
+						       "'<<' merges mappings only, "
+						       "as in '<<: [*a, *b]'");
+				}
+			} else {
+				report(c, v->pos,
+				       "'<<' needs a mapping or a list of mappings, as "
+				       "in '<<: *base'");
+			}
+		}
+		free(m->pairs);
+		m->pairs = out;
+		m->npairs = nout;
+		m->cpairs = cout;
+	}
+	strtab_free(&seen);
+	for (size_t i = 0; i < m->npairs; i++)
+		m->size =
+		        size_add(m->size, size_add(m->pairs[i].key->size, m->pairs[i].value->size));
+}
+
+static void syntax_error(struct ctx *c, const yaml_parser_t *parser)
+{
+	struct mlp_pos pos;
+	const char *problem = parser->problem ? parser->problem : "YAML syntax error";
+
+	if (parser->error == YAML_READER_ERROR)
+		pos = pos_of_offset(c, parser->problem_offset);
+	else
+		pos = mkpos((int)parser->problem_mark.line + 1,
+		            (int)parser->problem_mark.column + 1);
+	if (parser->error == YAML_SCANNER_ERROR) {
+		size_t line = parser->problem_mark.line;
+		size_t off = offset_of_mark(c, line, parser->problem_mark.column);
+
+		if (line < c->nlines && off < c->len && c->text[off] == '\t') {
+			size_t i = c->lines[line];
+
+			while (i < off && (c->text[i] == ' ' || c->text[i] == '\t'))
+				i++;
+			if (i == off) {
+				report(c, pos,
+				       "tab character used for indentation (YAML allows "
+				       "spaces only)");
+				return;
+			}
+		}
+	}
+	if (parser->context != NULL && parser->error != YAML_READER_ERROR &&
+	    strcmp(parser->context, "while scanning for the next token") != 0)
+		report(c, pos, "%s (%s that starts at %zu:%zu)", problem, parser->context,
+		       parser->context_mark.line + 1, parser->context_mark.column + 1);
+	else
+		report(c, pos, "%s", problem);
+}
+
+static void scalar_init(struct node *n, const yaml_event_t *ev)
+{
+	const char *tag = (const char *)ev->data.scalar.tag;
+
+	n->value = xstrndup((const char *)ev->data.scalar.value, ev->data.scalar.length);
+	n->len = ev->data.scalar.length;
+	n->style = ev->data.scalar.style;
+	n->plain = n->style == YAML_PLAIN_SCALAR_STYLE && tag == NULL;
+	if (tag != NULL && (strcmp(tag, YAML_INT_TAG) == 0 || strcmp(tag, YAML_FLOAT_TAG) == 0 ||
+	                    strcmp(tag, YAML_BOOL_TAG) == 0 || strcmp(tag, YAML_NULL_TAG) == 0))
+		n->plain = true;
+}
+
+/*
+ * Runs libyaml over the text and builds the tree.  Returns 0 with *root
+ * (NULL for a stream with no document), or -1 after reporting the one
+ * problem that stopped it.
+ */
+static int build_tree(struct ctx *c, struct node **root)
+{
+	yaml_parser_t parser;
+	yaml_event_t ev;
+	struct node *stack[MAX_DEPTH];
+	struct node *pending_key[MAX_DEPTH];
+	size_t depth = 0;
+	int docs = 0, rc = 0;
+	bool done = false;
+
+	*root = NULL;
+	if (!yaml_parser_initialize(&parser)) {
+		report(c, mkpos(1, 1), "cannot start the YAML parser");
+		return -1;
+	}
+	yaml_parser_set_input_string(&parser, (const unsigned char *)c->text, c->len);
+	while (!done && rc == 0) {
+		struct node *n = NULL;
+		bool push = false;
+
+		if (!yaml_parser_parse(&parser, &ev)) {
+			syntax_error(c, &parser);
+			rc = -1;
+			break;
+		}
+		switch (ev.type) {
+		case YAML_STREAM_END_EVENT:
+			done = true;
+			break;
+		case YAML_DOCUMENT_START_EVENT:
+			if (docs++ > 0) {
+				report(c,
+				       mkpos((int)ev.start_mark.line + 1,
+				             (int)ev.start_mark.column + 1),
+				       "a second YAML document (a pipeline file holds one)");
+				rc = -1;
+			}
+			break;
+		case YAML_ALIAS_EVENT: {
+			const char *name = (const char *)ev.data.alias.anchor;
+			size_t idx;
+
+			if (!strtab_get(&c->anchor_index, name, &idx)) {
+				report(c,
+				       mkpos((int)ev.start_mark.line + 1,
+				             (int)ev.start_mark.column + 1),
+				       "unknown anchor '%s' (an alias '*%s' needs an '&%s' "
+				       "before it)",
+				       name, name, name);
+				rc = -1;
+				break;
+			}
+			n = c->anchors[idx];
+			c->expansions += n->size;
+			if (c->expansions > MAX_EXPANSIONS) {
+				report(c,
+				       mkpos((int)ev.start_mark.line + 1,
+				             (int)ev.start_mark.column + 1),
+				       "too many alias expansions (more than %d nodes)",
+				       MAX_EXPANSIONS);
+				rc = -1;
+				n = NULL;
+			}
+			break;
+		}
+		case YAML_SCALAR_EVENT:
+			n = node_new(c, NODE_SCALAR, &ev);
+			scalar_init(n, &ev);
+			if (ev.data.scalar.anchor != NULL) {
+				n->anchor = xstrdup((const char *)ev.data.scalar.anchor);
+				anchor_register(c, n);
+			}
+			break;
+		case YAML_SEQUENCE_START_EVENT:
+		case YAML_MAPPING_START_EVENT: {
+			const yaml_char_t *anchor = ev.type == YAML_SEQUENCE_START_EVENT
+			                                    ? ev.data.sequence_start.anchor
+			                                    : ev.data.mapping_start.anchor;
+
+			if (depth == MAX_DEPTH) {
+				report(c,
+				       mkpos((int)ev.start_mark.line + 1,
+				             (int)ev.start_mark.column + 1),
+				       "nesting too deep (more than %d levels)", MAX_DEPTH);
+				rc = -1;
+				break;
+			}
+			n = node_new(c, ev.type == YAML_SEQUENCE_START_EVENT ? NODE_SEQ : NODE_MAP,
+			             &ev);
+			if (anchor != NULL)
+				n->anchor = xstrdup((const char *)anchor);
+			push = true;
+			break;
+		}
+		case YAML_SEQUENCE_END_EVENT:
+		case YAML_MAPPING_END_EVENT: {
+			struct node *m = stack[--depth];
+
+			m->eline = ev.end_mark.line;
+			m->ecol = ev.end_mark.column;
+			if (m->type == NODE_MAP)
+				map_finish(c, m);
+			else
+				for (size_t i = 0; i < m->nitems; i++)
+					m->size = size_add(m->size, m->items[i]->size);
+			if (m->anchor != NULL)
+				anchor_register(c, m);
+			break;
+		}
+		default:
+			break;
+		}
+		if (n != NULL) {
+			if (depth == 0) {
+				*root = n;
+			} else if (stack[depth - 1]->type == NODE_SEQ) {
+				struct node *s = stack[depth - 1];
+
+				xgrow((void **)&s->items, &s->citems, s->nitems + 1,
+				      sizeof(*s->items));
+				s->items[s->nitems++] = n;
+			} else if (pending_key[depth - 1] == NULL) {
+				pending_key[depth - 1] = n;
+			} else {
+				struct node *m = stack[depth - 1];
+				struct pair pr = {pending_key[depth - 1], n, NULL, false};
+
+				pairs_push(&m->pairs, &m->npairs, &m->cpairs, pr);
+				pending_key[depth - 1] = NULL;
+			}
+			if (push) {
+				stack[depth] = n;
+				pending_key[depth] = NULL;
+				depth++;
+			}
+		}
+		yaml_event_delete(&ev);
+	}
+	yaml_parser_delete(&parser);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Scalars: YAML 1.2 core schema resolution and messages               */
+/* ------------------------------------------------------------------ */
+
+static bool is_null(const struct node *n)
+{
+	return n == NULL ||
+	       (n->type == NODE_SCALAR && n->plain &&
+	        (n->len == 0 || strcmp(n->value, "~") == 0 || strcmp(n->value, "null") == 0 ||
+	         strcmp(n->value, "Null") == 0 || strcmp(n->value, "NULL") == 0));
+}
+
+static bool bool_word(const char *s, bool *out)
+{
+	static const char *const trues[] = {"true", "True", "TRUE"};
+	static const char *const falses[] = {"false", "False", "FALSE"};
+
+	for (size_t i = 0; i < 3; i++) {
+		if (strcmp(s, trues[i]) == 0) {
+			*out = true;
+			return true;
+		}
+		if (strcmp(s, falses[i]) == 0) {
+			*out = false;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* YAML 1.1 booleans that YAML 1.2 (and we) read as strings. */
+static bool yaml11_bool_word(const char *s)
+{
+	static const char *const words[] = {"yes", "no", "on", "off", "y", "n"};
+
+	for (size_t i = 0; i < MLP_ARRAY_SIZE(words); i++)
+		if (strcasecmp(s, words[i]) == 0)
+			return true;
+	return false;
+}
+
+static bool int_syntax(const char *s)
+{
+	if (*s == '-' || *s == '+')
+		s++;
+	if (!isdigit((unsigned char)*s))
+		return false;
+	while (isdigit((unsigned char)*s))
+		s++;
+	return *s == '\0';
+}
+
+static bool number_syntax(const char *s)
+{
+	bool digits = false;
+
+	if (*s == '-' || *s == '+')
+		s++;
+	while (isdigit((unsigned char)*s)) {
+		s++;
+		digits = true;
+	}
+	if (*s == '.') {
+		s++;
+		while (isdigit((unsigned char)*s)) {
+			s++;
+			digits = true;
+		}
+	}
+	if (!digits)
+		return false;
+	if (*s == 'e' || *s == 'E') {
+		s++;
+		if (*s == '-' || *s == '+')
+			s++;
+		if (!isdigit((unsigned char)*s))
+			return false;
+		while (isdigit((unsigned char)*s))
+			s++;
+	}
+	return *s == '\0';
+}
+
+/* How a value is named in messages: "a list", "'two'", "the string \"5\"". */
+static char *describe(const struct node *n)
+{
+	size_t len;
+	bool cut;
+	bool b;
+
+	if (n->type == NODE_MAP)
+		return xstrdup("a mapping");
+	if (n->type == NODE_SEQ)
+		return xstrdup("a list");
+	if (n->plain && n->len == 0)
+		return xstrdup("an empty value");
+	if (is_null(n))
+		return xstrdup("null");
+	if (!n->plain && (number_syntax(n->value) || bool_word(n->value, &b)))
+		return xasprintf("the string \"%s\"", n->value);
+	len = strcspn(n->value, "\r\n");
+	cut = n->value[len] != '\0';
+	if (len > 40) {
+		len = 40;
+		while (len > 0 && ((unsigned char)n->value[len] & 0xc0) == 0x80)
+			len--;
+		cut = true;
+	}
+	return xasprintf("'%.*s%s'", (int)len, n->value, cut ? "..." : "");
+}
+
+/* Reports "'KEY' must be WHAT, not DESCRIPTION" at the value. */
+static void wrong_type(struct ctx *c, const char *key, const struct node *v, const char *what)
+{
+	char *d = describe(v);
+
+	report(c, v->pos, "'%s' must be %s, not %s", key, what, d);
+	free(d);
+}
+
+static void check_no_expr(struct ctx *c, const char *key, const struct node *v)
+{
+	if (strstr(v->value, "${{") != NULL)
+		report(c, v->pos,
+		       "'%s' cannot hold expressions (${{ }} is expanded only in "
+		       "run, command, data, test_data, env, image and model.path)",
+		       key);
+}
+
+/* Any non-null scalar, as text.  *out is replaced (freed first). */
+static bool get_string(struct ctx *c, const char *key, const struct node *v, char **out)
+{
+	if (v->type != NODE_SCALAR || is_null(v)) {
+		wrong_type(c, key, v, "a string");
+		return false;
+	}
+	free(*out);
+	*out = xstrdup(v->value);
+	return true;
+}
+
+/* A string where ${{ }} expressions are not expanded. */
+static bool get_name(struct ctx *c, const char *key, const struct node *v, char **out)
+{
+	if (!get_string(c, key, v, out))
+		return false;
+	check_no_expr(c, key, v);
+	return true;
+}
+
+static bool get_int(struct ctx *c, const char *key, const struct node *v, long long min,
+                    long long max, long long *out)
+{
+	long long value;
+	bool below;
+
+	if (v->type != NODE_SCALAR || !v->plain || !int_syntax(v->value)) {
+		wrong_type(c, key, v, "an integer");
+		return false;
+	}
+	if (mlp_parse_int(&value, v->value, min, max) == 0) {
+		*out = value;
+		return true;
+	}
+	/* Out of range, or beyond what a long long holds. */
+	if (mlp_parse_int(&value, v->value, LLONG_MIN, LLONG_MAX) == 0)
+		below = value < min;
+	else
+		below = v->value[0] == '-';
+	if (max < INT_MAX && min > LLONG_MIN)
+		report(c, v->pos, "'%s' must be from %lld to %lld, not %s", key, min, max,
+		       v->value);
+	else if (below)
+		report(c, v->pos, "'%s' must be at least %lld, not %s", key, min, v->value);
+	else
+		report(c, v->pos, "'%s' must be at most %lld, not %s", key, max, v->value);
+	return false;
+}
+
+static bool get_int32(struct ctx *c, const char *key, const struct node *v, int min, int *out)
+{
+	long long value;
+
+	if (!get_int(c, key, v, min, INT_MAX, &value))
+		return false;
+	*out = (int)value;
+	return true;
+}
+
+static bool get_number(struct ctx *c, const char *key, const struct node *v, double *out)
+{
+	if (v->type != NODE_SCALAR || !v->plain || !number_syntax(v->value) ||
+	    mlp_parse_double(out, v->value) != 0) {
+		wrong_type(c, key, v, "a number");
+		return false;
+	}
+	return true;
+}
+
+static bool get_bool(struct ctx *c, const char *key, const struct node *v, bool *out)
+{
+	if (v->type == NODE_SCALAR && v->plain && bool_word(v->value, out))
+		return true;
+	if (v->type == NODE_SCALAR && v->plain && yaml11_bool_word(v->value))
+		report(c, v->pos,
+		       "'%s' must be true or false, not '%s' (YAML 1.2 reads "
+		       "yes/no/on/off as strings)",
+		       key, v->value);
+	else
+		wrong_type(c, key, v, "true or false");
+	return false;
+}
+
+/* A duration; with positive, 0 is refused. */
+static bool get_duration(struct ctx *c, const char *key, const struct node *v, bool positive,
+                         int64_t *out)
+{
+	int64_t ms;
+
+	if (v->type != NODE_SCALAR || is_null(v)) {
+		wrong_type(c, key, v, "a duration string such as '30m'");
+		return false;
+	}
+	if (mlp_parse_duration(&ms, v->value) != 0) {
+		report(c, v->pos, "'%s': %s", key, mlp_error_last());
+		return false;
+	}
+	if (positive && ms == 0) {
+		report(c, v->pos, "'%s' must be more than 0", key);
+		return false;
+	}
+	*out = ms;
+	return true;
+}
+
+/* One of a few words; *out is the index in options. */
+static bool get_enum(struct ctx *c, const char *key, const struct node *v,
+                     const char *const *options, size_t n, int *out)
+{
+	struct mlp_buf list = {0};
+
+	if (v->type == NODE_SCALAR && !is_null(v)) {
+		for (size_t i = 0; i < n; i++) {
+			if (strcmp(v->value, options[i]) == 0) {
+				*out = (int)i;
+				return true;
+			}
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		mlp_buf_printf(&list, "%s%s", i == 0 ? "" : i + 1 == n ? " or " : ", ", options[i]);
+	wrong_type(c, key, v, mlp_buf_str(&list));
+	mlp_buf_free(&list);
+	return false;
+}
+
+/* A string or a list of strings. */
+static bool get_string_list(struct ctx *c, const char *key, const struct node *v, char ***out,
+                            struct mlp_pos **out_pos, size_t *n)
+{
+	const struct node *const *items = (const struct node *const *)&v;
+	size_t count = 1;
+	bool ok = true;
+
+	if (v->type == NODE_SEQ) {
+		items = (const struct node *const *)v->items;
+		count = v->nitems;
+	} else if (v->type != NODE_SCALAR || is_null(v)) {
+		wrong_type(c, key, v, "a string or a list of strings");
+		return false;
+	}
+	for (size_t i = 0; i < count; i++) {
+		const struct node *item = items[i];
+
+		if (item->type != NODE_SCALAR || is_null(item)) {
+			char *d = describe(item);
+
+			report(c, item->pos, "'%s' entries must be strings, not %s", key, d);
+			free(d);
+			ok = false;
+			continue;
+		}
+		*out = xrealloc(*out, (*n + 1) * sizeof(**out));
+		(*out)[*n] = xstrdup(item->value);
+		if (out_pos != NULL) {
+			*out_pos = xrealloc(*out_pos, (*n + 1) * sizeof(**out_pos));
+			(*out_pos)[*n] = item->pos;
+		}
+		(*n)++;
+	}
+	return ok;
+}
+
+/* Pairs the walkers look at: not duplicates, with a string key. */
+static bool pair_usable(const struct pair *pr)
+{
+	return pr->dup_of == NULL && pr->key->type == NODE_SCALAR;
+}
+
+static void unknown_key(struct ctx *c, const struct node *key, const char *const *known, size_t n,
+                        const char *where)
+{
+	const char *near = mlp_suggest(key->value, known, n);
+
+	if (near)
+		report(c, key->pos, "unknown key '%s'%s (did you mean '%s'?)", key->value, where,
+		       near);
+	else
+		report(c, key->pos, "unknown key '%s'%s", key->value, where);
+}
+
+/* A mapping where one is needed; null counts as an empty mapping when
+ * null_ok. */
+static bool want_map(struct ctx *c, const char *key, const struct node *v, const char *what,
+                     bool null_ok)
+{
+	if (v->type == NODE_MAP || (null_ok && is_null(v)))
+		return true;
+	wrong_type(c, key, v, what);
+	return false;
+}
+
+static void note_expr_as(struct ctx *c, size_t stage, const struct node *v, bool shell)
+{
+	if (v->type != NODE_SCALAR || strstr(v->value, "${{") == NULL)
+		return;
+	xgrow((void **)&c->exprs, &c->cexprs, c->nexprs + 1, sizeof(*c->exprs));
+	c->exprs[c->nexprs].stage = stage;
+	c->exprs[c->nexprs].node = v;
+	c->exprs[c->nexprs].shell = shell;
+	c->nexprs++;
+}
+
+static void note_expr(struct ctx *c, size_t stage, const struct node *v)
+{
+	note_expr_as(c, stage, v, false);
+}
+
+/* A value that runs as a /bin/sh command (run, train.command). */
+static void note_shell_expr(struct ctx *c, size_t stage, const struct node *v)
+{
+	note_expr_as(c, stage, v, true);
+}
+
+/* ------------------------------------------------------------------ */
+/* Sections                                                            */
+/* ------------------------------------------------------------------ */
+
+static void kv_add(struct mlp_kvlist *l, const char *key, const char *value, struct mlp_pos pos)
+{
+	xgrow((void **)&l->items, &l->cap, l->len + 1, sizeof(*l->items));
+	l->items[l->len].key = xstrdup(key);
+	l->items[l->len].value = xstrdup(value);
+	l->items[l->len].pos = pos;
+	l->len++;
+}
+
+static void kv_free(struct mlp_kvlist *l)
+{
+	for (size_t i = 0; i < l->len; i++) {
+		free(l->items[i].key);
+		free(l->items[i].value);
+	}
+	free(l->items);
+	memset(l, 0, sizeof(*l));
+}
+
+static bool env_name_valid(const char *s)
+{
+	if (!isalpha((unsigned char)*s) && *s != '_')
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '_')
+			return false;
+	return true;
+}
+
+/* env: NAME: value (a scalar; numbers and booleans as written, null as ""). */
+static void parse_env(struct ctx *c, const struct node *v, struct mlp_kvlist *out, size_t stage)
+{
+	if (!want_map(c, "env", v, "a mapping of NAME: value", true) || is_null(v))
+		return;
+	for (size_t i = 0; i < v->npairs; i++) {
+		const struct pair *pr = &v->pairs[i];
+
+		if (!pair_usable(pr))
+			continue;
+		if (!env_name_valid(pr->key->value)) {
+			report(c, pr->key->pos,
+			       "'%s' is not a valid environment variable name "
+			       "(letters, digits and '_', not starting with a digit)",
+			       pr->key->value);
+			continue;
+		}
+		if (pr->value->type != NODE_SCALAR) {
+			char *d = describe(pr->value);
+
+			report(c, pr->value->pos,
+			       "env '%s' must be a string, number or boolean, "
+			       "not %s",
+			       pr->key->value, d);
+			free(d);
+			continue;
+		}
+		kv_add(out, pr->key->value, is_null(pr->value) ? "" : pr->value->value,
+		       pr->value->pos);
+		note_expr(c, stage, pr->value);
+	}
+}
+
+static const struct {
+	const char *name;
+	int number;
+} signal_names[] = {
+        {"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"ILL", SIGILL},
+        {"ABRT", SIGABRT}, {"BUS", SIGBUS},   {"FPE", SIGFPE},   {"KILL", SIGKILL},
+        {"SEGV", SIGSEGV}, {"PIPE", SIGPIPE}, {"ALRM", SIGALRM}, {"TERM", SIGTERM},
+        {"USR1", SIGUSR1}, {"USR2", SIGUSR2},
+};
+
+static bool parse_retry_rule(const char *s, struct mlp_retry_rule *r)
+{
+	long long n;
+
+	r->value = -1;
+	if (strcmp(s, "any") == 0) {
+		r->match = MLP_RETRY_ANY;
+		return true;
+	}
+	if (strcmp(s, "timeout") == 0) {
+		r->match = MLP_RETRY_TIMEOUT;
+		return true;
+	}
+	if (strcmp(s, "exit") == 0) {
+		r->match = MLP_RETRY_EXIT;
+		return true;
+	}
+	if (strncmp(s, "exit:", 5) == 0) {
+		r->match = MLP_RETRY_EXIT;
+		if (mlp_parse_int(&n, s + 5, 0, 255) != 0 || !isdigit((unsigned char)s[5]))
+			return false;
+		r->value = (int)n;
+		return true;
+	}
+	if (strcmp(s, "signal") == 0) {
+		r->match = MLP_RETRY_SIGNAL;
+		return true;
+	}
+	if (strncmp(s, "signal:", 7) == 0) {
+		const char *name = s + 7;
+
+		r->match = MLP_RETRY_SIGNAL;
+		if (isdigit((unsigned char)*name)) {
+			if (mlp_parse_int(&n, name, 1, 64) != 0)
+				return false;
+			r->value = (int)n;
+			return true;
+		}
+		if (strncasecmp(name, "SIG", 3) == 0)
+			name += 3;
+		for (size_t i = 0; i < MLP_ARRAY_SIZE(signal_names); i++) {
+			if (strcasecmp(name, signal_names[i].name) == 0) {
+				r->value = signal_names[i].number;
+				return true;
+			}
+		}
+	}
+	return false;
+}
+
+static void retry_defaults(struct mlp_retry *r, int max)
+{
+	free(r->on);
+	memset(r, 0, sizeof(*r));
+	r->max = max;
+	r->backoff_ms = 1000;
+	r->backoff_factor = 2;
+	r->backoff_max_ms = 5 * 60 * 1000;
+}
+
+static void retry_copy(struct mlp_retry *dst, const struct mlp_retry *src)
+{
+	free(dst->on);
+	*dst = *src;
+	dst->on = NULL;
+	if (src->non > 0) {
+		dst->on = xmalloc(src->non * sizeof(*dst->on));
+		memcpy(dst->on, src->on, src->non * sizeof(*dst->on));
+	}
+}
+
+static void parse_retry(struct ctx *c, const struct node *v, struct mlp_retry *out)
+{
+	static const char *const keys[] = {
+	        "max", "backoff", "backoff_factor", "backoff_max", "on",
+	};
+	long long n;
+
+	if (v->type == NODE_SCALAR && v->plain && int_syntax(v->value)) {
+		retry_defaults(out, 0);
+		if (get_int(c, "retry", v, 0, 100, &n))
+			out->max = (int)n;
+		return;
+	}
+	if (v->type != NODE_MAP) {
+		wrong_type(c, "retry", v,
+		           "a number of retries or a mapping (max, backoff, "
+		           "backoff_factor, backoff_max, on)");
+		return;
+	}
+	/* A retry block means "retry": once, unless max says otherwise. */
+	retry_defaults(out, 1);
+	for (size_t i = 0; i < v->npairs; i++) {
+		const struct pair *pr = &v->pairs[i];
+		const char *k = pr->key->value;
+		const struct node *val = pr->value;
+
+		if (!pair_usable(pr))
+			continue;
+		if (strcmp(k, "max") == 0) {
+			if (get_int(c, k, val, 0, 100, &n))
+				out->max = (int)n;
+		} else if (strcmp(k, "backoff") == 0) {
+			get_duration(c, k, val, false, &out->backoff_ms);
+		} else if (strcmp(k, "backoff_max") == 0) {
+			get_duration(c, k, val, false, &out->backoff_max_ms);
+		} else if (strcmp(k, "backoff_factor") == 0) {
+			double f;
+
+			if (get_number(c, k, val, &f)) {
+				if (f < 1)
+					report(c, val->pos,
+					       "'backoff_factor' must be at least 1, not %s",
+					       val->value);
+				else
+					out->backoff_factor = f;
+			}
+		} else if (strcmp(k, "on") == 0) {
+			char **rules = NULL;
+			struct mlp_pos *pos = NULL;
+			size_t nrules = 0;
+
+			get_string_list(c, "on", val, &rules, &pos, &nrules);
+			for (size_t j = 0; j < nrules; j++) {
+				struct mlp_retry_rule rule;
+
+				if (parse_retry_rule(rules[j], &rule)) {
+					out->on = xrealloc(out->on,
+					                   (out->non + 1) * sizeof(*out->on));
+					out->on[out->non++] = rule;
+				} else {
+					report(c, pos[j],
+					       "unknown retry rule '%s' (the rules are any, "
+					       "exit, exit:N with N 0-255, signal, signal:NAME "
+					       "such as "
+					       "signal:KILL, signal:N with N 1-64, and timeout)",
+					       rules[j]);
+				}
+				free(rules[j]);
+			}
+			free(rules);
+			free(pos);
+		} else {
+			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in retry");
+		}
+	}
+}
+
+static void parse_defaults(struct ctx *c, const struct node *v)
+{
+	static const char *const keys[] = {"timeout", "kill_grace", "retry"};
+	struct mlp_pipeline *p = c->p;
+
+	if (!want_map(c, "defaults", v, "a mapping (timeout, kill_grace, retry)", true) ||
+	    is_null(v))
+		return;
+	for (size_t i = 0; i < v->npairs; i++) {
+		const struct pair *pr = &v->pairs[i];
+		const char *k = pr->key->value;
+
+		if (!pair_usable(pr))
+			continue;
+		if (strcmp(k, "timeout") == 0)
+			get_duration(c, k, pr->value, true, &p->default_timeout_ms);
+		else if (strcmp(k, "kill_grace") == 0)
+			get_duration(c, k, pr->value, false, &p->default_kill_grace_ms);
+		else if (strcmp(k, "retry") == 0)
+			parse_retry(c, pr->value, &p->default_retry);
+		else
+			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in defaults");
+	}
+}
+
+static const char *const trigger_names[] = {"push", "schedule"};
+
+static void unknown_trigger(struct ctx *c, const struct node *n)
+{
+	const char *near = mlp_suggest(n->value, trigger_names, MLP_ARRAY_SIZE(trigger_names));
+
+	if (near)
+		report(c, n->pos, "unknown trigger '%s' (did you mean '%s'?)", n->value, near);
+	else
+		report(c, n->pos, "unknown trigger '%s' (known: push, schedule)", n->value);
+}
+
+/* "on: push" and "on: [push]": a trigger named without settings. */
+static void trigger_word(struct ctx *c, const struct node *n)
+{
+	if (n->type != NODE_SCALAR || is_null(n)) {
+		wrong_type(c, "on", n, "a trigger name (push) or a mapping of triggers");
+		return;
+	}
+	if (strcmp(n->value, "push") == 0)
+		c->p->on_push = true;
+	else if (strcmp(n->value, "schedule") == 0)
+		report(c, n->pos,
+		       "'schedule' needs a list of times, as in "
+		       "'schedule: [{ cron: \"0 2 * * *\" }]'");
+	else
+		unknown_trigger(c, n);
+}
+
+static void parse_push(struct ctx *c, const struct node *v)
+{
+	static const char *const keys[] = {"branches", "tags"};
+	struct mlp_pipeline *p = c->p;
+
+	p->on_push = true;
+	if (!want_map(c, "push", v, "empty (every branch) or a mapping with branches and tags",
+	              true) ||
+	    is_null(v))
+		return;
+	for (size_t i = 0; i < v->npairs; i++) {
+		const struct pair *pr = &v->pairs[i];
+		const char *k = pr->key->value;
+
+		if (!pair_usable(pr))
+			continue;
+		if (strcmp(k, "branches") == 0)
+			get_string_list(c, k, pr->value, &p->push_branches, NULL,
+			                &p->npush_branches);
+		else if (strcmp(k, "tags") == 0)
+			get_string_list(c, k, pr->value, &p->push_tags, NULL, &p->npush_tags);
+		else
+			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in push");
+	}
+}
+
+static void parse_schedule_entry(struct ctx *c, const struct node *v)
+{
+	static const char *const keys[] = {"cron", "timezone", "concurrency", "starting_deadline"};
+	static const char *const concurrency[] = {"forbid", "allow", "replace"};
+	struct mlp_pipeline *p = c->p;
+	struct mlp_schedule *s;
+	bool has_cron = false;
+	int which;
+
+	if (v->type != NODE_MAP) {
+		char *d = describe(v);
+
+		report(c, v->pos,
+		       "schedule entries must be mappings such as "
+		       "{ cron: \"0 2 * * *\" }, not %s",
+		       d);
+		free(d);
+		return;
+	}
+	p->schedules = xrealloc(p->schedules, (p->nschedules + 1) * sizeof(*p->schedules));
+	s = &p->schedules[p->nschedules++];
+	memset(s, 0, sizeof(*s));
+	s->timezone = xstrdup("UTC");
+	s->concurrency = xstrdup("forbid");
+	s->pos = v->pos;
+	for (size_t i = 0; i < v->npairs; i++) {
+		const struct pair *pr = &v->pairs[i];
+		const char *k = pr->key->value;
+		const struct node *val = pr->value;
+
+		if (!pair_usable(pr))
+			continue;
+		if (strcmp(k, "cron") == 0) {
+			struct mlp_cron cron;
+
+			has_cron = true;
+			if (get_name(c, k, val, &s->cron) && mlp_cron_parse(&cron, s->cron) != 0)
+				report(c, val->pos, "%s", mlp_error_last());
+		} else if (strcmp(k, "timezone") == 0) {
+			if (get_name(c, k, val, &s->timezone) && !mlp_timezone_valid(s->timezone))
+				report(c, val->pos,
+				       "unknown time zone '%s' (use a name from the tz "
+				       "database such as 'Europe/Berlin', or 'UTC')",
+				       s->timezone);
+		} else if (strncmp(k, "x-", 2) == 0) {
+			/* Extension keys: room for anchors, as in docker compose. */
+		} else if (strcmp(k, "concurrency") == 0) {
+			if (get_enum(c, k, val, concurrency, MLP_ARRAY_SIZE(concurrency), &which)) {
+				free(s->concurrency);
+				s->concurrency = xstrdup(concurrency[which]);
+			}
+		} else if (strcmp(k, "starting_deadline") == 0) {
+			get_duration(c, k, val, true, &s->starting_deadline_ms);
+		} else {
+			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in schedule");
+		}
+	}
+	if (!has_cron)
+		report(c, v->pos, "missing 'cron' in schedule (as in cron: \"0 2 * * *\")");
+}
+
+static void parse_on(struct ctx *c, const struct node *v)
+{
+	if (v->type == NODE_SCALAR) {
+		trigger_word(c, v);
+		return;
+	}
+	if (v->type == NODE_SEQ) {
+		for (size_t i = 0; i < v->nitems; i++)
+			trigger_word(c, v->items[i]);
+		return;
+	}
+	for (size_t i = 0; i < v->npairs; i++) {
+		const struct pair *pr = &v->pairs[i];
+		const char *k = pr->key->value;
+		const struct node *val = pr->value;
+
+		if (!pair_usable(pr))
+			continue;
+		if (strcmp(k, "push") == 0) {
+			parse_push(c, val);
+		} else if (strcmp(k, "schedule") == 0) {
+			if (val->type != NODE_SEQ) {
+				wrong_type(c, k, val,
+				           "a list of entries such as "
+				           "{ cron: \"0 2 * * *\" }");
+				continue;
+			}
+			for (size_t j = 0; j < val->nitems; j++)
+				parse_schedule_entry(c, val->items[j]);
+		} else {
+			unknown_trigger(c, pr->key);
+		}
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Stages                                                              */
+/* ------------------------------------------------------------------ */
+
+static bool stage_name_valid(const char *s)
+{
+	if (!isalpha((unsigned char)*s) && *s != '_')
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-')
+			return false;
+	return true;
+}
+
+/* Kubernetes names: an RFC 1123 label (max 63), or with dots a subdomain. */
+static bool k8s_name_valid(const char *s, bool dots, size_t max)
+{
+	size_t len = strlen(s);
+
+	if (len == 0 || len > max || !isalnum((unsigned char)s[0]) ||
+	    !isalnum((unsigned char)s[len - 1]))
+		return false;
+	for (; *s; s++)
+		if (!(islower((unsigned char)*s) || isdigit((unsigned char)*s) || *s == '-' ||
+		      (dots && *s == '.')))
+			return false;
+	return true;
+}
+
+static void get_k8s_name(struct ctx *c, const char *key, const struct node *v, bool dots,
+                         char **out)
+{
+	if (!get_name(c, key, v, out) || strstr(v->value, "${{") != NULL)
+		return;
+	if (!k8s_name_valid(*out, dots, dots ? 253 : 63))
+		report(c, v->pos,
+		       "'%s' must be a Kubernetes name (lowercase letters, digits%s "
+		       "and '-', at most %d characters), not '%s'",
+		       key, dots ? ", '.'" : "", dots ? 253 : 63, *out);
+}
+
+static void parse_model(struct ctx *c, size_t si, const struct pair *kp)
+{
+	static const char *const keys[] = {"name", "path"};
+	struct mlp_model_ref *m = &c->p->stages[si].model;
+	const struct node *v = kp->value;
+
+	if (!want_map(c, "model", v, "a mapping with name and path", false))
+		return;
+	m->set = true;
+	m->pos = kp->key->pos;
+	for (size_t i = 0; i < v->npairs; i++) {
+		const struct pair *pr = &v->pairs[i];
+		const char *k = pr->key->value;
+
+		if (!pair_usable(pr))
+			continue;
+		if (strcmp(k, "name") == 0) {
+			get_name(c, k, pr->value, &m->name);
+		} else if (strcmp(k, "path") == 0) {
+			if (get_string(c, k, pr->value, &m->path))
+				note_expr(c, si, pr->value);
+		} else {
+			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in model");
+		}
+	}
+	if (m->name == NULL)
+		report(c, kp->key->pos, "missing 'name' in model");
+	if (m->path == NULL)
+		report(c, kp->key->pos, "missing 'path' in model (the file the stage writes)");
+}
+
+static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
+{
+	static const char *const keys[] = {
+	        "layers",    "epochs",           "batch",  "lr",
+	        "momentum",  "weight_decay",     "seed",   "data",
+	        "test_data", "validation_split", "device",
+	};
+	static const char *const devices[] = {"auto", "cpu", "cuda"};
+	struct mlp_builtin_train *b = &c->p->stages[si].train.builtin;
+	const struct node *v = kp->value;
+	bool has_layers = false;
+	long long n;
+	double d;
+	int which;
+
+	b->epochs = 1;
+	b->batch = 64;
+	b->lr = 0.01;
+	b->momentum = 0.9;
+	b->weight_decay = 0;
+	b->seed = 42;
+	b->validation_split = 0;
+	b->device = xstrdup("auto");
+	b->pos = kp->key->pos;
+	if (!want_map(c, "builtin", v, "a mapping (layers, epochs, data ...)", false))
+		return;
+	for (size_t i = 0; i < v->npairs; i++) {
+		const struct pair *pr = &v->pairs[i];
+		const char *k = pr->key->value;
+		const struct node *val = pr->value;
+
+		if (!pair_usable(pr))
+			continue;
+		if (strcmp(k, "layers") == 0) {
+			has_layers = true;
+			if (val->type != NODE_SEQ) {
+				wrong_type(c, k, val,
+				           "a list of layer sizes such as [784, 256, 10]");
+				continue;
+			}
+			if (val->nitems < 2) {
+				report(c, val->pos,
+				       "'layers' needs at least 2 sizes (inputs and "
+				       "outputs), not %zu",
+				       val->nitems);
+				continue;
+			}
+			free(b->layers);
+			b->layers = xcalloc(val->nitems, sizeof(*b->layers));
+			b->nlayers = val->nitems;
+			for (size_t j = 0; j < val->nitems; j++)
+				if (get_int(c, "layers", val->items[j], 1, INT_MAX, &n))
+					b->layers[j] = (int)n;
+		} else if (strcmp(k, "epochs") == 0) {
+			get_int32(c, k, val, 1, &b->epochs);
+		} else if (strcmp(k, "batch") == 0) {
+			get_int32(c, k, val, 1, &b->batch);
+		} else if (strcmp(k, "lr") == 0) {
+			if (get_number(c, k, val, &d)) {
+				if (d <= 0)
+					report(c, val->pos, "'lr' must be more than 0, not %s",
+					       val->value);
+				else
+					b->lr = d;
+			}
+		} else if (strcmp(k, "momentum") == 0) {
+			if (get_number(c, k, val, &d)) {
+				if (d < 0 || d >= 1)
+					report(c, val->pos,
+					       "'momentum' must be at least 0 and less than "
+					       "1, not %s",
+					       val->value);
+				else
+					b->momentum = d;
+			}
+		} else if (strcmp(k, "weight_decay") == 0) {
+			if (get_number(c, k, val, &d)) {
+				if (d < 0)
+					report(c, val->pos,
+					       "'weight_decay' must be at least 0, not %s",
+					       val->value);
+				else
+					b->weight_decay = d;
+			}
+		} else if (strcmp(k, "seed") == 0) {
+			if (get_int(c, k, val, 0, LLONG_MAX, &n))
+				b->seed = n;
+		} else if (strcmp(k, "data") == 0) {
+			if (get_string(c, k, val, &b->data))
+				note_expr(c, si, val);
+		} else if (strcmp(k, "test_data") == 0) {
+			if (get_string(c, k, val, &b->test_data))
+				note_expr(c, si, val);
+		} else if (strcmp(k, "validation_split") == 0) {
+			if (get_number(c, k, val, &d)) {
+				if (d < 0 || d >= 1)
+					report(c, val->pos,
+					       "'validation_split' must be at least 0 and "
+					       "less than 1, not %s",
+					       val->value);
+				else
+					b->validation_split = d;
+			}
+		} else if (strcmp(k, "device") == 0) {
+			if (get_enum(c, k, val, devices, MLP_ARRAY_SIZE(devices), &which)) {
+				free(b->device);
+				b->device = xstrdup(devices[which]);
+			}
+		} else {
+			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in builtin");
+		}
+	}
+	if (!has_layers)
+		report(c, kp->key->pos,
+		       "missing 'layers' in builtin (the layer sizes, as in "
+		       "[784, 256, 10])");
+	if (b->data == NULL)
+		report(c, kp->key->pos, "missing 'data' in builtin (the training data)");
+}
+
+static void parse_train(struct ctx *c, size_t si, const struct pair *kp)
+{
+	static const char *const keys[] = {
+	        "ranks",         "nodes",   "gpus_per_node", "max_restarts",
+	        "stall_timeout", "builtin", "command",
+	};
+	struct mlp_stage *st = &c->p->stages[si];
+	struct mlp_train *t = &st->train;
+	const struct node *v = kp->value;
+	const struct node *first_program = NULL;
+	bool has_ranks = false;
+
+	t->ranks = 1;
+	t->nodes = 1;
+	if (!want_map(c, "train", v, "a mapping (ranks, builtin or command ...)", false))
+		return;
+	for (size_t i = 0; i < v->npairs; i++) {
+		const struct pair *pr = &v->pairs[i];
+		const char *k = pr->key->value;
+		const struct node *val = pr->value;
+
+		if (!pair_usable(pr))
+			continue;
+		if (strcmp(k, "ranks") == 0) {
+			has_ranks = true;
+			get_int32(c, k, val, 1, &t->ranks);
+		} else if (strcmp(k, "nodes") == 0) {
+			get_int32(c, k, val, 1, &t->nodes);
+		} else if (strcmp(k, "gpus_per_node") == 0) {
+			get_int32(c, k, val, 0, &t->gpus_per_node);
+		} else if (strcmp(k, "max_restarts") == 0) {
+			get_int32(c, k, val, 0, &t->max_restarts);
+		} else if (strcmp(k, "stall_timeout") == 0) {
+			get_duration(c, k, val, false, &t->stall_timeout_ms);
+		} else if (strcmp(k, "builtin") == 0 || strcmp(k, "command") == 0) {
+			if (first_program != NULL) {
+				report(c, pr->key->pos,
+				       "train has both 'builtin' and 'command': give "
+				       "it only one");
+				continue;
+			}
+			first_program = pr->key;
+			if (strcmp(k, "builtin") == 0) {
+				t->has_builtin = true;
+				parse_builtin(c, si, pr);
+			} else if (get_string(c, k, val, &t->command)) {
+				t->command_pos = val->pos;
+				note_shell_expr(c, si, val);
+			}
+		} else {
+			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in train");
+		}
+	}
+	/* One rank per GPU unless told otherwise. */
+	if (!has_ranks && t->gpus_per_node > 0)
+		t->ranks = t->gpus_per_node;
+	if (first_program == NULL)
+		report(c, kp->key->pos,
+		       "train needs 'builtin' (mlpipe's own trainer) or "
+		       "'command' (your program)");
+}
+
+static bool parse_comparison(const char *s, enum mlp_gate_op *op, double *value)
+{
+	char *num;
+	size_t len;
+	bool ok;
+
+	while (*s == ' ')
+		s++;
+	if (strncmp(s, ">=", 2) == 0) {
+		*op = MLP_OP_GE;
+		s += 2;
+	} else if (strncmp(s, "<=", 2) == 0) {
+		*op = MLP_OP_LE;
+		s += 2;
+	} else if (*s == '>') {
+		*op = MLP_OP_GT;
+		s++;
+	} else if (*s == '<') {
+		*op = MLP_OP_LT;
+		s++;
+	} else {
+		return false;
+	}
+	while (*s == ' ')
+		s++;
+	len = strlen(s);
+	while (len > 0 && s[len - 1] == ' ')
+		len--;
+	num = xstrndup(s, len);
+	ok = number_syntax(num) && mlp_parse_double(value, num) == 0;
+	free(num);
+	return ok;
+}
+
+static void parse_gate(struct ctx *c, size_t si, const struct pair *kp)
+{
+	static const char *const keys[] = {
+	        "name",     "model",          "metrics_from", "require",
+	        "baseline", "max_regression", "directions",   "allow_empty",
+	};
+	static const char *const baselines[] = {"none", "deployed", "approved"};
+	static const char *const directions[] = {"higher", "lower"};
+	struct mlp_gate *g = &c->p->stages[si].gate;
+	struct stage_extra *x = &c->extra[si];
+	const struct node *v = kp->value;
+	const struct node *max_regression_key = NULL;
+	bool baseline_bad = false;
+	int which;
+
+	x->gate_key = kp->key;
+	if (!want_map(c, "gate", v, "a mapping (model, metrics_from, require ...)", false))
+		return;
+	x->gate_ok = true;
+	for (size_t i = 0; i < v->npairs; i++) {
+		const struct pair *pr = &v->pairs[i];
+		const char *k = pr->key->value;
+		const struct node *val = pr->value;
+
+		if (!pair_usable(pr))
+			continue;
+		if (strcmp(k, "name") == 0) {
+			get_name(c, k, val, &g->name);
+		} else if (strcmp(k, "model") == 0) {
+			get_name(c, k, val, &g->model);
+		} else if (strcmp(k, "metrics_from") == 0) {
+			x->metrics_from = val;
+			get_name(c, k, val, &g->metrics_from);
+		} else if (strcmp(k, "require") == 0) {
+			if (!want_map(c, k, val, "a mapping of metric: \">= VALUE\"", true) ||
+			    is_null(val))
+				continue;
+			for (size_t j = 0; j < val->npairs; j++) {
+				const struct pair *rp = &val->pairs[j];
+				struct mlp_gate_require r = {0};
+
+				if (!pair_usable(rp))
+					continue;
+				if (rp->value->type != NODE_SCALAR ||
+				    !parse_comparison(rp->value->value, &r.op, &r.value)) {
+					char *d = describe(rp->value);
+
+					report(c, rp->value->pos,
+					       "require '%s' must be a comparison such "
+					       "as \">= 0.85\" (with >=, >, <= or <), not %s",
+					       rp->key->value, d);
+					free(d);
+					continue;
+				}
+				r.metric = xstrdup(rp->key->value);
+				r.pos = rp->value->pos;
+				g->require = xrealloc(g->require,
+				                      (g->nrequire + 1) * sizeof(*g->require));
+				g->require[g->nrequire++] = r;
+			}
+		} else if (strcmp(k, "baseline") == 0) {
+			if (get_enum(c, k, val, baselines, MLP_ARRAY_SIZE(baselines), &which))
+				g->baseline = (enum mlp_baseline)which;
+			else
+				baseline_bad = true;
+		} else if (strcmp(k, "max_regression") == 0) {
+			double d;
+
+			max_regression_key = pr->key;
+			if (val->type == NODE_SCALAR && val->len > 1 &&
+			    val->value[val->len - 1] == '%') {
+				char *num = xstrndup(val->value, val->len - 1);
+
+				if (number_syntax(num) && mlp_parse_double(&d, num) == 0 &&
+				    d >= 0) {
+					g->has_max_regression = true;
+					g->max_regression = d / 100;
+					g->max_regression_relative = true;
+				} else {
+					report(c, val->pos,
+					       "'max_regression' must be a number (absolute) "
+					       "or a percentage such as \"0.5%%\" (relative), not "
+					       "'%s'",
+					       val->value);
+				}
+				free(num);
+			} else if (val->type == NODE_SCALAR && val->plain &&
+			           number_syntax(val->value) &&
+			           mlp_parse_double(&d, val->value) == 0) {
+				if (d < 0) {
+					report(c, val->pos,
+					       "'max_regression' must be at least 0, not %s",
+					       val->value);
+				} else {
+					g->has_max_regression = true;
+					g->max_regression = d;
+				}
+			} else {
+				wrong_type(c, k, val,
+				           "a number (absolute) or a percentage such as "
+				           "\"0.5%\" (relative)");
+			}
+		} else if (strcmp(k, "directions") == 0) {
+			if (!want_map(c, k, val, "a mapping of metric: higher or lower", true) ||
+			    is_null(val))
+				continue;
+			for (size_t j = 0; j < val->npairs; j++) {
+				const struct pair *dp = &val->pairs[j];
+
+				if (!pair_usable(dp))
+					continue;
+				if (dp->value->type != NODE_SCALAR ||
+				    (strcmp(dp->value->value, "higher") != 0 &&
+				     strcmp(dp->value->value, "lower") != 0)) {
+					char *d = describe(dp->value);
+
+					report(c, dp->value->pos,
+					       "direction of '%s' must be higher or "
+					       "lower, not %s",
+					       dp->key->value, d);
+					free(d);
+					continue;
+				}
+				kv_add(&g->directions, dp->key->value,
+				       directions[strcmp(dp->value->value, "lower") == 0],
+				       dp->value->pos);
+			}
+		} else if (strcmp(k, "allow_empty") == 0) {
+			get_bool(c, k, val, &g->allow_empty);
+		} else {
+			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in gate");
+		}
+	}
+	if (g->model == NULL)
+		report(c, kp->key->pos, "missing 'model' in gate (the model it judges)");
+	else if (g->name == NULL)
+		g->name = xstrdup(g->model);
+	if (g->has_max_regression && g->baseline == MLP_BASELINE_NONE && !baseline_bad)
+		report(c, max_regression_key->pos,
+		       "'max_regression' needs a baseline to "
+		       "compare with (baseline: deployed or approved)");
+}
+
+static void parse_rollout(struct ctx *c, size_t si, const struct pair *kp)
+{
+	static const char *const keys[] = {
+	        "deployment", "namespace", "container",  "image",   "env",
+	        "context",    "timeout",   "on_failure", "dry_run",
+	};
+	static const char *const on_failure[] = {"rollback", "keep"};
+	struct mlp_rollout *r = &c->p->stages[si].rollout;
+	const struct node *v = kp->value;
+	bool has_env = false;
+	int which;
+
+	r->namespace_ = xstrdup("default");
+	r->timeout_ms = 10 * 60 * 1000;
+	if (!want_map(c, "rollout", v, "a mapping (deployment, container, image ...)", false))
+		return;
+	for (size_t i = 0; i < v->npairs; i++) {
+		const struct pair *pr = &v->pairs[i];
+		const char *k = pr->key->value;
+		const struct node *val = pr->value;
+
+		if (!pair_usable(pr))
+			continue;
+		if (strcmp(k, "deployment") == 0) {
+			get_k8s_name(c, k, val, true, &r->deployment);
+		} else if (strcmp(k, "namespace") == 0) {
+			get_k8s_name(c, k, val, false, &r->namespace_);
+		} else if (strcmp(k, "container") == 0) {
+			get_k8s_name(c, k, val, false, &r->container);
+		} else if (strcmp(k, "image") == 0) {
+			if (get_string(c, k, val, &r->image))
+				note_expr(c, si, val);
+		} else if (strcmp(k, "env") == 0) {
+			has_env = true;
+			parse_env(c, val, &r->env, si);
+		} else if (strcmp(k, "context") == 0) {
+			get_name(c, k, val, &r->context);
+		} else if (strcmp(k, "timeout") == 0) {
+			get_duration(c, k, val, true, &r->timeout_ms);
+		} else if (strcmp(k, "on_failure") == 0) {
+			if (get_enum(c, k, val, on_failure, MLP_ARRAY_SIZE(on_failure), &which))
+				r->on_failure = (enum mlp_on_failure)which;
+		} else if (strcmp(k, "dry_run") == 0) {
+			get_bool(c, k, val, &r->dry_run);
+		} else {
+			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in rollout");
+		}
+	}
+	if (r->deployment == NULL)
+		report(c, kp->key->pos,
+		       "missing 'deployment' in rollout (the Deployment to "
+		       "update)");
+	if (r->container == NULL)
+		report(c, kp->key->pos,
+		       "missing 'container' in rollout (the container to "
+		       "update)");
+	if (r->image == NULL && !has_env)
+		report(c, kp->key->pos,
+		       "rollout needs 'image' or 'env' (what to change in the "
+		       "container)");
+}
+
+static const char *const kind_keys[] = {"run", "train", "gate", "rollout"};
+
+static int kind_of_key(const char *k)
+{
+	for (size_t i = 0; i < MLP_ARRAY_SIZE(kind_keys); i++)
+		if (strcmp(k, kind_keys[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+static void parse_if(struct ctx *c, struct mlp_stage *st, const struct node *v)
+{
+	static const char *const conds[] = {"success()", "failure()", "always()"};
+	const char *s, *e;
+
+	if (v->type == NODE_SCALAR && !is_null(v)) {
+		s = v->value;
+		e = s + v->len;
+		if (strncmp(s, "${{", 3) == 0 && e - s >= 5 && strcmp(e - 2, "}}") == 0) {
+			s += 3;
+			e -= 2;
+		}
+		while (s < e && *s == ' ')
+			s++;
+		while (e > s && e[-1] == ' ')
+			e--;
+		for (size_t i = 0; i < MLP_ARRAY_SIZE(conds); i++) {
+			if ((size_t)(e - s) == strlen(conds[i]) &&
+			    memcmp(s, conds[i], (size_t)(e - s)) == 0) {
+				st->cond = (enum mlp_stage_if)i;
+				return;
+			}
+		}
+	}
+	wrong_type(c, "if", v, "success(), failure() or always()");
+}
+
+static void parse_stage(struct ctx *c, size_t si)
+{
+	static const char *const keys[] = {
+	        "description",       "needs",   "if",  "env",   "timeout", "kill_grace", "retry",
+	        "continue_on_error", "workdir", "run", "train", "gate",    "rollout",    "model",
+	};
+	struct mlp_stage *st = &c->p->stages[si];
+	struct stage_extra *x = &c->extra[si];
+	const struct node *v = x->body;
+	const struct pair *kind_pair = NULL;
+	char *where;
+
+	if (is_null(v)) {
+		report(c, st->pos,
+		       "stage '%s' has no kind: give it one of run, train, gate, "
+		       "rollout",
+		       st->name);
+		return;
+	}
+	if (v->type != NODE_MAP) {
+		char *d = describe(v);
+
+		report(c, v->pos, "stage '%s' must be a mapping (run, needs ...), not %s", st->name,
+		       d);
+		free(d);
+		return;
+	}
+	/* The kind first: what else is allowed depends on it. */
+	for (size_t i = 0; i < v->npairs; i++) {
+		const struct pair *pr = &v->pairs[i];
+		int kind;
+
+		if (!pair_usable(pr) || (kind = kind_of_key(pr->key->value)) < 0)
+			continue;
+		if (kind_pair != NULL) {
+			report(c, pr->key->pos,
+			       "stage '%s' has two kinds ('%s' and '%s'): give "
+			       "it only one",
+			       st->name, kind_pair->key->value, pr->key->value);
+			continue;
+		}
+		kind_pair = pr;
+		st->kind = (enum mlp_stage_kind)kind;
+		st->kind_pos = pr->key->pos;
+		x->has_kind = true;
+	}
+	if (kind_pair == NULL)
+		report(c, st->pos,
+		       "stage '%s' has no kind: give it one of run, train, gate, "
+		       "rollout",
+		       st->name);
+	where = xasprintf(" in stage '%s'", st->name);
+	for (size_t i = 0; i < v->npairs; i++) {
+		const struct pair *pr = &v->pairs[i];
+		const char *k = pr->key->value;
+		const struct node *val = pr->value;
+
+		if (!pair_usable(pr))
+			continue;
+		if (kind_of_key(k) >= 0) {
+			if (pr != kind_pair)
+				continue;
+			switch (st->kind) {
+			case MLP_STAGE_RUN:
+				if (get_string(c, k, val, &st->run)) {
+					st->run_pos = val->pos;
+					note_shell_expr(c, si, val);
+				}
+				break;
+			case MLP_STAGE_TRAIN:
+				parse_train(c, si, pr);
+				break;
+			case MLP_STAGE_GATE:
+				parse_gate(c, si, pr);
+				break;
+			case MLP_STAGE_ROLLOUT:
+				parse_rollout(c, si, pr);
+				break;
+			}
+		} else if (strcmp(k, "description") == 0) {
+			get_string(c, k, val, &st->description);
+		} else if (strcmp(k, "needs") == 0) {
+			get_string_list(c, k, val, &st->needs, &st->needs_pos, &st->nneeds);
+		} else if (strcmp(k, "if") == 0) {
+			parse_if(c, st, val);
+		} else if (strcmp(k, "env") == 0) {
+			parse_env(c, val, &st->env, si);
+		} else if (strcmp(k, "timeout") == 0) {
+			x->has_timeout = get_duration(c, k, val, true, &st->timeout_ms);
+		} else if (strcmp(k, "kill_grace") == 0) {
+			x->has_kill_grace = get_duration(c, k, val, false, &st->kill_grace_ms);
+		} else if (strcmp(k, "retry") == 0) {
+			x->has_retry = true;
+			parse_retry(c, val, &st->retry);
+		} else if (strcmp(k, "continue_on_error") == 0) {
+			get_bool(c, k, val, &st->continue_on_error);
+		} else if (strcmp(k, "workdir") == 0) {
+			get_name(c, k, val, &st->workdir);
+		} else if (strcmp(k, "model") == 0) {
+			if (x->has_kind && st->kind != MLP_STAGE_RUN && st->kind != MLP_STAGE_TRAIN)
+				report(c, pr->key->pos,
+				       "'model' belongs on run and train stages, and "
+				       "'%s' is a %s stage",
+				       st->name, mlp_stage_kind_name(st->kind));
+			else
+				parse_model(c, si, pr);
+		} else {
+			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), where);
+		}
+	}
+	free(where);
+}
+
+static void parse_stages(struct ctx *c, const struct pair *kp)
+{
+	struct mlp_pipeline *p = c->p;
+	const struct node *v = kp->value;
+	size_t n = 0;
+
+	c->stages_map = v;
+	if (!want_map(c, "stages", v, "a mapping of stage names to stages", true))
+		return;
+	for (size_t i = 0; i < v->npairs; i++)
+		if (pair_usable(&v->pairs[i]))
+			n++;
+	if (n == 0) {
+		report(c, kp->key->pos, "'stages' is empty: a pipeline needs at least one stage");
+		return;
+	}
+	p->stages = xcalloc(n, sizeof(*p->stages));
+	c->extra = xcalloc(n, sizeof(*c->extra));
+	for (size_t i = 0; i < v->npairs; i++) {
+		const struct pair *pr = &v->pairs[i];
+		struct mlp_stage *st;
+
+		if (!pair_usable(pr))
+			continue;
+		st = &p->stages[p->nstages];
+		c->extra[p->nstages].body = pr->value;
+		p->nstages++;
+		st->name = xstrdup(pr->key->value);
+		strtab_put(&c->stage_index, st->name, p->nstages - 1);
+		st->pos = pr->key->pos;
+		st->kind_pos = pr->key->pos;
+		st->cond = MLP_IF_SUCCESS;
+		retry_defaults(&st->retry, 0);
+		if (!stage_name_valid(st->name))
+			report(c, st->pos,
+			       "stage name '%s' is not valid (use letters, digits, '_' "
+			       "and '-', starting with a letter or '_')",
+			       st->name);
+	}
+	for (size_t i = 0; i < p->nstages; i++)
+		parse_stage(c, i);
+}
+
+/* ------------------------------------------------------------------ */
+/* Checks across stages                                                */
+/* ------------------------------------------------------------------ */
+
+/* mlp_pipeline_find_stage() in constant time, for files with many stages. */
+static ssize_t find_stage(const struct ctx *c, const char *name)
+{
+	size_t i;
+
+	return strtab_get(&c->stage_index, name, &i) ? (ssize_t)i : -1;
+}
+
+static const char **stage_names(const struct mlp_pipeline *p)
+{
+	const char **names = xcalloc(p->nstages + 1, sizeof(*names));
+
+	for (size_t i = 0; i < p->nstages; i++)
+		names[i] = p->stages[i].name;
+	return names;
+}
+
+static void resolve_needs(struct ctx *c)
+{
+	struct mlp_pipeline *p = c->p;
+	const char **names = stage_names(p);
+
+	for (size_t i = 0; i < p->nstages; i++) {
+		struct mlp_stage *st = &p->stages[i];
+
+		st->need_index = xcalloc(st->nneeds + 1, sizeof(*st->need_index));
+		for (size_t j = 0; j < st->nneeds; j++) {
+			ssize_t k = find_stage(c, st->needs[j]);
+
+			st->need_index[j] = SIZE_MAX;
+			if (k < 0) {
+				const char *near;
+
+				/* Never suggest the stage itself. */
+				names[i] = NULL;
+				near = mlp_suggest(st->needs[j], names, p->nstages);
+				names[i] = st->name;
+				if (near)
+					report(c, st->needs_pos[j],
+					       "stage '%s' needs '%s', which does not "
+					       "exist (did you mean '%s'?)",
+					       st->name, st->needs[j], near);
+				else
+					report(c, st->needs_pos[j],
+					       "stage '%s' needs '%s', which does not "
+					       "exist",
+					       st->name, st->needs[j]);
+				continue;
+			}
+			if ((size_t)k == i) {
+				report(c, st->needs_pos[j], "stage '%s' needs itself", st->name);
+				continue;
+			}
+			for (size_t m = 0; m < j; m++) {
+				if (st->need_index[m] == (size_t)k) {
+					report(c, st->needs_pos[j],
+					       "stage '%s' needs '%s' twice (first at "
+					       "%d:%d)",
+					       st->name, st->needs[j], st->needs_pos[m].line,
+					       st->needs_pos[m].col);
+					k = -1;
+					break;
+				}
+			}
+			if (k >= 0)
+				st->need_index[j] = (size_t)k;
+		}
+	}
+	free(names);
+}
+
+/* A min-heap of stage indices, for Kahn's algorithm in file order. */
+struct heap {
+	size_t *v;
+	size_t len;
+};
+
+static void heap_push(struct heap *h, size_t x)
+{
+	size_t i = h->len++;
+
+	h->v[i] = x;
+	while (i > 0 && h->v[(i - 1) / 2] > h->v[i]) {
+		size_t parent = (i - 1) / 2, t = h->v[parent];
+
+		h->v[parent] = h->v[i];
+		h->v[i] = t;
+		i = parent;
+	}
+}
+
+static size_t heap_pop(struct heap *h)
+{
+	size_t top = h->v[0], i = 0;
+
+	h->v[0] = h->v[--h->len];
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i, t;
+
+		if (l < h->len && h->v[l] < h->v[m])
+			m = l;
+		if (r < h->len && h->v[r] < h->v[m])
+			m = r;
+		if (m == i)
+			break;
+		t = h->v[m];
+		h->v[m] = h->v[i];
+		h->v[i] = t;
+		i = m;
+	}
+	return top;
+}
+
+/*
+ * The reverse of needs, as compressed rows: the stages that need stage u
+ * are list[start[u]] .. list[start[u + 1] - 1], in file order.  Both
+ * arrays are the caller's to free.
+ */
+static void dependents_of(const struct mlp_pipeline *p, size_t **out_start, size_t **out_list)
+{
+	size_t n = p->nstages, nedges = 0;
+	size_t *start = xcalloc(n + 2, sizeof(*start));
+	size_t *fill = xcalloc(n + 1, sizeof(*fill));
+	size_t *list;
+
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < p->stages[i].nneeds; j++)
+			if (p->stages[i].need_index[j] != SIZE_MAX) {
+				start[p->stages[i].need_index[j] + 1]++;
+				nedges++;
+			}
+	for (size_t i = 0; i < n; i++)
+		start[i + 1] += start[i];
+	list = xmalloc((nedges + 1) * sizeof(*list));
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < p->stages[i].nneeds; j++) {
+			size_t w = p->stages[i].need_index[j];
+
+			if (w != SIZE_MAX)
+				list[start[w] + fill[w]++] = i;
+		}
+	free(fill);
+	*out_start = start;
+	*out_list = list;
+}
+
+/*
+ * Reports each strongly connected component of two or more stages once,
+ * naming its shortest cycle through the component's first stage (in file
+ * order): "dependency cycle: a -> b -> a", where an arrow reads "needs".
+ * Kosaraju's algorithm with explicit stacks, so that no input can make us
+ * recurse deeply.
+ */
+static void report_cycles(struct ctx *c)
+{
+	const struct mlp_pipeline *p = c->p;
+	size_t n = p->nstages;
+	size_t *order = xmalloc((n + 1) * sizeof(*order));
+	size_t *comp = xmalloc((n + 1) * sizeof(*comp));
+	size_t *comp_size = xcalloc(n + 1, sizeof(*comp_size));
+	size_t *stack = xmalloc((n + 1) * sizeof(*stack));
+	size_t *edge = xcalloc(n + 1, sizeof(*edge));
+	size_t *parent = xmalloc((n + 1) * sizeof(*parent));
+	size_t *queue = xmalloc((n + 1) * sizeof(*queue));
+	bool *seen = xcalloc(n + 1, sizeof(*seen));
+	size_t *dep_start, *dep_list;
+	size_t norder = 0, ncomp = 0;
+
+	dependents_of(p, &dep_start, &dep_list);
+	/* 1: finishing order of a depth-first walk along needs. */
+	for (size_t s = 0; s < n; s++) {
+		size_t top = 0;
+
+		if (seen[s])
+			continue;
+		seen[s] = true;
+		stack[top++] = s;
+		while (top > 0) {
+			size_t u = stack[top - 1];
+
+			if (edge[u] < p->stages[u].nneeds) {
+				size_t w = p->stages[u].need_index[edge[u]++];
+
+				if (w != SIZE_MAX && !seen[w]) {
+					seen[w] = true;
+					stack[top++] = w;
+				}
+			} else {
+				order[norder++] = u;
+				top--;
+			}
+		}
+	}
+	/* 2: components along reversed edges, in reverse finishing order. */
+	for (size_t i = 0; i < n; i++)
+		comp[i] = SIZE_MAX;
+	for (size_t oi = n; oi-- > 0;) {
+		size_t s = order[oi], top = 0;
+
+		if (comp[s] != SIZE_MAX)
+			continue;
+		comp[s] = ncomp;
+		stack[top++] = s;
+		while (top > 0) {
+			size_t u = stack[--top];
+
+			comp_size[ncomp]++;
+			for (size_t k = dep_start[u]; k < dep_start[u + 1]; k++) {
+				size_t w = dep_list[k];
+
+				if (comp[w] == SIZE_MAX) {
+					comp[w] = ncomp;
+					stack[top++] = w;
+				}
+			}
+		}
+		ncomp++;
+	}
+	/* 3: for each component with a cycle, from its first stage in file
+	 * order, breadth-first inside the component until an edge leads back. */
+	for (size_t i = 0; i < n; i++)
+		parent[i] = SIZE_MAX;
+	for (size_t s = 0; s < n; s++) {
+		size_t head = 0, tail = 0, last = SIZE_MAX, len = 0;
+		struct mlp_buf msg = {0};
+
+		if (comp_size[comp[s]] < 2)
+			continue;
+		comp_size[comp[s]] = 0; /* reported */
+		queue[tail++] = s;
+		parent[s] = s;
+		while (head < tail && last == SIZE_MAX) {
+			size_t u = queue[head++];
+
+			for (size_t j = 0; j < p->stages[u].nneeds; j++) {
+				size_t w = p->stages[u].need_index[j];
+
+				if (w == SIZE_MAX || comp[w] != comp[s])
+					continue;
+				if (w == s) {
+					last = u;
+					break;
+				}
+				if (parent[w] == SIZE_MAX) {
+					parent[w] = u;
+					queue[tail++] = w;
+				}
+			}
+		}
+		/* The path s -> ... -> last, read backwards from last. */
+		for (size_t u = last; u != SIZE_MAX && u != s; u = parent[u])
+			stack[len++] = u;
+		mlp_buf_printf(&msg, "dependency cycle: %s", p->stages[s].name);
+		while (len > 0)
+			mlp_buf_printf(&msg, " -> %s", p->stages[stack[--len]].name);
+		mlp_buf_printf(&msg, " -> %s", p->stages[s].name);
+		report(c, p->stages[s].pos, "%s", mlp_buf_str(&msg));
+		mlp_buf_free(&msg);
+		for (size_t i = 0; i < tail; i++)
+			parent[queue[i]] = SIZE_MAX;
+	}
+	free(order);
+	free(comp);
+	free(comp_size);
+	free(stack);
+	free(edge);
+	free(parent);
+	free(queue);
+	free(seen);
+	free(dep_start);
+	free(dep_list);
+}
+
+/* Kahn's algorithm, ties broken by file order; false when there is a cycle. */
+static bool topological_order(struct mlp_pipeline *p)
+{
+	size_t n = p->nstages;
+	size_t *indegree = xcalloc(n + 1, sizeof(*indegree));
+	struct heap h = {xmalloc((n + 1) * sizeof(size_t)), 0};
+	size_t *dep_start, *dep_list;
+	size_t done = 0;
+
+	dependents_of(p, &dep_start, &dep_list);
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < p->stages[i].nneeds; j++)
+			if (p->stages[i].need_index[j] != SIZE_MAX)
+				indegree[i]++;
+	free(p->order);
+	p->order = xmalloc((n + 1) * sizeof(*p->order));
+	for (size_t i = 0; i < n; i++)
+		if (indegree[i] == 0)
+			heap_push(&h, i);
+	while (h.len > 0) {
+		size_t u = heap_pop(&h);
+
+		p->order[done++] = u;
+		for (size_t k = dep_start[u]; k < dep_start[u + 1]; k++)
+			if (--indegree[dep_list[k]] == 0)
+				heap_push(&h, dep_list[k]);
+	}
+	free(indegree);
+	free(dep_start);
+	free(dep_list);
+	free(h.v);
+	return done == n;
+}
+
+/* The same for a literal block scalar (`run: |`): its value's line k is
+ * the file's line k after the indicator, less the block's indentation. */
+static struct mlp_pos literal_value_pos(const struct ctx *c, const struct node *n, size_t offset)
+{
+	size_t line = n->sline + 1, start = 0, vspaces = 0, fspaces = 0, off, len;
+
+	for (size_t k = 0; k < offset && k < n->len; k++) {
+		if (n->value[k] == '\n') {
+			line++;
+			start = k + 1;
+		}
+	}
+	if (line >= c->nlines)
+		return n->pos;
+	while (start + vspaces < n->len && n->value[start + vspaces] == ' ')
+		vspaces++;
+	off = c->lines[line];
+	while (off + fspaces < c->len && c->text[off + fspaces] == ' ')
+		fspaces++;
+	len = offset - start;
+	if (fspaces < vspaces || off + fspaces - vspaces + len > c->len ||
+	    memcmp(c->text + off + fspaces - vspaces, n->value + start, len) != 0)
+		return n->pos;
+	return mkpos((int)line + 1,
+	             (int)(fspaces - vspaces) + 1 + (int)utf8_chars(n->value + start, len));
+}
+
+/* Where in the file the byte at offset lies within a scalar's value: the
+ * exact column when the value is written on one line as it reads,
+ * otherwise the start of the value. */
+static struct mlp_pos value_pos(const struct ctx *c, const struct node *n, size_t offset)
+{
+	size_t quote, b, e;
+
+	if (n->style == YAML_LITERAL_SCALAR_STYLE)
+		return literal_value_pos(c, n, offset);
+	if (n->sline != n->eline)
+		return n->pos;
+	if (n->style == YAML_PLAIN_SCALAR_STYLE)
+		quote = 0;
+	else if (n->style == YAML_SINGLE_QUOTED_SCALAR_STYLE ||
+	         n->style == YAML_DOUBLE_QUOTED_SCALAR_STYLE)
+		quote = 1;
+	else
+		return n->pos;
+	b = offset_of_mark(c, n->sline, n->scol);
+	e = offset_of_mark(c, n->eline, n->ecol);
+	if (e < b + 2 * quote || e - b - 2 * quote != n->len ||
+	    memcmp(c->text + b + quote, n->value, n->len) != 0)
+		return n->pos;
+	return mkpos(n->pos.line, n->pos.col + (int)quote + (int)utf8_chars(n->value, offset));
+}
+
+struct expr_check {
+	struct ctx *c;
+	size_t stage;
+	const struct node *node;
+};
+
+static int check_ref(const struct mlp_expr_ref *ref, void *payload)
+{
+	struct expr_check *ec = payload;
+	struct ctx *c = ec->c;
+	const struct mlp_pipeline *p = c->p;
+	struct mlp_pos pos = value_pos(c, ec->node, ref->offset);
+	const char *what = ref->kind == MLP_EXPR_OUTPUT ? "outputs" : "metrics";
+	ssize_t k;
+
+	if (ref->kind != MLP_EXPR_OUTPUT && ref->kind != MLP_EXPR_METRIC)
+		return 0;
+	if (ec->stage == SIZE_MAX) {
+		report(c, pos,
+		       "the pipeline's env may use only env and run.id in expressions "
+		       "(stage %s exist only within stages)",
+		       what);
+		return 0;
+	}
+	k = find_stage(c, ref->stage);
+	if (k < 0) {
+		const char **names = stage_names(p);
+		const char *near = mlp_suggest(ref->stage, names, p->nstages);
+
+		if (near)
+			report(c, pos, "unknown stage '%s' in expression (did you mean '%s'?)",
+			       ref->stage, near);
+		else
+			report(c, pos, "unknown stage '%s' in expression", ref->stage);
+		free(names);
+	} else if ((size_t)k == ec->stage) {
+		report(c, pos, "stage '%s' uses its own %s (they exist only after it ends)",
+		       ref->stage, what);
+	} else if (!mlp_pipeline_depends_on(p, ec->stage, (size_t)k)) {
+		report(c, pos,
+		       "stage '%s' uses %s of '%s' but does not need it (add it to "
+		       "needs)",
+		       p->stages[ec->stage].name, what, ref->stage);
+	}
+	return 0;
+}
+
+static void report_shell(size_t offset, const char *message, void *payload)
+{
+	struct expr_check *ec = payload;
+
+	report(ec->c, value_pos(ec->c, ec->node, offset), "%s", message);
+}
+
+static void check_expressions(struct ctx *c)
+{
+	for (size_t i = 0; i < c->nexprs; i++) {
+		struct expr_check ec = {c, c->exprs[i].stage, c->exprs[i].node};
+		size_t err_offset = 0;
+
+		if (mlp_expr_scan(ec.node->value, &err_offset, check_ref, &ec) != 0)
+			report(c, value_pos(c, ec.node, err_offset), "%s", mlp_error_last());
+		else if (c->exprs[i].shell)
+			mlp_expr_check_shell(ec.node->value, report_shell, &ec);
+	}
+}
+
+static void check_metrics_from(struct ctx *c)
+{
+	struct mlp_pipeline *p = c->p;
+
+	for (size_t i = 0; i < p->nstages; i++) {
+		struct mlp_stage *st = &p->stages[i];
+		const struct stage_extra *x = &c->extra[i];
+		ssize_t k;
+
+		if (!x->has_kind || st->kind != MLP_STAGE_GATE || !x->gate_ok)
+			continue;
+		if (x->metrics_from != NULL && st->gate.metrics_from == NULL)
+			continue; /* given, but not a string: reported */
+		if (x->metrics_from == NULL) {
+			if (st->nneeds == 1 && st->need_index[0] != SIZE_MAX) {
+				st->gate.metrics_from = xstrdup(st->needs[0]);
+				continue;
+			}
+			report(c, x->gate_key->pos,
+			       "missing 'metrics_from' in gate (the stage "
+			       "whose metrics it judges; needed unless the stage needs exactly "
+			       "one)");
+			continue;
+		}
+		k = find_stage(c, st->gate.metrics_from);
+		if (k < 0) {
+			const char **names = stage_names(p);
+			const char *near = mlp_suggest(st->gate.metrics_from, names, p->nstages);
+
+			if (near)
+				report(c, x->metrics_from->pos,
+				       "metrics_from '%s' is not a stage this "
+				       "one needs (there is no stage '%s'; did you mean '%s'?)",
+				       st->gate.metrics_from, st->gate.metrics_from, near);
+			else
+				report(c, x->metrics_from->pos,
+				       "metrics_from '%s' is not a stage this "
+				       "one needs (there is no stage '%s')",
+				       st->gate.metrics_from, st->gate.metrics_from);
+			free(names);
+		} else if (!mlp_pipeline_depends_on(p, i, (size_t)k)) {
+			report(c, x->metrics_from->pos,
+			       "metrics_from '%s' is not a stage this one "
+			       "needs",
+			       st->gate.metrics_from);
+		}
+	}
+}
+
+/* Duplicate keys, once per mapping in the file (a mapping shared through an
+ * alias is still one mapping). */
+static void check_duplicates(struct ctx *c)
+{
+	for (const struct node *n = c->nodes; n != NULL; n = n->next) {
+		if (n->type != NODE_MAP)
+			continue;
+		for (size_t i = 0; i < n->npairs; i++) {
+			const struct pair *pr = &n->pairs[i];
+
+			if (pr->merged)
+				continue;
+			if (pr->key->type != NODE_SCALAR) {
+				char *d = describe(pr->key);
+
+				report(c, pr->key->pos, "keys must be strings, not %s", d);
+				free(d);
+			} else if (pr->dup_of != NULL) {
+				report(c, pr->key->pos,
+				       "duplicate %s '%s' (first defined at %d:%d)",
+				       n == c->stages_map ? "stage" : "key", pr->key->value,
+				       pr->dup_of->pos.line, pr->dup_of->pos.col);
+			}
+		}
+	}
+}
+
+static void resolve_defaults(struct ctx *c)
+{
+	struct mlp_pipeline *p = c->p;
+
+	for (size_t i = 0; i < p->nstages; i++) {
+		struct mlp_stage *st = &p->stages[i];
+
+		if (!c->extra[i].has_timeout)
+			st->timeout_ms = p->default_timeout_ms;
+		if (!c->extra[i].has_kill_grace)
+			st->kill_grace_ms = p->default_kill_grace_ms;
+		if (!c->extra[i].has_retry)
+			retry_copy(&st->retry, &p->default_retry);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* The top level                                                       */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Checks the raw bytes: no NUL or other control bytes (a binary file), and
+ * valid UTF-8.  Reports the first problem and returns false.
+ */
+static bool check_bytes(struct ctx *c)
+{
+	const unsigned char *s = (const unsigned char *)c->text;
+	bool utf8_ok = mlp_utf8_valid(c->text, c->len);
+
+	for (size_t i = 0; i < c->len; i++) {
+		unsigned char b = s[i];
+
+		if ((b < 0x20 && b != '\t' && b != '\n' && b != '\r') || b == 0x7f) {
+			report(c, pos_of_offset(c, i), "binary data in pipeline file");
+			return false;
+		}
+		if (b >= 0x80 && !utf8_ok) {
+			size_t w = utf8_width(b);
+
+			if (w == 1 || i + w > c->len || !mlp_utf8_valid(c->text + i, w)) {
+				report(c, pos_of_offset(c, i), "invalid UTF-8 byte 0x%02x", b);
+				return false;
+			}
+			i += w - 1;
+		}
+	}
+	return true;
+}
+
+static char *default_name(const char *path)
+{
+	const char *base = strrchr(path, '/');
+	size_t len;
+
+	base = base ? base + 1 : path;
+	len = strlen(base);
+	if (len > 5 && strcmp(base + len - 5, ".yaml") == 0)
+		len -= 5;
+	else if (len > 4 && strcmp(base + len - 4, ".yml") == 0)
+		len -= 4;
+	return xstrndup(base, len);
+}
+
+static char *absolute_dir(const char *path)
+{
+	char *dir = mlp_dirname(path);
+	char *abs = NULL;
+	char *cwd;
+
+	if (mlp_realpath(&abs, dir) == 0) {
+		free(dir);
+		return abs;
+	}
+	mlp_error_clear();
+	if (dir[0] == '/')
+		return dir;
+	cwd = getcwd(NULL, 0);
+	abs = xasprintf("%s/%s", cwd ? cwd : ".", dir);
+	free(cwd);
+	free(dir);
+	return abs;
+}
+
+static void parse_top(struct ctx *c, const struct node *root)
+{
+	static const char *const keys[] = {"name", "on", "env", "defaults", "workdir", "stages"};
+	struct mlp_pipeline *p = c->p;
+	const struct pair *stages = NULL;
+
+	for (size_t i = 0; i < root->npairs; i++) {
+		const struct pair *pr = &root->pairs[i];
+		const char *k = pr->key->value;
+		const struct node *v = pr->value;
+
+		if (!pair_usable(pr))
+			continue;
+		if (strcmp(k, "name") == 0) {
+			get_name(c, k, v, &p->name);
+		} else if (strcmp(k, "on") == 0) {
+			if (v->type == NODE_MAP || v->type == NODE_SEQ || !is_null(v))
+				parse_on(c, v);
+			else
+				wrong_type(c, k, v, "a trigger (push) or a mapping of triggers");
+		} else if (strcmp(k, "env") == 0) {
+			parse_env(c, v, &p->env, SIZE_MAX);
+		} else if (strcmp(k, "defaults") == 0) {
+			parse_defaults(c, v);
+		} else if (strcmp(k, "workdir") == 0) {
+			get_name(c, k, v, &p->workdir);
+		} else if (strcmp(k, "stages") == 0) {
+			stages = pr;
+		} else if (strncmp(k, "x-", 2) == 0) {
+			/* Extension keys: room for anchors, as in docker compose. */
+		} else if (strcmp(k, "concurrency") == 0) {
+			report(c, pr->key->pos,
+			       "unknown key 'concurrency' (it belongs in a "
+			       "schedule entry: on.schedule[].concurrency)");
+		} else {
+			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), "");
+		}
+	}
+	/* Stages last: they inherit from defaults wherever those are written. */
+	if (stages == NULL) {
+		report(c, root->pos, "missing 'stages' (a mapping of stage names to stages)");
+		return;
+	}
+	parse_stages(c, stages);
+	if (p->nstages == 0)
+		return;
+	resolve_defaults(c);
+	resolve_needs(c);
+	if (!topological_order(p)) {
+		free(p->order);
+		p->order = NULL;
+		report_cycles(c);
+	}
+	check_metrics_from(c);
+	check_expressions(c);
+}
+
+int mlp_pipeline_parse(struct mlp_pipeline **out, struct mlp_diags *diags, const char *path,
+                       const char *text, size_t len)
+{
+	struct mlp_pipeline *p = xcalloc(1, sizeof(*p));
+	struct ctx c = {0};
+	struct node *root = NULL;
+	size_t before = diags->len;
+
+	*out = NULL;
+	p->path = xstrdup(path);
+	p->dir = absolute_dir(path);
+	p->text = xstrndup(text, len);
+	p->text_len = len;
+	p->name = NULL;
+	p->default_kill_grace_ms = 10 * 1000;
+	retry_defaults(&p->default_retry, 0);
+
+	c.path = path;
+	c.text = p->text;
+	c.len = len;
+	c.diags = diags;
+	c.p = p;
+	index_lines(&c);
+
+	if (len > MLP_PIPELINE_MAX_BYTES) {
+		report(&c, mkpos(1, 1), "file is too large (%zu bytes; the limit is %d)", len,
+		       MLP_PIPELINE_MAX_BYTES);
+		goto done;
+	}
+	if (!check_bytes(&c))
+		goto done;
+	if (build_tree(&c, &root) != 0)
+		goto done;
+	if (is_null(root)) {
+		report(&c, mkpos(1, 1), "empty pipeline file");
+		goto done;
+	}
+	if (root->type != NODE_MAP) {
+		report(&c, root->pos,
+		       "a pipeline file must be a mapping of keys (name, on, env, "
+		       "stages ...)");
+		goto done;
+	}
+	parse_top(&c, root);
+	check_duplicates(&c);
+	if (p->name == NULL)
+		p->name = default_name(path);
+done:
+	nodes_free(c.nodes);
+	strtab_free(&c.anchor_index);
+	strtab_free(&c.stage_index);
+	free(c.anchors);
+	free(c.lines);
+	free(c.extra);
+	free(c.exprs);
+	if (diags->len > before) {
+		/* Only ours: the caller may collect the problems of several files. */
+		diags_sort_from(diags, before);
+		diags_dedup_from(diags, before);
+		mlp_pipeline_free(p);
+		return MLP_EINVAL;
+	}
+	*out = p;
+	return 0;
+}
+
+int mlp_pipeline_load(struct mlp_pipeline **out, struct mlp_diags *diags, const char *path)
+{
+	struct stat st;
+	char *text = NULL;
+	size_t len = 0;
+	int rc;
+
+	*out = NULL;
+	if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > MLP_PIPELINE_MAX_BYTES) {
+		mlp_diags_add(diags, path, mkpos(1, 1),
+		              "file is too large (%lld bytes; the "
+		              "limit is %d)",
+		              (long long)st.st_size, MLP_PIPELINE_MAX_BYTES);
+		return MLP_EINVAL;
+	}
+	rc = mlp_read_file(&text, &len, path, MLP_PIPELINE_MAX_BYTES);
+	if (rc == MLP_EINVAL && stat(path, &st) == 0 && !S_ISDIR(st.st_mode)) {
+		/* It grew, or it is a pipe: too large all the same. */
+		mlp_diags_add(diags, path, mkpos(1, 1),
+		              "file is too large (more than %d "
+		              "bytes; the limit is %d)",
+		              MLP_PIPELINE_MAX_BYTES, MLP_PIPELINE_MAX_BYTES);
+		return MLP_EINVAL;
+	}
+	if (rc != 0)
+		return rc == MLP_ENOTFOUND ? MLP_ENOTFOUND : MLP_EIO;
+	rc = mlp_pipeline_parse(out, diags, path, text, len);
+	free(text);
+	return rc;
+}
+
+static void retry_free(struct mlp_retry *r)
+{
+	free(r->on);
+	r->on = NULL;
+	r->non = 0;
+}
+
+static void stage_free(struct mlp_stage *st)
+{
+	free(st->name);
+	free(st->description);
+	for (size_t i = 0; i < st->nneeds; i++)
+		free(st->needs[i]);
+	free(st->needs);
+	free(st->needs_pos);
+	free(st->need_index);
+	retry_free(&st->retry);
+	kv_free(&st->env);
+	free(st->workdir);
+	free(st->run);
+	free(st->train.builtin.layers);
+	free(st->train.builtin.data);
+	free(st->train.builtin.test_data);
+	free(st->train.builtin.device);
+	free(st->train.command);
+	free(st->model.name);
+	free(st->model.path);
+	free(st->gate.name);
+	free(st->gate.model);
+	free(st->gate.metrics_from);
+	for (size_t i = 0; i < st->gate.nrequire; i++)
+		free(st->gate.require[i].metric);
+	free(st->gate.require);
+	kv_free(&st->gate.directions);
+	free(st->rollout.deployment);
+	free(st->rollout.namespace_);
+	free(st->rollout.container);
+	free(st->rollout.image);
+	kv_free(&st->rollout.env);
+	free(st->rollout.context);
+}
+
+void mlp_pipeline_free(struct mlp_pipeline *p)
+{
+	if (p == NULL)
+		return;
+	free(p->path);
+	free(p->dir);
+	free(p->text);
+	free(p->name);
+	kv_free(&p->env);
+	free(p->workdir);
+	for (size_t i = 0; i < p->npush_branches; i++)
+		free(p->push_branches[i]);
+	free(p->push_branches);
+	for (size_t i = 0; i < p->npush_tags; i++)
+		free(p->push_tags[i]);
+	free(p->push_tags);
+	for (size_t i = 0; i < p->nschedules; i++) {
+		free(p->schedules[i].cron);
+		free(p->schedules[i].timezone);
+		free(p->schedules[i].concurrency);
+	}
+	free(p->schedules);
+	retry_free(&p->default_retry);
+	for (size_t i = 0; i < p->nstages; i++)
+		stage_free(&p->stages[i]);
+	free(p->stages);
+	free(p->order);
+	free(p);
+}
+
+ssize_t mlp_pipeline_find_stage(const struct mlp_pipeline *p, const char *name)
+{
+	for (size_t i = 0; i < p->nstages; i++)
+		if (strcmp(p->stages[i].name, name) == 0)
+			return (ssize_t)i;
+	return -1;
+}
+
+bool mlp_pipeline_depends_on(const struct mlp_pipeline *p, size_t index, size_t ancestor)
+{
+	bool *seen;
+	size_t *stack;
+	size_t top = 0;
+	bool found = false;
+
+	if (index >= p->nstages || ancestor >= p->nstages)
+		return false;
+	seen = xcalloc(p->nstages, sizeof(*seen));
+	stack = xmalloc(p->nstages * sizeof(*stack));
+	stack[top++] = index;
+	while (top > 0 && !found) {
+		const struct mlp_stage *st = &p->stages[stack[--top]];
+
+		for (size_t j = 0; j < st->nneeds; j++) {
+			size_t w = st->need_index ? st->need_index[j] : SIZE_MAX;
+
+			if (w == SIZE_MAX || seen[w])
+				continue;
+			if (w == ancestor) {
+				found = true;
+				break;
+			}
+			seen[w] = true;
+			stack[top++] = w;
+		}
+	}
+	free(seen);
+	free(stack);
+	return found;
+}
+
+/* ------------------------------------------------------------------ */
+/* Other YAML documents as JSON values (yamltree.h)                    */
+/* ------------------------------------------------------------------ */
+
+/* Converts a node; the tree's limits already bound depth and size. */
+static struct mlp_json *node_to_json(const struct node *n)
+{
+	struct mlp_json *j;
+	bool b;
+	double d;
+
+	if (is_null(n))
+		return mlp_json_new_null();
+	switch (n->type) {
+	case NODE_SEQ:
+		j = mlp_json_array();
+		for (size_t i = 0; i < n->nitems; i++)
+			mlp_json_append(j, node_to_json(n->items[i]));
+		return j;
+	case NODE_MAP:
+		j = mlp_json_object();
+		for (size_t i = 0; i < n->npairs; i++) {
+			const struct pair *pr = &n->pairs[i];
+
+			if (pr->dup_of != NULL || pr->key->type != NODE_SCALAR)
+				continue;
+			mlp_json_add(j, pr->key->value, node_to_json(pr->value));
+		}
+		return j;
+	case NODE_SCALAR:
+		if (n->plain && bool_word(n->value, &b))
+			return mlp_json_new_bool(b);
+		if (n->plain && number_syntax(n->value) && mlp_parse_double(&d, n->value) == 0)
+			return mlp_json_new_number(d);
+		return mlp_json_new_string(n->value);
+	}
+	return mlp_json_new_null();
+}
+
+int mlp_yaml_to_json(struct mlp_json **out, const char *path, const char *text, size_t len)
+{
+	struct mlp_diags diags = {0};
+	struct ctx c = {0};
+	struct node *root = NULL;
+	int rc = 0;
+
+	*out = NULL;
+	c.path = path;
+	c.text = text;
+	c.len = len;
+	c.diags = &diags;
+	index_lines(&c);
+	if (!check_bytes(&c) || build_tree(&c, &root) != 0) {
+		if (diags.len)
+			mlp_error_set("%s:%d:%d: %s", path, diags.items[0].pos.line,
+			              diags.items[0].pos.col, diags.items[0].message);
+		else
+			mlp_error_set("%s: not a YAML document", path);
+		rc = MLP_EINVAL;
+	} else {
+		*out = node_to_json(root);
+	}
+	nodes_free(c.nodes);
+	strtab_free(&c.anchor_index);
+	free(c.anchors);
+	free(c.lines);
+	mlp_diags_free(&diags);
+	return rc;
+}
