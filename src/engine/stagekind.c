@@ -15,41 +15,6 @@
 #include "engine/stagekind.h"
 #include "store/store.h"
 
-void mlp_kvlist_set(struct mlp_kvlist *l, const char *key, const char *value)
-{
-	for (size_t i = 0; i < l->len; i++) {
-		if (strcmp(l->items[i].key, key) == 0) {
-			free(l->items[i].value);
-			l->items[i].value = xstrdup(value);
-			return;
-		}
-	}
-	xgrow((void **)&l->items, &l->cap, l->len + 1, sizeof(*l->items));
-	l->items[l->len].key = xstrdup(key);
-	l->items[l->len].value = xstrdup(value);
-	l->items[l->len].pos = (struct mlp_pos){0, 0};
-	l->len++;
-}
-
-const char *mlp_kvlist_get(const struct mlp_kvlist *l, const char *key)
-{
-	for (size_t i = 0; i < l->len; i++)
-		if (strcmp(l->items[i].key, key) == 0)
-			return l->items[i].value;
-	return NULL;
-}
-
-void mlp_kvlist_free(struct mlp_kvlist *l)
-{
-	for (size_t i = 0; i < l->len; i++) {
-		free(l->items[i].key);
-		free(l->items[i].value);
-	}
-	free(l->items);
-	l->items = NULL;
-	l->len = l->cap = 0;
-}
-
 /* run: a shell command, every expression value shell-quoted. */
 static int run_prepare(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx)
 {

@@ -59,9 +59,4 @@ char *mlp_stage_script_path(const struct mlp_stage_ctx *ctx);
 /* The operations of a kind (never NULL). */
 const struct mlp_stage_kind_ops *mlp_stage_kind_ops(enum mlp_stage_kind kind);
 
-/* Appends key=value to an output list (copies both). */
-void mlp_kvlist_set(struct mlp_kvlist *l, const char *key, const char *value);
-const char *mlp_kvlist_get(const struct mlp_kvlist *l, const char *key);
-void mlp_kvlist_free(struct mlp_kvlist *l);
-
 #endif

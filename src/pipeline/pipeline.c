@@ -1109,25 +1109,6 @@ static void note_shell_expr(struct ctx *c, size_t stage, const struct node *v)
 /* Sections                                                            */
 /* ------------------------------------------------------------------ */
 
-static void kv_add(struct mlp_kvlist *l, const char *key, const char *value, struct mlp_pos pos)
-{
-	xgrow((void **)&l->items, &l->cap, l->len + 1, sizeof(*l->items));
-	l->items[l->len].key = xstrdup(key);
-	l->items[l->len].value = xstrdup(value);
-	l->items[l->len].pos = pos;
-	l->len++;
-}
-
-static void kv_free(struct mlp_kvlist *l)
-{
-	for (size_t i = 0; i < l->len; i++) {
-		free(l->items[i].key);
-		free(l->items[i].value);
-	}
-	free(l->items);
-	memset(l, 0, sizeof(*l));
-}
-
 static bool env_name_valid(const char *s)
 {
 	if (!isalpha((unsigned char)*s) && *s != '_')
@@ -1165,8 +1146,8 @@ static void parse_env(struct ctx *c, const struct node *v, struct mlp_kvlist *ou
 			free(d);
 			continue;
 		}
-		kv_add(out, pr->key->value, is_null(pr->value) ? "" : pr->value->value,
-		       pr->value->pos);
+		mlp_kvlist_add(out, pr->key->value, is_null(pr->value) ? "" : pr->value->value,
+		               pr->value->pos);
 		note_expr(c, stage, pr->value);
 	}
 }
@@ -1916,9 +1897,9 @@ static void parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 					free(d);
 					continue;
 				}
-				kv_add(&g->directions, dp->key->value,
-				       directions[strcmp(dp->value->value, "lower") == 0],
-				       dp->value->pos);
+				mlp_kvlist_add(&g->directions, dp->key->value,
+				               directions[strcmp(dp->value->value, "lower") == 0],
+				               dp->value->pos);
 			}
 		} else if (strcmp(k, "allow_empty") == 0) {
 			get_bool(c, k, val, &g->allow_empty);
@@ -2952,7 +2933,7 @@ static void stage_free(struct mlp_stage *st)
 	free(st->needs_pos);
 	free(st->need_index);
 	retry_free(&st->retry);
-	kv_free(&st->env);
+	mlp_kvlist_free(&st->env);
 	free(st->workdir);
 	free(st->run);
 	free(st->train.builtin.layers);
@@ -2968,12 +2949,12 @@ static void stage_free(struct mlp_stage *st)
 	for (size_t i = 0; i < st->gate.nrequire; i++)
 		free(st->gate.require[i].metric);
 	free(st->gate.require);
-	kv_free(&st->gate.directions);
+	mlp_kvlist_free(&st->gate.directions);
 	free(st->rollout.deployment);
 	free(st->rollout.namespace_);
 	free(st->rollout.container);
 	free(st->rollout.image);
-	kv_free(&st->rollout.env);
+	mlp_kvlist_free(&st->rollout.env);
 	free(st->rollout.context);
 }
 
@@ -2985,7 +2966,7 @@ void mlp_pipeline_free(struct mlp_pipeline *p)
 	free(p->dir);
 	free(p->text);
 	free(p->name);
-	kv_free(&p->env);
+	mlp_kvlist_free(&p->env);
 	free(p->workdir);
 	for (size_t i = 0; i < p->npush_branches; i++)
 		free(p->push_branches[i]);

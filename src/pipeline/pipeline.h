@@ -20,14 +20,10 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+#include "base/kvlist.h"
+
 /* Largest pipeline file we read. */
 #define MLP_PIPELINE_MAX_BYTES (1024 * 1024)
-
-/* A position in the pipeline file, 1-based; line 0 means "unknown". */
-struct mlp_pos {
-	int line;
-	int col;
-};
 
 struct mlp_diag {
 	char *file;
@@ -50,20 +46,6 @@ void mlp_diags_sort(struct mlp_diags *d);
 /* Prints one "FILE:LINE:COL: message" line per problem. */
 void mlp_diags_print(const struct mlp_diags *d, FILE *f);
 void mlp_diags_free(struct mlp_diags *d);
-
-/* An ordered string map (env:, outputs ...). Values may hold ${{ }}
- * expressions, expanded when a stage starts. */
-struct mlp_kv {
-	char *key;
-	char *value;
-	struct mlp_pos pos; /* of the value */
-};
-
-struct mlp_kvlist {
-	struct mlp_kv *items;
-	size_t len;
-	size_t cap;
-};
 
 enum mlp_stage_kind {
 	MLP_STAGE_RUN,
