@@ -153,17 +153,23 @@ int mlp_cmd_main(int argc, char **argv)
 		return mlp_cmd_version.exec(1, (char *[]){"version", NULL});
 	c = mlp_cmd_find(argv[1], &ambiguous);
 	if (c == NULL) {
-		const char *names[16];
-		size_t n = 0;
+		/* every public command: the table's size, not a guess (a fixed
+		 * array of 16 once left the 17th, help, out of the suggestions) */
+		size_t ncmds = 0, n = 0;
+		const char **names;
 		const char *near;
 
-		for (size_t i = 0; mlp_cmd_table[i] && n < MLP_ARRAY_SIZE(names); i++)
+		while (mlp_cmd_table[ncmds])
+			ncmds++;
+		names = xcalloc(ncmds + 1, sizeof(*names));
+		for (size_t i = 0; i < ncmds; i++)
 			if (!mlp_cmd_internal(mlp_cmd_table[i]))
 				names[n++] = mlp_cmd_table[i]->name;
 		if (ambiguous) {
 			mlp_cmd_error("'%s' is ambiguous: it starts more than one command "
 			              "(see 'mlpipe help')",
 			              argv[1]);
+			free(names);
 			return MLP_EXIT_USAGE;
 		}
 		near = mlp_suggest(argv[1], names, n);
@@ -171,6 +177,7 @@ int mlp_cmd_main(int argc, char **argv)
 			mlp_cmd_error("unknown command '%s' (did you mean '%s'?)", argv[1], near);
 		else
 			mlp_cmd_error("unknown command '%s' (see 'mlpipe help')", argv[1]);
+		free(names);
 		return MLP_EXIT_USAGE;
 	}
 	/* getopt in the command sees argv[0] = the command's name. */

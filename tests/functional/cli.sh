@@ -24,6 +24,17 @@ expect_match "version prints the version" "^mlpipe [0-9]+\.[0-9]+\.[0-9]+" "$out
 run_mlpipe rnu
 expect_eq "an unknown command exits 2" 2 "$rc"
 expect_eq "and suggests the nearest" "mlpipe: unknown command 'rnu' (did you mean 'run'?)" "$err"
+# every public command can be suggested, the last in the table too
+for c in $("$MLPIPE" help | awk '/^  [a-z]/ && $0 !~ /internal/ { print $1 }'); do
+	typo=$(printf '%s' "$c" | sed 's/^\(.\)\(.\)/\2\1/')
+	[ "$typo" = "$c" ] && continue
+	run_mlpipe "$typo"
+	case "$err" in
+	*"did you mean '$c'?"*) ;;
+	*) missed="${missed:-} $typo->$c" ;;
+	esac
+done
+expect_eq "every public command is suggested for a transposition typo (hepl -> help)" "" "${missed:-}"
 run_mlpipe xyzzy
 expect_eq "without a near one it points to help" "mlpipe: unknown command 'xyzzy' (see 'mlpipe help')" "$err"
 run_mlpipe val --help
