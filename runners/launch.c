@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
+#include "base/exec.h"
 #include "launch.h"
 #include "base/util.h"
 
@@ -463,5 +464,58 @@ int mlp_launch_run(struct mlp_launch_result *out, const struct mlp_launch_spec *
 	free(r.ranks);
 	close(sigfd);
 	sigprocmask(SIG_SETMASK, &old, NULL);
+	return rc;
+}
+
+/* The engine reads $MLPIPE_REASON as the stage's reason (docs/running.md). */
+static void write_reason(const char *text)
+{
+	const char *reason_file = getenv("MLPIPE_REASON");
+
+	if (reason_file && *reason_file)
+		mlp_write_file_atomic(reason_file, text, strlen(text), 0644);
+}
+
+int mlp_launch_command(struct mlp_launch_result *out, struct mlp_launch_spec *spec,
+                       char *const *command)
+{
+	char *program = NULL, *run_id = NULL, **rank_argv = NULL;
+	size_t n = 0;
+	int rc;
+
+	if ((rc = mlp_exec_find(&program, command[0])) != 0)
+		return MLP_ENOTFOUND;
+	while (command[n])
+		n++;
+	rank_argv = xcalloc(n + 1, sizeof(*rank_argv));
+	rank_argv[0] = program;
+	for (size_t i = 1; i < n; i++)
+		rank_argv[i] = command[i];
+	if (spec->run_id == NULL)
+		spec->run_id = run_id = xasprintf("launch-%ld", (long)getpid());
+	spec->argv = rank_argv;
+	if (spec->gpus_per_node > 0) {
+		spec->gpu_ids = xcalloc(MLP_LAUNCH_MAX_GPUS, sizeof(*spec->gpu_ids));
+		spec->ngpu_ids =
+		        mlp_launch_node_gpus(spec->gpu_ids, MLP_LAUNCH_MAX_GPUS, &spec->gpu_source);
+	}
+	rc = mlp_launch_run(out, spec);
+	if (rc == MLP_EINVAL) {
+		write_reason(mlp_error_last()); /* refused before anything started */
+	} else if (rc == 0 && !out->ok && !out->signal) {
+		char *text = xasprintf("%s (%d of %d restarts used)\n", out->reason, out->restarts,
+		                       spec->max_restarts);
+
+		write_reason(text);
+		free(text);
+	}
+	free(spec->gpu_ids);
+	spec->gpu_ids = NULL;
+	spec->argv = NULL;
+	if (run_id)
+		spec->run_id = NULL;
+	free(run_id);
+	free(program);
+	free(rank_argv);
 	return rc;
 }

@@ -65,4 +65,17 @@ int mlp_launch_node_gpus(char ids[][32], int max, const char **source);
  * a negative code when the launcher itself could not work. */
 int mlp_launch_run(struct mlp_launch_result *out, const struct mlp_launch_spec *spec);
 
+/*
+ * `mlpipe launch`'s work once its options are read: finds command[0] on
+ * PATH, gives the run an id when spec has none, finds the node's GPUs when
+ * spec asks for them, runs the ranks, and writes the root cause of a
+ * failure to $MLPIPE_REASON (the engine shows it as the stage's reason).
+ * Returns as mlp_launch_run; MLP_EINVAL when refused before anything
+ * started (a missing program, GPUs), with the message set (and written to
+ * $MLPIPE_REASON).  spec's argv, run_id and gpu fields are filled in and
+ * freed here.
+ */
+int mlp_launch_command(struct mlp_launch_result *out, struct mlp_launch_spec *spec,
+                       char *const *command);
+
 #endif

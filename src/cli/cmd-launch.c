@@ -35,7 +35,9 @@ static int parse_count(int *out, const char *opt, const char *v, int min, int ma
 	return 0;
 }
 
-static int launch_exec(int argc, char **argv)
+/* Reads the options into spec; returns 0, or the exit status to leave
+ * with (help printed, or a usage error). */
+static int parse_options(struct mlp_launch_spec *spec, int argc, char **argv, int *status)
 {
 	enum {
 		O_NNODES = 256,
@@ -70,6 +72,87 @@ static int launch_exec(int argc, char **argv)
 	        {"help", no_argument, NULL, 'h'},
 	        {NULL, 0, NULL, 0},
 	};
+	int c;
+	int64_t ms;
+
+	*status = MLP_EXIT_USAGE;
+	while ((c = getopt_long(argc, argv, "+n:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'n':
+			if (parse_count(&spec->nproc, "--nproc-per-node", optarg, 1, 1024) != 0)
+				return -1;
+			break;
+		case O_NNODES:
+			if (parse_count(&spec->nnodes, "--nnodes", optarg, 1, 1024) != 0)
+				return -1;
+			break;
+		case O_NODE_RANK:
+			if (parse_count(&spec->node_rank, "--node-rank", optarg, 0, 1023) != 0)
+				return -1;
+			break;
+		case O_ADDR:
+			spec->master_addr = optarg;
+			break;
+		case O_PORT:
+			if (parse_count(&spec->master_port, "--master-port", optarg, 1, 65535) != 0)
+				return -1;
+			break;
+		case O_RESTARTS:
+			if (parse_count(&spec->max_restarts, "--max-restarts", optarg, 0, 1000) !=
+			    0)
+				return -1;
+			break;
+		case O_STALL:
+		case O_GRACE:
+			if (mlp_parse_duration(&ms, optarg) != 0) {
+				mlp_cmd_usage_error(&mlp_cmd_launch, "%s", mlp_error_last());
+				return -1;
+			}
+			if (c == O_STALL)
+				spec->stall_timeout_ms = ms;
+			else
+				spec->kill_grace_ms = ms;
+			break;
+		case O_GPUS:
+			if (parse_count(&spec->gpus_per_node, "--gpus-per-node", optarg, 0, 1024) !=
+			    0)
+				return -1;
+			break;
+		case O_RUN_ID:
+			spec->run_id = optarg;
+			break;
+		case O_PROGRESS:
+			spec->progress_file = optarg;
+			break;
+		case 'h':
+			mlp_cmd_print_help(&mlp_cmd_launch, stdout);
+			*status = MLP_EXIT_OK;
+			return -1;
+		default:
+			mlp_cmd_usage_error(&mlp_cmd_launch, "unknown option");
+			return -1;
+		}
+	}
+	if (optind >= argc) {
+		mlp_cmd_usage_error(&mlp_cmd_launch, "no command given (mlpipe launch [OPTIONS] -- "
+		                                     "COMMAND [ARGS...])");
+		return -1;
+	}
+	if (spec->node_rank >= spec->nnodes) {
+		mlp_cmd_usage_error(&mlp_cmd_launch, "--node-rank %d is not below --nnodes %d",
+		                    spec->node_rank, spec->nnodes);
+		return -1;
+	}
+	if (spec->nnodes > 1 && (spec->master_addr == NULL || spec->master_port == 0)) {
+		mlp_cmd_usage_error(&mlp_cmd_launch, "several nodes need --master-addr and "
+		                                     "--master-port, the same on every node");
+		return -1;
+	}
+	return 0;
+}
+
+static int launch_exec(int argc, char **argv)
+{
 	struct mlp_launch_spec spec = {
 	        .nproc = 1,
 	        .nnodes = 1,
@@ -78,148 +161,28 @@ static int launch_exec(int argc, char **argv)
 	        .out = stdout,
 	};
 	struct mlp_launch_result res;
-	char *program = NULL, *run_id = NULL;
-	char **rank_argv = NULL;
-	int c, rc, status = MLP_EXIT_USAGE;
-	int64_t ms;
+	int rc, status;
 
-	while ((c = getopt_long(argc, argv, "+n:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'n':
-			if (parse_count(&spec.nproc, "--nproc-per-node", optarg, 1, 1024) != 0)
-				goto done;
-			break;
-		case O_NNODES:
-			if (parse_count(&spec.nnodes, "--nnodes", optarg, 1, 1024) != 0)
-				goto done;
-			break;
-		case O_NODE_RANK:
-			if (parse_count(&spec.node_rank, "--node-rank", optarg, 0, 1023) != 0)
-				goto done;
-			break;
-		case O_ADDR:
-			spec.master_addr = optarg;
-			break;
-		case O_PORT:
-			if (parse_count(&spec.master_port, "--master-port", optarg, 1, 65535) != 0)
-				goto done;
-			break;
-		case O_RESTARTS:
-			if (parse_count(&spec.max_restarts, "--max-restarts", optarg, 0, 1000) != 0)
-				goto done;
-			break;
-		case O_STALL:
-		case O_GRACE:
-			if (mlp_parse_duration(&ms, optarg) != 0) {
-				mlp_cmd_usage_error(&mlp_cmd_launch, "%s", mlp_error_last());
-				goto done;
-			}
-			if (c == O_STALL)
-				spec.stall_timeout_ms = ms;
-			else
-				spec.kill_grace_ms = ms;
-			break;
-		case O_GPUS:
-			if (parse_count(&spec.gpus_per_node, "--gpus-per-node", optarg, 0, 1024) !=
-			    0)
-				goto done;
-			break;
-		case O_RUN_ID:
-			spec.run_id = optarg;
-			break;
-		case O_PROGRESS:
-			spec.progress_file = optarg;
-			break;
-		case 'h':
-			mlp_cmd_print_help(&mlp_cmd_launch, stdout);
-			status = MLP_EXIT_OK;
-			goto done;
-		default:
-			mlp_cmd_usage_error(&mlp_cmd_launch, "unknown option");
-			goto done;
-		}
-	}
-	if (optind >= argc) {
-		mlp_cmd_usage_error(&mlp_cmd_launch, "no command given (mlpipe launch [OPTIONS] -- "
-		                                     "COMMAND [ARGS...])");
-		goto done;
-	}
-	if (spec.node_rank >= spec.nnodes) {
-		mlp_cmd_usage_error(&mlp_cmd_launch, "--node-rank %d is not below --nnodes %d",
-		                    spec.node_rank, spec.nnodes);
-		goto done;
-	}
-	if (spec.nnodes > 1 && (spec.master_addr == NULL || spec.master_port == 0)) {
-		mlp_cmd_usage_error(&mlp_cmd_launch, "several nodes need --master-addr and "
-		                                     "--master-port, the same on every node");
-		goto done;
-	}
-	if (mlp_exec_find(&program, argv[optind]) != 0) {
-		mlp_cmd_error("%s", mlp_error_last());
-		goto done;
-	}
-	rank_argv = xcalloc((size_t)(argc - optind + 1), sizeof(*rank_argv));
-	rank_argv[0] = program;
-	for (int i = optind + 1; i < argc; i++)
-		rank_argv[i - optind] = argv[i];
-	if (spec.run_id == NULL)
-		spec.run_id = run_id = xasprintf("launch-%ld", (long)getpid());
-	spec.argv = rank_argv;
-	if (spec.gpus_per_node > 0) {
-		spec.gpu_ids = xcalloc(MLP_LAUNCH_MAX_GPUS, sizeof(*spec.gpu_ids));
-		spec.ngpu_ids =
-		        mlp_launch_node_gpus(spec.gpu_ids, MLP_LAUNCH_MAX_GPUS, &spec.gpu_source);
-	}
-
-	rc = mlp_launch_run(&res, &spec);
-	if (rc == MLP_EINVAL) {
-		/* Refused before anything started (GPUs, sizes). */
-		mlp_cmd_error("%s", mlp_error_last());
-		{
-			const char *reason_file = getenv("MLPIPE_REASON");
-
-			if (reason_file && *reason_file)
-				mlp_write_file_atomic(reason_file, mlp_error_last(),
-				                      strlen(mlp_error_last()), 0644);
-		}
-		status = MLP_EXIT_USAGE;
-		goto done;
+	if (parse_options(&spec, argc, argv, &status) != 0)
+		return status;
+	rc = mlp_launch_command(&res, &spec, argv + optind);
+	if (rc == MLP_ENOTFOUND || rc == MLP_EINVAL) {
+		mlp_cmd_error("%s", mlp_error_last()); /* nothing started */
+		return MLP_EXIT_USAGE;
 	}
 	if (rc != 0) {
 		mlp_cmd_error("%s", mlp_error_last());
-		status = MLP_EXIT_FAILED;
-		goto done;
+		return MLP_EXIT_FAILED;
 	}
-	if (res.ok) {
-		status = MLP_EXIT_OK;
-		goto done;
-	}
+	if (res.ok)
+		return MLP_EXIT_OK;
 	if (res.signal) {
 		fprintf(stderr, "mlpipe launch: stopped by SIG%s\n", sigabbrev_np(res.signal));
-		status = 128 + res.signal;
-	} else {
-		fprintf(stderr, "mlpipe launch: %s (%d of %d restarts used)\n", res.reason,
-		        res.restarts, spec.max_restarts);
-		status = MLP_EXIT_FAILED;
+		return 128 + res.signal;
 	}
-	/* The engine shows this as the stage's reason when it asks for one. */
-	{
-		const char *reason_file = getenv("MLPIPE_REASON");
-
-		if (reason_file && *reason_file && !res.signal) {
-			char *text = xasprintf("%s (%d of %d restarts used)\n", res.reason,
-			                       res.restarts, spec.max_restarts);
-
-			mlp_write_file_atomic(reason_file, text, strlen(text), 0644);
-			free(text);
-		}
-	}
-done:
-	free(spec.gpu_ids);
-	free(program);
-	free(run_id);
-	free(rank_argv);
-	return status;
+	fprintf(stderr, "mlpipe launch: %s (%d of %d restarts used)\n", res.reason, res.restarts,
+	        spec.max_restarts);
+	return MLP_EXIT_FAILED;
 }
 
 const struct mlp_cmd mlp_cmd_launch = {
