@@ -74,7 +74,17 @@ enum {
 	OPT_MODEL
 };
 
-static int rollout_exec(int argc, char **argv)
+/* What `mlpipe rollout`'s options say. */
+struct rollout_args {
+	struct mlp_rollout_request req;
+	struct mlp_k8s_options ko;
+	struct mlp_kvlist env;
+	const char *db, *model;
+};
+
+/* Reads the options into a; returns -1 with *status set to leave with
+ * (help printed, or a usage error). */
+static int parse_rollout_options(struct rollout_args *a, int argc, char **argv, int *status)
 {
 	static const struct option opts[] = {
 	        {"image", required_argument, NULL, 'i'},
@@ -91,111 +101,122 @@ static int rollout_exec(int argc, char **argv)
 	        {NULL, 0, NULL, 0},
 	};
 	const struct mlp_cmd *self = &mlp_cmd_rollout;
-	struct mlp_rollout_request req = {.progress = stdout};
-	struct mlp_k8s_options ko = {0};
-	struct mlp_kvlist env = {0};
-	struct mlp_rollout_outcome out = {0};
-	struct mlp_model_version mv = {0};
-	struct mlp_k8s *k = NULL;
-	struct mlp_store *s = NULL;
-	const char *db = NULL, *model = NULL;
-	char *ns = NULL, *name = NULL, *user = NULL;
-	int c, rc, status = MLP_EXIT_USAGE;
+	int c;
 
 	while ((c = getopt_long(argc, argv, "i:e:c:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'i':
-			req.image = optarg;
+			a->req.image = optarg;
 			break;
 		case 'e': {
 			const char *eq = strchr(optarg, '=');
 			char *key;
 
-			if (eq == NULL || eq == optarg)
-				return mlp_cmd_usage_error(self, "--env takes NAME=VALUE, not '%s'",
-				                           optarg);
+			if (eq == NULL || eq == optarg) {
+				*status = mlp_cmd_usage_error(
+				        self, "--env takes NAME=VALUE, not '%s'", optarg);
+				return -1;
+			}
 			key = xstrndup(optarg, (size_t)(eq - optarg));
-			mlp_kvlist_set(&env, key, eq + 1);
+			mlp_kvlist_set(&a->env, key, eq + 1);
 			free(key);
 			break;
 		}
 		case 'c':
-			req.container = optarg;
+			a->req.container = optarg;
 			break;
 		case OPT_KUBECONFIG:
-			ko.kubeconfig = optarg;
+			a->ko.kubeconfig = optarg;
 			break;
 		case OPT_CONTEXT:
-			ko.context = optarg;
+			a->ko.context = optarg;
 			break;
 		case OPT_DB:
-			db = optarg;
+			a->db = optarg;
 			break;
 		case OPT_TIMEOUT:
-			if (mlp_parse_duration(&req.timeout_ms, optarg) != 0 ||
-			    req.timeout_ms <= 0) {
-				mlp_kvlist_free(&env);
-				return mlp_cmd_usage_error(self, "--timeout: %s", mlp_error_last());
+			if (mlp_parse_duration(&a->req.timeout_ms, optarg) != 0 ||
+			    a->req.timeout_ms <= 0) {
+				*status = mlp_cmd_usage_error(self, "--timeout: %s",
+				                              mlp_error_last());
+				return -1;
 			}
 			break;
 		case OPT_ON_FAILURE:
 			if (strcmp(optarg, "rollback") == 0) {
-				req.on_failure = MLP_ON_FAILURE_ROLLBACK;
+				a->req.on_failure = MLP_ON_FAILURE_ROLLBACK;
 			} else if (strcmp(optarg, "keep") == 0) {
-				req.on_failure = MLP_ON_FAILURE_KEEP;
+				a->req.on_failure = MLP_ON_FAILURE_KEEP;
 			} else {
-				mlp_kvlist_free(&env);
-				return mlp_cmd_usage_error(self,
-				                           "--on-failure is rollback or keep");
+				*status = mlp_cmd_usage_error(self,
+				                              "--on-failure is rollback or keep");
+				return -1;
 			}
 			break;
 		case OPT_DRY_RUN:
-			req.dry_run = true;
+			a->req.dry_run = true;
 			break;
 		case OPT_MODEL:
-			model = optarg;
+			a->model = optarg;
 			break;
 		case 'h':
-			mlp_kvlist_free(&env);
 			mlp_cmd_print_help(self, stdout);
-			return MLP_EXIT_OK;
+			*status = MLP_EXIT_OK;
+			return -1;
 		default:
-			mlp_kvlist_free(&env);
-			return mlp_cmd_usage_error(self, "unknown option");
+			*status = mlp_cmd_usage_error(self, "unknown option");
+			return -1;
 		}
 	}
 	if (optind + 1 != argc) {
-		mlp_kvlist_free(&env);
-		return mlp_cmd_usage_error(self, "give one NAMESPACE/DEPLOYMENT");
+		*status = mlp_cmd_usage_error(self, "give one NAMESPACE/DEPLOYMENT");
+		return -1;
 	}
+	return 0;
+}
+
+static int rollout_exec(int argc, char **argv)
+{
+	const struct mlp_cmd *self = &mlp_cmd_rollout;
+	struct rollout_args a = {.req = {.progress = stdout}};
+	struct mlp_rollout_outcome out = {0};
+	struct mlp_model_version mv = {0};
+	struct mlp_k8s *k = NULL;
+	struct mlp_store *s = NULL;
+	char *ns = NULL, *name = NULL, *user = NULL;
+	int rc, status = MLP_EXIT_USAGE;
+
+	if (parse_rollout_options(&a, argc, argv, &status) != 0)
+		goto done;
 	if (split_target(&ns, &name, argv[optind]) != 0) {
-		mlp_kvlist_free(&env);
-		return mlp_cmd_usage_error(self, "'%s' is not NAMESPACE/DEPLOYMENT", argv[optind]);
+		status =
+		        mlp_cmd_usage_error(self, "'%s' is not NAMESPACE/DEPLOYMENT", argv[optind]);
+		goto done;
 	}
-	if (req.image == NULL && env.len == 0) {
+	if (a.req.image == NULL && a.env.len == 0) {
 		mlp_cmd_usage_error(self, "nothing to roll out: give --image and/or --env");
 		goto done;
 	}
-	if (mlp_store_open(&s, db, 0) != 0 || mlp_k8s_open(&k, &ko) != 0) {
+	if (mlp_store_open(&s, a.db, 0) != 0 || mlp_k8s_open(&k, &a.ko) != 0) {
 		mlp_cmd_error("%s", mlp_error_last());
 		goto done;
 	}
-	if (model) {
-		if (find_model(s, &mv, model) != 0) {
+	if (a.model) {
+		if (find_model(s, &mv, a.model) != 0) {
 			mlp_cmd_error("%s", mlp_error_last());
 			goto done;
 		}
-		req.model = mv.model;
-		req.model_version = mv.version;
-		req.model_version_id = mv.id;
-		req.model_sha256 = mv.sha256;
+		a.req.model = mv.model;
+		a.req.model_version = mv.version;
+		a.req.model_version_id = mv.id;
+		a.req.model_sha256 = mv.sha256;
 	}
 	user = mlp_cmd_current_user();
-	req.namespace_ = ns;
-	req.deployment = name;
-	req.env = &env;
-	req.user = user;
-	rc = mlp_rollout_run(k, s, &out, &req);
+	a.req.namespace_ = ns;
+	a.req.deployment = name;
+	a.req.env = &a.env;
+	a.req.user = user;
+	rc = mlp_rollout_run(k, s, &out, &a.req);
 	if (rc == 0) {
 		status = MLP_EXIT_OK;
 	} else {
@@ -205,7 +226,7 @@ static int rollout_exec(int argc, char **argv)
 done:
 	mlp_rollout_outcome_clear(&out);
 	mlp_model_version_clear(&mv);
-	mlp_kvlist_free(&env);
+	mlp_kvlist_free(&a.env);
 	mlp_k8s_close(k);
 	mlp_store_close(s);
 	free(ns);

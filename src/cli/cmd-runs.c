@@ -57,128 +57,141 @@ static struct mlp_json *run_json(const struct mlp_run_info *r)
 	return o;
 }
 
+/* One run with its attempts, outputs and metrics, as `runs show` reads it. */
+struct run_record {
+	struct mlp_run_info r;
+	struct mlp_attempt_info *a;
+	struct mlp_stage_value *outs, *mets;
+	size_t na, no, nm;
+};
+
+static struct mlp_json *attempt_json(const struct mlp_attempt_info *a)
+{
+	struct mlp_json *x = mlp_json_object();
+	char t[32];
+
+	mlp_json_add_string(x, "stage", a->stage);
+	mlp_json_add_int(x, "attempt", a->attempt);
+	mlp_json_add_string(x, "kind", a->kind);
+	mlp_json_add_string(x, "status", mlp_status_name(a->status));
+	if (a->exit_code >= 0)
+		mlp_json_add_int(x, "exit_code", a->exit_code);
+	else
+		mlp_json_add_null(x, "exit_code");
+	if (a->signal > 0)
+		mlp_json_add_int(x, "signal", a->signal);
+	else
+		mlp_json_add_null(x, "signal");
+	mlp_json_add_bool(x, "timed_out", a->timed_out);
+	if (a->started_at > 0) {
+		mlp_format_time(t, sizeof(t), a->started_at);
+		mlp_json_add_string(x, "started_at", t);
+	} else {
+		mlp_json_add_null(x, "started_at");
+	}
+	if (a->ended_at > 0 && a->started_at > 0)
+		mlp_json_add_number(x, "duration_seconds",
+		                    (double)(a->ended_at - a->started_at) / 1000.0);
+	else
+		mlp_json_add_null(x, "duration_seconds");
+	mlp_json_add_string(x, "log", a->log_path);
+	mlp_json_add_string(x, "message", a->message);
+	return x;
+}
+
+static int print_run_json(const struct run_record *rec)
+{
+	struct mlp_json *o = run_json(&rec->r), *arr = mlp_json_array();
+	struct mlp_json *oo = mlp_json_object(), *mo = mlp_json_object();
+
+	for (size_t i = 0; i < rec->na; i++)
+		mlp_json_append(arr, attempt_json(&rec->a[i]));
+	mlp_json_add(o, "stages", arr);
+	for (size_t i = 0; i < rec->no; i++) {
+		char *k = xasprintf("%s.%s", rec->outs[i].stage, rec->outs[i].name);
+
+		mlp_json_add_string(oo, k, rec->outs[i].text);
+		free(k);
+	}
+	for (size_t i = 0; i < rec->nm; i++) {
+		char *k = xasprintf("%s.%s", rec->mets[i].stage, rec->mets[i].name);
+
+		mlp_json_add_number(mo, k, rec->mets[i].number);
+		free(k);
+	}
+	mlp_json_add(o, "outputs", oo);
+	mlp_json_add(o, "metrics", mo);
+	return mlp_cmd_print_json(o);
+}
+
+static void print_run_text(const struct run_record *rec)
+{
+	const struct mlp_run_info *r = &rec->r;
+	char t[32], d[32];
+
+	printf("run %lld  %s  %s\n", (long long)r->id, r->pipeline, mlp_status_name(r->status));
+	mlp_cmd_format_time(t, sizeof(t), r->started_at);
+	fmt_span(d, sizeof(d), r->started_at, r->ended_at);
+	printf("  started   %s (%s)\n", t, d);
+	printf("  trigger   %s by %s\n", r->trigger ? r->trigger : "-", r->user ? r->user : "-");
+	printf("  file      %s (sha256 %.12s)\n", r->pipeline_path ? r->pipeline_path : "-",
+	       r->pipeline_sha256);
+	if (r->git_commit)
+		printf("  commit    %s\n", r->git_commit);
+	printf("  workspace %s\n", r->workspace ? r->workspace : "-");
+	if (r->message)
+		printf("  result    %s\n", r->message);
+	printf("\n  %-20s %-7s %-12s %9s  %s\n", "STAGE", "ATTEMPT", "STATUS", "DURATION",
+	       "DETAIL");
+	for (size_t i = 0; i < rec->na; i++) {
+		const struct mlp_attempt_info *a = &rec->a[i];
+		char att[16];
+
+		fmt_span(d, sizeof(d), a->started_at, a->ended_at);
+		if (a->attempt > 0)
+			snprintf(att, sizeof(att), "%d", a->attempt);
+		else
+			snprintf(att, sizeof(att), "-");
+		printf("  %-20s %-7s %-12s %9s  %s\n", a->stage, att, mlp_status_name(a->status), d,
+		       a->message ? a->message : "");
+	}
+	if (rec->nm) {
+		printf("\n  metrics\n");
+		for (size_t i = 0; i < rec->nm; i++)
+			printf("    %s.%s = %.6g\n", rec->mets[i].stage, rec->mets[i].name,
+			       rec->mets[i].number);
+	}
+	if (rec->no) {
+		printf("\n  outputs\n");
+		for (size_t i = 0; i < rec->no; i++)
+			printf("    %s.%s = %s\n", rec->outs[i].stage, rec->outs[i].name,
+			       rec->outs[i].text);
+	}
+}
+
 static int show_run(struct mlp_store *s, int64_t id, bool json)
 {
-	struct mlp_run_info r;
-	struct mlp_attempt_info *a = NULL;
-	struct mlp_stage_value *outs = NULL, *mets = NULL;
-	size_t na = 0, no = 0, nm = 0;
+	struct run_record rec = {0};
 	int status = MLP_EXIT_USAGE;
 
-	if (mlp_store_run_get(s, &r, id) != 0) {
+	if (mlp_store_run_get(s, &rec.r, id) != 0) {
 		mlp_cmd_error("%s", mlp_error_last());
 		return MLP_EXIT_USAGE;
 	}
-	if (mlp_store_attempts_list(s, &a, &na, id) != 0 ||
-	    mlp_store_outputs_list(s, &outs, &no, id) != 0 ||
-	    mlp_store_metrics_list(s, &mets, &nm, id) != 0) {
+	if (mlp_store_attempts_list(s, &rec.a, &rec.na, id) != 0 ||
+	    mlp_store_outputs_list(s, &rec.outs, &rec.no, id) != 0 ||
+	    mlp_store_metrics_list(s, &rec.mets, &rec.nm, id) != 0) {
 		mlp_cmd_error("%s", mlp_error_last());
-		goto done;
+	} else if (json) {
+		status = print_run_json(&rec);
+	} else {
+		print_run_text(&rec);
+		status = MLP_EXIT_OK;
 	}
-	if (json) {
-		struct mlp_json *o = run_json(&r), *arr = mlp_json_array();
-		struct mlp_json *oo = mlp_json_object(), *mo = mlp_json_object();
-
-		for (size_t i = 0; i < na; i++) {
-			struct mlp_json *x = mlp_json_object();
-			char t[32];
-
-			mlp_json_add_string(x, "stage", a[i].stage);
-			mlp_json_add_int(x, "attempt", a[i].attempt);
-			mlp_json_add_string(x, "kind", a[i].kind);
-			mlp_json_add_string(x, "status", mlp_status_name(a[i].status));
-			if (a[i].exit_code >= 0)
-				mlp_json_add_int(x, "exit_code", a[i].exit_code);
-			else
-				mlp_json_add_null(x, "exit_code");
-			if (a[i].signal > 0)
-				mlp_json_add_int(x, "signal", a[i].signal);
-			else
-				mlp_json_add_null(x, "signal");
-			mlp_json_add_bool(x, "timed_out", a[i].timed_out);
-			if (a[i].started_at > 0) {
-				mlp_format_time(t, sizeof(t), a[i].started_at);
-				mlp_json_add_string(x, "started_at", t);
-			} else {
-				mlp_json_add_null(x, "started_at");
-			}
-			if (a[i].ended_at > 0 && a[i].started_at > 0)
-				mlp_json_add_number(x, "duration_seconds",
-				                    (double)(a[i].ended_at - a[i].started_at) /
-				                            1000.0);
-			else
-				mlp_json_add_null(x, "duration_seconds");
-			mlp_json_add_string(x, "log", a[i].log_path);
-			mlp_json_add_string(x, "message", a[i].message);
-			mlp_json_append(arr, x);
-		}
-		mlp_json_add(o, "stages", arr);
-		for (size_t i = 0; i < no; i++) {
-			char *k = xasprintf("%s.%s", outs[i].stage, outs[i].name);
-
-			mlp_json_add_string(oo, k, outs[i].text);
-			free(k);
-		}
-		for (size_t i = 0; i < nm; i++) {
-			char *k = xasprintf("%s.%s", mets[i].stage, mets[i].name);
-
-			mlp_json_add_number(mo, k, mets[i].number);
-			free(k);
-		}
-		mlp_json_add(o, "outputs", oo);
-		mlp_json_add(o, "metrics", mo);
-		status = mlp_cmd_print_json(o);
-		goto done;
-	}
-	{
-		char t[32], d[32];
-
-		printf("run %lld  %s  %s\n", (long long)r.id, r.pipeline,
-		       mlp_status_name(r.status));
-		mlp_cmd_format_time(t, sizeof(t), r.started_at);
-		fmt_span(d, sizeof(d), r.started_at, r.ended_at);
-		printf("  started   %s (%s)\n", t, d);
-		printf("  trigger   %s by %s\n", r.trigger ? r.trigger : "-",
-		       r.user ? r.user : "-");
-		printf("  file      %s (sha256 %.12s)\n", r.pipeline_path ? r.pipeline_path : "-",
-		       r.pipeline_sha256);
-		if (r.git_commit)
-			printf("  commit    %s\n", r.git_commit);
-		printf("  workspace %s\n", r.workspace ? r.workspace : "-");
-		if (r.message)
-			printf("  result    %s\n", r.message);
-		printf("\n  %-20s %-7s %-12s %9s  %s\n", "STAGE", "ATTEMPT", "STATUS", "DURATION",
-		       "DETAIL");
-		for (size_t i = 0; i < na; i++) {
-			char att[16];
-
-			fmt_span(d, sizeof(d), a[i].started_at, a[i].ended_at);
-			if (a[i].attempt > 0)
-				snprintf(att, sizeof(att), "%d", a[i].attempt);
-			else
-				snprintf(att, sizeof(att), "-");
-			printf("  %-20s %-7s %-12s %9s  %s\n", a[i].stage, att,
-			       mlp_status_name(a[i].status), d, a[i].message ? a[i].message : "");
-		}
-		if (nm) {
-			printf("\n  metrics\n");
-			for (size_t i = 0; i < nm; i++)
-				printf("    %s.%s = %.6g\n", mets[i].stage, mets[i].name,
-				       mets[i].number);
-		}
-		if (no) {
-			printf("\n  outputs\n");
-			for (size_t i = 0; i < no; i++)
-				printf("    %s.%s = %s\n", outs[i].stage, outs[i].name,
-				       outs[i].text);
-		}
-	}
-	status = MLP_EXIT_OK;
-done:
-	mlp_run_info_clear(&r);
-	mlp_attempt_info_free_all(a, na);
-	mlp_stage_value_free_all(outs, no);
-	mlp_stage_value_free_all(mets, nm);
+	mlp_run_info_clear(&rec.r);
+	mlp_attempt_info_free_all(rec.a, rec.na);
+	mlp_stage_value_free_all(rec.outs, rec.no);
+	mlp_stage_value_free_all(rec.mets, rec.nm);
 	return status;
 }
 
