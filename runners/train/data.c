@@ -374,6 +374,93 @@ static bool parse_float(float *out, const char *s)
 	return true;
 }
 
+/* All fields are numbers: a row of data, not a header. */
+static bool all_numeric(char **fields, int nf)
+{
+	bool numeric = true;
+
+	for (int i = 0; i < nf && numeric; i++) {
+		float v;
+
+		numeric = parse_float(&v, fields[i]);
+	}
+	return numeric;
+}
+
+/* The first data row, with ncols columns, fixes the shape: checks it
+ * against the label column and allocates for rows_cap rows.  0 or
+ * MLP_EINVAL with a message. */
+static int csv_shape(struct mlp_dataset *d, int ncols, size_t lineno, int label_column,
+                     size_t rows_cap)
+{
+	if (ncols < 2) {
+		mlp_error_set("%s:%zu: a CSV row needs a label and at least one feature", d->name,
+		              lineno);
+		return MLP_EINVAL;
+	}
+	if (label_column >= ncols) {
+		mlp_error_set("%s: --label-column %d, but the file has %d columns "
+		              "(0 to %d)",
+		              d->name, label_column, ncols, ncols - 1);
+		return MLP_EINVAL;
+	}
+	d->features = (size_t)ncols - 1;
+	if (rows_cap * d->features > DATA_MAX_VALUES) {
+		mlp_error_set("%s: too large (more than %llu values)", d->name,
+		              (unsigned long long)DATA_MAX_VALUES);
+		return MLP_EINVAL;
+	}
+	d->x = xmalloc(rows_cap * d->features * sizeof(float));
+	d->y = xmalloc(rows_cap * sizeof(int32_t));
+	d->lines = xmalloc(rows_cap * sizeof(uint32_t));
+	return 0;
+}
+
+/* Appends one data row (line lineno, its nf fields) to d: the label and
+ * the features.  0 or MLP_EINVAL with a message naming the line. */
+static int csv_add_row(struct mlp_dataset *d, char **fields, int nf, int label_column,
+                       size_t lineno)
+{
+	float *row = d->x + d->n * d->features;
+	const char *lf = fields[label_column];
+	char *lend;
+	double lv;
+
+	errno = 0;
+	lv = *lf ? strtod(lf, &lend) : NAN;
+	if (*lf == '\0' || *lend != '\0' || !isfinite(lv) || lv != floor(lv)) {
+		char shown[41];
+
+		field_for_message(shown, lf);
+		mlp_error_set("%s:%zu: label '%s' is not an integer", d->name, lineno, shown);
+		return MLP_EINVAL;
+	}
+	if (lv < 0 || lv > (double)INT32_MAX) {
+		mlp_error_set("%s:%zu: label %.0f is out of range (labels are 0, "
+		              "1, 2, ...)",
+		              d->name, lineno, lv);
+		return MLP_EINVAL;
+	}
+	for (int i = 0, j = 0; i < nf; i++) {
+		if (i == label_column)
+			continue;
+		if (!parse_float(&row[j++], fields[i])) {
+			char shown[41];
+
+			field_for_message(shown, fields[i]);
+			mlp_error_set("%s:%zu: column %d: '%s' is not a number", d->name, lineno, i,
+			              shown);
+			return MLP_EINVAL;
+		}
+	}
+	d->y[d->n] = (int32_t)lv;
+	if (d->y[d->n] > d->max_label)
+		d->max_label = d->y[d->n];
+	d->lines[d->n] = lineno > UINT32_MAX ? UINT32_MAX : (uint32_t)lineno;
+	d->n++;
+	return 0;
+}
+
 static int csv_parse(struct mlp_dataset *d, char *text, size_t len, int label_column)
 {
 	size_t maxf = MLP_MODEL_MAX_WIDTH + 1;
@@ -407,86 +494,22 @@ static int csv_parse(struct mlp_dataset *d, char *text, size_t len, int label_co
 			goto done;
 		}
 		if (ncols < 0) {
-			bool numeric = true;
-
-			for (int i = 0; i < nf && numeric; i++) {
-				float v;
-
-				numeric = parse_float(&v, fields[i]);
-			}
-			if (!numeric && first) {
+			if (!all_numeric(fields, nf) && first) {
 				first = false;
 				p = le + 1; /* a header */
 				continue;
 			}
 			ncols = nf;
-			if (ncols < 2) {
-				mlp_error_set(
-				        "%s:%zu: a CSV row needs a label and at least one feature",
-				        d->name, lineno);
+			if (csv_shape(d, ncols, lineno, label_column, rows_cap) != 0)
 				goto done;
-			}
-			if (label_column >= ncols) {
-				mlp_error_set("%s: --label-column %d, but the file has %d columns "
-				              "(0 to %d)",
-				              d->name, label_column, ncols, ncols - 1);
-				goto done;
-			}
-			d->features = (size_t)ncols - 1;
-			if (rows_cap * d->features > DATA_MAX_VALUES) {
-				mlp_error_set("%s: too large (more than %llu values)", d->name,
-				              (unsigned long long)DATA_MAX_VALUES);
-				goto done;
-			}
-			d->x = xmalloc(rows_cap * d->features * sizeof(float));
-			d->y = xmalloc(rows_cap * sizeof(int32_t));
-			d->lines = xmalloc(rows_cap * sizeof(uint32_t));
 		}
 		if (nf != ncols) {
 			mlp_error_set("%s:%zu: %d columns, but the first row has %d", d->name,
 			              lineno, nf, ncols);
 			goto done;
 		}
-		{
-			float *row = d->x + d->n * d->features;
-			const char *lf = fields[label_column];
-			char *lend;
-			double lv;
-
-			errno = 0;
-			lv = *lf ? strtod(lf, &lend) : NAN;
-			if (*lf == '\0' || *lend != '\0' || !isfinite(lv) || lv != floor(lv)) {
-				char shown[41];
-
-				field_for_message(shown, lf);
-				mlp_error_set("%s:%zu: label '%s' is not an integer", d->name,
-				              lineno, shown);
-				goto done;
-			}
-			if (lv < 0 || lv > (double)INT32_MAX) {
-				mlp_error_set("%s:%zu: label %.0f is out of range (labels are 0, "
-				              "1, 2, ...)",
-				              d->name, lineno, lv);
-				goto done;
-			}
-			for (int i = 0, j = 0; i < nf; i++) {
-				if (i == label_column)
-					continue;
-				if (!parse_float(&row[j++], fields[i])) {
-					char shown[41];
-
-					field_for_message(shown, fields[i]);
-					mlp_error_set("%s:%zu: column %d: '%s' is not a number",
-					              d->name, lineno, i, shown);
-					goto done;
-				}
-			}
-			d->y[d->n] = (int32_t)lv;
-			if (d->y[d->n] > d->max_label)
-				d->max_label = d->y[d->n];
-			d->lines[d->n] = lineno > UINT32_MAX ? UINT32_MAX : (uint32_t)lineno;
-			d->n++;
-		}
+		if (csv_add_row(d, fields, nf, label_column, lineno) != 0)
+			goto done;
 		p = le + 1;
 	}
 	if (d->n == 0) {

@@ -245,20 +245,131 @@ static const char *opt_name(int c)
 	return "?";
 }
 
+/* The options' defaults (usage_text names them). */
+static const struct mlp_train_opts train_defaults = {
+        .epochs = 5,
+        .batch = 64,
+        .lr = 0.05,
+        .seed = 1,
+        .device = "auto",
+        .out = "model.bin",
+};
+static const struct mlp_eval_opts eval_defaults = {.batch = 512, .device = "auto"};
+
+/* What the command line asks for: both commands' options (main runs
+ * one of them). */
+struct cmdline {
+	struct mlp_train_opts t;
+	struct mlp_eval_opts e;
+	bool evaluate;
+	const char *layers;
+	int label_column;
+};
+
+/* Takes option c (with optarg) into cl.  -1 to carry on, else the exit
+ * status main returns (after a message, or --help and --version). */
+static int take_option(struct cmdline *cl, int c, char **argv)
+{
+	struct mlp_train_opts *t = &cl->t;
+	struct mlp_eval_opts *e = &cl->e;
+
+	switch (c) {
+	case OPT_DATA:
+		t->data.path = e->data.path = optarg;
+		break;
+	case OPT_LABELS:
+		t->data.labels = e->data.labels = optarg;
+		break;
+	case OPT_LABEL_COLUMN:
+		if (!parse_int_opt(&cl->label_column, "label-column", optarg, 0, 1 << 20))
+			return EXIT_USAGE;
+		break;
+	case OPT_TEST_DATA:
+		t->test.path = optarg;
+		break;
+	case OPT_TEST_LABELS:
+		t->test.labels = optarg;
+		break;
+	case OPT_LAYERS:
+		cl->layers = optarg;
+		break;
+	case OPT_EPOCHS:
+		if (!parse_int_opt(&t->epochs, "epochs", optarg, 1, 1000000))
+			return EXIT_USAGE;
+		break;
+	case OPT_STEPS: {
+		long long v;
+
+		if (mlp_parse_int(&v, optarg, 1, (long long)1 << 50) != 0)
+			return usage_error("--steps wants a positive whole number, not '%s'",
+			                   optarg);
+		t->max_steps = v;
+		break;
+	}
+	case OPT_BATCH:
+		if (!parse_int_opt(cl->evaluate ? &e->batch : &t->batch, "batch", optarg, 1,
+		                   1 << 20))
+			return EXIT_USAGE;
+		break;
+	case OPT_LR:
+		if (!parse_real_opt(&t->lr, "lr", optarg, 0, 1e6, false))
+			return EXIT_USAGE;
+		if (t->lr == 0)
+			return usage_error("--lr must be above 0");
+		break;
+	case OPT_MOMENTUM:
+		if (!parse_real_opt(&t->momentum, "momentum", optarg, 0, 1, true))
+			return EXIT_USAGE;
+		break;
+	case OPT_WD:
+		if (!parse_real_opt(&t->weight_decay, "weight-decay", optarg, 0, 1e6, false))
+			return EXIT_USAGE;
+		break;
+	case OPT_SEED: {
+		long long v;
+
+		if (mlp_parse_int(&v, optarg, 0, INT64_MAX) != 0)
+			return usage_error("--seed wants a whole number from 0, not '%s'", optarg);
+		t->seed = (uint64_t)v;
+		break;
+	}
+	case OPT_SPLIT:
+		if (!parse_real_opt(&t->validation_split, "validation-split", optarg, 0, 1, true))
+			return EXIT_USAGE;
+		break;
+	case OPT_DEVICE:
+		t->device = e->device = optarg;
+		break;
+	case OPT_OUT:
+		t->out = optarg;
+		break;
+	case OPT_DUMP:
+		t->dump_params = optarg;
+		break;
+	case OPT_METRICS:
+		t->metrics = e->metrics = optarg;
+		break;
+	case 'h':
+	case OPT_HELP:
+		fputs(usage_text, stdout);
+		return EXIT_OK;
+	case OPT_VERSION:
+		printf("mlpipe-train %s\n", PACKAGE_VERSION);
+		return EXIT_OK;
+	case ':':
+		return usage_error("%s needs a value", argv[optind - 1]);
+	default:
+		return usage_error("unknown option '%s'", argv[optind - 1]);
+	}
+	return -1;
+}
+
 int main(int argc, char **argv)
 {
-	struct mlp_train_opts t = {
-	        .epochs = 5,
-	        .batch = 64,
-	        .lr = 0.05,
-	        .seed = 1,
-	        .device = "auto",
-	        .out = "model.bin",
-	};
-	struct mlp_eval_opts e = {.batch = 512, .device = "auto"};
-	bool evaluate = false;
-	const char *layers = "784,256,10";
-	int c, label_column = 0, rc;
+	struct cmdline cl = {.t = train_defaults, .e = eval_defaults, .layers = "784,256,10"};
+	struct mlp_train_opts *t = &cl.t;
+	struct mlp_eval_opts *e = &cl.e;
+	int c, rc;
 
 	openblas_fix_core(argv);
 	signal(SIGPIPE, SIG_IGN);
@@ -266,7 +377,7 @@ int main(int argc, char **argv)
 	if (argc > 1 && (rc = mlp_train_gpu_main(argc - 1, argv + 1)) >= 0)
 		return rc;
 	if (argc > 1 && strcmp(argv[1], "evaluate") == 0) {
-		evaluate = true;
+		cl.evaluate = true;
 		argv++;
 		argc--;
 	} else if (argc > 1 && strcmp(argv[1], "train") == 0) {
@@ -279,121 +390,33 @@ int main(int argc, char **argv)
 	}
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":h", long_opts, NULL)) != -1) {
-		if (evaluate && train_only(c))
+		if (cl.evaluate && train_only(c))
 			return usage_error("evaluate does not take --%s", opt_name(c));
-		switch (c) {
-		case OPT_DATA:
-			t.data.path = e.data.path = optarg;
-			break;
-		case OPT_LABELS:
-			t.data.labels = e.data.labels = optarg;
-			break;
-		case OPT_LABEL_COLUMN:
-			if (!parse_int_opt(&label_column, "label-column", optarg, 0, 1 << 20))
-				return EXIT_USAGE;
-			break;
-		case OPT_TEST_DATA:
-			t.test.path = optarg;
-			break;
-		case OPT_TEST_LABELS:
-			t.test.labels = optarg;
-			break;
-		case OPT_LAYERS:
-			layers = optarg;
-			break;
-		case OPT_EPOCHS:
-			if (!parse_int_opt(&t.epochs, "epochs", optarg, 1, 1000000))
-				return EXIT_USAGE;
-			break;
-		case OPT_STEPS: {
-			long long v;
-
-			if (mlp_parse_int(&v, optarg, 1, (long long)1 << 50) != 0)
-				return usage_error(
-				        "--steps wants a positive whole number, not '%s'", optarg);
-			t.max_steps = v;
-			break;
-		}
-		case OPT_BATCH:
-			if (!parse_int_opt(evaluate ? &e.batch : &t.batch, "batch", optarg, 1,
-			                   1 << 20))
-				return EXIT_USAGE;
-			break;
-		case OPT_LR:
-			if (!parse_real_opt(&t.lr, "lr", optarg, 0, 1e6, false))
-				return EXIT_USAGE;
-			if (t.lr == 0)
-				return usage_error("--lr must be above 0");
-			break;
-		case OPT_MOMENTUM:
-			if (!parse_real_opt(&t.momentum, "momentum", optarg, 0, 1, true))
-				return EXIT_USAGE;
-			break;
-		case OPT_WD:
-			if (!parse_real_opt(&t.weight_decay, "weight-decay", optarg, 0, 1e6, false))
-				return EXIT_USAGE;
-			break;
-		case OPT_SEED: {
-			long long v;
-
-			if (mlp_parse_int(&v, optarg, 0, INT64_MAX) != 0)
-				return usage_error("--seed wants a whole number from 0, not '%s'",
-				                   optarg);
-			t.seed = (uint64_t)v;
-			break;
-		}
-		case OPT_SPLIT:
-			if (!parse_real_opt(&t.validation_split, "validation-split", optarg, 0, 1,
-			                    true))
-				return EXIT_USAGE;
-			break;
-		case OPT_DEVICE:
-			t.device = e.device = optarg;
-			break;
-		case OPT_OUT:
-			t.out = optarg;
-			break;
-		case OPT_DUMP:
-			t.dump_params = optarg;
-			break;
-		case OPT_METRICS:
-			t.metrics = e.metrics = optarg;
-			break;
-		case 'h':
-		case OPT_HELP:
-			fputs(usage_text, stdout);
-			return EXIT_OK;
-		case OPT_VERSION:
-			printf("mlpipe-train %s\n", PACKAGE_VERSION);
-			return EXIT_OK;
-		case ':':
-			return usage_error("%s needs a value", argv[optind - 1]);
-		default:
-			return usage_error("unknown option '%s'", argv[optind - 1]);
-		}
+		if ((rc = take_option(&cl, c, argv)) >= 0)
+			return rc;
 	}
-	t.data.label_column = e.data.label_column = t.test.label_column = label_column;
+	t->data.label_column = e->data.label_column = t->test.label_column = cl.label_column;
 
-	if (evaluate) {
+	if (cl.evaluate) {
 		if (optind >= argc)
 			return usage_error("evaluate needs a model file");
 		if (optind + 1 < argc)
 			return usage_error("evaluate takes one model file, not '%s' too",
 			                   argv[optind + 1]);
-		e.model = argv[optind];
-		if (e.data.path == NULL)
+		e->model = argv[optind];
+		if (e->data.path == NULL)
 			return usage_error("evaluate needs --data");
-		rc = mlp_train_evaluate(&e);
+		rc = mlp_train_evaluate(e);
 		return rc == 0 ? EXIT_OK : fail(rc);
 	}
 	if (optind < argc)
 		return usage_error("unexpected argument '%s'", argv[optind]);
-	if (t.data.path == NULL)
+	if (t->data.path == NULL)
 		return usage_error("no training data (--data PATH)");
-	if (t.test.labels && t.test.path == NULL)
+	if (t->test.labels && t->test.path == NULL)
 		return usage_error("--test-labels without --test-data");
-	if (mlp_shape_parse(&t.shape, layers) != 0)
+	if (mlp_shape_parse(&t->shape, cl.layers) != 0)
 		return fail(MLP_EINVAL);
-	rc = mlp_train_run(&t);
+	rc = mlp_train_run(t);
 	return rc == 0 ? EXIT_OK : fail(rc);
 }

@@ -351,13 +351,121 @@ static void trainer_free(struct trainer *t)
 	free(t->mine);
 }
 
+/* Joins the group (one process when there is none) and checks that the
+ * batch and the backend suit it. */
+static int join_group(struct trainer *t)
+{
+	const struct mlp_train_opts *o = t->o;
+	struct mlp_coll_opts copts;
+	int rc;
+
+	if ((rc = mlp_coll_opts_from_env(&copts)) != 0)
+		return rc;
+	if (copts.world_size > 1 && o->batch % copts.world_size != 0) {
+		mlp_error_set("--batch %d is not divisible by the world size %d", o->batch,
+		              copts.world_size);
+		return MLP_EINVAL;
+	}
+	/* A gradient in device memory is averaged where it lies, by NCCL. */
+	if (t->ops->grad_on_device && copts.world_size > 1 &&
+	    (copts.backend == NULL || strcmp(copts.backend, "auto") == 0))
+		copts.backend = "nccl";
+	if ((rc = mlp_coll_open(&t->coll, &copts)) != 0) {
+		if (rc == MLP_EINVAL)
+			rc = MLP_ERROR; /* a failed join is a runtime failure: restart */
+		return rc;
+	}
+	t->rank = mlp_coll_rank(t->coll);
+	t->world = mlp_coll_world_size(t->coll);
+	if (t->ops->grad_on_device && t->world > 1 && !mlp_coll_on_device(t->coll)) {
+		mlp_error_set("--device %s keeps the gradient in GPU memory, which the %s "
+		              "collective backend cannot average (MLPIPE_COLL_BACKEND=nccl)",
+		              t->ops->name, mlp_coll_backend(t->coll));
+		return MLP_EINVAL;
+	}
+	t->local_batch = o->batch / t->world;
+	return 0;
+}
+
+/* The parameters (rank 0's on every rank), the backend holding them and
+ * the step loop's buffers. */
+static int trainer_setup(struct trainer *t)
+{
+	const struct mlp_train_opts *o = t->o;
+	int rc;
+
+	t->nparams = mlp_shape_nparams(&o->shape);
+	t->params = xmalloc(t->nparams * sizeof(float));
+	mlp_model_init(t->params, &o->shape, o->seed);
+	if (t->world > 1 &&
+	    (rc = mlp_coll_broadcast(t->coll, t->params, t->nparams * sizeof(float), 0)) != 0)
+		return rc;
+	rc = t->ops->create(&t->be, &o->shape,
+	                    t->local_batch > EVAL_CHUNK ? t->local_batch : EVAL_CHUNK);
+	if (rc != 0 || (rc = t->ops->set_params(t->be, t->params)) != 0)
+		return rc;
+	t->xb = xmalloc((size_t)t->local_batch * t->train->features * sizeof(float));
+	t->yb = xmalloc((size_t)t->local_batch * sizeof(int32_t));
+	t->perm = xmalloc(t->train->n * sizeof(uint32_t));
+	t->mine = xmalloc((t->train->n / (size_t)t->world + 1) * sizeof(uint32_t));
+	return 0;
+}
+
+/* Rank 0's first line: what it trains, where, on what. */
+static void print_start(const struct trainer *t)
+{
+	const struct mlp_train_opts *o = t->o;
+	char shape[256];
+
+	mlp_shape_format(shape, sizeof(shape), &o->shape);
+	printf("mlpipe-train: %s on %s, %zu training samples", shape, t->ops->name, t->train->n);
+	if (t->val)
+		printf(", %zu validation", t->val->n);
+	if (t->test)
+		printf(", %zu test", t->test->n);
+	printf(", world size %d (%s), batch %d (%d per rank)\n", t->world,
+	       mlp_coll_backend(t->coll), o->batch, t->local_batch);
+	fflush(stdout);
+}
+
+/* The run's metrics: those of the test set, else of the validation split,
+ * else of the training data, then the rest.  An early stop counts the
+ * last epoch's share done. */
+static void final_metrics(struct mlp_metrics *metrics, const struct trainer *t,
+                          const struct eval_result *tr, const struct eval_result *val,
+                          const struct eval_result *test, int epochs_run, bool stopped)
+{
+	const struct eval_result *best = t->test ? test : t->val ? val : tr;
+
+	mlp_metrics_add(metrics, "accuracy", best->accuracy);
+	mlp_metrics_add(metrics, "loss", best->loss);
+	mlp_metrics_add(metrics, "samples_per_sec", t->train_samples / t->train_seconds);
+	mlp_metrics_add(metrics, "epochs",
+	                stopped ? (double)(epochs_run - 1) +
+	                                  tr->count /
+	                                          (double)(((t->train->n + (size_t)t->world - 1) /
+	                                                    (size_t)t->world) *
+	                                                   (size_t)t->world)
+	                        : (double)epochs_run);
+	mlp_metrics_add(metrics, "world_size", t->world);
+	mlp_metrics_add(metrics, "steps", (double)t->steps);
+	mlp_metrics_add(metrics, "train_accuracy", tr->accuracy);
+	mlp_metrics_add(metrics, "train_loss", tr->loss);
+	if (t->val) {
+		mlp_metrics_add(metrics, "val_accuracy", val->accuracy);
+		mlp_metrics_add(metrics, "val_loss", val->loss);
+	}
+	if (t->test) {
+		mlp_metrics_add(metrics, "test_accuracy", test->accuracy);
+		mlp_metrics_add(metrics, "test_loss", test->loss);
+	}
+}
+
 int mlp_train_run(const struct mlp_train_opts *o)
 {
 	struct trainer t = {.o = o};
-	struct mlp_coll_opts copts;
 	struct eval_result tr = {0}, val = {NAN, NAN, 0}, test = {NAN, NAN, 0};
 	struct mlp_metrics metrics = {0};
-	char shape[256];
 	int epochs_run = 0, rc;
 	bool stopped = false;
 
@@ -366,61 +474,10 @@ int mlp_train_run(const struct mlp_train_opts *o)
 	/* Input first: a bad file fails fast on every rank, before any wait. */
 	if ((rc = load_data(&t)) != 0)
 		goto done;
-	if ((rc = mlp_coll_opts_from_env(&copts)) != 0)
+	if ((rc = join_group(&t)) != 0 || (rc = trainer_setup(&t)) != 0)
 		goto done;
-	if (copts.world_size > 1 && o->batch % copts.world_size != 0) {
-		mlp_error_set("--batch %d is not divisible by the world size %d", o->batch,
-		              copts.world_size);
-		rc = MLP_EINVAL;
-		goto done;
-	}
-	/* A gradient in device memory is averaged where it lies, by NCCL. */
-	if (t.ops->grad_on_device && copts.world_size > 1 &&
-	    (copts.backend == NULL || strcmp(copts.backend, "auto") == 0))
-		copts.backend = "nccl";
-	if ((rc = mlp_coll_open(&t.coll, &copts)) != 0) {
-		if (rc == MLP_EINVAL)
-			rc = MLP_ERROR; /* a failed join is a runtime failure: restart */
-		goto done;
-	}
-	t.rank = mlp_coll_rank(t.coll);
-	t.world = mlp_coll_world_size(t.coll);
-	if (t.ops->grad_on_device && t.world > 1 && !mlp_coll_on_device(t.coll)) {
-		mlp_error_set("--device %s keeps the gradient in GPU memory, which the %s "
-		              "collective backend cannot average (MLPIPE_COLL_BACKEND=nccl)",
-		              t.ops->name, mlp_coll_backend(t.coll));
-		rc = MLP_EINVAL;
-		goto done;
-	}
-	t.local_batch = o->batch / t.world;
-
-	t.nparams = mlp_shape_nparams(&o->shape);
-	t.params = xmalloc(t.nparams * sizeof(float));
-	mlp_model_init(t.params, &o->shape, o->seed);
-	if (t.world > 1 &&
-	    (rc = mlp_coll_broadcast(t.coll, t.params, t.nparams * sizeof(float), 0)) != 0)
-		goto done;
-	rc = t.ops->create(&t.be, &o->shape,
-	                   t.local_batch > EVAL_CHUNK ? t.local_batch : EVAL_CHUNK);
-	if (rc != 0 || (rc = t.ops->set_params(t.be, t.params)) != 0)
-		goto done;
-	t.xb = xmalloc((size_t)t.local_batch * t.train->features * sizeof(float));
-	t.yb = xmalloc((size_t)t.local_batch * sizeof(int32_t));
-	t.perm = xmalloc(t.train->n * sizeof(uint32_t));
-	t.mine = xmalloc((t.train->n / (size_t)t.world + 1) * sizeof(uint32_t));
-
-	if (t.rank == 0) {
-		mlp_shape_format(shape, sizeof(shape), &o->shape);
-		printf("mlpipe-train: %s on %s, %zu training samples", shape, t.ops->name,
-		       t.train->n);
-		if (t.val)
-			printf(", %zu validation", t.val->n);
-		if (t.test)
-			printf(", %zu test", t.test->n);
-		printf(", world size %d (%s), batch %d (%d per rank)\n", t.world,
-		       mlp_coll_backend(t.coll), o->batch, t.local_batch);
-		fflush(stdout);
-	}
+	if (t.rank == 0)
+		print_start(&t);
 
 	for (int epoch = 0; epoch < o->epochs && !stopped; epoch++) {
 		double before_s = t.train_seconds;
@@ -440,34 +497,12 @@ int mlp_train_run(const struct mlp_train_opts *o)
 	if ((rc = t.ops->get_params(t.be, t.params)) != 0 || (rc = check_params_agree(&t)) != 0)
 		goto done;
 	if (t.rank == 0) {
-		const struct eval_result *best = t.test ? &test : t.val ? &val : &tr;
 		int rc_write;
 
 		if (!t.test && !t.val)
 			printf("note: no test set or validation split: accuracy is on the training "
 			       "data\n");
-		mlp_metrics_add(&metrics, "accuracy", best->accuracy);
-		mlp_metrics_add(&metrics, "loss", best->loss);
-		mlp_metrics_add(&metrics, "samples_per_sec", t.train_samples / t.train_seconds);
-		mlp_metrics_add(
-		        &metrics, "epochs",
-		        stopped ? (double)(epochs_run - 1) +
-		                          tr.count / (double)(((t.train->n + (size_t)t.world - 1) /
-		                                               (size_t)t.world) *
-		                                              (size_t)t.world)
-		                : (double)epochs_run);
-		mlp_metrics_add(&metrics, "world_size", t.world);
-		mlp_metrics_add(&metrics, "steps", (double)t.steps);
-		mlp_metrics_add(&metrics, "train_accuracy", tr.accuracy);
-		mlp_metrics_add(&metrics, "train_loss", tr.loss);
-		if (t.val) {
-			mlp_metrics_add(&metrics, "val_accuracy", val.accuracy);
-			mlp_metrics_add(&metrics, "val_loss", val.loss);
-		}
-		if (t.test) {
-			mlp_metrics_add(&metrics, "test_accuracy", test.accuracy);
-			mlp_metrics_add(&metrics, "test_loss", test.loss);
-		}
+		final_metrics(&metrics, &t, &tr, &val, &test, epochs_run, stopped);
 		rc_write = write_results(&t, &metrics);
 		/* Hold the others until the files are written: a launcher that sees
 		 * every rank exit 0 may read them at once. */

@@ -1,14 +1,7 @@
 /*
- * rollout.c - patch a Deployment, wait like kubectl, roll back (see
- * rollout.h).
- *
- * Waiting: one GET for the current object and its resourceVersion, then
- * a watch on that one Deployment from that resourceVersion.  Every event
- * is decided at once (no polling delay); an in-stream 410 (the version
- * is too old) lists again and watches again; a stream the server closed
- * is re-opened from the last version seen.  Only when a watch cannot be
- * opened at all (RBAC without watch, a proxy that breaks streams) does it
- * fall back to a GET every second.
+ * rollout.c - patch a Deployment, roll it out, roll back (see rollout.h);
+ * what each rollout did is recorded in the store.  Deciding a
+ * Deployment's status and waiting for it is rollout-watch.c's.
  */
 #include "config.h"
 
@@ -16,12 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "base/error.h"
 #include "base/json.h"
 #include "deploy/k8s.h"
-#include "deploy/rollout.h"
+#include "deploy/rollout-int.h"
 #include "store/store.h"
 #include "base/util.h"
 
@@ -29,98 +21,9 @@
 #define ANN_VERSION "mlpipe.io/model-version"
 #define ANN_SHA256 "mlpipe.io/model-sha256"
 #define ANN_RUN "mlpipe.io/run"
-#define ANN_REVISION "deployment.kubernetes.io/revision"
 #define CONFLICT_RETRIES 5
-#define POLL_MS 1000
 
 static const char *const mlpipe_annotations[] = {ANN_MODEL, ANN_VERSION, ANN_SHA256, ANN_RUN};
-
-/* ------------------------------------------------------------------ */
-/* The status decision                                                 */
-/* ------------------------------------------------------------------ */
-
-void mlp_rollout_status_of(struct mlp_rollout_status *out, const struct mlp_json *d)
-{
-	const struct mlp_json *status = mlp_json_get(d, "status");
-	const struct mlp_json *conds = mlp_json_get(status, "conditions");
-	const char *name = mlp_json_get_string(mlp_json_get(d, "metadata"), "name");
-
-	memset(out, 0, sizeof(*out));
-	if (name == NULL)
-		name = "";
-	out->generation = mlp_json_int(mlp_json_path(d, "metadata.generation"), 0);
-	out->observed_generation = mlp_json_int(mlp_json_get(status, "observedGeneration"), 0);
-	out->replicas = mlp_json_int(mlp_json_path(d, "spec.replicas"), 1);
-	out->updated = mlp_json_int(mlp_json_get(status, "updatedReplicas"), 0);
-	out->current = mlp_json_int(mlp_json_get(status, "replicas"), 0);
-	out->available = mlp_json_int(mlp_json_get(status, "availableReplicas"), 0);
-
-	/* 1. The controller has not seen the new spec: the counters are the
-	 * old ReplicaSet's and may well look complete. */
-	if (out->generation > out->observed_generation) {
-		out->phase = MLP_ROLLOUT_WAITING;
-		snprintf(out->message, sizeof(out->message),
-		         "Waiting for deployment spec update to be observed...");
-		return;
-	}
-	/* 2. The deadline, only now that the condition is about this spec. */
-	for (size_t i = 0; i < mlp_json_count(conds); i++) {
-		const struct mlp_json *c = mlp_json_at(conds, i);
-		const char *type = mlp_json_get_string(c, "type");
-		const char *reason = mlp_json_get_string(c, "reason");
-
-		if (type && strcmp(type, "Progressing") == 0 && reason &&
-		    strcmp(reason, "ProgressDeadlineExceeded") == 0) {
-			out->phase = MLP_ROLLOUT_FAILED;
-			snprintf(out->message, sizeof(out->message),
-			         "deployment \"%s\" exceeded its progress deadline", name);
-			return;
-		}
-	}
-	/* 3. The counts, in kubectl's order. */
-	out->phase = MLP_ROLLOUT_PROGRESSING;
-	if (out->updated < out->replicas) {
-		snprintf(out->message, sizeof(out->message),
-		         "Waiting for deployment \"%s\" rollout to finish: %lld out of %lld new "
-		         "replicas have been updated...",
-		         name, (long long)out->updated, (long long)out->replicas);
-		return;
-	}
-	if (out->current > out->updated) {
-		snprintf(out->message, sizeof(out->message),
-		         "Waiting for deployment \"%s\" rollout to finish: %lld old replicas are "
-		         "pending termination...",
-		         name, (long long)(out->current - out->updated));
-		return;
-	}
-	if (out->available < out->updated) {
-		snprintf(out->message, sizeof(out->message),
-		         "Waiting for deployment \"%s\" rollout to finish: %lld of %lld updated "
-		         "replicas are available...",
-		         name, (long long)out->available, (long long)out->updated);
-		return;
-	}
-	/* 4. */
-	out->phase = MLP_ROLLOUT_COMPLETE;
-	snprintf(out->message, sizeof(out->message), "deployment \"%s\" successfully rolled out",
-	         name);
-}
-
-void mlp_rollout_progress_text(char *buf, size_t size, const struct mlp_rollout_status *st)
-{
-	if (st->phase == MLP_ROLLOUT_WAITING) {
-		snprintf(buf, size, "waiting for the controller (generation %lld, observed %lld)",
-		         (long long)st->generation, (long long)st->observed_generation);
-		return;
-	}
-	if (st->current > st->updated)
-		snprintf(buf, size, "%lld/%lld updated, %lld available, %lld old",
-		         (long long)st->updated, (long long)st->replicas, (long long)st->available,
-		         (long long)(st->current - st->updated));
-	else
-		snprintf(buf, size, "%lld/%lld updated, %lld available", (long long)st->updated,
-		         (long long)st->replicas, (long long)st->available);
-}
 
 /* ------------------------------------------------------------------ */
 /* Patches                                                             */
@@ -282,15 +185,12 @@ void mlp_rollout_outcome_clear(struct mlp_rollout_outcome *o)
 	memset(o, 0, sizeof(*o));
 }
 
-static char *deployment_path(const char *ns, const char *name)
+char *rollout_deployment_path(const char *ns, const char *name)
 {
 	return xasprintf("/apis/apps/v1/namespaces/%s/deployments/%s", ns, name);
 }
 
-static void progress_line(FILE *f, const char *ns, const char *name, const char *fmt, ...)
-        __attribute__((format(printf, 4, 5)));
-
-static void progress_line(FILE *f, const char *ns, const char *name, const char *fmt, ...)
+void rollout_progress_line(FILE *f, const char *ns, const char *name, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -304,133 +204,6 @@ static void progress_line(FILE *f, const char *ns, const char *name, const char 
 	fflush(f);
 }
 
-/* What a wait is watching and what it saw last. */
-struct waiter {
-	const char *ns, *name;
-	FILE *progress;
-	char last[600];
-	char rv[64];
-	struct mlp_rollout_status st;
-	char *revision;
-	bool deleted;
-};
-
-static bool waiter_see(struct waiter *w, const struct mlp_json *d)
-{
-	const char *rv = mlp_json_string(mlp_json_path(d, "metadata.resourceVersion"));
-	const char *rev =
-	        mlp_json_get_string(mlp_json_path(d, "metadata.annotations"), ANN_REVISION);
-	char text[sizeof(w->last)];
-
-	if (rv)
-		snprintf(w->rv, sizeof(w->rv), "%s", rv);
-	if (rev) {
-		free(w->revision);
-		w->revision = xstrdup(rev);
-	}
-	mlp_rollout_status_of(&w->st, d);
-	mlp_rollout_progress_text(text, sizeof(text), &w->st);
-	if (strcmp(text, w->last) != 0 && w->st.phase != MLP_ROLLOUT_COMPLETE &&
-	    w->st.phase != MLP_ROLLOUT_FAILED) {
-		progress_line(w->progress, w->ns, w->name, "%s", text);
-		snprintf(w->last, sizeof(w->last), "%s", text);
-	}
-	return w->st.phase == MLP_ROLLOUT_COMPLETE || w->st.phase == MLP_ROLLOUT_FAILED;
-}
-
-static int on_event(const char *type, const struct mlp_json *object, void *payload)
-{
-	struct waiter *w = payload;
-
-	if (strcmp(type, "DELETED") == 0) {
-		w->deleted = true;
-		return 1;
-	}
-	if (strcmp(type, "BOOKMARK") == 0) {
-		const char *rv = mlp_json_string(mlp_json_path(object, "metadata.resourceVersion"));
-
-		if (rv)
-			snprintf(w->rv, sizeof(w->rv), "%s", rv);
-		return 0;
-	}
-	return waiter_see(w, object) ? 1 : 0;
-}
-
-static void sleep_ms(int64_t ms)
-{
-	struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-
-	nanosleep(&ts, NULL);
-}
-
-/*
- * Waits until the Deployment's rollout is complete or failed, or until
- * deadline (monotonic ms).  0 with w->st decided; MLP_ETIMEOUT (no
- * message) at the deadline; another error with a message.
- */
-static int wait_rollout(struct mlp_k8s *k, struct waiter *w, int64_t deadline)
-{
-	char *path = deployment_path(w->ns, w->name);
-	bool relist = true, polling = false;
-	int rc = 0;
-
-	while (mlp_mono_ms() < deadline) {
-		if (relist || polling) {
-			struct mlp_json *d = NULL;
-
-			if ((rc = mlp_k8s_request(k, &d, NULL, "GET", path, NULL, NULL)) != 0)
-				break;
-			if (waiter_see(w, d)) {
-				mlp_json_free(d);
-				rc = 0;
-				break;
-			}
-			mlp_json_free(d);
-			relist = false;
-		}
-		if (polling) {
-			int64_t left = deadline - mlp_mono_ms();
-
-			sleep_ms(left < POLL_MS ? (left > 0 ? left : 0) : POLL_MS);
-			continue;
-		}
-		{
-			int64_t left_s = (deadline - mlp_mono_ms()) / 1000 + 1;
-			char *wpath =
-			        xasprintf("/apis/apps/v1/namespaces/%s/deployments?watch=true"
-			                  "&fieldSelector=metadata.name%%3D%s&resourceVersion=%s"
-			                  "&allowWatchBookmarks=true&timeoutSeconds=%lld",
-			                  w->ns, w->name, w->rv, (long long)left_s);
-
-			rc = mlp_k8s_watch(k, wpath, deadline, on_event, w);
-			free(wpath);
-		}
-		if (rc == 1) {
-			rc = 0;
-			if (w->deleted) {
-				mlp_error_set("deployment %s/%s was deleted while rolling out",
-				              w->ns, w->name);
-				rc = MLP_ENOTFOUND;
-			}
-			break;
-		}
-		if (rc == MLP_K8S_EXPIRED) {
-			relist = true;
-		} else if (rc == MLP_ETIMEOUT) {
-			break;
-		} else if (rc < 0) {
-			progress_line(w->progress, w->ns, w->name, "watch failed (%s); polling",
-			              mlp_error_last());
-			polling = true;
-		}
-		/* rc == 0: the server closed the stream; watch again from w->rv. */
-	}
-	if (rc == 0 && w->st.phase != MLP_ROLLOUT_COMPLETE && w->st.phase != MLP_ROLLOUT_FAILED)
-		rc = MLP_ETIMEOUT;
-	free(path);
-	return rc;
-}
-
 /* A patch, re-read and rebuilt on 409 until it applies.  build makes the
  * patch text from the freshly read Deployment. */
 typedef int (*build_fn)(char **out, const struct mlp_json *d, void *payload);
@@ -439,7 +212,7 @@ static int patch_with_retry(struct mlp_k8s *k, struct mlp_json **io_d, const cha
                             const char *name, bool dry_run, build_fn build, void *payload,
                             FILE *progress)
 {
-	char *path = deployment_path(ns, name);
+	char *path = rollout_deployment_path(ns, name);
 	char *ppath = xasprintf("%s%s", path, dry_run ? "?dryRun=All" : "");
 	int rc = MLP_ERROR;
 
@@ -459,9 +232,9 @@ static int patch_with_retry(struct mlp_k8s *k, struct mlp_json **io_d, const cha
 		}
 		if (rc != MLP_EEXISTS || attempt == CONFLICT_RETRIES)
 			break;
-		progress_line(progress, ns, name,
-		              "changed by someone else meanwhile (409 "
-		              "Conflict): reading it again");
+		rollout_progress_line(progress, ns, name,
+		                      "changed by someone else meanwhile (409 "
+		                      "Conflict): reading it again");
 		mlp_json_free(*io_d);
 		*io_d = NULL;
 		if ((rc = mlp_k8s_request(k, io_d, NULL, "GET", path, NULL, NULL)) != 0)
@@ -604,7 +377,7 @@ static int restore_row(struct mlp_k8s *k, struct mlp_store *s, const struct mlp_
                        int64_t timeout_ms, const char *user, const char *why, FILE *progress,
                        char **out_revision, bool *out_ok)
 {
-	char *path = deployment_path(row->namespace_, row->deployment);
+	char *path = rollout_deployment_path(row->namespace_, row->deployment);
 	struct mlp_json *d = NULL, *prev_env = NULL, *keys = NULL, *prev_ann = NULL;
 	struct restore r = {.container = row->container, .image = row->from_image};
 	struct waiter w = {.ns = row->namespace_, .name = row->deployment, .progress = progress};
@@ -642,21 +415,21 @@ static int restore_row(struct mlp_k8s *k, struct mlp_store *s, const struct mlp_
 	rb.env = row->previous_env;
 	if ((rc = mlp_store_deployment_start(s, &rb_id, &rb)) != 0)
 		goto done;
-	progress_line(progress, row->namespace_, row->deployment, "rolling back to %s (%s)",
-	              row->from_image ? row->from_image : "the previous state", why);
+	rollout_progress_line(progress, row->namespace_, row->deployment, "rolling back to %s (%s)",
+	                      row->from_image ? row->from_image : "the previous state", why);
 	if ((rc = mlp_k8s_request(k, &d, NULL, "GET", path, NULL, NULL)) != 0 ||
 	    (rc = patch_with_retry(k, &d, row->namespace_, row->deployment, false, restore_build,
 	                           &r, progress)) != 0) {
 		mlp_store_deployment_finish(s, rb_id, MLP_DEPLOY_FAILED, mlp_error_last(), NULL);
 		goto done;
 	}
-	rc = wait_rollout(k, &w, t0 + timeout_ms);
+	rc = rollout_wait(k, &w, t0 + timeout_ms);
 	if (rc == 0 && w.st.phase == MLP_ROLLOUT_COMPLETE) {
 		*out_ok = true;
-		progress_line(progress, row->namespace_, row->deployment,
-		              "rollback complete: %s serving again (revision %s)",
-		              row->from_image ? row->from_image : "the previous state",
-		              w.revision ? w.revision : "?");
+		rollout_progress_line(progress, row->namespace_, row->deployment,
+		                      "rollback complete: %s serving again (revision %s)",
+		                      row->from_image ? row->from_image : "the previous state",
+		                      w.revision ? w.revision : "?");
 		rc = mlp_store_deployment_finish(s, rb_id, MLP_DEPLOY_COMPLETE, NULL, w.revision);
 		*out_revision = w.revision;
 		w.revision = NULL;
@@ -667,8 +440,8 @@ static int restore_row(struct mlp_k8s *k, struct mlp_store *s, const struct mlp_
 		                       : xstrdup(mlp_error_last());
 
 		mlp_store_deployment_finish(s, rb_id, MLP_DEPLOY_FAILED, reason, w.revision);
-		progress_line(progress, row->namespace_, row->deployment, "rollback failed: %s",
-		              reason);
+		rollout_progress_line(progress, row->namespace_, row->deployment,
+		                      "rollback failed: %s", reason);
 		free(reason);
 		rc = 0;
 	}
@@ -686,7 +459,7 @@ int mlp_rollout_run(struct mlp_k8s *k, struct mlp_store *s, struct mlp_rollout_o
                     const struct mlp_rollout_request *req)
 {
 	const char *ns = req->namespace_ ? req->namespace_ : mlp_k8s_namespace(k);
-	char *path = deployment_path(ns, req->deployment);
+	char *path = rollout_deployment_path(ns, req->deployment);
 	struct mlp_json *d = NULL, *envj = env_object(req->env);
 	const struct mlp_json *c;
 	struct forward f = {.req = req, .store = s};
@@ -753,9 +526,9 @@ int mlp_rollout_run(struct mlp_k8s *k, struct mlp_store *s, struct mlp_rollout_o
 			goto done;
 	}
 	out->deployment_id = f.row;
-	progress_line(req->progress, ns, req->deployment, "%s%s -> %s (container %s)",
-	              req->dry_run ? "dry run: " : "", f.prev_image ? f.prev_image : "?",
-	              out->image, f.container);
+	rollout_progress_line(req->progress, ns, req->deployment, "%s%s -> %s (container %s)",
+	                      req->dry_run ? "dry run: " : "", f.prev_image ? f.prev_image : "?",
+	                      out->image, f.container);
 	rc = patch_with_retry(k, &d, ns, req->deployment, req->dry_run, forward_build, &f,
 	                      req->progress);
 	if (rc != 0) {
@@ -765,23 +538,25 @@ int mlp_rollout_run(struct mlp_k8s *k, struct mlp_store *s, struct mlp_rollout_o
 		goto done;
 	}
 	if (req->dry_run) {
-		progress_line(req->progress, ns, req->deployment,
-		              "dry run: the API server accepted the patch; nothing was changed");
+		rollout_progress_line(
+		        req->progress, ns, req->deployment,
+		        "dry run: the API server accepted the patch; nothing was changed");
 		if (s)
 			rc = mlp_store_deployment_finish(s, f.row, MLP_DEPLOY_DRY_RUN, NULL, NULL);
 		goto done;
 	}
 	free(out->previous_image);
 	out->previous_image = f.prev_image ? xstrdup(f.prev_image) : NULL;
-	waiter_see(&w, d);
-	rc = wait_rollout(k, &w, t0 + timeout);
+	rollout_waiter_see(&w, d);
+	rc = rollout_wait(k, &w, t0 + timeout);
 	if (rc == 0 && w.st.phase == MLP_ROLLOUT_COMPLETE) {
 		char where[300];
 
-		progress_line(req->progress, ns, req->deployment,
-		              "rollout complete: %lld/%lld updated, %lld available (revision %s)",
-		              (long long)w.st.updated, (long long)w.st.replicas,
-		              (long long)w.st.available, w.revision ? w.revision : "?");
+		rollout_progress_line(
+		        req->progress, ns, req->deployment,
+		        "rollout complete: %lld/%lld updated, %lld available (revision %s)",
+		        (long long)w.st.updated, (long long)w.st.replicas,
+		        (long long)w.st.available, w.revision ? w.revision : "?");
 		out->revision = w.revision ? xstrdup(w.revision) : NULL;
 		snprintf(where, sizeof(where), "%s/%s", ns, req->deployment);
 		if (s && (rc = mlp_store_deployment_finish(s, f.row, MLP_DEPLOY_COMPLETE, NULL,
@@ -806,7 +581,7 @@ int mlp_rollout_run(struct mlp_k8s *k, struct mlp_store *s, struct mlp_rollout_o
 		                ? xasprintf("the rollout did not complete within %s (%s)", tm, prog)
 		                : xasprintf("%s (%s)", w.st.message, prog);
 	}
-	progress_line(req->progress, ns, req->deployment, "rollout failed: %s", reason);
+	rollout_progress_line(req->progress, ns, req->deployment, "rollout failed: %s", reason);
 	out->reason = xstrdup(reason);
 	if (req->on_failure == MLP_ON_FAILURE_ROLLBACK && s) {
 		struct mlp_deployment recorded;
