@@ -1,6 +1,7 @@
 /*
- * cmd-serve.c - `mlpipe serve`: webhooks, schedules, the HTTP API and
- * /metrics, and the dispatcher that executes queued runs.
+ * serve.c - `mlpipe serve` (serve.h): webhooks, schedules, the HTTP API and
+ * /metrics, and the dispatcher that executes queued runs.  The command's
+ * options are src/cli/cmd-serve.c's; nothing here includes cli/.
  *
  * Threads and who owns what:
  *   - HTTP threads (server.c) verify, parse, write one transaction through
@@ -23,7 +24,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -40,13 +40,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli/cmd.h"
 #include "pipeline/cron.h"
 #include "base/crypto.h"
 #include "base/error.h"
 #include "base/git.h"
 #include "base/json.h"
+#include "base/kvlist.h"
 #include "pipeline/pipeline.h"
+#include "serve/serve.h"
 #include "serve/server.h"
 #include "engine/stagekind.h"
 #include "store/store.h"
@@ -90,7 +91,7 @@ struct schedule {
 struct serve {
 	struct serve_config cfg;
 	char *db_path;
-	char *self;
+	const char *self;     /* opts->self_exe */
 	struct mlp_store *db; /* HTTP threads, under db_lock */
 	pthread_mutex_t db_lock;
 	struct mlp_store *ctl; /* the main loop */
@@ -298,6 +299,19 @@ static int config_load(struct serve_config *c, const char *path)
 }
 
 /* ---- HTTP: helpers ------------------------------------------------------- */
+
+/* A wall-clock time in ms as RFC 3339 UTC, or null when 0. */
+static void json_time(struct mlp_json *o, const char *key, int64_t ms)
+{
+	char t[32];
+
+	if (ms <= 0) {
+		mlp_json_add_null(o, key);
+		return;
+	}
+	mlp_format_time(t, sizeof(t), ms);
+	mlp_json_add_string(o, key, t);
+}
 
 static void reply_json(struct mlp_http_response *r, int status, struct mlp_json *j)
 {
@@ -551,9 +565,9 @@ static struct mlp_json *run_json(const struct mlp_run_info *ri, const struct mlp
 		mlp_json_add_int(o, "exec_attempts", q->exec_attempts);
 		mlp_json_add_string(o, "schedule", q->schedule);
 	}
-	mlp_cmd_json_time(o, "created_at", ri->created_at);
-	mlp_cmd_json_time(o, "started_at", ri->started_at);
-	mlp_cmd_json_time(o, "ended_at", ri->ended_at);
+	json_time(o, "created_at", ri->created_at);
+	json_time(o, "started_at", ri->started_at);
+	json_time(o, "ended_at", ri->ended_at);
 	if (ri->exit_code >= 0)
 		mlp_json_add_int(o, "exit_code", ri->exit_code);
 	else
@@ -639,8 +653,8 @@ static void api_run_get(struct serve *sv, int64_t id, struct mlp_http_response *
 				mlp_json_add_int(x, "exit_code", a[i].exit_code);
 			else
 				mlp_json_add_null(x, "exit_code");
-			mlp_cmd_json_time(x, "started_at", a[i].started_at);
-			mlp_cmd_json_time(x, "ended_at", a[i].ended_at);
+			json_time(x, "started_at", a[i].started_at);
+			json_time(x, "ended_at", a[i].ended_at);
 			mlp_json_add_string(x, "message", a[i].message);
 			mlp_json_append(st, x);
 		}
@@ -1541,26 +1555,11 @@ static int serve_loop(struct serve *sv, int sigfd, const sigset_t *oldmask)
 	}
 }
 
-static int serve_exec(int argc, char **argv)
+int mlp_serve_run(bool *out_bad_settings, const struct mlp_serve_opts *opts)
 {
-	static const struct option opts[] = {
-	        {"listen", required_argument, NULL, 'l'},
-	        {"config", required_argument, NULL, 'c'},
-	        {"db", required_argument, NULL, 'd'},
-	        {"jobs", required_argument, NULL, 'j'},
-	        {"poll-interval", required_argument, NULL, 'P'},
-	        {"grace", required_argument, NULL, 'g'},
-	        {"tls-cert", required_argument, NULL, 'C'},
-	        {"tls-key", required_argument, NULL, 'K'},
-	        {"port-file", required_argument, NULL, 'f'},
-	        {"help", no_argument, NULL, 'h'},
-	        {NULL, 0, NULL, 0},
-	};
 	struct serve sv = {0};
-	struct mlp_kvlist overrides = {0};
-	const char *config = NULL, *db = NULL;
 	sigset_t mask, oldmask;
-	int sigfd = -1, c, status = MLP_EXIT_USAGE;
+	int sigfd = -1, rc = 0;
 	bool git_held = false;
 
 	sv.cfg.host = xstrdup("127.0.0.1");
@@ -1575,73 +1574,23 @@ static int serve_exec(int argc, char **argv)
 	sv.wake_fd = -1;
 	sv.clock_fd = -1;
 	sv.log = stderr;
-	while ((c = getopt_long(argc, argv, "j:h", opts, NULL)) != -1) {
-		const char *key = NULL;
-
-		switch (c) {
-		case 'l':
-			key = "listen";
-			break;
-		case 'c':
-			config = optarg;
-			break;
-		case 'd':
-			db = optarg;
-			break;
-		case 'j':
-			key = "jobs";
-			break;
-		case 'P':
-			key = "poll_interval";
-			break;
-		case 'g':
-			key = "grace";
-			break;
-		case 'C':
-			key = "tls_cert";
-			break;
-		case 'K':
-			key = "tls_key";
-			break;
-		case 'f':
-			key = "port_file";
-			break;
-		case 'h':
-			mlp_cmd_print_help(&mlp_cmd_serve, stdout);
-			status = MLP_EXIT_OK;
-			goto done;
-		default:
-			status = mlp_cmd_usage_error(&mlp_cmd_serve, "unknown option");
-			goto done;
-		}
-		if (key)
-			mlp_kvlist_set(&overrides, key, optarg);
-	}
-	if (optind < argc) {
-		status = mlp_cmd_usage_error(&mlp_cmd_serve, "unexpected '%s'", argv[optind]);
-		goto done;
-	}
+	*out_bad_settings = true;
 	/* The file first, then the options over it. */
-	if (config && config_load(&sv.cfg, config) != 0) {
-		status = mlp_cmd_usage_error(&mlp_cmd_serve, "%s", mlp_error_last());
+	if (opts->config_file && (rc = config_load(&sv.cfg, opts->config_file)) != 0)
 		goto done;
-	}
-	for (size_t i = 0; i < overrides.len; i++)
-		if (config_set(&sv.cfg, overrides.items[i].key, overrides.items[i].value) != 0) {
-			status = mlp_cmd_usage_error(&mlp_cmd_serve, "%s", mlp_error_last());
+	for (size_t i = 0; opts->settings && i < opts->settings->len; i++)
+		if ((rc = config_set(&sv.cfg, opts->settings->items[i].key,
+		                     opts->settings->items[i].value)) != 0)
 			goto done;
-		}
-	status = MLP_EXIT_FAILED;
+	*out_bad_settings = false;
 	pthread_mutex_init(&sv.db_lock, NULL);
 	pthread_mutex_init(&sv.poll_lock, NULL);
 	pthread_cond_init(&sv.poll_cond, NULL);
-	if (mlp_store_open(&sv.ctl, db, 0) != 0 ||
-	    mlp_store_open(&sv.db, mlp_store_path(sv.ctl), 0) != 0) {
-		mlp_cmd_error("%s", mlp_error_last());
+	if ((rc = mlp_store_open(&sv.ctl, opts->db_path, 0)) != 0 ||
+	    (rc = mlp_store_open(&sv.db, mlp_store_path(sv.ctl), 0)) != 0)
 		goto done;
-	}
 	sv.db_path = xstrdup(mlp_store_path(sv.ctl));
-	sv.self = mlp_cmd_self_exe();
+	sv.self = opts->self_exe;
 	sv.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (getenv("MLPIPE_SERVE_TEST_CLOCK") && *getenv("MLPIPE_SERVE_TEST_CLOCK")) {
 		char *dir;
@@ -1652,9 +1601,10 @@ static int serve_exec(int argc, char **argv)
 		if (sv.clock_fd < 0 ||
 		    inotify_add_watch(sv.clock_fd, dir, IN_CLOSE_WRITE | IN_MOVED_TO) < 0 ||
 		    sched_now(&sv) == 0) {
-			mlp_cmd_error("MLPIPE_SERVE_TEST_CLOCK=%s: not a file holding a Unix time",
+			mlp_error_set("MLPIPE_SERVE_TEST_CLOCK=%s: not a file holding a Unix time",
 			              sv.clock_file);
 			free(dir);
+			rc = MLP_EINVAL;
 			goto done;
 		}
 		free(dir);
@@ -1670,7 +1620,8 @@ static int serve_exec(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (sigfd < 0 || sv.wake_fd < 0) {
-		mlp_cmd_error("signalfd/eventfd: %s", strerror(errno));
+		mlp_error_set("signalfd/eventfd: %s", strerror(errno));
+		rc = MLP_EIO;
 		goto done;
 	}
 	{
@@ -1685,10 +1636,8 @@ static int serve_exec(int argc, char **argv)
 		        .log = http_log,
 		};
 
-		if (mlp_server_start(&sv.http, &so) != 0) {
-			mlp_cmd_error("%s", mlp_error_last());
+		if ((rc = mlp_server_start(&sv.http, &so)) != 0)
 			goto done;
-		}
 	}
 	if (sv.clock_file)
 		logf_line(&sv,
@@ -1710,7 +1659,7 @@ static int serve_exec(int argc, char **argv)
 	git_held = true;
 	if (pthread_create(&sv.poller, NULL, poller_main, &sv) == 0)
 		sv.poller_started = true;
-	status = serve_loop(&sv, sigfd, &oldmask) == 0 ? MLP_EXIT_OK : MLP_EXIT_FAILED;
+	rc = serve_loop(&sv, sigfd, &oldmask);
 	logf_line(&sv, "mlpipe serve: stopped");
 done:
 	atomic_store(&sv.stopping, true);
@@ -1736,39 +1685,10 @@ done:
 	free(sv.children);
 	mlp_store_close(sv.db);
 	mlp_store_close(sv.ctl);
-	mlp_kvlist_free(&overrides);
 	free(sv.db_path);
-	free(sv.self);
 	free(sv.cfg.host);
 	free(sv.cfg.tls_cert);
 	free(sv.cfg.tls_key);
 	free(sv.cfg.port_file);
-	return status;
+	return rc;
 }
-
-const struct mlp_cmd mlp_cmd_serve = {
-        .name = "serve",
-        .args = "[--listen HOST:PORT] [--config FILE] [--db PATH] [-j N] [--poll-interval DUR]\n"
-                "       [--grace DUR] [--tls-cert PEM --tls-key PEM] [--port-file FILE]",
-        .summary = "Serve webhooks, schedules, the HTTP API and /metrics; run what they queue.",
-        .help = "Projects come from `mlpipe project add`.  Each push a project's webhook\n"
-                "reports (POST /hooks/github, /hooks/gitlab, /hooks/gitea) and each\n"
-                "schedule in its pipeline file queues a run in the database; up to -j runs\n"
-                "execute at once, each in a process of its own.  See docs/serve.md and\n"
-                "docs/api.md.\n\n"
-                "Options (each also a KEY = VALUE line of the --config file):\n"
-                "  --listen HOST:PORT     listen (listen; default 127.0.0.1:8080; port 0:\n"
-                "                         any free port)\n"
-                "  -j, --jobs N           runs at once (jobs; default 2); per_project\n"
-                "                         (default 1) bounds the runs of one project\n"
-                "  --poll-interval DUR    fetch watched branches this often (poll_interval;\n"
-                "                         default 60s; 0: once at start)\n"
-                "  --grace DUR            on SIGTERM, let runs finish this long before\n"
-                "                         cancelling them (grace; default 30s)\n"
-                "  --tls-cert, --tls-key  serve HTTPS (tls_cert, tls_key)\n"
-                "  --port-file FILE       write the port listened on to FILE (port_file)\n"
-                "  --db PATH              the database\n"
-                "Settings only in the file: body_max (bytes, default 1048576),\n"
-                "resume_limit (default 3), dispatch (true; false queues without running).\n",
-        .exec = serve_exec,
-};
