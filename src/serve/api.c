@@ -246,6 +246,12 @@ static ssize_t log_read(void *payload, uint64_t pos, char *buf, size_t max)
 		 * attempt's end is a commit to its WAL); the timeout is a backstop
 		 * for a graceful stop.  Returning 0 makes libmicrohttpd call again
 		 * at once, so this wait is what keeps the thread from spinning.
+		 *
+		 * Not a timer of the main loop: this runs in the connection's own
+		 * thread (server.c, a thread per connection), which has no loop of
+		 * ours and serves nobody else while it waits.  The sleep is the
+		 * fallback for when inotify is unavailable: a 100 ms poll of the
+		 * file.
 		 */
 		if (ls->ino >= 0) {
 			struct pollfd pfd = {.fd = ls->ino, .events = POLLIN};

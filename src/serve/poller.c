@@ -99,6 +99,13 @@ static void *poller_main(void *arg)
 			until.tv_sec++;
 			until.tv_nsec -= 1000000000;
 		}
+		/*
+		 * A wait on a condition variable, not a timer of the main loop: a
+		 * fetch blocks in libgit2 for as long as the network takes, which
+		 * the loop must never do, so the poller is a thread of its own and
+		 * waits here until the interval is over or a stop broadcasts
+		 * poll_cond (serve_poller_wake()).
+		 */
 		pthread_mutex_lock(&sv->poll_lock);
 		while (!atomic_load(&sv->stopping) &&
 		       pthread_cond_timedwait(&sv->poll_cond, &sv->poll_lock, &until) == 0)
