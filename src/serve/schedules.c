@@ -14,7 +14,6 @@
  */
 #include "config.h"
 
-#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
