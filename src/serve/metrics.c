@@ -1,0 +1,120 @@
+/*
+ * metrics.c - GET /metrics of `mlpipe serve`: the Prometheus text format
+ * (serve-int.h, docs/serve.md).
+ *
+ * Runs in an HTTP thread: the counts come from the database (under
+ * db_lock) and from the webhook counters that leave no row (hooks.c).
+ * Nothing here writes.
+ */
+#include "config.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "base/util.h"
+#include "serve/serve-int.h"
+#include "store/store.h"
+
+static void prom_label(struct mlp_buf *b, const char *v)
+{
+	for (; v && *v; v++) {
+		if (*v == '\\' || *v == '"')
+			mlp_buf_putc(b, '\\');
+		if (*v == '\n')
+			mlp_buf_puts(b, "\\n");
+		else
+			mlp_buf_putc(b, *v);
+	}
+}
+
+static void prom_counts(struct mlp_buf *b, struct serve *sv, enum mlp_count_kind kind,
+                        const char *name, const char *label)
+{
+	struct mlp_count *c = NULL;
+	size_t n = 0;
+
+	if (mlp_store_counts(sv->db, &c, &n, kind) != 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		mlp_buf_printf(b, "%s{%s=\"", name, label);
+		prom_label(b, c[i].label);
+		mlp_buf_printf(b, "\"} %.17g\n", c[i].value);
+	}
+	mlp_count_free_all(c, n);
+}
+
+void serve_metrics_handle(struct serve *sv, struct mlp_http_response *r)
+{
+	static const double bounds[] = {0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 14400};
+	uint64_t counts[MLP_ARRAY_SIZE(bounds) + 1];
+	struct mlp_buf b = {0};
+	struct mlp_count *c = NULL;
+	size_t n = 0;
+	int64_t queued = 0;
+	double sum = 0;
+
+	pthread_mutex_lock(&sv->db_lock);
+	mlp_buf_puts(&b, "# HELP mlpipe_runs Runs recorded, by status.\n"
+	                 "# TYPE mlpipe_runs gauge\n");
+	prom_counts(&b, sv, MLP_COUNT_RUNS_BY_STATUS, "mlpipe_runs", "status");
+	mlp_store_runs_count(sv->db, &queued, NULL, MLP_STATUS_QUEUED);
+	mlp_buf_printf(&b,
+	               "# HELP mlpipe_queue_depth Runs waiting to start.\n"
+	               "# TYPE mlpipe_queue_depth gauge\nmlpipe_queue_depth %lld\n",
+	               (long long)queued);
+	mlp_buf_puts(&b, "# HELP mlpipe_stage_duration_seconds Duration of finished stage "
+	                 "attempts.\n# TYPE mlpipe_stage_duration_seconds histogram\n");
+	if (mlp_store_stage_durations(sv->db, bounds, MLP_ARRAY_SIZE(bounds), counts, &sum) == 0) {
+		for (size_t i = 0; i < MLP_ARRAY_SIZE(bounds); i++)
+			mlp_buf_printf(&b, "mlpipe_stage_duration_seconds_bucket{le=\"%g\"} %llu\n",
+			               bounds[i], (unsigned long long)counts[i]);
+		mlp_buf_printf(&b,
+		               "mlpipe_stage_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
+		               "mlpipe_stage_duration_seconds_sum %.6f\n"
+		               "mlpipe_stage_duration_seconds_count %llu\n",
+		               (unsigned long long)counts[MLP_ARRAY_SIZE(bounds)], sum,
+		               (unsigned long long)counts[MLP_ARRAY_SIZE(bounds)]);
+	}
+	mlp_buf_puts(&b, "# HELP mlpipe_webhook_deliveries_total Webhook deliveries, by "
+	                 "result (queued and ignored are kept in the database; the others "
+	                 "count since the server started).\n"
+	                 "# TYPE mlpipe_webhook_deliveries_total counter\n");
+	prom_counts(&b, sv, MLP_COUNT_DELIVERIES_BY_RESULT, "mlpipe_webhook_deliveries_total",
+	            "result");
+	mlp_buf_printf(&b,
+	               "mlpipe_webhook_deliveries_total{result=\"rejected\"} %llu\n"
+	               "mlpipe_webhook_deliveries_total{result=\"duplicate\"} %llu\n"
+	               "mlpipe_webhook_deliveries_total{result=\"invalid\"} %llu\n"
+	               "mlpipe_webhook_deliveries_total{result=\"other_event\"} %llu\n",
+	               (unsigned long long)atomic_load(&sv->rejected),
+	               (unsigned long long)atomic_load(&sv->duplicate),
+	               (unsigned long long)atomic_load(&sv->invalid),
+	               (unsigned long long)atomic_load(&sv->ignored_events));
+	mlp_buf_puts(&b, "# HELP mlpipe_gate_decisions_total Gate decisions, by result.\n"
+	                 "# TYPE mlpipe_gate_decisions_total counter\n");
+	prom_counts(&b, sv, MLP_COUNT_GATE_DECISIONS, "mlpipe_gate_decisions_total", "result");
+	mlp_buf_puts(&b, "# HELP mlpipe_rollouts_total Rollouts, by result.\n"
+	                 "# TYPE mlpipe_rollouts_total counter\n");
+	prom_counts(&b, sv, MLP_COUNT_ROLLOUTS_BY_RESULT, "mlpipe_rollouts_total", "result");
+	mlp_buf_puts(&b, "# HELP mlpipe_deployed_model_metric The metrics of the deployed "
+	                 "version of each model.\n# TYPE mlpipe_deployed_model_metric gauge\n");
+	if (mlp_store_counts(sv->db, &c, &n, MLP_COUNT_DEPLOYED_METRICS) == 0) {
+		for (size_t i = 0; i < n; i++) {
+			mlp_buf_puts(&b, "mlpipe_deployed_model_metric{model=\"");
+			prom_label(&b, c[i].label);
+			mlp_buf_puts(&b, "\",metric=\"");
+			prom_label(&b, c[i].label2);
+			mlp_buf_puts(&b, "\",version=\"");
+			prom_label(&b, c[i].label3);
+			mlp_buf_printf(&b, "\"} %.17g\n", c[i].value);
+		}
+		mlp_count_free_all(c, n);
+	}
+	pthread_mutex_unlock(&sv->db_lock);
+	r->status = 200;
+	r->content_type = "text/plain; version=0.0.4; charset=utf-8";
+	r->body_len = b.len;
+	r->body = mlp_buf_detach(&b);
+}
