@@ -455,6 +455,100 @@ done:
 	return rc;
 }
 
+/* The annotations a rollout sets: the model version and the run. */
+static struct mlp_json *request_annotations(const struct mlp_rollout_request *req)
+{
+	struct mlp_json *a = mlp_json_object();
+	char num[32];
+
+	if (req->model) {
+		mlp_json_add_string(a, ANN_MODEL, req->model);
+		snprintf(num, sizeof(num), "%d", req->model_version);
+		mlp_json_add_string(a, ANN_VERSION, num);
+		if (req->model_sha256)
+			mlp_json_add_string(a, ANN_SHA256, req->model_sha256);
+	}
+	if (req->run_id) {
+		snprintf(num, sizeof(num), "%lld", (long long)req->run_id);
+		mlp_json_add_string(a, ANN_RUN, num);
+	}
+	return a;
+}
+
+/* Records the rollout as started (pending, or a dry run) with what the
+ * Deployment had before: f->row is its id.  No store: nothing to do. */
+static int record_start(struct mlp_store *s, struct forward *f, const char *ns, const char *image,
+                        const struct mlp_json *envj)
+{
+	const struct mlp_rollout_request *req = f->req;
+	struct mlp_deployment row = {0};
+	char *env_text, *pe, *pa;
+	int rc;
+
+	if (s == NULL)
+		return 0;
+	env_text = mlp_json_print(envj, false);
+	pe = mlp_json_print(f->prev_env, false);
+	pa = mlp_json_print(f->prev_annotations, false);
+	row.namespace_ = (char *)ns;
+	row.deployment = (char *)req->deployment;
+	row.container = (char *)f->container;
+	row.from_image = f->prev_image;
+	row.to_image = (char *)image;
+	row.env = env_text;
+	row.model = (char *)req->model;
+	row.model_version = req->model_version;
+	row.model_version_id = req->model_version_id;
+	row.run_id = req->run_id;
+	row.stage = (char *)req->stage;
+	row.user = (char *)req->user;
+	row.result = req->dry_run ? MLP_DEPLOY_DRY_RUN : MLP_DEPLOY_PENDING;
+	row.previous_env = pe;
+	row.previous_annotations = pa;
+	rc = mlp_store_deployment_start(s, &f->row, &row);
+	free(pe);
+	free(pa);
+	free(env_text);
+	return rc;
+}
+
+/* on_failure: rollback after a failed rollout: restores what the row
+ * recorded and finishes it rolled back (or failed, when the rollback did
+ * not complete); the model version stays approved. */
+static int roll_back_failed(struct mlp_k8s *k, struct mlp_store *s,
+                            const struct mlp_rollout_request *req, int64_t row_id, int64_t timeout,
+                            const char *reason, bool *out_rolled_back)
+{
+	struct mlp_deployment recorded;
+	bool ok = false;
+	char *rev = NULL;
+	int rc;
+
+	/* The row as recorded: previous values from the read that the
+	 * successful patch was built on. */
+	rc = mlp_store_deployment_get(s, &recorded, row_id);
+	if (rc == 0)
+		rc = restore_row(k, s, &recorded, timeout, req->user, reason, req->progress, &rev,
+		                 &ok);
+	mlp_deployment_clear(&recorded);
+	if (rc == 0) {
+		char *why = xasprintf("%s; %s", reason,
+		                      ok ? "rolled back" : "the rollback did not complete");
+
+		*out_rolled_back = ok;
+		rc = mlp_store_deployment_finish(
+		        s, row_id, ok ? MLP_DEPLOY_ROLLED_BACK : MLP_DEPLOY_FAILED, why, NULL);
+		/* The version stays approved (never served); the event records
+		 * why it is not deployed. */
+		if (rc == 0 && req->model_version_id)
+			rc = mlp_store_model_set_status(s, req->model_version_id,
+			                                MLP_MODEL_APPROVED, req->user, why);
+		free(why);
+	}
+	free(rev);
+	return rc;
+}
+
 int mlp_rollout_run(struct mlp_k8s *k, struct mlp_store *s, struct mlp_rollout_outcome *out,
                     const struct mlp_rollout_request *req)
 {
@@ -464,10 +558,9 @@ int mlp_rollout_run(struct mlp_k8s *k, struct mlp_store *s, struct mlp_rollout_o
 	const struct mlp_json *c;
 	struct forward f = {.req = req, .store = s};
 	struct waiter w = {.ns = ns, .name = req->deployment, .progress = req->progress};
-	struct mlp_deployment row = {0};
 	int64_t timeout = req->timeout_ms > 0 ? req->timeout_ms : 10 * 60 * 1000;
 	int64_t t0 = mlp_mono_ms();
-	char *env_text = NULL, *reason = NULL;
+	char *reason = NULL;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
@@ -479,52 +572,12 @@ int mlp_rollout_run(struct mlp_k8s *k, struct mlp_store *s, struct mlp_rollout_o
 	f.container = mlp_json_get_string(c, "name");
 	forward_capture(&f, c, d);
 	f.container = xstrdup(f.container);
-	f.annotations = mlp_json_object();
-	if (req->model) {
-		char num[32];
-
-		mlp_json_add_string(f.annotations, ANN_MODEL, req->model);
-		snprintf(num, sizeof(num), "%d", req->model_version);
-		mlp_json_add_string(f.annotations, ANN_VERSION, num);
-		if (req->model_sha256)
-			mlp_json_add_string(f.annotations, ANN_SHA256, req->model_sha256);
-	}
-	if (req->run_id) {
-		char num[32];
-
-		snprintf(num, sizeof(num), "%lld", (long long)req->run_id);
-		mlp_json_add_string(f.annotations, ANN_RUN, num);
-	}
+	f.annotations = request_annotations(req);
 	out->previous_image = f.prev_image ? xstrdup(f.prev_image) : NULL;
 	out->image = xstrdup(req->image ? req->image : (f.prev_image ? f.prev_image : ""));
 
-	env_text = mlp_json_print(envj, false);
-	row.namespace_ = (char *)ns;
-	row.deployment = (char *)req->deployment;
-	row.container = (char *)f.container;
-	row.from_image = f.prev_image;
-	row.to_image = out->image;
-	row.env = env_text;
-	row.model = (char *)req->model;
-	row.model_version = req->model_version;
-	row.model_version_id = req->model_version_id;
-	row.run_id = req->run_id;
-	row.stage = (char *)req->stage;
-	row.user = (char *)req->user;
-	row.result = req->dry_run ? MLP_DEPLOY_DRY_RUN : MLP_DEPLOY_PENDING;
-	{
-		char *pe = mlp_json_print(f.prev_env, false);
-		char *pa = mlp_json_print(f.prev_annotations, false);
-
-		row.previous_env = pe;
-		row.previous_annotations = pa;
-		rc = s ? mlp_store_deployment_start(s, &f.row, &row) : 0;
-		free(pe);
-		free(pa);
-		row.previous_env = row.previous_annotations = NULL;
-		if (rc != 0)
-			goto done;
-	}
+	if ((rc = record_start(s, &f, ns, out->image, envj)) != 0)
+		goto done;
 	out->deployment_id = f.row;
 	rollout_progress_line(req->progress, ns, req->deployment, "%s%s -> %s (container %s)",
 	                      req->dry_run ? "dry run: " : "", f.prev_image ? f.prev_image : "?",
@@ -583,44 +636,16 @@ int mlp_rollout_run(struct mlp_k8s *k, struct mlp_store *s, struct mlp_rollout_o
 	}
 	rollout_progress_line(req->progress, ns, req->deployment, "rollout failed: %s", reason);
 	out->reason = xstrdup(reason);
-	if (req->on_failure == MLP_ON_FAILURE_ROLLBACK && s) {
-		struct mlp_deployment recorded;
-		bool ok = false;
-		char *rev = NULL;
-
-		/* The row as recorded: previous values from the read that the
-		 * successful patch was built on. */
-		rc = mlp_store_deployment_get(s, &recorded, f.row);
-		if (rc == 0)
-			rc = restore_row(k, s, &recorded, timeout, req->user, reason, req->progress,
-			                 &rev, &ok);
-		mlp_deployment_clear(&recorded);
-		if (rc == 0) {
-			char *why = xasprintf("%s; %s", reason,
-			                      ok ? "rolled back" : "the rollback did not complete");
-
-			out->rolled_back = ok;
-			rc = mlp_store_deployment_finish(
-			        s, f.row, ok ? MLP_DEPLOY_ROLLED_BACK : MLP_DEPLOY_FAILED, why,
-			        NULL);
-			/* The version stays approved (never served); the event
-			 * records why it is not deployed. */
-			if (rc == 0 && req->model_version_id)
-				rc = mlp_store_model_set_status(s, req->model_version_id,
-				                                MLP_MODEL_APPROVED, req->user, why);
-			free(why);
-		}
-		free(rev);
-	} else if (s) {
+	if (req->on_failure == MLP_ON_FAILURE_ROLLBACK && s)
+		rc = roll_back_failed(k, s, req, f.row, timeout, reason, &out->rolled_back);
+	else if (s)
 		rc = mlp_store_deployment_finish(s, f.row, MLP_DEPLOY_FAILED, reason, w.revision);
-	}
 	if (rc == 0) {
 		mlp_error_set("%s%s", reason, out->rolled_back ? "; rolled back" : "");
 		rc = MLP_ERROR;
 	}
 done:
 	free(reason);
-	free(env_text);
 	free(w.revision);
 	free((char *)f.container);
 	forward_free(&f);
