@@ -1,7 +1,7 @@
 /*
  * test-gate.c - gates and the model registry: the decision rules of
  * gate.c as pure functions, the registry, artifacts and thresholds of
- * store-models.c on a real SQLite file, and `mlpipe stage-gate` deciding
+ * store-models.c and store-gates.c on a real SQLite file, and `mlpipe stage-gate` deciding
  * a recorded run end to end (in a child process, on that same file).
  */
 #include "config.h"

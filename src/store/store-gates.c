@@ -16,34 +16,6 @@
 #include "store/store-int.h"
 #include "base/util.h"
 
-/* ---- savepoints (store-models.c's three, the same SQL) ------------------ */
-
-static int sp_begin(struct mlp_store *s, const char *what)
-{
-	if (sqlite3_exec(s->db, "SAVEPOINT mlp_models", NULL, NULL, NULL) != SQLITE_OK)
-		return store_fail(s, what);
-	return 0;
-}
-
-static int sp_release(struct mlp_store *s, const char *what)
-{
-	if (sqlite3_exec(s->db, "RELEASE mlp_models", NULL, NULL, NULL) != SQLITE_OK) {
-		int rc = store_fail(s, what);
-
-		sqlite3_exec(s->db, "ROLLBACK TO mlp_models", NULL, NULL, NULL);
-		sqlite3_exec(s->db, "RELEASE mlp_models", NULL, NULL, NULL);
-		return rc;
-	}
-	return 0;
-}
-
-/* Undoes everything since sp_begin; the error message is kept. */
-static void sp_rollback(struct mlp_store *s)
-{
-	sqlite3_exec(s->db, "ROLLBACK TO mlp_models", NULL, NULL, NULL);
-	sqlite3_exec(s->db, "RELEASE mlp_models", NULL, NULL, NULL);
-}
-
 /* ---- gate thresholds ---------------------------------------------------- */
 
 static int insert_history(struct mlp_store *s, const char *gate, const char *metric,
@@ -129,25 +101,25 @@ int mlp_store_gate_threshold_set(struct mlp_store *s, bool *out_changed, const c
 
 	if (out_changed)
 		*out_changed = false;
-	if ((rc = sp_begin(s, "setting a threshold")) != 0)
+	if ((rc = store_savepoint(s, "setting a threshold")) != 0)
 		return rc;
 	if ((rc = read_threshold(s, &old_op, &old_value, gate, metric)) != 0)
 		goto fail;
 	if (old_op && strcmp(old_op, op) == 0 && old_value == value) {
 		free(old_op);
-		return sp_release(s, "setting a threshold");
+		return store_release(s, "setting a threshold");
 	}
 	if ((rc = write_threshold(s, gate, metric, op, value, user)) != 0 ||
 	    (rc = insert_history(s, gate, metric, old_op, old_value, op, value, user, reason,
 	                         "cli")) != 0)
 		goto fail;
 	free(old_op);
-	if ((rc = sp_release(s, "setting a threshold")) == 0 && out_changed)
+	if ((rc = store_release(s, "setting a threshold")) == 0 && out_changed)
 		*out_changed = true;
 	return rc;
 fail:
 	free(old_op);
-	sp_rollback(s);
+	store_rollback_to(s);
 	return rc;
 }
 
@@ -161,7 +133,7 @@ int mlp_store_gate_threshold_seed(struct mlp_store *s, bool *out_seeded, const c
 
 	if (out_seeded)
 		*out_seeded = false;
-	if ((rc = sp_begin(s, "seeding a threshold")) != 0)
+	if ((rc = store_savepoint(s, "seeding a threshold")) != 0)
 		return rc;
 	st = store_prepare(
 	        s, "SELECT EXISTS (SELECT 1 FROM gate_thresholds WHERE gate = ?1 AND metric = ?2)"
@@ -181,16 +153,16 @@ int mlp_store_gate_threshold_seed(struct mlp_store *s, bool *out_seeded, const c
 	known = sqlite3_column_int(st, 0) != 0;
 	sqlite3_finalize(st);
 	if (known)
-		return sp_release(s, "seeding a threshold");
+		return store_release(s, "seeding a threshold");
 	if ((rc = write_threshold(s, gate, metric, op, value, user)) != 0 ||
 	    (rc = insert_history(s, gate, metric, NULL, 0, op, value, user, reason,
 	                         "pipeline-seed")) != 0)
 		goto fail;
-	if ((rc = sp_release(s, "seeding a threshold")) == 0 && out_seeded)
+	if ((rc = store_release(s, "seeding a threshold")) == 0 && out_seeded)
 		*out_seeded = true;
 	return rc;
 fail:
-	sp_rollback(s);
+	store_rollback_to(s);
 	return rc;
 }
 
@@ -202,7 +174,7 @@ int mlp_store_gate_threshold_unset(struct mlp_store *s, const char *gate, const 
 	sqlite3_stmt *st;
 	int rc;
 
-	if ((rc = sp_begin(s, "removing a threshold")) != 0)
+	if ((rc = store_savepoint(s, "removing a threshold")) != 0)
 		return rc;
 	if ((rc = read_threshold(s, &old_op, &old_value, gate, metric)) != 0)
 		goto fail;
@@ -223,10 +195,10 @@ int mlp_store_gate_threshold_unset(struct mlp_store *s, const char *gate, const 
 	                         "cli")) != 0)
 		goto fail;
 	free(old_op);
-	return sp_release(s, "removing a threshold");
+	return store_release(s, "removing a threshold");
 fail:
 	free(old_op);
-	sp_rollback(s);
+	store_rollback_to(s);
 	return rc;
 }
 

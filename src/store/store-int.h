@@ -63,6 +63,17 @@ void store_bind_id(sqlite3_stmt *st, int i, int64_t id);
 /* A column as a new string, or NULL for SQL NULL. */
 char *store_column_text(sqlite3_stmt *st, int col);
 
+/*
+ * A savepoint inside the caller's transaction (models, gates: a
+ * registration or a threshold change that fails leaves nothing behind).
+ * store_release undoes and ends it when the release itself fails;
+ * store_rollback_to undoes everything since store_savepoint and keeps the
+ * error message.
+ */
+int store_savepoint(struct mlp_store *s, const char *what);
+int store_release(struct mlp_store *s, const char *what);
+void store_rollback_to(struct mlp_store *s);
+
 /* Path of the liveness lock file of a run. */
 char *store_run_lock_path(const struct mlp_store *s, int64_t run_id);
 

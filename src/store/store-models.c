@@ -30,34 +30,6 @@
 #include "store/store-int.h"
 #include "base/util.h"
 
-/* ---- savepoints --------------------------------------------------------- */
-
-static int sp_begin(struct mlp_store *s, const char *what)
-{
-	if (sqlite3_exec(s->db, "SAVEPOINT mlp_models", NULL, NULL, NULL) != SQLITE_OK)
-		return store_fail(s, what);
-	return 0;
-}
-
-static int sp_release(struct mlp_store *s, const char *what)
-{
-	if (sqlite3_exec(s->db, "RELEASE mlp_models", NULL, NULL, NULL) != SQLITE_OK) {
-		int rc = store_fail(s, what);
-
-		sqlite3_exec(s->db, "ROLLBACK TO mlp_models", NULL, NULL, NULL);
-		sqlite3_exec(s->db, "RELEASE mlp_models", NULL, NULL, NULL);
-		return rc;
-	}
-	return 0;
-}
-
-/* Undoes everything since sp_begin; the error message is kept. */
-static void sp_rollback(struct mlp_store *s)
-{
-	sqlite3_exec(s->db, "ROLLBACK TO mlp_models", NULL, NULL, NULL);
-	sqlite3_exec(s->db, "RELEASE mlp_models", NULL, NULL, NULL);
-}
-
 /* ---- statuses ----------------------------------------------------------- */
 
 static const char *const model_status_names[] = {
@@ -284,7 +256,7 @@ int mlp_store_model_register(struct mlp_store *s, int64_t *out_id, int *out_vers
 	int version, rc;
 	char *why;
 
-	if ((rc = sp_begin(s, "registering a model version")) != 0)
+	if ((rc = store_savepoint(s, "registering a model version")) != 0)
 		return rc;
 	/* A write first: the savepoint takes the write lock before it reads. */
 	st = store_prepare(s, "INSERT OR IGNORE INTO models (name, created_at) VALUES (?, ?)");
@@ -342,7 +314,7 @@ int mlp_store_model_register(struct mlp_store *s, int64_t *out_id, int *out_vers
 	free(why);
 	if (rc != 0)
 		goto fail;
-	if ((rc = sp_release(s, "registering a model version")) != 0)
+	if ((rc = store_release(s, "registering a model version")) != 0)
 		return rc;
 	if (out_id)
 		*out_id = id;
@@ -350,7 +322,7 @@ int mlp_store_model_register(struct mlp_store *s, int64_t *out_id, int *out_vers
 		*out_version = version;
 	return 0;
 fail:
-	sp_rollback(s);
+	store_rollback_to(s);
 	return rc;
 }
 
@@ -589,7 +561,7 @@ int mlp_store_model_set_status(struct mlp_store *s, int64_t version_id,
 	char *model = NULL, *old_name = NULL;
 	int version, rc;
 
-	if ((rc = sp_begin(s, "changing a model's status")) != 0)
+	if ((rc = store_savepoint(s, "changing a model's status")) != 0)
 		return rc;
 	st = store_prepare(s, "SELECT model, version, status FROM model_versions WHERE id = ?");
 	if (st == NULL) {
@@ -636,12 +608,12 @@ int mlp_store_model_set_status(struct mlp_store *s, int64_t version_id,
 	if ((rc = insert_event(s, version_id, old_name, mlp_model_status_name(status), user,
 	                       reason)) != 0)
 		goto fail;
-	rc = sp_release(s, "changing a model's status");
+	rc = store_release(s, "changing a model's status");
 	free(model);
 	free(old_name);
 	return rc;
 fail:
-	sp_rollback(s);
+	store_rollback_to(s);
 	free(model);
 	free(old_name);
 	return rc;

@@ -358,3 +358,28 @@ int mlp_status_parse(enum mlp_status *out, const char *name)
 	}
 	return MLP_EINVAL;
 }
+
+int store_savepoint(struct mlp_store *s, const char *what)
+{
+	if (sqlite3_exec(s->db, "SAVEPOINT mlp_models", NULL, NULL, NULL) != SQLITE_OK)
+		return store_fail(s, what);
+	return 0;
+}
+
+int store_release(struct mlp_store *s, const char *what)
+{
+	if (sqlite3_exec(s->db, "RELEASE mlp_models", NULL, NULL, NULL) != SQLITE_OK) {
+		int rc = store_fail(s, what);
+
+		sqlite3_exec(s->db, "ROLLBACK TO mlp_models", NULL, NULL, NULL);
+		sqlite3_exec(s->db, "RELEASE mlp_models", NULL, NULL, NULL);
+		return rc;
+	}
+	return 0;
+}
+
+void store_rollback_to(struct mlp_store *s)
+{
+	sqlite3_exec(s->db, "ROLLBACK TO mlp_models", NULL, NULL, NULL);
+	sqlite3_exec(s->db, "RELEASE mlp_models", NULL, NULL, NULL);
+}

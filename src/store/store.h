@@ -186,7 +186,7 @@ int mlp_store_metrics_list(struct mlp_store *s, struct mlp_stage_value **out, si
                            int64_t run_id);
 void mlp_stage_value_free_all(struct mlp_stage_value *v, size_t n);
 
-/* ---- artifacts, models, gates (store-models.c) ------------------------
+/* ---- artifacts, models (store-models.c), gates (store-gates.c) ------------------------
  *
  * Artifacts are files kept by content: artifacts/sha256/ab/cdef... under
  * the data directory, written atomically, stored once however often they
