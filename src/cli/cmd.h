@@ -12,12 +12,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* Exit codes every command uses. */
-enum {
-	MLP_EXIT_OK = 0,
-	MLP_EXIT_FAILED = 1, /* the run (or what the command checked) failed */
-	MLP_EXIT_USAGE = 2,  /* bad usage or invalid input */
-};
+#include "base/status.h"
 
 struct mlp_cmd {
 	const char *name;

@@ -35,6 +35,7 @@
 #include "base/json.h"
 #include "launch.h"
 #include "engine/stagekind.h"
+#include "store/store.h"
 #include "base/util.h"
 
 extern char **environ;

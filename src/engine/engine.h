@@ -14,8 +14,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/status.h"
 #include "pipeline/pipeline.h"
-#include "store/store.h"
+
+struct mlp_store;
 
 /* A stage as observers see it. */
 struct mlp_stage_view {
