@@ -34,13 +34,13 @@
 #include "pipeline/expr.h"
 #include "base/json.h"
 #include "launch.h"
+#include "engine/stage-io.h"
 #include "engine/stagekind.h"
 #include "store/store.h"
 #include "base/util.h"
 
 extern char **environ;
 
-#define OUTPUT_MAX_BYTES (1024 * 1024)
 #define LOG_LINE_MAX 65536
 
 enum rt_state { WAITING, READY, RUNNING, BACKOFF, DONE };
@@ -55,12 +55,9 @@ struct stage_rt {
 	int64_t attempt_id;
 	struct mlp_proc proc;
 	int log_fd;
-	bool log_created; /* the log file exists (made on first output) */
-	char *dir;        /* the run's directory for this stage's files */
-	char *output_path;
-	char *metrics_path;
+	bool log_created;       /* the log file exists (made on first output) */
+	struct mlp_stage_io io; /* $MLPIPE_OUTPUT, $MLPIPE_METRICS, $MLPIPE_REASON */
 	char *log_path;
-	char *reason_path; /* where a stage may explain its failure */
 	int64_t started_ms;
 	int64_t ended_ms;
 	int64_t deadline_ms; /* timeout; 0: none */
@@ -268,145 +265,6 @@ static int resolve(const char **out, const struct mlp_expr_ref *ref, void *paylo
 	return MLP_EINVAL;
 }
 
-/* ---- outputs and metrics ------------------------------------------------ */
-
-static bool valid_key(const char *s, size_t len)
-{
-	if (len == 0 ||
-	    !(s[0] == '_' || (s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= 'a' && s[0] <= 'z')))
-		return false;
-	for (size_t i = 1; i < len; i++) {
-		char c = s[i];
-
-		if (!(c == '_' || c == '-' || (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') ||
-		      (c >= 'a' && c <= 'z')))
-			return false;
-	}
-	return true;
-}
-
-int mlp_outputs_parse(struct mlp_kvlist *out, const char *text, size_t len)
-{
-	const char *p = text, *end = text + len;
-	int lineno = 0;
-
-	while (p < end) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		const char *le = nl ? nl : end;
-		const char *eq, *heredoc = NULL;
-		char *key;
-
-		lineno++;
-		if (le > p && le[-1] == '\r')
-			le--;
-		if (le == p) {
-			p = nl ? nl + 1 : end;
-			continue;
-		}
-		eq = memchr(p, '=', (size_t)(le - p));
-		for (const char *q = p; q + 1 < le; q++) {
-			if (q[0] == '<' && q[1] == '<' && (eq == NULL || q < eq)) {
-				heredoc = q;
-				break;
-			}
-		}
-		if (heredoc) {
-			char *delim = xstrndup(heredoc + 2, (size_t)(le - heredoc - 2));
-			struct mlp_buf value = {0};
-			bool closed = false;
-
-			if (!valid_key(p, (size_t)(heredoc - p)) || delim[0] == '\0') {
-				mlp_error_set("$MLPIPE_OUTPUT line %d: expected KEY<<DELIMITER",
-				              lineno);
-				free(delim);
-				return MLP_EINVAL;
-			}
-			key = xstrndup(p, (size_t)(heredoc - p));
-			p = nl ? nl + 1 : end;
-			while (p < end) {
-				const char *n2 = memchr(p, '\n', (size_t)(end - p));
-				const char *e2 = n2 ? n2 : end;
-				size_t l2 = (size_t)(e2 - p);
-
-				lineno++;
-				if (l2 > 0 && p[l2 - 1] == '\r')
-					l2--;
-				if (l2 == strlen(delim) && memcmp(p, delim, l2) == 0) {
-					closed = true;
-					p = n2 ? n2 + 1 : end;
-					break;
-				}
-				if (value.len)
-					mlp_buf_putc(&value, '\n');
-				mlp_buf_add(&value, p, l2);
-				p = n2 ? n2 + 1 : end;
-			}
-			if (!closed) {
-				mlp_error_set(
-				        "$MLPIPE_OUTPUT: value of '%s' is missing its closing "
-				        "delimiter '%s'",
-				        key, delim);
-				free(key);
-				free(delim);
-				mlp_buf_free(&value);
-				return MLP_EINVAL;
-			}
-			mlp_kvlist_set(out, key, mlp_buf_str(&value));
-			free(key);
-			free(delim);
-			mlp_buf_free(&value);
-			continue;
-		}
-		if (eq == NULL || !valid_key(p, (size_t)(eq - p))) {
-			mlp_error_set("$MLPIPE_OUTPUT line %d: expected KEY=VALUE (KEY: letters, "
-			              "digits, '_' and '-')",
-			              lineno);
-			return MLP_EINVAL;
-		}
-		key = xstrndup(p, (size_t)(eq - p));
-		{
-			char *value = xstrndup(eq + 1, (size_t)(le - eq - 1));
-
-			mlp_kvlist_set(out, key, value);
-			free(value);
-		}
-		free(key);
-		p = nl ? nl + 1 : end;
-	}
-	return 0;
-}
-
-/* Reads the attempt's output and metrics files into s. */
-static int collect_results(struct stage_rt *s)
-{
-	char *text = NULL;
-	size_t len = 0;
-	int rc;
-
-	rc = mlp_read_file(&text, &len, s->output_path, OUTPUT_MAX_BYTES);
-	if (rc == 0) {
-		rc = mlp_outputs_parse(&s->outputs, text, len);
-		free(text);
-		if (rc != 0)
-			return rc;
-	} else if (rc != MLP_ENOTFOUND) {
-		return rc;
-	}
-	rc = mlp_read_file(&text, &len, s->metrics_path, OUTPUT_MAX_BYTES);
-	if (rc == 0) {
-		rc = mlp_json_parse_metrics(&s->metrics, &s->nmetrics, text, len);
-		free(text);
-		if (rc != 0) {
-			char *msg = xasprintf("$MLPIPE_METRICS: %s", mlp_error_last());
-
-			mlp_error_set("%s", msg);
-			free(msg);
-		}
-		return rc;
-	}
-	return rc == MLP_ENOTFOUND ? 0 : rc;
-}
-
 /* ---- starting and ending attempts --------------------------------------- */
 
 static void set_detail(struct stage_rt *s, const char *fmt, ...)
@@ -468,9 +326,7 @@ static int build_env(struct engine *e, size_t i, struct mlp_strv *env, const cha
 	mlp_strv_setenv(env, "MLPIPE_ATTEMPT", num);
 	mlp_strv_setenv(env, "MLPIPE_WORKSPACE", e->opts->workspace);
 	mlp_strv_setenv(env, "MLPIPE_WORKDIR", workdir);
-	mlp_strv_setenv(env, "MLPIPE_OUTPUT", s->output_path);
-	mlp_strv_setenv(env, "MLPIPE_METRICS", s->metrics_path);
-	mlp_strv_setenv(env, "MLPIPE_REASON", s->reason_path);
+	mlp_stage_io_setenv(env, &s->io);
 	return 0;
 }
 
@@ -521,16 +377,11 @@ static int record_attempt(struct engine *e, size_t i)
 	mlp_metrics_free(s->metrics, s->nmetrics);
 	s->metrics = NULL;
 	s->nmetrics = 0;
-	free(s->output_path);
-	free(s->metrics_path);
 	free(s->log_path);
 	/* The run's directory is new and attempts are numbered: these paths
 	 * never exist yet. */
-	s->output_path = xasprintf("%s/%s.%d.output", e->run_dir, s->def->name, s->attempt);
-	s->metrics_path = xasprintf("%s/%s.%d.metrics.json", e->run_dir, s->def->name, s->attempt);
+	mlp_stage_io_init(&s->io, e->run_dir, s->def->name, s->attempt);
 	s->log_path = xasprintf("%s/%s.%d.log", e->run_dir, s->def->name, s->attempt);
-	free(s->reason_path);
-	s->reason_path = xasprintf("%s/%s.%d.reason", e->run_dir, s->def->name, s->attempt);
 	if ((rc = tx_ensure(e)) != 0)
 		return rc;
 	rc = mlp_store_attempt_start(e->store, &s->attempt_id, e->run_id, s->def->name,
@@ -709,28 +560,6 @@ static int record_failure(struct engine *e, size_t i)
 	return finish_failed(e, i, NULL);
 }
 
-/*
- * A stage may explain its failure in $MLPIPE_REASON (the launcher names
- * the rank that failed first and how); its first line becomes the
- * attempt's detail instead of a bare exit code.
- */
-static bool read_reason(struct stage_rt *s)
-{
-	char *text = NULL;
-	size_t len = 0;
-	char *nl;
-
-	if (mlp_read_file(&text, &len, s->reason_path, 4096) != 0)
-		return false;
-	nl = strchr(text, '\n');
-	if (nl)
-		*nl = '\0';
-	if (text[0])
-		set_detail(s, "%s", text);
-	free(text);
-	return s->detail[0] != '\0';
-}
-
 /* Runs the kind's finish hook (model files ...) after a success. */
 static int run_finish_hook(struct engine *e, size_t i)
 {
@@ -790,7 +619,10 @@ static int handle_exit(struct engine *e, size_t i)
 		/* A stage that still exits 0 after a cancel's SIGTERM succeeded. */
 		if (e->cancelled)
 			set_detail(s, "cancelled");
-		else if (!read_reason(s))
+		/* A stage may explain its failure in $MLPIPE_REASON (the
+		 * launcher names the rank that failed first and how): its
+		 * first line is the detail instead of a bare exit code. */
+		else if (!mlp_stage_io_reason(s->detail, sizeof(s->detail), &s->io))
 			mlp_exit_describe(s->detail, sizeof(s->detail), &ex);
 		return finish_failed(e, i, &ex);
 	}
@@ -798,7 +630,8 @@ static int handle_exit(struct engine *e, size_t i)
 	 * copy is made with this turn's write lock held. */
 	if (s->def->model.set && (rc = tx_commit(e)) != 0)
 		return rc;
-	if (collect_results(s) != 0 || run_finish_hook(e, i) != 0) {
+	if (mlp_stage_io_collect(&s->outputs, &s->metrics, &s->nmetrics, &s->io) != 0 ||
+	    run_finish_hook(e, i) != 0) {
 		set_detail(s, "%s", mlp_error_last());
 		return finish_failed(e, i, &ex);
 	}
@@ -1329,11 +1162,8 @@ done:
 		struct stage_rt *s = &e.st[i];
 
 		close_attempt(s);
-		free(s->output_path);
-		free(s->metrics_path);
+		mlp_stage_io_clear(&s->io);
 		free(s->log_path);
-		free(s->reason_path);
-		free(s->dir);
 		mlp_buf_free(&s->line);
 		mlp_kvlist_free(&s->outputs);
 		mlp_metrics_free(s->metrics, s->nmetrics);

@@ -80,10 +80,4 @@ int mlp_engine_check(const struct mlp_pipeline *p, struct mlp_diags *diags);
 int mlp_engine_run(struct mlp_engine_result *out, const struct mlp_pipeline *p,
                    struct mlp_store *store, int64_t run_id, const struct mlp_engine_opts *opts);
 
-/*
- * Parses what a stage wrote to $MLPIPE_OUTPUT: KEY=VALUE lines, or
- * KEY<<DELIM ... DELIM for values with newlines.  Appends to out.
- */
-int mlp_outputs_parse(struct mlp_kvlist *out, const char *text, size_t len);
-
 #endif

@@ -18,6 +18,7 @@
 #include "base/error.h"
 #include "base/exec.h"
 #include "base/shell.h"
+#include "engine/stage-io.h"
 #include "engine/stagekind.h"
 #include "base/util.h"
 
@@ -109,7 +110,7 @@ done:
 int mlp_train_prepare(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx)
 {
 	const struct mlp_train *t = &ctx->stage->train;
-	const char *metrics = mlp_strv_getenv(ctx->env, "MLPIPE_METRICS");
+	const char *metrics = mlp_strv_getenv(ctx->env, MLP_STAGE_ENV_METRICS);
 	int rc;
 
 	mlp_strv_push(argv, ctx->self_exe);
