@@ -1,7 +1,7 @@
 /*
  * cmd-stage-gate.c - `mlpipe stage-gate`: the process of a `gate:` stage.
  *
- * Internal: the engine starts it (stagekind.c, gate_prepare) with the
+ * Internal: the engine starts it (stage-gate.c, gate_prepare) with the
  * database, the run and the stage.  It reads the run's pipeline text from
  * the database (the file may have changed since the run started), finds
  * the gate's settings, and decides in ONE write transaction: seed the

@@ -2,7 +2,7 @@
  * cmd-stage-rollout.c - `mlpipe stage-rollout`: the process of a
  * `rollout:` stage.
  *
- * Internal: the engine starts it (stagekind.c, rollout_prepare) with the
+ * Internal: the engine starts it (stage-rollout.c, rollout_prepare) with the
  * database, the run, the stage, and the image and env values with their
  * ${{ }} expressions already resolved.  It reads the run's pipeline from
  * the database for the rest of the stage's settings, finds the model

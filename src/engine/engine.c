@@ -33,7 +33,6 @@
 #include "base/exec.h"
 #include "pipeline/expr.h"
 #include "base/json.h"
-#include "launch.h"
 #include "engine/stage-io.h"
 #include "engine/stagekind.h"
 #include "store/store.h"
@@ -935,32 +934,11 @@ int mlp_engine_check(const struct mlp_pipeline *p, struct mlp_diags *diags)
 
 	for (size_t i = 0; i < p->nstages; i++) {
 		const struct mlp_stage *s = &p->stages[i];
+		const struct mlp_stage_kind_ops *ops = mlp_stage_kind_ops(s->kind);
 
-		if (s->kind == MLP_STAGE_TRAIN && s->train.gpus_per_node > 0) {
-			char(*ids)[32] = xcalloc(MLP_LAUNCH_MAX_GPUS, sizeof(*ids));
-			const char *source = NULL;
-			int have = mlp_launch_node_gpus(ids, MLP_LAUNCH_MAX_GPUS, &source);
-
-			free(ids);
-			if (have < s->train.gpus_per_node) {
-				mlp_diags_add(
-				        diags, p->path, s->kind_pos,
-				        "stage '%s' asks for %d GPU%s per node, but this node "
-				        "has %d (%s)",
-				        s->name, s->train.gpus_per_node,
-				        s->train.gpus_per_node == 1 ? "" : "s", have, source);
-				rc = MLP_EINVAL;
-			}
-		}
-		if (s->kind == MLP_STAGE_TRAIN && s->train.nodes > 1) {
-			mlp_diags_add(diags, p->path, s->kind_pos,
-			              "stage '%s': train stages on %d nodes need runner agents, "
-			              "which this version of mlpipe does not have (run `mlpipe "
-			              "launch --nnodes` on each node instead)",
-			              s->name, s->train.nodes);
+		if (ops->check && ops->check(diags, p, s) != 0)
 			rc = MLP_EINVAL;
-		}
-		if (mlp_stage_kind_ops(s->kind)->prepare == NULL) {
+		if (ops->prepare == NULL) {
 			mlp_diags_add(diags, p->path, s->kind_pos,
 			              "stage '%s': '%s' stages are not executed by this version "
 			              "of mlpipe (%s)",
@@ -977,9 +955,9 @@ static int build_base_env(struct engine *e)
 
 	for (char **v = environ; *v; v++)
 		mlp_strv_push(&e->base_env, *v);
-	/* mlpipe's own directory first on PATH: `mlpipe-train` and `mlpipe`
-	 * itself resolve to the build that runs the pipeline, installed or
-	 * not. */
+	/* mlpipe's own directory first on PATH: `mlpipe` and the programs
+	 * installed beside it resolve to the build that runs the pipeline,
+	 * installed or not. */
 	if (e->opts->self_exe && e->opts->self_exe[0] == '/') {
 		const char *path = mlp_strv_getenv(&e->base_env, "PATH");
 		char *dir = mlp_dirname(e->opts->self_exe);
