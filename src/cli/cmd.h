@@ -82,18 +82,4 @@ char *mlp_cmd_self_exe(void);
  * "uid N" (caller frees). */
 char *mlp_cmd_current_user(void);
 
-struct mlp_engine_result;
-struct mlp_engine_opts;
-struct mlp_pipeline;
-struct mlp_store;
-
-/*
- * Executes pipeline p as run run_id (recorded and locked by this process)
- * with the engine, records how it ended, and returns the exit code `mlpipe
- * run` uses (0, 1, 128+signal).  result is filled (the caller frees its
- * message).  Shared by run and exec-run (cmd-run.c).
- */
-int mlp_cmd_execute_run(struct mlp_engine_result *result, const struct mlp_pipeline *p,
-                        struct mlp_store *store, int64_t run_id, const struct mlp_engine_opts *eo);
-
 #endif

@@ -49,7 +49,7 @@ struct mlp_engine_opts {
 	const struct mlp_kvlist *vars; /* --var K=V: override the pipeline's env */
 	const char *self_exe;
 	const struct mlp_engine_observer *observer; /* may be NULL */
-	/* For `mlpipe serve` (cmd-exec-run.c): */
+	/* For `mlpipe serve` (serve/exec-run.c): */
 	const char *const *extra_env; /* NULL-terminated "NAME=VALUE": the
 	                                * trigger's (MLPIPE_COMMIT ...), set
 	                                * last; never part of a command */
