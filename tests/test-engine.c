@@ -17,6 +17,7 @@
 
 #include "engine/engine.h"
 #include "base/error.h"
+#include "engine/stage-io.h"
 #include "engine/stagekind.h"
 #include "store/store.h"
 #include "base/util.h"

@@ -1,8 +1,10 @@
 /*
  * test-gate.c - gates and the model registry: the decision rules of
  * gate.c as pure functions, the registry, artifacts and thresholds of
- * store-models.c and store-gates.c on a real SQLite file, and `mlpipe stage-gate` deciding
- * a recorded run end to end (in a child process, on that same file).
+ * store-models.c and store-gates.c on a real SQLite file, a gate stage's decision
+ * (stage-gate.c) as a function on that file, and `mlpipe stage-gate`
+ * deciding a recorded run end to end (in a child process, on that same
+ * file).
  */
 #include "config.h"
 
@@ -24,7 +26,7 @@
 #include "base/error.h"
 #include "deploy/gate.h"
 #include "base/json.h"
-#include "engine/stagekind.h"
+#include "engine/stage-gate.h"
 #include "store/store.h"
 #include "base/util.h"
 
@@ -738,6 +740,54 @@ static int64_t record_run(struct fixture *f, double accuracy, bool evaluate_ok,
 	return run;
 }
 
+/* The decision as a library function: no process, no environment. */
+static void test_gate__stage_decide_passes_and_fails_on_the_store(void **state)
+{
+	struct fixture *f = *state;
+	struct mlp_stage_gate *g = NULL;
+	struct mlp_model_version v;
+	struct mlp_gate_decision *d;
+	size_t n;
+	int64_t run;
+
+	/* 0.9 meets the seeded accuracy >= 0.85: a pass, recorded. */
+	run = record_run(f, 0.9, true, true);
+	assert_int_equal(mlp_stage_gate_decide(&g, f->s, run, "gate"), 0);
+	assert_true(mlp_stage_gate_passed(g));
+	assert_null(mlp_stage_gate_reason(g));
+	mlp_stage_gate_free(g);
+	assert_int_equal(mlp_store_model_version_get(f->s, &v, "fashion", 1), 0);
+	assert_int_equal(v.status, MLP_MODEL_APPROVED);
+	mlp_model_version_clear(&v);
+
+	/* 0.8 does not: a fail, with the reason, and the version rejected. */
+	run = record_run(f, 0.8, true, true);
+	assert_int_equal(mlp_stage_gate_decide(&g, f->s, run, "gate"), 0);
+	assert_false(mlp_stage_gate_passed(g));
+	assert_string_equal(mlp_stage_gate_reason(g), "accuracy = 0.8 does not meet >= 0.85");
+	mlp_stage_gate_free(g);
+	assert_int_equal(mlp_store_model_version_get(f->s, &v, "fashion", 2), 0);
+	assert_int_equal(v.status, MLP_MODEL_REJECTED);
+	assert_string_equal(v.status_reason, "gate 'fashion' failed (run 2): accuracy = 0.8 does "
+	                                     "not meet >= 0.85");
+	mlp_model_version_clear(&v);
+	assert_int_equal(mlp_store_gate_decisions_list(f->s, &d, &n, "fashion", 0, 0), 0);
+	assert_int_equal(n, 2);
+	assert_false(d[0].passed);
+	assert_int_equal(d[0].run_id, run);
+	assert_true(d[1].passed);
+	mlp_gate_decision_free_all(d, n);
+
+	/* A stage that is not a gate cannot be decided, and nothing is written. */
+	g = (struct mlp_stage_gate *)1;
+	assert_int_equal(mlp_stage_gate_decide(&g, f->s, run, "evaluate"), MLP_ENOTFOUND);
+	assert_null(g);
+	assert_string_equal(mlp_error_last(), "run 2 has no gate stage 'evaluate'");
+	assert_int_equal(mlp_store_gate_decisions_list(f->s, &d, &n, "fashion", 0, 0), 0);
+	assert_int_equal(n, 2);
+	mlp_gate_decision_free_all(d, n);
+}
+
 /* Runs `mlpipe stage-gate` for the run in a child; returns its exit code
  * and leaves its stdout and $MLPIPE_OUTPUT in *out_log and *out_output. */
 static int run_stage_gate(struct fixture *f, int64_t run, char **out_log, char **out_output)
@@ -899,6 +949,8 @@ int main(void)
 	                                        setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_gate__thresholds_keep_every_change, setup,
 	                                        teardown),
+	        cmocka_unit_test_setup_teardown(
+	                test_gate__stage_decide_passes_and_fails_on_the_store, setup, teardown),
 	        cmocka_unit_test_setup_teardown(
 	                test_gate__stage_decides_records_and_sets_the_status, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_gate__stage_edge_cases_fail, setup, teardown),

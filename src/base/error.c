@@ -41,3 +41,14 @@ void mlp_error_clear(void)
 {
 	last_message[0] = '\0';
 }
+
+void mlp_error_warn(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("mlpipe: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}

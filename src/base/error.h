@@ -34,4 +34,11 @@ const char *mlp_error_last(void);
 /* Forgets the last message. */
 void mlp_error_clear(void);
 
+/*
+ * Prints "mlpipe: " and the formatted message on stderr: for a failure a
+ * library function reports and goes on past (a run whose end could not be
+ * recorded still ended), where no caller gets a code to report it by.
+ */
+void mlp_error_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 #endif

@@ -1,31 +1,24 @@
 /*
  * cmd-run.c - `mlpipe run FILE`: execute a pipeline here and now.
  *
- * Everything that can be refused is refused before the run is recorded: an
- * invalid file, a stage kind this build cannot execute, a missing working
+ * Parses the options and calls mlp_run_local (engine/run.c).  Everything
+ * that can be refused is refused before the run is recorded: an invalid
+ * file, a stage kind this build cannot execute, a missing working
  * directory, a database that cannot be written.  Those exit 2 and leave no
  * row behind.
  */
 #include "config.h"
 
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "cli/cmd.h"
-#include "base/crypto.h"
-#include "engine/engine.h"
 #include "base/error.h"
-#include "base/git.h"
-#include "pipeline/pipeline.h"
-#include "engine/stagekind.h"
-#include "store/store.h"
-#include "engine/live.h"
 #include "base/util.h"
+#include "engine/run.h"
+#include "pipeline/pipeline.h"
 
 static bool valid_var_name(const char *s, size_t len)
 {
@@ -41,59 +34,6 @@ static bool valid_var_name(const char *s, size_t len)
 	return true;
 }
 
-static int resolve_workspace(char **out, const struct mlp_pipeline *p, const char *opt)
-{
-	char *dir;
-	struct stat st;
-	int rc;
-
-	if (opt)
-		dir = xstrdup(opt);
-	else if (p->workdir && p->workdir[0] == '/')
-		dir = xstrdup(p->workdir);
-	else if (p->workdir)
-		dir = xasprintf("%s/%s", p->dir, p->workdir);
-	else
-		dir = xstrdup(p->dir);
-	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-		mlp_error_set("working directory %s does not exist", dir);
-		free(dir);
-		return MLP_EINVAL;
-	}
-	rc = mlp_realpath(out, dir);
-	free(dir);
-	return rc;
-}
-
-/* Shared with exec-run (cmd.h). */
-int mlp_cmd_execute_run(struct mlp_engine_result *result, const struct mlp_pipeline *p,
-                        struct mlp_store *store, int64_t run_id, const struct mlp_engine_opts *eo)
-{
-	int status, rc;
-
-	rc = mlp_engine_run(result, p, store, run_id, eo);
-	if (rc != 0) {
-		/* The engine could not go on (the database failed under it). */
-		result->status = MLP_STATUS_FAILED;
-		free(result->message);
-		result->message = xasprintf("mlpipe stopped: %s", mlp_error_last());
-	}
-	switch (result->status) {
-	case MLP_STATUS_SUCCEEDED:
-		status = MLP_EXIT_OK;
-		break;
-	case MLP_STATUS_CANCELLED:
-		status = 128 + (result->signal ? result->signal : SIGINT);
-		break;
-	default:
-		status = MLP_EXIT_FAILED;
-		break;
-	}
-	if (mlp_store_run_finish(store, run_id, result->status, status, result->message) != 0)
-		mlp_cmd_error("%s", mlp_error_last());
-	return status;
-}
-
 static int run_exec(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -106,17 +46,11 @@ static int run_exec(int argc, char **argv)
 	        {NULL, 0, NULL, 0},
 	};
 	struct mlp_kvlist vars = {0};
-	struct mlp_pipeline *p = NULL;
 	struct mlp_diags diags = {0};
-	struct mlp_store *store = NULL;
-	struct mlp_live *term = NULL;
-	struct mlp_engine_result result = {0};
-	char *workspace = NULL, *commit = NULL, *user = NULL, *self = NULL;
-	const char *workdir_opt = NULL, *db = NULL;
-	char sha[MLP_SHA256_HEX_LEN + 1];
+	struct mlp_run_local_opts o = {.live = -1};
+	char *self = NULL, *user = NULL;
 	long long jobs = 0;
-	int live = -1, c, status = MLP_EXIT_USAGE, rc;
-	int64_t run_id = 0, t0;
+	int c, status = MLP_EXIT_USAGE;
 
 	while ((c = getopt_long(argc, argv, "j:C:h", opts, NULL)) != -1) {
 		switch (c) {
@@ -145,13 +79,13 @@ static int run_exec(int argc, char **argv)
 			break;
 		}
 		case 'C':
-			workdir_opt = optarg;
+			o.workdir = optarg;
 			break;
 		case 'd':
-			db = optarg;
+			o.db = optarg;
 			break;
 		case 'p':
-			live = 0;
+			o.live = 0;
 			break;
 		case 'h':
 			mlp_cmd_print_help(&mlp_cmd_run, stdout);
@@ -171,76 +105,23 @@ static int run_exec(int argc, char **argv)
 		goto done;
 	}
 
-	rc = mlp_pipeline_load(&p, &diags, argv[optind]);
-	if (rc == 0)
-		rc = mlp_engine_check(p, &diags);
-	if (rc != 0) {
+	o.file = argv[optind];
+	o.vars = &vars;
+	o.jobs = (int)jobs;
+	o.self_exe = self = mlp_cmd_self_exe();
+	o.user = user = mlp_cmd_current_user();
+	if (mlp_run_local(&status, &diags, &o) != 0) {
 		if (diags.len)
 			mlp_diags_print(&diags, stderr);
 		else
 			mlp_cmd_error("%s", mlp_error_last());
-		goto done;
+		status = MLP_EXIT_USAGE;
 	}
-	if (resolve_workspace(&workspace, p, workdir_opt) != 0 ||
-	    mlp_store_open(&store, db, 0) != 0) {
-		mlp_cmd_error("%s", mlp_error_last());
-		goto done;
-	}
-
-	mlp_sha256_hex(sha, p->text, p->text_len);
-	mlp_git_head_commit(&commit, p->dir);
-	user = mlp_cmd_current_user();
-	{
-		char *abs_path = NULL;
-		struct mlp_run_new r = {
-		        .pipeline = p->name,
-		        .pipeline_text = p->text,
-		        .pipeline_sha256 = sha,
-		        .trigger = "cli",
-		        .user = user,
-		        .git_commit = commit,
-		        .workspace = workspace,
-		};
-
-		if (mlp_realpath(&abs_path, p->path) == 0)
-			r.pipeline_path = abs_path;
-		rc = mlp_store_run_create(store, &run_id, &r);
-		free(abs_path);
-		if (rc != 0) {
-			mlp_cmd_error("%s", mlp_error_last());
-			goto done;
-		}
-	}
-
-	self = mlp_cmd_self_exe();
-	term = mlp_live_new(p, stdout, live);
-	printf("run %lld: %s (%zu stage%s)\n", (long long)run_id, p->name, p->nstages,
-	       p->nstages == 1 ? "" : "s");
-	fflush(stdout);
-	t0 = mlp_mono_ms();
-	{
-		struct mlp_engine_opts eo = {
-		        .jobs = (int)jobs,
-		        .workspace = workspace,
-		        .vars = &vars,
-		        .self_exe = self,
-		        .observer = mlp_live_observer(term),
-		};
-
-		status = mlp_cmd_execute_run(&result, p, store, run_id, &eo);
-	}
-	mlp_live_finish(term, run_id, &result, mlp_mono_ms() - t0);
 done:
-	free(result.message);
-	mlp_live_free(term);
-	mlp_store_close(store);
-	mlp_pipeline_free(p);
 	mlp_diags_free(&diags);
 	mlp_kvlist_free(&vars);
-	free(workspace);
-	free(commit);
-	free(user);
 	free(self);
+	free(user);
 	return status;
 }
 

@@ -12,12 +12,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* Exit codes every command uses. */
-enum {
-	MLP_EXIT_OK = 0,
-	MLP_EXIT_FAILED = 1, /* the run (or what the command checked) failed */
-	MLP_EXIT_USAGE = 2,  /* bad usage or invalid input */
-};
+#include "base/status.h"
 
 struct mlp_cmd {
 	const char *name;
@@ -86,19 +81,5 @@ char *mlp_cmd_self_exe(void);
 /* Who is running this: the login name of the real uid, else $USER, else
  * "uid N" (caller frees). */
 char *mlp_cmd_current_user(void);
-
-struct mlp_engine_result;
-struct mlp_engine_opts;
-struct mlp_pipeline;
-struct mlp_store;
-
-/*
- * Executes pipeline p as run run_id (recorded and locked by this process)
- * with the engine, records how it ended, and returns the exit code `mlpipe
- * run` uses (0, 1, 128+signal).  result is filled (the caller frees its
- * message).  Shared by run and exec-run (cmd-run.c).
- */
-int mlp_cmd_execute_run(struct mlp_engine_result *result, const struct mlp_pipeline *p,
-                        struct mlp_store *store, int64_t run_id, const struct mlp_engine_opts *eo);
 
 #endif

@@ -3,7 +3,7 @@
  * and max_regression, as a pure function of numbers.
  *
  * Nothing here touches the database or the file system: the gate stage
- * (cmd-stage-gate.c) reads thresholds and metrics from the store, asks
+ * (engine/stage-gate.c) reads thresholds and metrics from the store, asks
  * mlp_gate_decide(), and records what it returns.  That keeps every rule
  * (a missing metric fails, NaN fails, no thresholds fails unless allowed,
  * no baseline passes on thresholds alone ...) testable on its own.

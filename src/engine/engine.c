@@ -13,90 +13,31 @@
  * Cancel (first SIGINT/SIGTERM): nothing new starts; running groups get
  * SIGTERM and, after their kill grace, SIGKILL.  A second signal sends
  * SIGKILL at once.
+ *
+ * An attempt's own life (its environment, process, output and end) is
+ * engine-attempt.c's; the state both share is in engine-int.h.
  */
 #include "config.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/engine.h"
 #include "base/error.h"
-#include "base/exec.h"
-#include "pipeline/expr.h"
-#include "base/json.h"
-#include "launch.h"
+#include "engine/engine-int.h"
 #include "engine/stagekind.h"
-#include "base/util.h"
+#include "store/store.h"
 
 extern char **environ;
 
-#define OUTPUT_MAX_BYTES (1024 * 1024)
-#define LOG_LINE_MAX 65536
+/* ---- observers and transactions ---------------------------------------- */
 
-enum rt_state { WAITING, READY, RUNNING, BACKOFF, DONE };
-
-struct stage_rt {
-	const struct mlp_stage *def;
-	enum rt_state state;
-	enum mlp_status result; /* when DONE */
-	bool allowed_failure;   /* failed under continue_on_error */
-	bool tainted;           /* it or something it needs failed */
-	int attempt;
-	int64_t attempt_id;
-	struct mlp_proc proc;
-	int log_fd;
-	bool log_created; /* the log file exists (made on first output) */
-	char *dir;        /* the run's directory for this stage's files */
-	char *output_path;
-	char *metrics_path;
-	char *log_path;
-	char *reason_path; /* where a stage may explain its failure */
-	int64_t started_ms;
-	int64_t ended_ms;
-	int64_t deadline_ms; /* timeout; 0: none */
-	int64_t kill_at_ms;  /* SIGKILL after grace; 0: not terminating */
-	int64_t retry_at_ms;
-	bool timed_out;
-	char detail[256];
-	struct mlp_buf line;
-	struct mlp_kvlist outputs;
-	struct mlp_metric *metrics;
-	size_t nmetrics;
-};
-
-struct engine {
-	const struct mlp_pipeline *p;
-	struct mlp_store *store;
-	int64_t run_id;
-	const struct mlp_engine_opts *opts;
-	const struct mlp_engine_observer *obs;
-	struct stage_rt *st;
-	size_t *starting; /* scratch: stages started in this turn */
-	size_t n;
-	bool in_tx;
-	int jobs;
-	int running;
-	int sigfd;
-	sigset_t oldmask;
-	bool cancelled;
-	int cancel_signal;
-	char *first_failure;
-	char *run_dir;
-	struct mlp_strv base_env; /* process env + pipeline env + vars */
-};
-
-/* ---- observers ---------------------------------------------------------- */
-
-static void notify(struct engine *e, size_t i)
+void engine_notify(struct engine *e, size_t i)
 {
 	struct stage_rt *s = &e->st[i];
 	struct mlp_stage_view v = {
@@ -128,360 +69,13 @@ static void notify(struct engine *e, size_t i)
 	e->obs->stage(e->obs->payload, i, &v);
 }
 
-static void emit_lines(struct engine *e, size_t i, bool flush)
-{
-	struct stage_rt *s = &e->st[i];
-	size_t start = 0;
-
-	for (size_t k = 0; k < s->line.len; k++) {
-		if (s->line.data[k] == '\n') {
-			size_t end = k;
-
-			if (end > start && s->line.data[end - 1] == '\r')
-				end--;
-			if (e->obs && e->obs->log)
-				e->obs->log(e->obs->payload, i, s->line.data + start, end - start);
-			start = k + 1;
-		}
-	}
-	if ((flush || s->line.len - start >= LOG_LINE_MAX) && start < s->line.len) {
-		if (e->obs && e->obs->log)
-			e->obs->log(e->obs->payload, i, s->line.data + start, s->line.len - start);
-		start = s->line.len;
-	}
-	if (start > 0) {
-		memmove(s->line.data, s->line.data + start, s->line.len - start);
-		s->line.len -= start;
-		s->line.data[s->line.len] = '\0';
-	}
-}
-
-/* Reads what is available on a stage's pipe; closes it at EOF. */
-static void drain_output(struct engine *e, size_t i)
-{
-	struct stage_rt *s = &e->st[i];
-	char buf[65536];
-
-	while (s->proc.out_fd >= 0) {
-		ssize_t n = read(s->proc.out_fd, buf, sizeof(buf));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
-				close(s->proc.out_fd);
-				s->proc.out_fd = -1;
-			}
-			break;
-		}
-		if (s->log_fd < 0 && !s->log_created) {
-			/* Created on the first byte: a stage that prints nothing
-			 * costs no file (creating one is most of a short stage's
-			 * cost to mlpipe on ext4). */
-			s->log_created = true;
-			s->log_fd = open(s->log_path,
-			                 O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_APPEND, 0644);
-			if (s->log_fd < 0)
-				fprintf(stderr, "mlpipe: cannot create log %s: %s\n", s->log_path,
-				        strerror(errno));
-		}
-		if (s->log_fd >= 0) {
-			const char *p = buf;
-			size_t left = (size_t)n;
-
-			while (left > 0) {
-				ssize_t w = write(s->log_fd, p, left);
-
-				if (w < 0 && errno == EINTR)
-					continue;
-				if (w <= 0)
-					break;
-				p += w;
-				left -= (size_t)w;
-			}
-		}
-		mlp_buf_add(&s->line, buf, (size_t)n);
-		emit_lines(e, i, false);
-	}
-}
-
-/* ---- expressions -------------------------------------------------------- */
-
-struct resolve_ctx {
-	struct engine *e;
-	size_t stage;
-	const struct mlp_strv *env;
-	char scratch[64];
-};
-
-static int resolve(const char **out, const struct mlp_expr_ref *ref, void *payload)
-{
-	struct resolve_ctx *rc = payload;
-	struct engine *e = rc->e;
-	ssize_t idx;
-
-	switch (ref->kind) {
-	case MLP_EXPR_RUN_ID:
-		snprintf(rc->scratch, sizeof(rc->scratch), "%lld", (long long)e->run_id);
-		*out = rc->scratch;
-		return 0;
-	case MLP_EXPR_ENV:
-		*out = mlp_strv_getenv(rc->env, ref->name);
-		if (*out == NULL) {
-			mlp_error_set("${{ env.%s }}: the variable is not set", ref->name);
-			return MLP_EINVAL;
-		}
-		return 0;
-	case MLP_EXPR_OUTPUT:
-	case MLP_EXPR_METRIC:
-		break;
-	}
-	idx = mlp_pipeline_find_stage(e->p, ref->stage);
-	if (idx < 0) {
-		mlp_error_set("unknown stage '%s' in expression", ref->stage);
-		return MLP_EINVAL;
-	}
-	if (ref->kind == MLP_EXPR_OUTPUT) {
-		*out = mlp_kvlist_get(&e->st[idx].outputs, ref->name);
-		if (*out == NULL) {
-			mlp_error_set(
-			        "${{ stages.%s.outputs.%s }}: stage '%s' wrote no output '%s'",
-			        ref->stage, ref->name, ref->stage, ref->name);
-			return MLP_EINVAL;
-		}
-		return 0;
-	}
-	for (size_t k = 0; k < e->st[idx].nmetrics; k++) {
-		if (strcmp(e->st[idx].metrics[k].name, ref->name) == 0) {
-			double v = e->st[idx].metrics[k].value;
-
-			snprintf(rc->scratch, sizeof(rc->scratch), "%.15g", v);
-			if (strtod(rc->scratch, NULL) != v)
-				snprintf(rc->scratch, sizeof(rc->scratch), "%.17g", v);
-			*out = rc->scratch;
-			return 0;
-		}
-	}
-	mlp_error_set("${{ stages.%s.metrics.%s }}: stage '%s' reported no metric '%s'", ref->stage,
-	              ref->name, ref->stage, ref->name);
-	return MLP_EINVAL;
-}
-
-/* ---- outputs and metrics ------------------------------------------------ */
-
-static bool valid_key(const char *s, size_t len)
-{
-	if (len == 0 ||
-	    !(s[0] == '_' || (s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= 'a' && s[0] <= 'z')))
-		return false;
-	for (size_t i = 1; i < len; i++) {
-		char c = s[i];
-
-		if (!(c == '_' || c == '-' || (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') ||
-		      (c >= 'a' && c <= 'z')))
-			return false;
-	}
-	return true;
-}
-
-int mlp_outputs_parse(struct mlp_kvlist *out, const char *text, size_t len)
-{
-	const char *p = text, *end = text + len;
-	int lineno = 0;
-
-	while (p < end) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		const char *le = nl ? nl : end;
-		const char *eq, *heredoc = NULL;
-		char *key;
-
-		lineno++;
-		if (le > p && le[-1] == '\r')
-			le--;
-		if (le == p) {
-			p = nl ? nl + 1 : end;
-			continue;
-		}
-		eq = memchr(p, '=', (size_t)(le - p));
-		for (const char *q = p; q + 1 < le; q++) {
-			if (q[0] == '<' && q[1] == '<' && (eq == NULL || q < eq)) {
-				heredoc = q;
-				break;
-			}
-		}
-		if (heredoc) {
-			char *delim = xstrndup(heredoc + 2, (size_t)(le - heredoc - 2));
-			struct mlp_buf value = {0};
-			bool closed = false;
-
-			if (!valid_key(p, (size_t)(heredoc - p)) || delim[0] == '\0') {
-				mlp_error_set("$MLPIPE_OUTPUT line %d: expected KEY<<DELIMITER",
-				              lineno);
-				free(delim);
-				return MLP_EINVAL;
-			}
-			key = xstrndup(p, (size_t)(heredoc - p));
-			p = nl ? nl + 1 : end;
-			while (p < end) {
-				const char *n2 = memchr(p, '\n', (size_t)(end - p));
-				const char *e2 = n2 ? n2 : end;
-				size_t l2 = (size_t)(e2 - p);
-
-				lineno++;
-				if (l2 > 0 && p[l2 - 1] == '\r')
-					l2--;
-				if (l2 == strlen(delim) && memcmp(p, delim, l2) == 0) {
-					closed = true;
-					p = n2 ? n2 + 1 : end;
-					break;
-				}
-				if (value.len)
-					mlp_buf_putc(&value, '\n');
-				mlp_buf_add(&value, p, l2);
-				p = n2 ? n2 + 1 : end;
-			}
-			if (!closed) {
-				mlp_error_set(
-				        "$MLPIPE_OUTPUT: value of '%s' is missing its closing "
-				        "delimiter '%s'",
-				        key, delim);
-				free(key);
-				free(delim);
-				mlp_buf_free(&value);
-				return MLP_EINVAL;
-			}
-			mlp_kvlist_set(out, key, mlp_buf_str(&value));
-			free(key);
-			free(delim);
-			mlp_buf_free(&value);
-			continue;
-		}
-		if (eq == NULL || !valid_key(p, (size_t)(eq - p))) {
-			mlp_error_set("$MLPIPE_OUTPUT line %d: expected KEY=VALUE (KEY: letters, "
-			              "digits, '_' and '-')",
-			              lineno);
-			return MLP_EINVAL;
-		}
-		key = xstrndup(p, (size_t)(eq - p));
-		{
-			char *value = xstrndup(eq + 1, (size_t)(le - eq - 1));
-
-			mlp_kvlist_set(out, key, value);
-			free(value);
-		}
-		free(key);
-		p = nl ? nl + 1 : end;
-	}
-	return 0;
-}
-
-/* Reads the attempt's output and metrics files into s. */
-static int collect_results(struct stage_rt *s)
-{
-	char *text = NULL;
-	size_t len = 0;
-	int rc;
-
-	rc = mlp_read_file(&text, &len, s->output_path, OUTPUT_MAX_BYTES);
-	if (rc == 0) {
-		rc = mlp_outputs_parse(&s->outputs, text, len);
-		free(text);
-		if (rc != 0)
-			return rc;
-	} else if (rc != MLP_ENOTFOUND) {
-		return rc;
-	}
-	rc = mlp_read_file(&text, &len, s->metrics_path, OUTPUT_MAX_BYTES);
-	if (rc == 0) {
-		rc = mlp_json_parse_metrics(&s->metrics, &s->nmetrics, text, len);
-		free(text);
-		if (rc != 0) {
-			char *msg = xasprintf("$MLPIPE_METRICS: %s", mlp_error_last());
-
-			mlp_error_set("%s", msg);
-			free(msg);
-		}
-		return rc;
-	}
-	return rc == MLP_ENOTFOUND ? 0 : rc;
-}
-
-/* ---- starting and ending attempts --------------------------------------- */
-
-static void set_detail(struct stage_rt *s, const char *fmt, ...)
-        __attribute__((format(printf, 2, 3)));
-
-static void set_detail(struct stage_rt *s, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(s->detail, sizeof(s->detail), fmt, ap);
-	va_end(ap);
-}
-
-static char *stage_workdir(struct engine *e, const struct mlp_stage *def)
-{
-	if (def->workdir == NULL)
-		return xstrdup(e->opts->workspace);
-	if (def->workdir[0] == '/')
-		return xstrdup(def->workdir);
-	return xasprintf("%s/%s", e->opts->workspace, def->workdir);
-}
-
-static int build_env(struct engine *e, size_t i, struct mlp_strv *env, const char *workdir)
-{
-	struct stage_rt *s = &e->st[i];
-	struct resolve_ctx rc = {.e = e, .stage = i, .env = &e->base_env};
-	char num[32];
-
-	for (size_t k = 0; k < e->base_env.len; k++)
-		mlp_strv_push(env, e->base_env.v[k]);
-	for (size_t k = 0; k < s->def->env.len; k++) {
-		char *value;
-		int r = mlp_expr_expand(&value, s->def->env.items[k].value, MLP_EXPR_RAW, resolve,
-		                        &rc);
-
-		if (r != 0)
-			return r;
-		mlp_strv_setenv(env, s->def->env.items[k].key, value);
-		free(value);
-	}
-	/* The trigger's values win over a stage's env: as for the pipeline's,
-	 * a file cannot fake the commit it was pushed in. */
-	for (const char *const *kv = e->opts->extra_env; kv && *kv; kv++) {
-		const char *eq = strchr(*kv, '=');
-
-		if (eq) {
-			char *name = xstrndup(*kv, (size_t)(eq - *kv));
-
-			mlp_strv_setenv(env, name, eq + 1);
-			free(name);
-		}
-	}
-	snprintf(num, sizeof(num), "%lld", (long long)e->run_id);
-	mlp_strv_setenv(env, "MLPIPE_RUN_ID", num);
-	mlp_strv_setenv(env, "MLPIPE_PIPELINE", e->p->name);
-	mlp_strv_setenv(env, "MLPIPE_STAGE", s->def->name);
-	snprintf(num, sizeof(num), "%d", s->attempt);
-	mlp_strv_setenv(env, "MLPIPE_ATTEMPT", num);
-	mlp_strv_setenv(env, "MLPIPE_WORKSPACE", e->opts->workspace);
-	mlp_strv_setenv(env, "MLPIPE_WORKDIR", workdir);
-	mlp_strv_setenv(env, "MLPIPE_OUTPUT", s->output_path);
-	mlp_strv_setenv(env, "MLPIPE_METRICS", s->metrics_path);
-	mlp_strv_setenv(env, "MLPIPE_REASON", s->reason_path);
-	return 0;
-}
-
-static int record_failure(struct engine *e, size_t i);
-
 /*
  * Writes go into one transaction per turn of the loop, committed before
  * any process it records is started: a stage's end, its outputs and
  * metrics, the skips it causes and the starts of its dependants cost one
  * commit, not one each.
  */
-static int tx_ensure(struct engine *e)
+int engine_tx_ensure(struct engine *e)
 {
 	int rc;
 
@@ -493,7 +87,7 @@ static int tx_ensure(struct engine *e)
 	return 0;
 }
 
-static int tx_commit(struct engine *e)
+int engine_tx_commit(struct engine *e)
 {
 	int rc;
 
@@ -503,328 +97,6 @@ static int tx_commit(struct engine *e)
 	if ((rc = mlp_store_commit(e->store)) != 0)
 		mlp_store_rollback(e->store);
 	return rc;
-}
-
-/* Records the next attempt of stage i (inside the turn's transaction). */
-static int record_attempt(struct engine *e, size_t i)
-{
-	struct stage_rt *s = &e->st[i];
-	int rc;
-
-	s->attempt++;
-	s->timed_out = false;
-	s->kill_at_ms = 0;
-	s->retry_at_ms = 0;
-	s->detail[0] = '\0';
-	mlp_kvlist_free(&s->outputs);
-	mlp_metrics_free(s->metrics, s->nmetrics);
-	s->metrics = NULL;
-	s->nmetrics = 0;
-	free(s->output_path);
-	free(s->metrics_path);
-	free(s->log_path);
-	/* The run's directory is new and attempts are numbered: these paths
-	 * never exist yet. */
-	s->output_path = xasprintf("%s/%s.%d.output", e->run_dir, s->def->name, s->attempt);
-	s->metrics_path = xasprintf("%s/%s.%d.metrics.json", e->run_dir, s->def->name, s->attempt);
-	s->log_path = xasprintf("%s/%s.%d.log", e->run_dir, s->def->name, s->attempt);
-	free(s->reason_path);
-	s->reason_path = xasprintf("%s/%s.%d.reason", e->run_dir, s->def->name, s->attempt);
-	if ((rc = tx_ensure(e)) != 0)
-		return rc;
-	rc = mlp_store_attempt_start(e->store, &s->attempt_id, e->run_id, s->def->name,
-	                             mlp_stage_kind_name(s->def->kind), s->attempt, s->log_path);
-	if (rc != 0)
-		return rc;
-	s->started_ms = mlp_mono_ms();
-	s->ended_ms = 0;
-	s->state = RUNNING;
-	e->running++;
-	return 0;
-}
-
-/* Starts the process of a recorded attempt.  A failure to start fails the
- * attempt (and may retry it); only database errors are returned. */
-static int spawn_attempt(struct engine *e, size_t i)
-{
-	struct stage_rt *s = &e->st[i];
-	const struct mlp_stage_kind_ops *ops = mlp_stage_kind_ops(s->def->kind);
-	struct mlp_strv env = {0}, argv = {0};
-	char *workdir = stage_workdir(e, s->def);
-	struct resolve_ctx rctx = {.e = e, .stage = i, .env = &env};
-	struct mlp_stage_ctx ctx = {
-	        .pipeline = e->p,
-	        .stage = s->def,
-	        .run_id = e->run_id,
-	        .attempt = s->attempt,
-	        .workdir = workdir,
-	        .run_dir = e->run_dir,
-	        .self_exe = e->opts->self_exe,
-	        .store = e->store,
-	        .env = &env,
-	        .resolve = resolve,
-	        .resolve_payload = &rctx,
-	};
-	int rc = 0;
-
-	s->log_created = false;
-	if (build_env(e, i, &env, workdir) != 0 || ops->prepare(&argv, &ctx) != 0)
-		goto failed_to_start;
-	{
-		struct mlp_spawn spec = {
-		        .argv = argv.v,
-		        .envp = env.v,
-		        .cwd = workdir,
-		        .capture = true,
-		};
-
-		if (mlp_proc_spawn(&s->proc, &spec) != 0)
-			goto failed_to_start;
-	}
-	s->deadline_ms = s->def->timeout_ms > 0 ? s->started_ms + s->def->timeout_ms : 0;
-	notify(e, i);
-	goto done;
-
-failed_to_start:
-	/* The attempt ends before it began: same path as a failure, and the
-	 * reason goes to its log too. */
-	set_detail(s, "%s", mlp_error_last());
-	{
-		int fd = open(s->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-
-		if (fd >= 0) {
-			dprintf(fd, "mlpipe: the stage could not start: %s\n", s->detail);
-			close(fd);
-		}
-	}
-	s->proc.pid = -1;
-	s->ended_ms = mlp_mono_ms();
-	notify(e, i);
-	rc = record_failure(e, i);
-done:
-	mlp_strv_free(&env);
-	mlp_strv_free(&argv);
-	free(workdir);
-	return rc;
-}
-
-static bool retry_matches(const struct mlp_retry *r, const struct stage_rt *s,
-                          const struct mlp_exit *ex)
-{
-	if (r->non == 0)
-		return true;
-	for (size_t k = 0; k < r->non; k++) {
-		const struct mlp_retry_rule *rule = &r->on[k];
-
-		switch (rule->match) {
-		case MLP_RETRY_ANY:
-			return true;
-		case MLP_RETRY_TIMEOUT:
-			if (s->timed_out)
-				return true;
-			break;
-		case MLP_RETRY_SIGNAL:
-			if (!s->timed_out && ex && ex->signal &&
-			    (rule->value < 0 || rule->value == ex->signal))
-				return true;
-			break;
-		case MLP_RETRY_EXIT:
-			if (!s->timed_out && ex && ex->signal == 0 && ex->code > 0 &&
-			    (rule->value < 0 || rule->value == ex->code))
-				return true;
-			break;
-		}
-	}
-	return false;
-}
-
-static void close_attempt(struct stage_rt *s)
-{
-	mlp_proc_close(&s->proc);
-	s->proc.pid = -1;
-	if (s->log_fd >= 0) {
-		close(s->log_fd);
-		s->log_fd = -1;
-	}
-}
-
-/*
- * The current attempt of stage i failed (s->detail says why): retry it,
- * or mark the stage failed.  ex is NULL when no process ran.
- */
-static int finish_failed(struct engine *e, size_t i, const struct mlp_exit *ex)
-{
-	struct stage_rt *s = &e->st[i];
-	const struct mlp_retry *r = &s->def->retry;
-	struct mlp_attempt_end end = {
-	        .status = e->cancelled ? MLP_STATUS_CANCELLED : MLP_STATUS_FAILED,
-	        .exit_code = ex ? ex->code : -1,
-	        .signal = ex ? ex->signal : 0,
-	        .timed_out = s->timed_out,
-	        .message = s->detail,
-	};
-	int rc = tx_ensure(e);
-
-	if (rc == 0)
-		rc = mlp_store_attempt_finish(e->store, s->attempt_id, &end);
-	if (rc != 0)
-		return rc;
-	if (!e->cancelled && s->attempt <= r->max && retry_matches(r, s, ex)) {
-		double delay = (double)r->backoff_ms;
-
-		for (int k = 1; k < s->attempt; k++)
-			delay *= r->backoff_factor > 0 ? r->backoff_factor : 1;
-		if (r->backoff_max_ms > 0 && delay > (double)r->backoff_max_ms)
-			delay = (double)r->backoff_max_ms;
-		s->state = BACKOFF;
-		s->retry_at_ms = mlp_mono_ms() + (int64_t)delay;
-		notify(e, i);
-		return 0;
-	}
-	s->state = DONE;
-	if (e->cancelled) {
-		s->result = MLP_STATUS_CANCELLED;
-	} else {
-		s->result = MLP_STATUS_FAILED;
-		if (s->def->continue_on_error) {
-			s->allowed_failure = true;
-		} else {
-			s->tainted = true;
-			if (e->first_failure == NULL)
-				e->first_failure =
-				        xasprintf("stage '%s' failed: %s", s->def->name, s->detail);
-		}
-	}
-	notify(e, i);
-	return 0;
-}
-
-static int record_failure(struct engine *e, size_t i)
-{
-	struct stage_rt *s = &e->st[i];
-
-	close_attempt(s);
-	e->running--;
-	return finish_failed(e, i, NULL);
-}
-
-/*
- * A stage may explain its failure in $MLPIPE_REASON (the launcher names
- * the rank that failed first and how); its first line becomes the
- * attempt's detail instead of a bare exit code.
- */
-static bool read_reason(struct stage_rt *s)
-{
-	char *text = NULL;
-	size_t len = 0;
-	char *nl;
-
-	if (mlp_read_file(&text, &len, s->reason_path, 4096) != 0)
-		return false;
-	nl = strchr(text, '\n');
-	if (nl)
-		*nl = '\0';
-	if (text[0])
-		set_detail(s, "%s", text);
-	free(text);
-	return s->detail[0] != '\0';
-}
-
-/* Runs the kind's finish hook (model files ...) after a success. */
-static int run_finish_hook(struct engine *e, size_t i)
-{
-	struct stage_rt *s = &e->st[i];
-	const struct mlp_stage_kind_ops *ops = mlp_stage_kind_ops(s->def->kind);
-	struct resolve_ctx rctx = {.e = e, .stage = i, .env = &e->base_env};
-	struct mlp_stage_ctx ctx = {
-	        .pipeline = e->p,
-	        .stage = s->def,
-	        .run_id = e->run_id,
-	        .attempt = s->attempt,
-	        .self_exe = e->opts->self_exe,
-	        .store = e->store,
-	        .resolve = resolve,
-	        .resolve_payload = &rctx,
-	        .metrics = s->metrics,
-	        .nmetrics = s->nmetrics,
-	};
-	char *workdir;
-	int rc;
-
-	if (ops->finish == NULL)
-		return 0;
-	workdir = stage_workdir(e, s->def);
-	ctx.workdir = workdir;
-	rc = ops->finish(&s->outputs, &ctx);
-	free(workdir);
-	return rc;
-}
-
-/* The process of stage i has exited (its pidfd is readable). */
-static int handle_exit(struct engine *e, size_t i)
-{
-	struct stage_rt *s = &e->st[i];
-	struct mlp_exit ex;
-	int rc;
-
-	/* Background processes the stage left behind die with it: the leader
-	 * is still a zombie here, so its group id cannot have been reused. */
-	mlp_proc_kill_group(&s->proc, SIGKILL);
-	if ((rc = mlp_proc_reap(&s->proc, &ex, true)) != 0)
-		return rc;
-	drain_output(e, i);
-	emit_lines(e, i, true);
-	close_attempt(s);
-	e->running--;
-	s->ended_ms = mlp_mono_ms();
-
-	if (s->timed_out) {
-		char d[32];
-
-		mlp_format_duration(d, sizeof(d), s->def->timeout_ms);
-		set_detail(s, "timed out after %s", d);
-		return finish_failed(e, i, &ex);
-	}
-	if (ex.code != 0) {
-		/* A stage that still exits 0 after a cancel's SIGTERM succeeded. */
-		if (e->cancelled)
-			set_detail(s, "cancelled");
-		else if (!read_reason(s))
-			mlp_exit_describe(s->detail, sizeof(s->detail), &ex);
-		return finish_failed(e, i, &ex);
-	}
-	/* A model's finish hook copies the file into the artifact store: no
-	 * copy is made with this turn's write lock held. */
-	if (s->def->model.set && (rc = tx_commit(e)) != 0)
-		return rc;
-	if (collect_results(s) != 0 || run_finish_hook(e, i) != 0) {
-		set_detail(s, "%s", mlp_error_last());
-		return finish_failed(e, i, &ex);
-	}
-
-	/* The attempt's end, its outputs and its metrics: one transaction. */
-	if ((rc = tx_ensure(e)) != 0)
-		return rc;
-	{
-		struct mlp_attempt_end end = {
-		        .status = MLP_STATUS_SUCCEEDED,
-		        .exit_code = 0,
-		};
-
-		rc = mlp_store_attempt_finish(e->store, s->attempt_id, &end);
-	}
-	for (size_t k = 0; rc == 0 && k < s->outputs.len; k++)
-		rc = mlp_store_output_put(e->store, e->run_id, s->def->name,
-		                          s->outputs.items[k].key, s->outputs.items[k].value);
-	for (size_t k = 0; rc == 0 && k < s->nmetrics; k++)
-		rc = mlp_store_metric_put(e->store, e->run_id, s->def->name, s->metrics[k].name,
-		                          s->metrics[k].value);
-	if (rc != 0)
-		return rc;
-	s->state = DONE;
-	s->result = MLP_STATUS_SUCCEEDED;
-	notify(e, i);
-	return 0;
 }
 
 /* ---- scheduling --------------------------------------------------------- */
@@ -879,14 +151,14 @@ static int decide_waiting(struct engine *e)
 		s->state = DONE;
 		s->result = result;
 		s->tainted = any_tainted;
-		set_detail(s, "%s", why);
-		if ((rc = tx_ensure(e)) != 0)
+		engine_set_detail(s, "%s", why);
+		if ((rc = engine_tx_ensure(e)) != 0)
 			return rc;
 		rc = mlp_store_stage_not_run(e->store, e->run_id, s->def->name,
 		                             mlp_stage_kind_name(s->def->kind), result, why);
 		if (rc != 0)
 			return rc;
-		notify(e, i);
+		engine_notify(e, i);
 		/* A skip may complete the needs of a later stage in the order. */
 		o = (size_t)-1;
 next:;
@@ -904,14 +176,14 @@ static int start_ready(struct engine *e)
 
 		if (e->st[i].state != READY)
 			continue;
-		rc = record_attempt(e, i);
+		rc = engine_record_attempt(e, i);
 		e->starting[n++] = i;
 	}
 	/* Recorded before anything runs. */
 	if (rc == 0)
-		rc = tx_commit(e);
+		rc = engine_tx_commit(e);
 	for (size_t k = 0; k < n && rc == 0; k++)
-		rc = spawn_attempt(e, e->starting[k]);
+		rc = engine_spawn_attempt(e, e->starting[k]);
 	return rc;
 }
 
@@ -1035,7 +307,7 @@ static int engine_loop(struct engine *e)
 			}
 		}
 		/* Nothing waits on poll() with the write lock held. */
-		if ((rc = tx_commit(e)) != 0)
+		if ((rc = engine_tx_commit(e)) != 0)
 			break;
 		now = mlp_mono_ms();
 		if (next_tick >= 0 && (next < 0 || next_tick < next))
@@ -1056,12 +328,12 @@ static int engine_loop(struct engine *e)
 		/* Output first, so a stage's last lines come before its end. */
 		for (nfds_t k = 1; k < nfd; k++)
 			if (pfd[k].revents && pfd[k].fd == e->st[who[k]].proc.out_fd)
-				drain_output(e, who[k]);
+				engine_drain_output(e, who[k]);
 		for (nfds_t k = 1; k < nfd && rc == 0; k++) {
 			struct stage_rt *s = &e->st[who[k]];
 
 			if (pfd[k].revents && s->state == RUNNING && pfd[k].fd == s->proc.pidfd)
-				rc = handle_exit(e, who[k]);
+				rc = engine_handle_exit(e, who[k]);
 		}
 		if (rc != 0)
 			break;
@@ -1073,7 +345,7 @@ static int engine_loop(struct engine *e)
 		}
 	}
 	if (rc == 0)
-		rc = tx_commit(e);
+		rc = engine_tx_commit(e);
 	if (rc != 0) {
 		/* The engine cannot go on: leave nothing running behind. */
 		for (size_t i = 0; i < e->n; i++) {
@@ -1084,7 +356,7 @@ static int engine_loop(struct engine *e)
 
 				mlp_proc_kill_group(&s->proc, SIGKILL);
 				mlp_proc_reap(&s->proc, &ex, true);
-				close_attempt(s);
+				engine_close_attempt(s);
 			}
 		}
 	}
@@ -1101,32 +373,11 @@ int mlp_engine_check(const struct mlp_pipeline *p, struct mlp_diags *diags)
 
 	for (size_t i = 0; i < p->nstages; i++) {
 		const struct mlp_stage *s = &p->stages[i];
+		const struct mlp_stage_kind_ops *ops = mlp_stage_kind_ops(s->kind);
 
-		if (s->kind == MLP_STAGE_TRAIN && s->train.gpus_per_node > 0) {
-			char(*ids)[32] = xcalloc(MLP_LAUNCH_MAX_GPUS, sizeof(*ids));
-			const char *source = NULL;
-			int have = mlp_launch_node_gpus(ids, MLP_LAUNCH_MAX_GPUS, &source);
-
-			free(ids);
-			if (have < s->train.gpus_per_node) {
-				mlp_diags_add(
-				        diags, p->path, s->kind_pos,
-				        "stage '%s' asks for %d GPU%s per node, but this node "
-				        "has %d (%s)",
-				        s->name, s->train.gpus_per_node,
-				        s->train.gpus_per_node == 1 ? "" : "s", have, source);
-				rc = MLP_EINVAL;
-			}
-		}
-		if (s->kind == MLP_STAGE_TRAIN && s->train.nodes > 1) {
-			mlp_diags_add(diags, p->path, s->kind_pos,
-			              "stage '%s': train stages on %d nodes need runner agents, "
-			              "which this version of mlpipe does not have (run `mlpipe "
-			              "launch --nnodes` on each node instead)",
-			              s->name, s->train.nodes);
+		if (ops->check && ops->check(diags, p, s) != 0)
 			rc = MLP_EINVAL;
-		}
-		if (mlp_stage_kind_ops(s->kind)->prepare == NULL) {
+		if (ops->prepare == NULL) {
 			mlp_diags_add(diags, p->path, s->kind_pos,
 			              "stage '%s': '%s' stages are not executed by this version "
 			              "of mlpipe (%s)",
@@ -1143,9 +394,9 @@ static int build_base_env(struct engine *e)
 
 	for (char **v = environ; *v; v++)
 		mlp_strv_push(&e->base_env, *v);
-	/* mlpipe's own directory first on PATH: `mlpipe-train` and `mlpipe`
-	 * itself resolve to the build that runs the pipeline, installed or
-	 * not. */
+	/* mlpipe's own directory first on PATH: `mlpipe` and the programs
+	 * installed beside it resolve to the build that runs the pipeline,
+	 * installed or not. */
 	if (e->opts->self_exe && e->opts->self_exe[0] == '/') {
 		const char *path = mlp_strv_getenv(&e->base_env, "PATH");
 		char *dir = mlp_dirname(e->opts->self_exe);
@@ -1167,7 +418,7 @@ static int build_base_env(struct engine *e)
 			mlp_strv_setenv(&e->base_env, kv->key, var);
 			continue;
 		}
-		if (mlp_expr_expand(&value, kv->value, MLP_EXPR_RAW, resolve, &rc) != 0) {
+		if (mlp_expr_expand(&value, kv->value, MLP_EXPR_RAW, engine_resolve, &rc) != 0) {
 			char *msg = xasprintf("env %s: %s", kv->key, mlp_error_last());
 
 			mlp_error_set("%s", msg);
@@ -1228,7 +479,7 @@ static int load_resumed(struct engine *e)
 			continue;
 		s->state = DONE;
 		s->result = MLP_STATUS_SUCCEEDED;
-		set_detail(s, "succeeded before the run was interrupted");
+		engine_set_detail(s, "succeeded before the run was interrupted");
 		for (size_t k = 0; k < nouts; k++)
 			if (strcmp(outs[k].stage, s->def->name) == 0)
 				mlp_kvlist_set(&s->outputs, outs[k].name, outs[k].text);
@@ -1239,7 +490,7 @@ static int load_resumed(struct engine *e)
 			s->metrics[s->nmetrics].name = xstrdup(mets[k].name);
 			s->metrics[s->nmetrics++].value = mets[k].number;
 		}
-		notify(e, i);
+		engine_notify(e, i);
 	}
 done:
 	mlp_attempt_info_free_all(a, na);
@@ -1327,12 +578,9 @@ done:
 	for (size_t i = 0; i < e.n; i++) {
 		struct stage_rt *s = &e.st[i];
 
-		close_attempt(s);
-		free(s->output_path);
-		free(s->metrics_path);
+		engine_close_attempt(s);
+		mlp_stage_io_clear(&s->io);
 		free(s->log_path);
-		free(s->reason_path);
-		free(s->dir);
 		mlp_buf_free(&s->line);
 		mlp_kvlist_free(&s->outputs);
 		mlp_metrics_free(s->metrics, s->nmetrics);

@@ -14,8 +14,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/status.h"
 #include "pipeline/pipeline.h"
-#include "store/store.h"
+
+struct mlp_store;
 
 /* A stage as observers see it. */
 struct mlp_stage_view {
@@ -47,7 +49,7 @@ struct mlp_engine_opts {
 	const struct mlp_kvlist *vars; /* --var K=V: override the pipeline's env */
 	const char *self_exe;
 	const struct mlp_engine_observer *observer; /* may be NULL */
-	/* For `mlpipe serve` (cmd-exec-run.c): */
+	/* For `mlpipe serve` (serve/exec-run.c): */
 	const char *const *extra_env; /* NULL-terminated "NAME=VALUE": the
 	                                * trigger's (MLPIPE_COMMIT ...), set
 	                                * last; never part of a command */
@@ -77,11 +79,5 @@ int mlp_engine_check(const struct mlp_pipeline *p, struct mlp_diags *diags);
  */
 int mlp_engine_run(struct mlp_engine_result *out, const struct mlp_pipeline *p,
                    struct mlp_store *store, int64_t run_id, const struct mlp_engine_opts *opts);
-
-/*
- * Parses what a stage wrote to $MLPIPE_OUTPUT: KEY=VALUE lines, or
- * KEY<<DELIM ... DELIM for values with newlines.  Appends to out.
- */
-int mlp_outputs_parse(struct mlp_kvlist *out, const char *text, size_t len);
 
 #endif

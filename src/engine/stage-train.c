@@ -1,12 +1,14 @@
 /*
- * stage-train.c - `train:` stages: the command line of the launcher.
+ * stage-train.c - `train:` stages: what this node must have for them, and
+ * the command line of the launcher.
  *
  * A train stage's attempt is `mlpipe launch` (runners/launch.c) with the
  * stage's ranks, restarts, watchdog and GPUs, running either the builtin
  * trainer (mlpipe-train, found next to the mlpipe binary or on PATH) or the
  * user's command through /bin/sh -c.  The launcher's grace period is half
  * the stage's, so that it has stopped its ranks before the engine would
- * SIGKILL it.
+ * SIGKILL it.  Before a run is recorded, the stage's GPUs are counted on
+ * this node (runners/launch.h) and a multi-node stage is refused.
  */
 #include "config.h"
 
@@ -17,9 +19,10 @@
 
 #include "base/error.h"
 #include "base/exec.h"
-#include "base/shell.h"
+#include "engine/stage-io.h"
 #include "engine/stagekind.h"
 #include "base/util.h"
+#include "launch.h"
 
 static void push_int(struct mlp_strv *argv, const char *flag, long long v)
 {
@@ -106,11 +109,42 @@ done:
 	return rc;
 }
 
-int mlp_train_prepare(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx)
+/* This node must have the GPUs the stage asks for; one node only. */
+static int train_check(struct mlp_diags *diags, const struct mlp_pipeline *p,
+                       const struct mlp_stage *s)
+{
+	int rc = 0;
+
+	if (s->train.gpus_per_node > 0) {
+		char(*ids)[32] = xcalloc(MLP_LAUNCH_MAX_GPUS, sizeof(*ids));
+		const char *source = NULL;
+		int have = mlp_launch_node_gpus(ids, MLP_LAUNCH_MAX_GPUS, &source);
+
+		free(ids);
+		if (have < s->train.gpus_per_node) {
+			mlp_diags_add(diags, p->path, s->kind_pos,
+			              "stage '%s' asks for %d GPU%s per node, but this node "
+			              "has %d (%s)",
+			              s->name, s->train.gpus_per_node,
+			              s->train.gpus_per_node == 1 ? "" : "s", have, source);
+			rc = MLP_EINVAL;
+		}
+	}
+	if (s->train.nodes > 1) {
+		mlp_diags_add(diags, p->path, s->kind_pos,
+		              "stage '%s': train stages on %d nodes need runner agents, "
+		              "which this version of mlpipe does not have (run `mlpipe "
+		              "launch --nnodes` on each node instead)",
+		              s->name, s->train.nodes);
+		rc = MLP_EINVAL;
+	}
+	return rc;
+}
+
+static int train_prepare(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx)
 {
 	const struct mlp_train *t = &ctx->stage->train;
-	const char *metrics = mlp_strv_getenv(ctx->env, "MLPIPE_METRICS");
-	int rc;
+	const char *metrics = mlp_strv_getenv(ctx->env, MLP_STAGE_ENV_METRICS);
 
 	mlp_strv_push(argv, ctx->self_exe);
 	mlp_strv_push(argv, "launch");
@@ -134,16 +168,12 @@ int mlp_train_prepare(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx)
 	mlp_strv_push(argv, "--");
 	if (t->has_builtin)
 		return builtin_argv(argv, ctx);
-	{
-		char *cmd, *script;
-
-		rc = mlp_expr_expand(&cmd, t->command, MLP_EXPR_SHELL, ctx->resolve,
-		                     ctx->resolve_payload);
-		if (rc != 0)
-			return rc;
-		script = mlp_stage_script_path(ctx);
-		rc = mlp_sh_argv(argv, cmd, script);
-		free(script);
-	}
-	return rc;
+	return mlp_stage_shell_argv(argv, ctx, t->command);
 }
+
+const struct mlp_stage_kind_ops mlp_stage_kind_train = {
+        .kind = MLP_STAGE_TRAIN,
+        .check = train_check,
+        .prepare = train_prepare,
+        .finish = mlp_stage_model_finish,
+};

@@ -1,9 +1,11 @@
 /*
- * stagekind.c - the table of stage kinds (see stagekind.h).
+ * stagekind.c - the table of stage kinds (see stagekind.h) and the helpers
+ * several kinds share: the shell command line, the command line of a kind
+ * that re-enters mlpipe, and the model: finish.  What one kind does lives
+ * in its stage-<kind>.c.
  */
 #include "config.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,12 +17,32 @@
 #include "engine/stagekind.h"
 #include "store/store.h"
 
-/* run: a shell command, every expression value shell-quoted. */
-static int run_prepare(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx)
+static const struct mlp_stage_kind_ops *const kinds[] = {
+        &mlp_stage_kind_run,
+        &mlp_stage_kind_train,
+        &mlp_stage_kind_gate,
+        &mlp_stage_kind_rollout,
+};
+
+const struct mlp_stage_kind_ops *mlp_stage_kind_ops(enum mlp_stage_kind kind)
+{
+	for (size_t i = 0; i < MLP_ARRAY_SIZE(kinds); i++)
+		if (kinds[i]->kind == kind)
+			return kinds[i];
+	abort();
+}
+
+char *mlp_stage_script_path(const struct mlp_stage_ctx *ctx)
+{
+	return xasprintf("%s/%s.%d.sh", ctx->run_dir ? ctx->run_dir : ctx->workdir,
+	                 ctx->stage->name, ctx->attempt);
+}
+
+int mlp_stage_shell_argv(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx,
+                         const char *command)
 {
 	char *cmd, *script;
-	int rc = mlp_expr_expand(&cmd, ctx->stage->run, MLP_EXPR_SHELL, ctx->resolve,
-	                         ctx->resolve_payload);
+	int rc = mlp_expr_expand(&cmd, command, MLP_EXPR_SHELL, ctx->resolve, ctx->resolve_payload);
 
 	if (rc != 0)
 		return rc;
@@ -30,22 +52,31 @@ static int run_prepare(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx)
 	return rc;
 }
 
-char *mlp_stage_script_path(const struct mlp_stage_ctx *ctx)
+int mlp_stage_reenter_argv(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx,
+                           const char *subcommand)
 {
-	return xasprintf("%s/%s.%d.sh", ctx->run_dir ? ctx->run_dir : ctx->workdir,
-	                 ctx->stage->name, ctx->attempt);
+	char id[32], *db = NULL;
+	int rc;
+
+	if ((rc = mlp_realpath(&db, mlp_store_path(ctx->store))) != 0)
+		return rc;
+	snprintf(id, sizeof(id), "%lld", (long long)ctx->run_id);
+	mlp_strv_push(argv, ctx->self_exe);
+	mlp_strv_push(argv, subcommand);
+	mlp_strv_push(argv, "--db");
+	mlp_strv_push_owned(argv, db);
+	mlp_strv_push(argv, "--run");
+	mlp_strv_push(argv, id);
+	mlp_strv_push(argv, "--stage");
+	mlp_strv_push(argv, ctx->stage->name);
+	return 0;
 }
 
 /*
- * model: on a stage that succeeded: the file must exist; its path and
- * sha256 become outputs (model_path, model_sha256) for later stages.  The
- * file is copied into the artifact store and registered as the next
- * version of the model (a candidate, with the stage's metrics); its number
- * and stored copy become outputs too (model_version, model_artifact).
  * The copy is made before anything is written to the database (the engine
  * commits its turn's transaction first); the registration is a savepoint.
  */
-static int model_finish(struct mlp_kvlist *outputs, const struct mlp_stage_ctx *ctx)
+int mlp_stage_model_finish(struct mlp_kvlist *outputs, const struct mlp_stage_ctx *ctx)
 {
 	const struct mlp_model_ref *m = &ctx->stage->model;
 	char hex[MLP_SHA256_HEX_LEN + 1];
@@ -95,79 +126,4 @@ static int model_finish(struct mlp_kvlist *outputs, const struct mlp_stage_ctx *
 	}
 	free(path);
 	return rc;
-}
-
-/*
- * gate: re-enters mlpipe (`mlpipe stage-gate`, cmd-stage-gate.c), which
- * reads the thresholds and metrics from the database and records its
- * decision there.  The database path is made absolute: the stage runs in
- * the workspace, not where mlpipe was started.
- */
-static int gate_prepare(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx)
-{
-	char id[32], *db = NULL;
-	int rc;
-
-	if ((rc = mlp_realpath(&db, mlp_store_path(ctx->store))) != 0)
-		return rc;
-	snprintf(id, sizeof(id), "%lld", (long long)ctx->run_id);
-	mlp_strv_push(argv, ctx->self_exe);
-	mlp_strv_push(argv, "stage-gate");
-	mlp_strv_push(argv, "--db");
-	mlp_strv_push_owned(argv, db);
-	mlp_strv_push(argv, "--run");
-	mlp_strv_push(argv, id);
-	mlp_strv_push(argv, "--stage");
-	mlp_strv_push(argv, ctx->stage->name);
-	return 0;
-}
-
-/*
- * rollout: re-enters mlpipe (`mlpipe stage-rollout`, cmd-stage-rollout.c)
- * with the image and env values resolved here, where the expressions'
- * context (run, stages' outputs) is; the rest it reads from the run.
- */
-static int rollout_prepare(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx)
-{
-	const struct mlp_rollout *r = &ctx->stage->rollout;
-	size_t base = argv->len;
-	char *value;
-	int rc;
-
-	/* The same --db/--run/--stage command line as a gate's. */
-	if ((rc = gate_prepare(argv, ctx)) != 0)
-		return rc;
-	free(argv->v[base + 1]);
-	argv->v[base + 1] = xstrdup("stage-rollout");
-	if (r->image) {
-		if ((rc = mlp_expr_expand(&value, r->image, MLP_EXPR_RAW, ctx->resolve,
-		                          ctx->resolve_payload)) != 0)
-			return rc;
-		mlp_strv_push(argv, "--image");
-		mlp_strv_push_owned(argv, value);
-	}
-	for (size_t i = 0; i < r->env.len; i++) {
-		if ((rc = mlp_expr_expand(&value, r->env.items[i].value, MLP_EXPR_RAW, ctx->resolve,
-		                          ctx->resolve_payload)) != 0)
-			return rc;
-		mlp_strv_push(argv, "--env");
-		mlp_strv_push_owned(argv, xasprintf("%s=%s", r->env.items[i].key, value));
-		free(value);
-	}
-	return 0;
-}
-
-static const struct mlp_stage_kind_ops kinds[] = {
-        {MLP_STAGE_RUN, run_prepare, model_finish},
-        {MLP_STAGE_TRAIN, mlp_train_prepare, model_finish},
-        {MLP_STAGE_GATE, gate_prepare, NULL},
-        {MLP_STAGE_ROLLOUT, rollout_prepare, NULL},
-};
-
-const struct mlp_stage_kind_ops *mlp_stage_kind_ops(enum mlp_stage_kind kind)
-{
-	for (size_t i = 0; i < MLP_ARRAY_SIZE(kinds); i++)
-		if (kinds[i].kind == kind)
-			return &kinds[i];
-	abort();
 }

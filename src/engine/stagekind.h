@@ -7,7 +7,9 @@
  * logs, outputs and metrics work the same for every kind.  A kind that
  * runs inside mlpipe (a gate, a rollout) prepares a command that re-enters
  * the mlpipe binary (ctx->self_exe) with an internal subcommand.  Adding a
- * kind is adding an entry to the table in stagekind.c.
+ * kind is adding a file stage-<kind>.c with its operations and an entry
+ * to the table in stagekind.c; the engine calls the operations and never
+ * names a kind.
  */
 #ifndef MLP_STAGEKIND_H
 #define MLP_STAGEKIND_H
@@ -41,6 +43,11 @@ struct mlp_stage_ctx {
 
 struct mlp_stage_kind_ops {
 	enum mlp_stage_kind kind;
+	/* Checks, before a run is recorded, that this build and this node can
+	 * execute stage s of p; adds a diagnostic per problem.  Returns 0 or
+	 * MLP_EINVAL.  May be NULL. */
+	int (*check)(struct mlp_diags *diags, const struct mlp_pipeline *p,
+	             const struct mlp_stage *s);
 	/* Builds the attempt's command (argv[0] an absolute path).  NULL when
 	 * this build cannot execute the kind yet. */
 	int (*prepare)(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx);
@@ -49,14 +56,45 @@ struct mlp_stage_kind_ops {
 	int (*finish)(struct mlp_kvlist *outputs, const struct mlp_stage_ctx *ctx);
 };
 
-/* train: the launcher's command line (stage-train.c). */
-int mlp_train_prepare(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx);
+/* The kinds, one stage-<kind>.c each. */
+extern const struct mlp_stage_kind_ops mlp_stage_kind_run;
+extern const struct mlp_stage_kind_ops mlp_stage_kind_train;
+extern const struct mlp_stage_kind_ops mlp_stage_kind_gate;
+extern const struct mlp_stage_kind_ops mlp_stage_kind_rollout;
+
+/* The operations of a kind (never NULL). */
+const struct mlp_stage_kind_ops *mlp_stage_kind_ops(enum mlp_stage_kind kind);
+
+/* ---- helpers the kinds share (stagekind.c) ------------------------------ */
 
 /* Where a shell command too long for one argument is written for
  * /bin/sh to read (in the run's directory; the caller frees it). */
 char *mlp_stage_script_path(const struct mlp_stage_ctx *ctx);
 
-/* The operations of a kind (never NULL). */
-const struct mlp_stage_kind_ops *mlp_stage_kind_ops(enum mlp_stage_kind kind);
+/*
+ * Appends to argv the /bin/sh command line of command, a stage's shell
+ * text whose ${{ }} values are expanded shell-quoted (a command too long
+ * for one argument goes through mlp_stage_script_path).  Returns 0, or the
+ * expansion's error.
+ */
+int mlp_stage_shell_argv(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx,
+                         const char *command);
+
+/*
+ * Appends the command line of a kind that runs inside mlpipe: the running
+ * binary with the internal subcommand, then --db (made absolute: the stage
+ * runs in the workspace, not where mlpipe was started), --run and --stage.
+ */
+int mlp_stage_reenter_argv(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx,
+                           const char *subcommand);
+
+/*
+ * The finish of a stage with model: (run, train): the file must exist; its
+ * path and sha256 become outputs (model_path, model_sha256); with a store,
+ * it is copied into the artifact store and registered as the next version
+ * of the model (model_version, model_artifact).  0 when the stage has no
+ * model:.
+ */
+int mlp_stage_model_finish(struct mlp_kvlist *outputs, const struct mlp_stage_ctx *ctx);
 
 #endif

@@ -169,11 +169,12 @@ int mlp_store_run_claim(struct mlp_store *s, int64_t run_id, bool *out_resumed)
 		goto fail;
 	}
 	/* A run still marked running whose owner died is interrupted. */
-	if (strcmp(status, "running") == 0 && managed && run_owner_dead(s, run_id)) {
+	if (strcmp(status, mlp_status_name(MLP_STATUS_RUNNING)) == 0 && managed &&
+	    run_owner_dead(s, run_id)) {
 		free(status);
-		status = xstrdup("interrupted");
+		status = xstrdup(mlp_status_name(MLP_STATUS_INTERRUPTED));
 	}
-	if (strcmp(status, "interrupted") == 0 && managed) {
+	if (strcmp(status, mlp_status_name(MLP_STATUS_INTERRUPTED)) == 0 && managed) {
 		*out_resumed = true;
 		st = store_prepare(s, "DELETE FROM stages WHERE run_id = ? AND attempt = 0");
 		if (st == NULL) {
@@ -195,7 +196,7 @@ int mlp_store_run_claim(struct mlp_store *s, int64_t run_id, bool *out_resumed)
 		sqlite3_bind_int64(st, 2, run_id);
 		if ((rc = store_exec_stmt(s, st, "resuming a run")) != 0)
 			goto fail;
-	} else if (strcmp(status, "queued") != 0) {
+	} else if (strcmp(status, mlp_status_name(MLP_STATUS_QUEUED)) != 0) {
 		mlp_error_set("run %lld is %s: nothing to claim", (long long)run_id, status);
 		rc = MLP_EEXISTS;
 		goto fail;

@@ -336,29 +336,6 @@ const char *mlp_store_data_dir(const struct mlp_store *s)
 	return s->data_dir;
 }
 
-static const char *const status_names[] = {
-        [MLP_STATUS_QUEUED] = "queued",           [MLP_STATUS_RUNNING] = "running",
-        [MLP_STATUS_SUCCEEDED] = "succeeded",     [MLP_STATUS_FAILED] = "failed",
-        [MLP_STATUS_SKIPPED] = "skipped",         [MLP_STATUS_CANCELLED] = "cancelled",
-        [MLP_STATUS_INTERRUPTED] = "interrupted",
-};
-
-const char *mlp_status_name(enum mlp_status s)
-{
-	return (size_t)s < MLP_ARRAY_SIZE(status_names) ? status_names[s] : "unknown";
-}
-
-int mlp_status_parse(enum mlp_status *out, const char *name)
-{
-	for (size_t i = 0; i < MLP_ARRAY_SIZE(status_names); i++) {
-		if (strcmp(status_names[i], name) == 0) {
-			*out = (enum mlp_status)i;
-			return 0;
-		}
-	}
-	return MLP_EINVAL;
-}
-
 int store_savepoint(struct mlp_store *s, const char *what)
 {
 	if (sqlite3_exec(s->db, "SAVEPOINT mlp_models", NULL, NULL, NULL) != SQLITE_OK)

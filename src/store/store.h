@@ -19,21 +19,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/status.h"
+
 struct mlp_store;
-
-enum mlp_status {
-	MLP_STATUS_QUEUED,
-	MLP_STATUS_RUNNING,
-	MLP_STATUS_SUCCEEDED,
-	MLP_STATUS_FAILED,
-	MLP_STATUS_SKIPPED,
-	MLP_STATUS_CANCELLED,
-	MLP_STATUS_INTERRUPTED,
-};
-
-const char *mlp_status_name(enum mlp_status s);
-/* 0 or MLP_EINVAL (no message). */
-int mlp_status_parse(enum mlp_status *out, const char *name);
 
 /* The database path to use: $MLPIPE_DB, else $XDG_DATA_HOME/mlpipe/mlpipe.db,
  * else ~/.local/share/mlpipe/mlpipe.db.  The caller frees *out. */

@@ -1,0 +1,22 @@
+/*
+ * stage-run.c - `run:` stages: a shell command.
+ *
+ * The attempt is /bin/sh -c with the stage's text, every ${{ }} value
+ * shell-quoted (mlp_stage_shell_argv); a stage with model: registers its
+ * file after it succeeded (mlp_stage_model_finish).  Nothing else: what a
+ * command does is the user's.
+ */
+#include "config.h"
+
+#include "engine/stagekind.h"
+
+static int run_prepare(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx)
+{
+	return mlp_stage_shell_argv(argv, ctx, ctx->stage->run);
+}
+
+const struct mlp_stage_kind_ops mlp_stage_kind_run = {
+        .kind = MLP_STAGE_RUN,
+        .prepare = run_prepare,
+        .finish = mlp_stage_model_finish,
+};
