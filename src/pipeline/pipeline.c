@@ -36,6 +36,7 @@
 #include "pipeline/cron.h"
 #include "base/error.h"
 #include "pipeline/expr.h"
+#include "pipeline/pipeline-int.h"
 #include "pipeline/pipeline.h"
 #include "base/json.h"
 #include "pipeline/yamltree.h"
@@ -190,13 +191,6 @@ const char *mlp_stage_kind_name(enum mlp_stage_kind kind)
 /* A string -> index hash table (anchors, keys of one mapping)         */
 /* ------------------------------------------------------------------ */
 
-struct strtab {
-	const char **keys; /* borrowed */
-	size_t *vals;
-	size_t cap; /* a power of two, or 0 */
-	size_t len;
-};
-
 static size_t str_hash(const char *s)
 {
 	size_t h = 14695981039346656037ULL;
@@ -258,81 +252,6 @@ static void strtab_free(struct strtab *t)
 /* ------------------------------------------------------------------ */
 /* The YAML tree                                                       */
 /* ------------------------------------------------------------------ */
-
-enum node_type { NODE_SCALAR, NODE_SEQ, NODE_MAP };
-
-struct node;
-
-struct pair {
-	struct node *key;
-	struct node *value;
-	const struct node *dup_of; /* the first key of that name, for duplicates */
-	bool merged;               /* came from a "<<" merge */
-};
-
-struct node {
-	enum node_type type;
-	struct mlp_pos pos; /* 1-based start */
-	size_t sline, scol; /* libyaml's 0-based start mark */
-	size_t eline, ecol; /* and end mark */
-	/* Scalars: */
-	char *value;
-	size_t len;
-	yaml_scalar_style_t style;
-	bool plain; /* resolved as YAML 1.2 core: null, bool, number */
-	/* Sequences: */
-	struct node **items;
-	size_t nitems, citems;
-	/* Mappings: */
-	struct pair *pairs;
-	size_t npairs, cpairs;
-
-	char *anchor;      /* registered when the node is complete */
-	size_t size;       /* nodes in the subtree, aliases expanded */
-	struct node *next; /* every node, for freeing */
-};
-
-/* Per stage, what the checks after reading all stages need. */
-struct stage_extra {
-	const struct node *body;
-	const struct node *metrics_from; /* the value, when given */
-	const struct node *gate_key;
-	bool gate_ok; /* gate: was a mapping */
-	bool has_timeout;
-	bool has_kill_grace;
-	bool has_retry;
-	bool has_kind;
-};
-
-/* A value that may hold expressions, checked when all stages are known. */
-struct pending_expr {
-	size_t stage; /* SIZE_MAX: the pipeline's env */
-	const struct node *node;
-	bool shell; /* a /bin/sh command: its quoting contexts are checked too */
-};
-
-struct ctx {
-	const char *path;
-	const char *text;
-	size_t len;
-	struct mlp_diags *diags;
-
-	size_t *lines; /* byte offset where each line starts */
-	size_t nlines, clines;
-
-	struct node *nodes;
-	struct strtab anchor_index;
-	struct node **anchors;
-	size_t nanchors, canchors;
-	size_t expansions;
-
-	struct mlp_pipeline *p;
-	struct strtab stage_index; /* name -> index in p->stages */
-	const struct node *stages_map;
-	struct stage_extra *extra;
-	struct pending_expr *exprs;
-	size_t nexprs, cexprs;
-};
 
 static void report(struct ctx *c, struct mlp_pos pos, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));

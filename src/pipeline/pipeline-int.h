@@ -1,0 +1,105 @@
+/*
+ * pipeline-int.h - what the pipeline reader's own files share; never
+ * included outside src/pipeline/.  This is where libyaml types may appear.
+ *
+ * Loading a pipeline file (pipeline.c) runs through a struct ctx: the
+ * text and its line index, the YAML tree built from it (yamltree.c), the
+ * pipeline being filled in, and what the checks after the walk need.  A
+ * problem is reported once, where it is found.
+ */
+#ifndef MLP_PIPELINE_INT_H
+#define MLP_PIPELINE_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <yaml.h>
+
+#include "pipeline/pipeline.h"
+
+/* A string -> index hash table (anchors, keys of one mapping, stages). */
+struct strtab {
+	const char **keys; /* borrowed */
+	size_t *vals;
+	size_t cap; /* a power of two, or 0 */
+	size_t len;
+};
+
+/* The YAML tree: lives only while a file is loaded. */
+enum node_type { NODE_SCALAR, NODE_SEQ, NODE_MAP };
+
+struct node;
+
+struct pair {
+	struct node *key;
+	struct node *value;
+	const struct node *dup_of; /* the first key of that name, for duplicates */
+	bool merged;               /* came from a "<<" merge */
+};
+
+struct node {
+	enum node_type type;
+	struct mlp_pos pos; /* 1-based start */
+	size_t sline, scol; /* libyaml's 0-based start mark */
+	size_t eline, ecol; /* and end mark */
+	/* Scalars: */
+	char *value;
+	size_t len;
+	yaml_scalar_style_t style;
+	bool plain; /* resolved as YAML 1.2 core: null, bool, number */
+	/* Sequences: */
+	struct node **items;
+	size_t nitems, citems;
+	/* Mappings: */
+	struct pair *pairs;
+	size_t npairs, cpairs;
+
+	char *anchor;      /* registered when the node is complete */
+	size_t size;       /* nodes in the subtree, aliases expanded */
+	struct node *next; /* every node, for freeing */
+};
+
+/* Per stage, what the checks after reading all stages need. */
+struct stage_extra {
+	const struct node *body;
+	const struct node *metrics_from; /* the value, when given */
+	const struct node *gate_key;
+	bool gate_ok; /* gate: was a mapping */
+	bool has_timeout;
+	bool has_kill_grace;
+	bool has_retry;
+	bool has_kind;
+};
+
+/* A value that may hold expressions, checked when all stages are known. */
+struct pending_expr {
+	size_t stage; /* SIZE_MAX: the pipeline's env */
+	const struct node *node;
+	bool shell; /* a /bin/sh command: its quoting contexts are checked too */
+};
+
+/* One load: every array here is owned by it and freed when loading ends. */
+struct ctx {
+	const char *path;
+	const char *text;
+	size_t len;
+	struct mlp_diags *diags;
+
+	size_t *lines; /* byte offset where each line starts */
+	size_t nlines, clines;
+
+	struct node *nodes;
+	struct strtab anchor_index;
+	struct node **anchors;
+	size_t nanchors, canchors;
+	size_t expansions;
+
+	struct mlp_pipeline *p;
+	struct strtab stage_index; /* name -> index in p->stages */
+	const struct node *stages_map;
+	struct stage_extra *extra;
+	struct pending_expr *exprs;
+	size_t nexprs, cexprs;
+};
+
+#endif
