@@ -5,7 +5,7 @@
  * Loading a pipeline file (pipeline.c) runs through a struct ctx: the
  * text and its line index, the YAML tree built from it (yamltree.c), the
  * pipeline being filled in, and what the checks after the walk need.  A
- * problem is reported once, where it is found.
+ * problem is reported once, where it is found, with mlp_pl_report().
  */
 #ifndef MLP_PIPELINE_INT_H
 #define MLP_PIPELINE_INT_H
@@ -101,5 +101,32 @@ struct ctx {
 	struct pending_expr *exprs;
 	size_t nexprs, cexprs;
 };
+
+static inline struct mlp_pos mlp_pl_pos(int line, int col)
+{
+	struct mlp_pos pos = {line, col};
+
+	return pos;
+}
+
+/* diag.c: problems and positions */
+
+/* Adds "message" at pos in the file being loaded to c->diags. */
+void mlp_pl_report(struct ctx *c, struct mlp_pos pos, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+/* Sorts d->items[from ...] by position, keeping the order of equal ones. */
+void mlp_pl_diags_sort_from(struct mlp_diags *d, size_t from);
+/* Drops repeats (same position and message) from d->items[from ...], sorted. */
+void mlp_pl_diags_dedup_from(struct mlp_diags *d, size_t from);
+/* Bytes of the UTF-8 sequence that starts with byte b (1 for stray bytes). */
+size_t mlp_pl_utf8_width(unsigned char b);
+/* Characters (not bytes) in s[0, n). */
+size_t mlp_pl_utf8_chars(const char *s, size_t n);
+/* Fills c->lines from c->text. */
+void mlp_pl_index_lines(struct ctx *c);
+/* The 1-based position of a byte offset in c->text. */
+struct mlp_pos mlp_pl_pos_of_offset(const struct ctx *c, size_t offset);
+/* The byte offset of one of libyaml's 0-based (line, column) marks. */
+size_t mlp_pl_offset_of_mark(const struct ctx *c, size_t line, size_t col);
 
 #endif

@@ -24,7 +24,6 @@
 #include <ctype.h>
 #include <limits.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -48,129 +47,6 @@
 #define MAX_EXPANSIONS 100000
 /* Subtree sizes saturate here so that they cannot overflow. */
 #define SIZE_CAP ((size_t)1 << 30)
-
-/* ------------------------------------------------------------------ */
-/* Diagnostics                                                         */
-/* ------------------------------------------------------------------ */
-
-static void diags_vadd(struct mlp_diags *d, const char *file, struct mlp_pos pos, const char *fmt,
-                       va_list ap)
-{
-	struct mlp_diag *item;
-
-	xgrow((void **)&d->items, &d->cap, d->len + 1, sizeof(*d->items));
-	item = &d->items[d->len++];
-	item->file = xstrdup(file ? file : "");
-	item->pos = pos;
-	item->message = xvasprintf(fmt, ap);
-}
-
-void mlp_diags_add(struct mlp_diags *d, const char *file, struct mlp_pos pos, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	diags_vadd(d, file, pos, fmt, ap);
-	va_end(ap);
-}
-
-/*
- * A merge sort on positions of d->items[from ...]: qsort() is not stable,
- * and problems found at the same place must stay in the order they were
- * found.
- */
-static void diags_sort_from(struct mlp_diags *d, size_t from)
-{
-	struct mlp_diag *items = d->items + from, *tmp;
-	size_t n = d->len - from;
-
-	if (d->len < from + 2)
-		return;
-	tmp = xmalloc(n * sizeof(*tmp));
-	for (size_t width = 1; width < n; width *= 2) {
-		for (size_t lo = 0; lo < n; lo += 2 * width) {
-			size_t mid = lo + width < n ? lo + width : n;
-			size_t hi = lo + 2 * width < n ? lo + 2 * width : n;
-			size_t i = lo, j = mid, k = lo;
-
-			while (i < mid && j < hi) {
-				const struct mlp_pos *a = &items[i].pos, *b = &items[j].pos;
-
-				if (b->line < a->line || (b->line == a->line && b->col < a->col))
-					tmp[k++] = items[j++];
-				else
-					tmp[k++] = items[i++];
-			}
-			while (i < mid)
-				tmp[k++] = items[i++];
-			while (j < hi)
-				tmp[k++] = items[j++];
-		}
-		memcpy(items, tmp, n * sizeof(*tmp));
-	}
-	free(tmp);
-}
-
-void mlp_diags_sort(struct mlp_diags *d)
-{
-	diags_sort_from(d, 0);
-}
-
-void mlp_diags_print(const struct mlp_diags *d, FILE *f)
-{
-	for (size_t i = 0; i < d->len; i++) {
-		const struct mlp_diag *item = &d->items[i];
-
-		if (item->pos.line > 0)
-			fprintf(f, "%s:%d:%d: %s\n", item->file, item->pos.line, item->pos.col,
-			        item->message);
-		else
-			fprintf(f, "%s: %s\n", item->file, item->message);
-	}
-}
-
-void mlp_diags_free(struct mlp_diags *d)
-{
-	if (d == NULL)
-		return;
-	for (size_t i = 0; i < d->len; i++) {
-		free(d->items[i].file);
-		free(d->items[i].message);
-	}
-	free(d->items);
-	d->items = NULL;
-	d->len = d->cap = 0;
-}
-
-/* Drops a problem reported twice at the same place (a node shared through
- * an alias is checked once per use) from d->items[from ...], sorted. */
-static void diags_dedup_from(struct mlp_diags *d, size_t from)
-{
-	size_t out = from;
-
-	for (size_t i = from; i < d->len; i++) {
-		struct mlp_diag *item = &d->items[i];
-		bool dup = false;
-
-		for (size_t j = out; j-- > from;) {
-			struct mlp_diag *prev = &d->items[j];
-
-			if (prev->pos.line != item->pos.line || prev->pos.col != item->pos.col)
-				break;
-			if (strcmp(prev->message, item->message) == 0) {
-				dup = true;
-				break;
-			}
-		}
-		if (dup) {
-			free(item->file);
-			free(item->message);
-		} else {
-			d->items[out++] = *item;
-		}
-	}
-	d->len = out;
-}
 
 const char *mlp_stage_kind_name(enum mlp_stage_kind kind)
 {
@@ -253,102 +129,6 @@ static void strtab_free(struct strtab *t)
 /* The YAML tree                                                       */
 /* ------------------------------------------------------------------ */
 
-static void report(struct ctx *c, struct mlp_pos pos, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
-
-static void report(struct ctx *c, struct mlp_pos pos, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	diags_vadd(c->diags, c->path, pos, fmt, ap);
-	va_end(ap);
-}
-
-static struct mlp_pos mkpos(int line, int col)
-{
-	struct mlp_pos pos = {line, col};
-
-	return pos;
-}
-
-/* Bytes of the UTF-8 sequence that starts with byte b (1 for stray bytes). */
-static size_t utf8_width(unsigned char b)
-{
-	if (b >= 0xf0 && b < 0xf8)
-		return 4;
-	if (b >= 0xe0)
-		return b < 0xf0 ? 3 : 1;
-	if (b >= 0xc0)
-		return 2;
-	return 1;
-}
-
-/* Characters (not bytes) in s[0, n). */
-static size_t utf8_chars(const char *s, size_t n)
-{
-	size_t count = 0;
-
-	for (size_t i = 0; i < n; i++)
-		if (((unsigned char)s[i] & 0xc0) != 0x80)
-			count++;
-	return count;
-}
-
-/*
- * Line starts as libyaml counts lines: "\n", "\r\n" and a lone "\r" end a
- * line; a byte order mark is not part of the first line.
- */
-static void index_lines(struct ctx *c)
-{
-	size_t start = 0;
-
-	if (c->len >= 3 && memcmp(c->text, "\xef\xbb\xbf", 3) == 0)
-		start = 3;
-	xgrow((void **)&c->lines, &c->clines, 1, sizeof(*c->lines));
-	c->lines[c->nlines++] = start;
-	for (size_t i = start; i < c->len; i++) {
-		if (c->text[i] == '\n' ||
-		    (c->text[i] == '\r' && (i + 1 >= c->len || c->text[i + 1] != '\n'))) {
-			xgrow((void **)&c->lines, &c->clines, c->nlines + 1, sizeof(*c->lines));
-			c->lines[c->nlines++] = i + 1;
-		}
-	}
-}
-
-/* The 1-based position of a byte offset. */
-static struct mlp_pos pos_of_offset(const struct ctx *c, size_t offset)
-{
-	size_t lo = 0, hi = c->nlines;
-
-	/* The last line that starts at or before offset. */
-	while (hi - lo > 1) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (c->lines[mid] <= offset)
-			lo = mid;
-		else
-			hi = mid;
-	}
-	if (offset < c->lines[lo])
-		offset = c->lines[lo];
-	return mkpos((int)lo + 1,
-	             (int)utf8_chars(c->text + c->lines[lo], offset - c->lines[lo]) + 1);
-}
-
-/* The byte offset of one of libyaml's 0-based (line, column) marks. */
-static size_t offset_of_mark(const struct ctx *c, size_t line, size_t col)
-{
-	size_t off;
-
-	if (line >= c->nlines)
-		return c->len;
-	off = c->lines[line];
-	while (col-- > 0 && off < c->len && c->text[off] != '\n' && c->text[off] != '\r')
-		off += utf8_width((unsigned char)c->text[off]);
-	return off < c->len ? off : c->len;
-}
-
 static struct node *node_new(struct ctx *c, enum node_type type, const yaml_event_t *ev)
 {
 	struct node *n = xcalloc(1, sizeof(*n));
@@ -358,7 +138,7 @@ static struct node *node_new(struct ctx *c, enum node_type type, const yaml_even
 	n->scol = ev->start_mark.column;
 	n->eline = ev->end_mark.line;
 	n->ecol = ev->end_mark.column;
-	n->pos = mkpos((int)n->sline + 1, (int)n->scol + 1);
+	n->pos = mlp_pl_pos((int)n->sline + 1, (int)n->scol + 1);
 	n->size = 1;
 	n->next = c->nodes;
 	c->nodes = n;
@@ -464,14 +244,14 @@ static void map_finish(struct ctx *c, struct node *m)
 					if (v->items[j]->type == NODE_MAP)
 						merge_from(&out, &nout, &cout, &seen, v->items[j]);
 					else
-						report(c, v->items[j]->pos,
-						       "'<<' merges mappings only, "
-						       "as in '<<: [*a, *b]'");
+						mlp_pl_report(c, v->items[j]->pos,
+						              "'<<' merges mappings only, "
+						              "as in '<<: [*a, *b]'");
 				}
 			} else {
-				report(c, v->pos,
-				       "'<<' needs a mapping or a list of mappings, as "
-				       "in '<<: *base'");
+				mlp_pl_report(c, v->pos,
+				              "'<<' needs a mapping or a list of mappings, as "
+				              "in '<<: *base'");
 			}
 		}
 		free(m->pairs);
@@ -491,13 +271,13 @@ static void syntax_error(struct ctx *c, const yaml_parser_t *parser)
 	const char *problem = parser->problem ? parser->problem : "YAML syntax error";
 
 	if (parser->error == YAML_READER_ERROR)
-		pos = pos_of_offset(c, parser->problem_offset);
+		pos = mlp_pl_pos_of_offset(c, parser->problem_offset);
 	else
-		pos = mkpos((int)parser->problem_mark.line + 1,
-		            (int)parser->problem_mark.column + 1);
+		pos = mlp_pl_pos((int)parser->problem_mark.line + 1,
+		                 (int)parser->problem_mark.column + 1);
 	if (parser->error == YAML_SCANNER_ERROR) {
 		size_t line = parser->problem_mark.line;
-		size_t off = offset_of_mark(c, line, parser->problem_mark.column);
+		size_t off = mlp_pl_offset_of_mark(c, line, parser->problem_mark.column);
 
 		if (line < c->nlines && off < c->len && c->text[off] == '\t') {
 			size_t i = c->lines[line];
@@ -505,19 +285,19 @@ static void syntax_error(struct ctx *c, const yaml_parser_t *parser)
 			while (i < off && (c->text[i] == ' ' || c->text[i] == '\t'))
 				i++;
 			if (i == off) {
-				report(c, pos,
-				       "tab character used for indentation (YAML allows "
-				       "spaces only)");
+				mlp_pl_report(c, pos,
+				              "tab character used for indentation (YAML allows "
+				              "spaces only)");
 				return;
 			}
 		}
 	}
 	if (parser->context != NULL && parser->error != YAML_READER_ERROR &&
 	    strcmp(parser->context, "while scanning for the next token") != 0)
-		report(c, pos, "%s (%s that starts at %zu:%zu)", problem, parser->context,
-		       parser->context_mark.line + 1, parser->context_mark.column + 1);
+		mlp_pl_report(c, pos, "%s (%s that starts at %zu:%zu)", problem, parser->context,
+		              parser->context_mark.line + 1, parser->context_mark.column + 1);
 	else
-		report(c, pos, "%s", problem);
+		mlp_pl_report(c, pos, "%s", problem);
 }
 
 static void scalar_init(struct node *n, const yaml_event_t *ev)
@@ -550,7 +330,7 @@ static int build_tree(struct ctx *c, struct node **root)
 
 	*root = NULL;
 	if (!yaml_parser_initialize(&parser)) {
-		report(c, mkpos(1, 1), "cannot start the YAML parser");
+		mlp_pl_report(c, mlp_pl_pos(1, 1), "cannot start the YAML parser");
 		return -1;
 	}
 	yaml_parser_set_input_string(&parser, (const unsigned char *)c->text, c->len);
@@ -569,10 +349,10 @@ static int build_tree(struct ctx *c, struct node **root)
 			break;
 		case YAML_DOCUMENT_START_EVENT:
 			if (docs++ > 0) {
-				report(c,
-				       mkpos((int)ev.start_mark.line + 1,
-				             (int)ev.start_mark.column + 1),
-				       "a second YAML document (a pipeline file holds one)");
+				mlp_pl_report(c,
+				              mlp_pl_pos((int)ev.start_mark.line + 1,
+				                         (int)ev.start_mark.column + 1),
+				              "a second YAML document (a pipeline file holds one)");
 				rc = -1;
 			}
 			break;
@@ -581,23 +361,23 @@ static int build_tree(struct ctx *c, struct node **root)
 			size_t idx;
 
 			if (!strtab_get(&c->anchor_index, name, &idx)) {
-				report(c,
-				       mkpos((int)ev.start_mark.line + 1,
-				             (int)ev.start_mark.column + 1),
-				       "unknown anchor '%s' (an alias '*%s' needs an '&%s' "
-				       "before it)",
-				       name, name, name);
+				mlp_pl_report(c,
+				              mlp_pl_pos((int)ev.start_mark.line + 1,
+				                         (int)ev.start_mark.column + 1),
+				              "unknown anchor '%s' (an alias '*%s' needs an '&%s' "
+				              "before it)",
+				              name, name, name);
 				rc = -1;
 				break;
 			}
 			n = c->anchors[idx];
 			c->expansions += n->size;
 			if (c->expansions > MAX_EXPANSIONS) {
-				report(c,
-				       mkpos((int)ev.start_mark.line + 1,
-				             (int)ev.start_mark.column + 1),
-				       "too many alias expansions (more than %d nodes)",
-				       MAX_EXPANSIONS);
+				mlp_pl_report(c,
+				              mlp_pl_pos((int)ev.start_mark.line + 1,
+				                         (int)ev.start_mark.column + 1),
+				              "too many alias expansions (more than %d nodes)",
+				              MAX_EXPANSIONS);
 				rc = -1;
 				n = NULL;
 			}
@@ -618,10 +398,10 @@ static int build_tree(struct ctx *c, struct node **root)
 			                                    : ev.data.mapping_start.anchor;
 
 			if (depth == MAX_DEPTH) {
-				report(c,
-				       mkpos((int)ev.start_mark.line + 1,
-				             (int)ev.start_mark.column + 1),
-				       "nesting too deep (more than %d levels)", MAX_DEPTH);
+				mlp_pl_report(c,
+				              mlp_pl_pos((int)ev.start_mark.line + 1,
+				                         (int)ev.start_mark.column + 1),
+				              "nesting too deep (more than %d levels)", MAX_DEPTH);
 				rc = -1;
 				break;
 			}
@@ -796,17 +576,17 @@ static void wrong_type(struct ctx *c, const char *key, const struct node *v, con
 {
 	char *d = describe(v);
 
-	report(c, v->pos, "'%s' must be %s, not %s", key, what, d);
+	mlp_pl_report(c, v->pos, "'%s' must be %s, not %s", key, what, d);
 	free(d);
 }
 
 static void check_no_expr(struct ctx *c, const char *key, const struct node *v)
 {
 	if (strstr(v->value, "${{") != NULL)
-		report(c, v->pos,
-		       "'%s' cannot hold expressions (${{ }} is expanded only in "
-		       "run, command, data, test_data, env, image and model.path)",
-		       key);
+		mlp_pl_report(c, v->pos,
+		              "'%s' cannot hold expressions (${{ }} is expanded only in "
+		              "run, command, data, test_data, env, image and model.path)",
+		              key);
 }
 
 /* Any non-null scalar, as text.  *out is replaced (freed first). */
@@ -850,12 +630,12 @@ static bool get_int(struct ctx *c, const char *key, const struct node *v, long l
 	else
 		below = v->value[0] == '-';
 	if (max < INT_MAX && min > LLONG_MIN)
-		report(c, v->pos, "'%s' must be from %lld to %lld, not %s", key, min, max,
-		       v->value);
+		mlp_pl_report(c, v->pos, "'%s' must be from %lld to %lld, not %s", key, min, max,
+		              v->value);
 	else if (below)
-		report(c, v->pos, "'%s' must be at least %lld, not %s", key, min, v->value);
+		mlp_pl_report(c, v->pos, "'%s' must be at least %lld, not %s", key, min, v->value);
 	else
-		report(c, v->pos, "'%s' must be at most %lld, not %s", key, max, v->value);
+		mlp_pl_report(c, v->pos, "'%s' must be at most %lld, not %s", key, max, v->value);
 	return false;
 }
 
@@ -884,10 +664,10 @@ static bool get_bool(struct ctx *c, const char *key, const struct node *v, bool 
 	if (v->type == NODE_SCALAR && v->plain && bool_word(v->value, out))
 		return true;
 	if (v->type == NODE_SCALAR && v->plain && yaml11_bool_word(v->value))
-		report(c, v->pos,
-		       "'%s' must be true or false, not '%s' (YAML 1.2 reads "
-		       "yes/no/on/off as strings)",
-		       key, v->value);
+		mlp_pl_report(c, v->pos,
+		              "'%s' must be true or false, not '%s' (YAML 1.2 reads "
+		              "yes/no/on/off as strings)",
+		              key, v->value);
 	else
 		wrong_type(c, key, v, "true or false");
 	return false;
@@ -904,11 +684,11 @@ static bool get_duration(struct ctx *c, const char *key, const struct node *v, b
 		return false;
 	}
 	if (mlp_parse_duration(&ms, v->value) != 0) {
-		report(c, v->pos, "'%s': %s", key, mlp_error_last());
+		mlp_pl_report(c, v->pos, "'%s': %s", key, mlp_error_last());
 		return false;
 	}
 	if (positive && ms == 0) {
-		report(c, v->pos, "'%s' must be more than 0", key);
+		mlp_pl_report(c, v->pos, "'%s' must be more than 0", key);
 		return false;
 	}
 	*out = ms;
@@ -957,7 +737,7 @@ static bool get_string_list(struct ctx *c, const char *key, const struct node *v
 		if (item->type != NODE_SCALAR || is_null(item)) {
 			char *d = describe(item);
 
-			report(c, item->pos, "'%s' entries must be strings, not %s", key, d);
+			mlp_pl_report(c, item->pos, "'%s' entries must be strings, not %s", key, d);
 			free(d);
 			ok = false;
 			continue;
@@ -985,10 +765,10 @@ static void unknown_key(struct ctx *c, const struct node *key, const char *const
 	const char *near = mlp_suggest(key->value, known, n);
 
 	if (near)
-		report(c, key->pos, "unknown key '%s'%s (did you mean '%s'?)", key->value, where,
-		       near);
+		mlp_pl_report(c, key->pos, "unknown key '%s'%s (did you mean '%s'?)", key->value,
+		              where, near);
 	else
-		report(c, key->pos, "unknown key '%s'%s", key->value, where);
+		mlp_pl_report(c, key->pos, "unknown key '%s'%s", key->value, where);
 }
 
 /* A mapping where one is needed; null counts as an empty mapping when
@@ -1049,19 +829,19 @@ static void parse_env(struct ctx *c, const struct node *v, struct mlp_kvlist *ou
 		if (!pair_usable(pr))
 			continue;
 		if (!env_name_valid(pr->key->value)) {
-			report(c, pr->key->pos,
-			       "'%s' is not a valid environment variable name "
-			       "(letters, digits and '_', not starting with a digit)",
-			       pr->key->value);
+			mlp_pl_report(c, pr->key->pos,
+			              "'%s' is not a valid environment variable name "
+			              "(letters, digits and '_', not starting with a digit)",
+			              pr->key->value);
 			continue;
 		}
 		if (pr->value->type != NODE_SCALAR) {
 			char *d = describe(pr->value);
 
-			report(c, pr->value->pos,
-			       "env '%s' must be a string, number or boolean, "
-			       "not %s",
-			       pr->key->value, d);
+			mlp_pl_report(c, pr->value->pos,
+			              "env '%s' must be a string, number or boolean, "
+			              "not %s",
+			              pr->key->value, d);
 			free(d);
 			continue;
 		}
@@ -1192,9 +972,9 @@ static void parse_retry(struct ctx *c, const struct node *v, struct mlp_retry *o
 
 			if (get_number(c, k, val, &f)) {
 				if (f < 1)
-					report(c, val->pos,
-					       "'backoff_factor' must be at least 1, not %s",
-					       val->value);
+					mlp_pl_report(c, val->pos,
+					              "'backoff_factor' must be at least 1, not %s",
+					              val->value);
 				else
 					out->backoff_factor = f;
 			}
@@ -1212,12 +992,13 @@ static void parse_retry(struct ctx *c, const struct node *v, struct mlp_retry *o
 					                   (out->non + 1) * sizeof(*out->on));
 					out->on[out->non++] = rule;
 				} else {
-					report(c, pos[j],
-					       "unknown retry rule '%s' (the rules are any, "
-					       "exit, exit:N with N 0-255, signal, signal:NAME "
-					       "such as "
-					       "signal:KILL, signal:N with N 1-64, and timeout)",
-					       rules[j]);
+					mlp_pl_report(
+					        c, pos[j],
+					        "unknown retry rule '%s' (the rules are any, "
+					        "exit, exit:N with N 0-255, signal, signal:NAME "
+					        "such as "
+					        "signal:KILL, signal:N with N 1-64, and timeout)",
+					        rules[j]);
 				}
 				free(rules[j]);
 			}
@@ -1261,9 +1042,10 @@ static void unknown_trigger(struct ctx *c, const struct node *n)
 	const char *near = mlp_suggest(n->value, trigger_names, MLP_ARRAY_SIZE(trigger_names));
 
 	if (near)
-		report(c, n->pos, "unknown trigger '%s' (did you mean '%s'?)", n->value, near);
+		mlp_pl_report(c, n->pos, "unknown trigger '%s' (did you mean '%s'?)", n->value,
+		              near);
 	else
-		report(c, n->pos, "unknown trigger '%s' (known: push, schedule)", n->value);
+		mlp_pl_report(c, n->pos, "unknown trigger '%s' (known: push, schedule)", n->value);
 }
 
 /* "on: push" and "on: [push]": a trigger named without settings. */
@@ -1276,9 +1058,9 @@ static void trigger_word(struct ctx *c, const struct node *n)
 	if (strcmp(n->value, "push") == 0)
 		c->p->on_push = true;
 	else if (strcmp(n->value, "schedule") == 0)
-		report(c, n->pos,
-		       "'schedule' needs a list of times, as in "
-		       "'schedule: [{ cron: \"0 2 * * *\" }]'");
+		mlp_pl_report(c, n->pos,
+		              "'schedule' needs a list of times, as in "
+		              "'schedule: [{ cron: \"0 2 * * *\" }]'");
 	else
 		unknown_trigger(c, n);
 }
@@ -1321,10 +1103,10 @@ static void parse_schedule_entry(struct ctx *c, const struct node *v)
 	if (v->type != NODE_MAP) {
 		char *d = describe(v);
 
-		report(c, v->pos,
-		       "schedule entries must be mappings such as "
-		       "{ cron: \"0 2 * * *\" }, not %s",
-		       d);
+		mlp_pl_report(c, v->pos,
+		              "schedule entries must be mappings such as "
+		              "{ cron: \"0 2 * * *\" }, not %s",
+		              d);
 		free(d);
 		return;
 	}
@@ -1346,13 +1128,13 @@ static void parse_schedule_entry(struct ctx *c, const struct node *v)
 
 			has_cron = true;
 			if (get_name(c, k, val, &s->cron) && mlp_cron_parse(&cron, s->cron) != 0)
-				report(c, val->pos, "%s", mlp_error_last());
+				mlp_pl_report(c, val->pos, "%s", mlp_error_last());
 		} else if (strcmp(k, "timezone") == 0) {
 			if (get_name(c, k, val, &s->timezone) && !mlp_timezone_valid(s->timezone))
-				report(c, val->pos,
-				       "unknown time zone '%s' (use a name from the tz "
-				       "database such as 'Europe/Berlin', or 'UTC')",
-				       s->timezone);
+				mlp_pl_report(c, val->pos,
+				              "unknown time zone '%s' (use a name from the tz "
+				              "database such as 'Europe/Berlin', or 'UTC')",
+				              s->timezone);
 		} else if (strncmp(k, "x-", 2) == 0) {
 			/* Extension keys: room for anchors, as in docker compose. */
 		} else if (strcmp(k, "concurrency") == 0) {
@@ -1367,7 +1149,7 @@ static void parse_schedule_entry(struct ctx *c, const struct node *v)
 		}
 	}
 	if (!has_cron)
-		report(c, v->pos, "missing 'cron' in schedule (as in cron: \"0 2 * * *\")");
+		mlp_pl_report(c, v->pos, "missing 'cron' in schedule (as in cron: \"0 2 * * *\")");
 }
 
 static void parse_on(struct ctx *c, const struct node *v)
@@ -1440,10 +1222,10 @@ static void get_k8s_name(struct ctx *c, const char *key, const struct node *v, b
 	if (!get_name(c, key, v, out) || strstr(v->value, "${{") != NULL)
 		return;
 	if (!k8s_name_valid(*out, dots, dots ? 253 : 63))
-		report(c, v->pos,
-		       "'%s' must be a Kubernetes name (lowercase letters, digits%s "
-		       "and '-', at most %d characters), not '%s'",
-		       key, dots ? ", '.'" : "", dots ? 253 : 63, *out);
+		mlp_pl_report(c, v->pos,
+		              "'%s' must be a Kubernetes name (lowercase letters, digits%s "
+		              "and '-', at most %d characters), not '%s'",
+		              key, dots ? ", '.'" : "", dots ? 253 : 63, *out);
 }
 
 static void parse_model(struct ctx *c, size_t si, const struct pair *kp)
@@ -1472,9 +1254,10 @@ static void parse_model(struct ctx *c, size_t si, const struct pair *kp)
 		}
 	}
 	if (m->name == NULL)
-		report(c, kp->key->pos, "missing 'name' in model");
+		mlp_pl_report(c, kp->key->pos, "missing 'name' in model");
 	if (m->path == NULL)
-		report(c, kp->key->pos, "missing 'path' in model (the file the stage writes)");
+		mlp_pl_report(c, kp->key->pos,
+		              "missing 'path' in model (the file the stage writes)");
 }
 
 static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
@@ -1518,10 +1301,10 @@ static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
 				continue;
 			}
 			if (val->nitems < 2) {
-				report(c, val->pos,
-				       "'layers' needs at least 2 sizes (inputs and "
-				       "outputs), not %zu",
-				       val->nitems);
+				mlp_pl_report(c, val->pos,
+				              "'layers' needs at least 2 sizes (inputs and "
+				              "outputs), not %zu",
+				              val->nitems);
 				continue;
 			}
 			free(b->layers);
@@ -1537,27 +1320,28 @@ static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
 		} else if (strcmp(k, "lr") == 0) {
 			if (get_number(c, k, val, &d)) {
 				if (d <= 0)
-					report(c, val->pos, "'lr' must be more than 0, not %s",
-					       val->value);
+					mlp_pl_report(c, val->pos,
+					              "'lr' must be more than 0, not %s",
+					              val->value);
 				else
 					b->lr = d;
 			}
 		} else if (strcmp(k, "momentum") == 0) {
 			if (get_number(c, k, val, &d)) {
 				if (d < 0 || d >= 1)
-					report(c, val->pos,
-					       "'momentum' must be at least 0 and less than "
-					       "1, not %s",
-					       val->value);
+					mlp_pl_report(c, val->pos,
+					              "'momentum' must be at least 0 and less than "
+					              "1, not %s",
+					              val->value);
 				else
 					b->momentum = d;
 			}
 		} else if (strcmp(k, "weight_decay") == 0) {
 			if (get_number(c, k, val, &d)) {
 				if (d < 0)
-					report(c, val->pos,
-					       "'weight_decay' must be at least 0, not %s",
-					       val->value);
+					mlp_pl_report(c, val->pos,
+					              "'weight_decay' must be at least 0, not %s",
+					              val->value);
 				else
 					b->weight_decay = d;
 			}
@@ -1573,10 +1357,10 @@ static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
 		} else if (strcmp(k, "validation_split") == 0) {
 			if (get_number(c, k, val, &d)) {
 				if (d < 0 || d >= 1)
-					report(c, val->pos,
-					       "'validation_split' must be at least 0 and "
-					       "less than 1, not %s",
-					       val->value);
+					mlp_pl_report(c, val->pos,
+					              "'validation_split' must be at least 0 and "
+					              "less than 1, not %s",
+					              val->value);
 				else
 					b->validation_split = d;
 			}
@@ -1590,11 +1374,11 @@ static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
 		}
 	}
 	if (!has_layers)
-		report(c, kp->key->pos,
-		       "missing 'layers' in builtin (the layer sizes, as in "
-		       "[784, 256, 10])");
+		mlp_pl_report(c, kp->key->pos,
+		              "missing 'layers' in builtin (the layer sizes, as in "
+		              "[784, 256, 10])");
 	if (b->data == NULL)
-		report(c, kp->key->pos, "missing 'data' in builtin (the training data)");
+		mlp_pl_report(c, kp->key->pos, "missing 'data' in builtin (the training data)");
 }
 
 static void parse_train(struct ctx *c, size_t si, const struct pair *kp)
@@ -1633,9 +1417,9 @@ static void parse_train(struct ctx *c, size_t si, const struct pair *kp)
 			get_duration(c, k, val, false, &t->stall_timeout_ms);
 		} else if (strcmp(k, "builtin") == 0 || strcmp(k, "command") == 0) {
 			if (first_program != NULL) {
-				report(c, pr->key->pos,
-				       "train has both 'builtin' and 'command': give "
-				       "it only one");
+				mlp_pl_report(c, pr->key->pos,
+				              "train has both 'builtin' and 'command': give "
+				              "it only one");
 				continue;
 			}
 			first_program = pr->key;
@@ -1654,9 +1438,9 @@ static void parse_train(struct ctx *c, size_t si, const struct pair *kp)
 	if (!has_ranks && t->gpus_per_node > 0)
 		t->ranks = t->gpus_per_node;
 	if (first_program == NULL)
-		report(c, kp->key->pos,
-		       "train needs 'builtin' (mlpipe's own trainer) or "
-		       "'command' (your program)");
+		mlp_pl_report(c, kp->key->pos,
+		              "train needs 'builtin' (mlpipe's own trainer) or "
+		              "'command' (your program)");
 }
 
 static bool parse_comparison(const char *s, enum mlp_gate_op *op, double *value)
@@ -1740,10 +1524,11 @@ static void parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 				    !parse_comparison(rp->value->value, &r.op, &r.value)) {
 					char *d = describe(rp->value);
 
-					report(c, rp->value->pos,
-					       "require '%s' must be a comparison such "
-					       "as \">= 0.85\" (with >=, >, <= or <), not %s",
-					       rp->key->value, d);
+					mlp_pl_report(
+					        c, rp->value->pos,
+					        "require '%s' must be a comparison such "
+					        "as \">= 0.85\" (with >=, >, <= or <), not %s",
+					        rp->key->value, d);
 					free(d);
 					continue;
 				}
@@ -1772,20 +1557,21 @@ static void parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 					g->max_regression = d / 100;
 					g->max_regression_relative = true;
 				} else {
-					report(c, val->pos,
-					       "'max_regression' must be a number (absolute) "
-					       "or a percentage such as \"0.5%%\" (relative), not "
-					       "'%s'",
-					       val->value);
+					mlp_pl_report(
+					        c, val->pos,
+					        "'max_regression' must be a number (absolute) "
+					        "or a percentage such as \"0.5%%\" (relative), not "
+					        "'%s'",
+					        val->value);
 				}
 				free(num);
 			} else if (val->type == NODE_SCALAR && val->plain &&
 			           number_syntax(val->value) &&
 			           mlp_parse_double(&d, val->value) == 0) {
 				if (d < 0) {
-					report(c, val->pos,
-					       "'max_regression' must be at least 0, not %s",
-					       val->value);
+					mlp_pl_report(c, val->pos,
+					              "'max_regression' must be at least 0, not %s",
+					              val->value);
 				} else {
 					g->has_max_regression = true;
 					g->max_regression = d;
@@ -1809,10 +1595,10 @@ static void parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 				     strcmp(dp->value->value, "lower") != 0)) {
 					char *d = describe(dp->value);
 
-					report(c, dp->value->pos,
-					       "direction of '%s' must be higher or "
-					       "lower, not %s",
-					       dp->key->value, d);
+					mlp_pl_report(c, dp->value->pos,
+					              "direction of '%s' must be higher or "
+					              "lower, not %s",
+					              dp->key->value, d);
 					free(d);
 					continue;
 				}
@@ -1827,13 +1613,13 @@ static void parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 		}
 	}
 	if (g->model == NULL)
-		report(c, kp->key->pos, "missing 'model' in gate (the model it judges)");
+		mlp_pl_report(c, kp->key->pos, "missing 'model' in gate (the model it judges)");
 	else if (g->name == NULL)
 		g->name = xstrdup(g->model);
 	if (g->has_max_regression && g->baseline == MLP_BASELINE_NONE && !baseline_bad)
-		report(c, max_regression_key->pos,
-		       "'max_regression' needs a baseline to "
-		       "compare with (baseline: deployed or approved)");
+		mlp_pl_report(c, max_regression_key->pos,
+		              "'max_regression' needs a baseline to "
+		              "compare with (baseline: deployed or approved)");
 }
 
 static void parse_rollout(struct ctx *c, size_t si, const struct pair *kp)
@@ -1885,17 +1671,17 @@ static void parse_rollout(struct ctx *c, size_t si, const struct pair *kp)
 		}
 	}
 	if (r->deployment == NULL)
-		report(c, kp->key->pos,
-		       "missing 'deployment' in rollout (the Deployment to "
-		       "update)");
+		mlp_pl_report(c, kp->key->pos,
+		              "missing 'deployment' in rollout (the Deployment to "
+		              "update)");
 	if (r->container == NULL)
-		report(c, kp->key->pos,
-		       "missing 'container' in rollout (the container to "
-		       "update)");
+		mlp_pl_report(c, kp->key->pos,
+		              "missing 'container' in rollout (the container to "
+		              "update)");
 	if (r->image == NULL && !has_env)
-		report(c, kp->key->pos,
-		       "rollout needs 'image' or 'env' (what to change in the "
-		       "container)");
+		mlp_pl_report(c, kp->key->pos,
+		              "rollout needs 'image' or 'env' (what to change in the "
+		              "container)");
 }
 
 static const char *const kind_keys[] = {"run", "train", "gate", "rollout"};
@@ -1948,17 +1734,17 @@ static void parse_stage(struct ctx *c, size_t si)
 	char *where;
 
 	if (is_null(v)) {
-		report(c, st->pos,
-		       "stage '%s' has no kind: give it one of run, train, gate, "
-		       "rollout",
-		       st->name);
+		mlp_pl_report(c, st->pos,
+		              "stage '%s' has no kind: give it one of run, train, gate, "
+		              "rollout",
+		              st->name);
 		return;
 	}
 	if (v->type != NODE_MAP) {
 		char *d = describe(v);
 
-		report(c, v->pos, "stage '%s' must be a mapping (run, needs ...), not %s", st->name,
-		       d);
+		mlp_pl_report(c, v->pos, "stage '%s' must be a mapping (run, needs ...), not %s",
+		              st->name, d);
 		free(d);
 		return;
 	}
@@ -1970,10 +1756,10 @@ static void parse_stage(struct ctx *c, size_t si)
 		if (!pair_usable(pr) || (kind = kind_of_key(pr->key->value)) < 0)
 			continue;
 		if (kind_pair != NULL) {
-			report(c, pr->key->pos,
-			       "stage '%s' has two kinds ('%s' and '%s'): give "
-			       "it only one",
-			       st->name, kind_pair->key->value, pr->key->value);
+			mlp_pl_report(c, pr->key->pos,
+			              "stage '%s' has two kinds ('%s' and '%s'): give "
+			              "it only one",
+			              st->name, kind_pair->key->value, pr->key->value);
 			continue;
 		}
 		kind_pair = pr;
@@ -1982,10 +1768,10 @@ static void parse_stage(struct ctx *c, size_t si)
 		x->has_kind = true;
 	}
 	if (kind_pair == NULL)
-		report(c, st->pos,
-		       "stage '%s' has no kind: give it one of run, train, gate, "
-		       "rollout",
-		       st->name);
+		mlp_pl_report(c, st->pos,
+		              "stage '%s' has no kind: give it one of run, train, gate, "
+		              "rollout",
+		              st->name);
 	where = xasprintf(" in stage '%s'", st->name);
 	for (size_t i = 0; i < v->npairs; i++) {
 		const struct pair *pr = &v->pairs[i];
@@ -2035,10 +1821,10 @@ static void parse_stage(struct ctx *c, size_t si)
 			get_name(c, k, val, &st->workdir);
 		} else if (strcmp(k, "model") == 0) {
 			if (x->has_kind && st->kind != MLP_STAGE_RUN && st->kind != MLP_STAGE_TRAIN)
-				report(c, pr->key->pos,
-				       "'model' belongs on run and train stages, and "
-				       "'%s' is a %s stage",
-				       st->name, mlp_stage_kind_name(st->kind));
+				mlp_pl_report(c, pr->key->pos,
+				              "'model' belongs on run and train stages, and "
+				              "'%s' is a %s stage",
+				              st->name, mlp_stage_kind_name(st->kind));
 			else
 				parse_model(c, si, pr);
 		} else {
@@ -2061,7 +1847,8 @@ static void parse_stages(struct ctx *c, const struct pair *kp)
 		if (pair_usable(&v->pairs[i]))
 			n++;
 	if (n == 0) {
-		report(c, kp->key->pos, "'stages' is empty: a pipeline needs at least one stage");
+		mlp_pl_report(c, kp->key->pos,
+		              "'stages' is empty: a pipeline needs at least one stage");
 		return;
 	}
 	p->stages = xcalloc(n, sizeof(*p->stages));
@@ -2082,10 +1869,10 @@ static void parse_stages(struct ctx *c, const struct pair *kp)
 		st->cond = MLP_IF_SUCCESS;
 		retry_defaults(&st->retry, 0);
 		if (!stage_name_valid(st->name))
-			report(c, st->pos,
-			       "stage name '%s' is not valid (use letters, digits, '_' "
-			       "and '-', starting with a letter or '_')",
-			       st->name);
+			mlp_pl_report(c, st->pos,
+			              "stage name '%s' is not valid (use letters, digits, '_' "
+			              "and '-', starting with a letter or '_')",
+			              st->name);
 	}
 	for (size_t i = 0; i < p->nstages; i++)
 		parse_stage(c, i);
@@ -2133,28 +1920,29 @@ static void resolve_needs(struct ctx *c)
 				near = mlp_suggest(st->needs[j], names, p->nstages);
 				names[i] = st->name;
 				if (near)
-					report(c, st->needs_pos[j],
-					       "stage '%s' needs '%s', which does not "
-					       "exist (did you mean '%s'?)",
-					       st->name, st->needs[j], near);
+					mlp_pl_report(c, st->needs_pos[j],
+					              "stage '%s' needs '%s', which does not "
+					              "exist (did you mean '%s'?)",
+					              st->name, st->needs[j], near);
 				else
-					report(c, st->needs_pos[j],
-					       "stage '%s' needs '%s', which does not "
-					       "exist",
-					       st->name, st->needs[j]);
+					mlp_pl_report(c, st->needs_pos[j],
+					              "stage '%s' needs '%s', which does not "
+					              "exist",
+					              st->name, st->needs[j]);
 				continue;
 			}
 			if ((size_t)k == i) {
-				report(c, st->needs_pos[j], "stage '%s' needs itself", st->name);
+				mlp_pl_report(c, st->needs_pos[j], "stage '%s' needs itself",
+				              st->name);
 				continue;
 			}
 			for (size_t m = 0; m < j; m++) {
 				if (st->need_index[m] == (size_t)k) {
-					report(c, st->needs_pos[j],
-					       "stage '%s' needs '%s' twice (first at "
-					       "%d:%d)",
-					       st->name, st->needs[j], st->needs_pos[m].line,
-					       st->needs_pos[m].col);
+					mlp_pl_report(c, st->needs_pos[j],
+					              "stage '%s' needs '%s' twice (first at "
+					              "%d:%d)",
+					              st->name, st->needs[j], st->needs_pos[m].line,
+					              st->needs_pos[m].col);
 					k = -1;
 					break;
 				}
@@ -2351,7 +2139,7 @@ static void report_cycles(struct ctx *c)
 		while (len > 0)
 			mlp_buf_printf(&msg, " -> %s", p->stages[stack[--len]].name);
 		mlp_buf_printf(&msg, " -> %s", p->stages[s].name);
-		report(c, p->stages[s].pos, "%s", mlp_buf_str(&msg));
+		mlp_pl_report(c, p->stages[s].pos, "%s", mlp_buf_str(&msg));
 		mlp_buf_free(&msg);
 		for (size_t i = 0; i < tail; i++)
 			parent[queue[i]] = SIZE_MAX;
@@ -2425,8 +2213,8 @@ static struct mlp_pos literal_value_pos(const struct ctx *c, const struct node *
 	if (fspaces < vspaces || off + fspaces - vspaces + len > c->len ||
 	    memcmp(c->text + off + fspaces - vspaces, n->value + start, len) != 0)
 		return n->pos;
-	return mkpos((int)line + 1,
-	             (int)(fspaces - vspaces) + 1 + (int)utf8_chars(n->value + start, len));
+	return mlp_pl_pos((int)line + 1, (int)(fspaces - vspaces) + 1 +
+	                                         (int)mlp_pl_utf8_chars(n->value + start, len));
 }
 
 /* Where in the file the byte at offset lies within a scalar's value: the
@@ -2447,12 +2235,13 @@ static struct mlp_pos value_pos(const struct ctx *c, const struct node *n, size_
 		quote = 1;
 	else
 		return n->pos;
-	b = offset_of_mark(c, n->sline, n->scol);
-	e = offset_of_mark(c, n->eline, n->ecol);
+	b = mlp_pl_offset_of_mark(c, n->sline, n->scol);
+	e = mlp_pl_offset_of_mark(c, n->eline, n->ecol);
 	if (e < b + 2 * quote || e - b - 2 * quote != n->len ||
 	    memcmp(c->text + b + quote, n->value, n->len) != 0)
 		return n->pos;
-	return mkpos(n->pos.line, n->pos.col + (int)quote + (int)utf8_chars(n->value, offset));
+	return mlp_pl_pos(n->pos.line,
+	                  n->pos.col + (int)quote + (int)mlp_pl_utf8_chars(n->value, offset));
 }
 
 struct expr_check {
@@ -2473,10 +2262,10 @@ static int check_ref(const struct mlp_expr_ref *ref, void *payload)
 	if (ref->kind != MLP_EXPR_OUTPUT && ref->kind != MLP_EXPR_METRIC)
 		return 0;
 	if (ec->stage == SIZE_MAX) {
-		report(c, pos,
-		       "the pipeline's env may use only env and run.id in expressions "
-		       "(stage %s exist only within stages)",
-		       what);
+		mlp_pl_report(c, pos,
+		              "the pipeline's env may use only env and run.id in expressions "
+		              "(stage %s exist only within stages)",
+		              what);
 		return 0;
 	}
 	k = find_stage(c, ref->stage);
@@ -2485,19 +2274,20 @@ static int check_ref(const struct mlp_expr_ref *ref, void *payload)
 		const char *near = mlp_suggest(ref->stage, names, p->nstages);
 
 		if (near)
-			report(c, pos, "unknown stage '%s' in expression (did you mean '%s'?)",
-			       ref->stage, near);
+			mlp_pl_report(c, pos,
+			              "unknown stage '%s' in expression (did you mean '%s'?)",
+			              ref->stage, near);
 		else
-			report(c, pos, "unknown stage '%s' in expression", ref->stage);
+			mlp_pl_report(c, pos, "unknown stage '%s' in expression", ref->stage);
 		free(names);
 	} else if ((size_t)k == ec->stage) {
-		report(c, pos, "stage '%s' uses its own %s (they exist only after it ends)",
-		       ref->stage, what);
+		mlp_pl_report(c, pos, "stage '%s' uses its own %s (they exist only after it ends)",
+		              ref->stage, what);
 	} else if (!mlp_pipeline_depends_on(p, ec->stage, (size_t)k)) {
-		report(c, pos,
-		       "stage '%s' uses %s of '%s' but does not need it (add it to "
-		       "needs)",
-		       p->stages[ec->stage].name, what, ref->stage);
+		mlp_pl_report(c, pos,
+		              "stage '%s' uses %s of '%s' but does not need it (add it to "
+		              "needs)",
+		              p->stages[ec->stage].name, what, ref->stage);
 	}
 	return 0;
 }
@@ -2506,7 +2296,7 @@ static void report_shell(size_t offset, const char *message, void *payload)
 {
 	struct expr_check *ec = payload;
 
-	report(ec->c, value_pos(ec->c, ec->node, offset), "%s", message);
+	mlp_pl_report(ec->c, value_pos(ec->c, ec->node, offset), "%s", message);
 }
 
 static void check_expressions(struct ctx *c)
@@ -2516,7 +2306,7 @@ static void check_expressions(struct ctx *c)
 		size_t err_offset = 0;
 
 		if (mlp_expr_scan(ec.node->value, &err_offset, check_ref, &ec) != 0)
-			report(c, value_pos(c, ec.node, err_offset), "%s", mlp_error_last());
+			mlp_pl_report(c, value_pos(c, ec.node, err_offset), "%s", mlp_error_last());
 		else if (c->exprs[i].shell)
 			mlp_expr_check_shell(ec.node->value, report_shell, &ec);
 	}
@@ -2540,10 +2330,11 @@ static void check_metrics_from(struct ctx *c)
 				st->gate.metrics_from = xstrdup(st->needs[0]);
 				continue;
 			}
-			report(c, x->gate_key->pos,
-			       "missing 'metrics_from' in gate (the stage "
-			       "whose metrics it judges; needed unless the stage needs exactly "
-			       "one)");
+			mlp_pl_report(
+			        c, x->gate_key->pos,
+			        "missing 'metrics_from' in gate (the stage "
+			        "whose metrics it judges; needed unless the stage needs exactly "
+			        "one)");
 			continue;
 		}
 		k = find_stage(c, st->gate.metrics_from);
@@ -2552,21 +2343,22 @@ static void check_metrics_from(struct ctx *c)
 			const char *near = mlp_suggest(st->gate.metrics_from, names, p->nstages);
 
 			if (near)
-				report(c, x->metrics_from->pos,
-				       "metrics_from '%s' is not a stage this "
-				       "one needs (there is no stage '%s'; did you mean '%s'?)",
-				       st->gate.metrics_from, st->gate.metrics_from, near);
+				mlp_pl_report(
+				        c, x->metrics_from->pos,
+				        "metrics_from '%s' is not a stage this "
+				        "one needs (there is no stage '%s'; did you mean '%s'?)",
+				        st->gate.metrics_from, st->gate.metrics_from, near);
 			else
-				report(c, x->metrics_from->pos,
-				       "metrics_from '%s' is not a stage this "
-				       "one needs (there is no stage '%s')",
-				       st->gate.metrics_from, st->gate.metrics_from);
+				mlp_pl_report(c, x->metrics_from->pos,
+				              "metrics_from '%s' is not a stage this "
+				              "one needs (there is no stage '%s')",
+				              st->gate.metrics_from, st->gate.metrics_from);
 			free(names);
 		} else if (!mlp_pipeline_depends_on(p, i, (size_t)k)) {
-			report(c, x->metrics_from->pos,
-			       "metrics_from '%s' is not a stage this one "
-			       "needs",
-			       st->gate.metrics_from);
+			mlp_pl_report(c, x->metrics_from->pos,
+			              "metrics_from '%s' is not a stage this one "
+			              "needs",
+			              st->gate.metrics_from);
 		}
 	}
 }
@@ -2586,13 +2378,13 @@ static void check_duplicates(struct ctx *c)
 			if (pr->key->type != NODE_SCALAR) {
 				char *d = describe(pr->key);
 
-				report(c, pr->key->pos, "keys must be strings, not %s", d);
+				mlp_pl_report(c, pr->key->pos, "keys must be strings, not %s", d);
 				free(d);
 			} else if (pr->dup_of != NULL) {
-				report(c, pr->key->pos,
-				       "duplicate %s '%s' (first defined at %d:%d)",
-				       n == c->stages_map ? "stage" : "key", pr->key->value,
-				       pr->dup_of->pos.line, pr->dup_of->pos.col);
+				mlp_pl_report(c, pr->key->pos,
+				              "duplicate %s '%s' (first defined at %d:%d)",
+				              n == c->stages_map ? "stage" : "key", pr->key->value,
+				              pr->dup_of->pos.line, pr->dup_of->pos.col);
 			}
 		}
 	}
@@ -2631,14 +2423,16 @@ static bool check_bytes(struct ctx *c)
 		unsigned char b = s[i];
 
 		if ((b < 0x20 && b != '\t' && b != '\n' && b != '\r') || b == 0x7f) {
-			report(c, pos_of_offset(c, i), "binary data in pipeline file");
+			mlp_pl_report(c, mlp_pl_pos_of_offset(c, i),
+			              "binary data in pipeline file");
 			return false;
 		}
 		if (b >= 0x80 && !utf8_ok) {
-			size_t w = utf8_width(b);
+			size_t w = mlp_pl_utf8_width(b);
 
 			if (w == 1 || i + w > c->len || !mlp_utf8_valid(c->text + i, w)) {
-				report(c, pos_of_offset(c, i), "invalid UTF-8 byte 0x%02x", b);
+				mlp_pl_report(c, mlp_pl_pos_of_offset(c, i),
+				              "invalid UTF-8 byte 0x%02x", b);
 				return false;
 			}
 			i += w - 1;
@@ -2712,16 +2506,17 @@ static void parse_top(struct ctx *c, const struct node *root)
 		} else if (strncmp(k, "x-", 2) == 0) {
 			/* Extension keys: room for anchors, as in docker compose. */
 		} else if (strcmp(k, "concurrency") == 0) {
-			report(c, pr->key->pos,
-			       "unknown key 'concurrency' (it belongs in a "
-			       "schedule entry: on.schedule[].concurrency)");
+			mlp_pl_report(c, pr->key->pos,
+			              "unknown key 'concurrency' (it belongs in a "
+			              "schedule entry: on.schedule[].concurrency)");
 		} else {
 			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), "");
 		}
 	}
 	/* Stages last: they inherit from defaults wherever those are written. */
 	if (stages == NULL) {
-		report(c, root->pos, "missing 'stages' (a mapping of stage names to stages)");
+		mlp_pl_report(c, root->pos,
+		              "missing 'stages' (a mapping of stage names to stages)");
 		return;
 	}
 	parse_stages(c, stages);
@@ -2760,11 +2555,12 @@ int mlp_pipeline_parse(struct mlp_pipeline **out, struct mlp_diags *diags, const
 	c.len = len;
 	c.diags = diags;
 	c.p = p;
-	index_lines(&c);
+	mlp_pl_index_lines(&c);
 
 	if (len > MLP_PIPELINE_MAX_BYTES) {
-		report(&c, mkpos(1, 1), "file is too large (%zu bytes; the limit is %d)", len,
-		       MLP_PIPELINE_MAX_BYTES);
+		mlp_pl_report(&c, mlp_pl_pos(1, 1),
+		              "file is too large (%zu bytes; the limit is %d)", len,
+		              MLP_PIPELINE_MAX_BYTES);
 		goto done;
 	}
 	if (!check_bytes(&c))
@@ -2772,13 +2568,13 @@ int mlp_pipeline_parse(struct mlp_pipeline **out, struct mlp_diags *diags, const
 	if (build_tree(&c, &root) != 0)
 		goto done;
 	if (is_null(root)) {
-		report(&c, mkpos(1, 1), "empty pipeline file");
+		mlp_pl_report(&c, mlp_pl_pos(1, 1), "empty pipeline file");
 		goto done;
 	}
 	if (root->type != NODE_MAP) {
-		report(&c, root->pos,
-		       "a pipeline file must be a mapping of keys (name, on, env, "
-		       "stages ...)");
+		mlp_pl_report(&c, root->pos,
+		              "a pipeline file must be a mapping of keys (name, on, env, "
+		              "stages ...)");
 		goto done;
 	}
 	parse_top(&c, root);
@@ -2795,8 +2591,8 @@ done:
 	free(c.exprs);
 	if (diags->len > before) {
 		/* Only ours: the caller may collect the problems of several files. */
-		diags_sort_from(diags, before);
-		diags_dedup_from(diags, before);
+		mlp_pl_diags_sort_from(diags, before);
+		mlp_pl_diags_dedup_from(diags, before);
 		mlp_pipeline_free(p);
 		return MLP_EINVAL;
 	}
@@ -2813,7 +2609,7 @@ int mlp_pipeline_load(struct mlp_pipeline **out, struct mlp_diags *diags, const 
 
 	*out = NULL;
 	if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > MLP_PIPELINE_MAX_BYTES) {
-		mlp_diags_add(diags, path, mkpos(1, 1),
+		mlp_diags_add(diags, path, mlp_pl_pos(1, 1),
 		              "file is too large (%lld bytes; the "
 		              "limit is %d)",
 		              (long long)st.st_size, MLP_PIPELINE_MAX_BYTES);
@@ -2822,7 +2618,7 @@ int mlp_pipeline_load(struct mlp_pipeline **out, struct mlp_diags *diags, const 
 	rc = mlp_read_file(&text, &len, path, MLP_PIPELINE_MAX_BYTES);
 	if (rc == MLP_EINVAL && stat(path, &st) == 0 && !S_ISDIR(st.st_mode)) {
 		/* It grew, or it is a pipe: too large all the same. */
-		mlp_diags_add(diags, path, mkpos(1, 1),
+		mlp_diags_add(diags, path, mlp_pl_pos(1, 1),
 		              "file is too large (more than %d "
 		              "bytes; the limit is %d)",
 		              MLP_PIPELINE_MAX_BYTES, MLP_PIPELINE_MAX_BYTES);
@@ -2999,7 +2795,7 @@ int mlp_yaml_to_json(struct mlp_json **out, const char *path, const char *text, 
 	c.text = text;
 	c.len = len;
 	c.diags = &diags;
-	index_lines(&c);
+	mlp_pl_index_lines(&c);
 	if (!check_bytes(&c) || build_tree(&c, &root) != 0) {
 		if (diags.len)
 			mlp_error_set("%s:%d:%d: %s", path, diags.items[0].pos.line,
