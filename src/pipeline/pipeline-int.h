@@ -129,4 +129,28 @@ struct mlp_pos mlp_pl_pos_of_offset(const struct ctx *c, size_t offset);
 /* The byte offset of one of libyaml's 0-based (line, column) marks. */
 size_t mlp_pl_offset_of_mark(const struct ctx *c, size_t line, size_t col);
 
+/* yamltree.c: the YAML tree */
+
+bool mlp_pl_strtab_get(const struct strtab *t, const char *key, size_t *val);
+/* Adds or replaces key (borrowed: it must outlive the table). */
+void mlp_pl_strtab_put(struct strtab *t, const char *key, size_t val);
+void mlp_pl_strtab_free(struct strtab *t);
+/*
+ * Checks c->text's bytes, then parses it into a tree (c->lines must be
+ * indexed).  Returns 0 with *root (NULL for a stream with no document), or
+ * -1 after reporting the one problem that stopped it.
+ */
+int mlp_pl_tree_read(struct ctx *c, struct node **root);
+/* Frees every node of c's tree and its anchors. */
+void mlp_pl_tree_free(struct ctx *c);
+
+/* Scalars: YAML 1.2 core schema */
+
+/* Null: no node, or a plain empty value, ~, null, Null or NULL. */
+bool mlp_pl_is_null(const struct node *n);
+/* true/True/TRUE and false/False/FALSE. */
+bool mlp_pl_bool_word(const char *s, bool *out);
+/* An integer or decimal number, with an optional exponent. */
+bool mlp_pl_number_syntax(const char *s);
+
 #endif

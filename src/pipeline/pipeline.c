@@ -37,16 +37,7 @@
 #include "pipeline/expr.h"
 #include "pipeline/pipeline-int.h"
 #include "pipeline/pipeline.h"
-#include "base/json.h"
-#include "pipeline/yamltree.h"
 #include "base/util.h"
-
-/* Collections may nest this deep; deeper is refused, not recursed into. */
-#define MAX_DEPTH 64
-/* Nodes that aliases may add to the document in all ("billion laughs"). */
-#define MAX_EXPANSIONS 100000
-/* Subtree sizes saturate here so that they cannot overflow. */
-#define SIZE_CAP ((size_t)1 << 30)
 
 const char *mlp_stage_kind_name(enum mlp_stage_kind kind)
 {
@@ -64,407 +55,10 @@ const char *mlp_stage_kind_name(enum mlp_stage_kind kind)
 }
 
 /* ------------------------------------------------------------------ */
-/* A string -> index hash table (anchors, keys of one mapping)         */
-/* ------------------------------------------------------------------ */
-
-static size_t str_hash(const char *s)
-{
-	size_t h = 14695981039346656037ULL;
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-	return h;
-}
-
-static bool strtab_get(const struct strtab *t, const char *key, size_t *val)
-{
-	if (t->cap == 0)
-		return false;
-	for (size_t i = str_hash(key) & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
-		if (t->keys[i] == NULL)
-			return false;
-		if (strcmp(t->keys[i], key) == 0) {
-			*val = t->vals[i];
-			return true;
-		}
-	}
-}
-
-static void strtab_put(struct strtab *t, const char *key, size_t val)
-{
-	size_t i;
-
-	if ((t->len + 1) * 2 > t->cap) {
-		struct strtab bigger = {0};
-
-		bigger.cap = t->cap ? t->cap * 2 : 16;
-		bigger.keys = xcalloc(bigger.cap, sizeof(*bigger.keys));
-		bigger.vals = xcalloc(bigger.cap, sizeof(*bigger.vals));
-		for (size_t j = 0; j < t->cap; j++)
-			if (t->keys[j] != NULL)
-				strtab_put(&bigger, t->keys[j], t->vals[j]);
-		free(t->keys);
-		free(t->vals);
-		*t = bigger;
-	}
-	for (i = str_hash(key) & (t->cap - 1); t->keys[i] != NULL; i = (i + 1) & (t->cap - 1)) {
-		if (strcmp(t->keys[i], key) == 0) {
-			t->vals[i] = val;
-			return;
-		}
-	}
-	t->keys[i] = key;
-	t->vals[i] = val;
-	t->len++;
-}
-
-static void strtab_free(struct strtab *t)
-{
-	free(t->keys);
-	free(t->vals);
-	memset(t, 0, sizeof(*t));
-}
-
-/* ------------------------------------------------------------------ */
-/* The YAML tree                                                       */
-/* ------------------------------------------------------------------ */
-
-static struct node *node_new(struct ctx *c, enum node_type type, const yaml_event_t *ev)
-{
-	struct node *n = xcalloc(1, sizeof(*n));
-
-	n->type = type;
-	n->sline = ev->start_mark.line;
-	n->scol = ev->start_mark.column;
-	n->eline = ev->end_mark.line;
-	n->ecol = ev->end_mark.column;
-	n->pos = mlp_pl_pos((int)n->sline + 1, (int)n->scol + 1);
-	n->size = 1;
-	n->next = c->nodes;
-	c->nodes = n;
-	return n;
-}
-
-static void nodes_free(struct node *n)
-{
-	while (n != NULL) {
-		struct node *next = n->next;
-
-		free(n->value);
-		free(n->items);
-		free(n->pairs);
-		free(n->anchor);
-		free(n);
-		n = next;
-	}
-}
-
-static size_t size_add(size_t a, size_t b)
-{
-	return a + b > SIZE_CAP ? SIZE_CAP : a + b;
-}
-
-static bool is_merge_key(const struct node *key)
-{
-	return key->type == NODE_SCALAR && key->plain && strcmp(key->value, "<<") == 0;
-}
-
-static void anchor_register(struct ctx *c, struct node *n)
-{
-	xgrow((void **)&c->anchors, &c->canchors, c->nanchors + 1, sizeof(*c->anchors));
-	c->anchors[c->nanchors] = n;
-	strtab_put(&c->anchor_index, n->anchor, c->nanchors);
-	c->nanchors++;
-}
-
-static void pairs_push(struct pair **pairs, size_t *n, size_t *cap, struct pair pr)
-{
-	xgrow((void **)pairs, cap, *n + 1, sizeof(**pairs));
-	(*pairs)[(*n)++] = pr;
-}
-
-/* Merges one source mapping into out (keys already present win). */
-static void merge_from(struct pair **out, size_t *nout, size_t *cout, struct strtab *seen,
-                       const struct node *src)
-{
-	for (size_t i = 0; i < src->npairs; i++) {
-		const struct pair *sp = &src->pairs[i];
-		struct pair pr = {sp->key, sp->value, NULL, true};
-		size_t ignored;
-
-		if (sp->dup_of != NULL || sp->key->type != NODE_SCALAR ||
-		    strtab_get(seen, sp->key->value, &ignored))
-			continue;
-		strtab_put(seen, sp->key->value, SIZE_MAX);
-		pairs_push(out, nout, cout, pr);
-	}
-}
-
-/*
- * A mapping is complete: marks duplicate keys, then replaces each "<<"
- * entry by the entries of the mapping(s) it names that the mapping does
- * not define itself (YAML's merge key: explicit keys win, and of several
- * merged mappings the first wins).
- */
-static void map_finish(struct ctx *c, struct node *m)
-{
-	struct strtab seen = {0};
-	struct pair *out = NULL;
-	size_t nout = 0, cout = 0;
-	bool has_merge = false;
-
-	for (size_t i = 0; i < m->npairs; i++) {
-		struct pair *pr = &m->pairs[i];
-		size_t first;
-
-		if (is_merge_key(pr->key)) {
-			has_merge = true;
-			continue;
-		}
-		if (pr->key->type != NODE_SCALAR)
-			continue;
-		if (strtab_get(&seen, pr->key->value, &first))
-			pr->dup_of = m->pairs[first].key;
-		else
-			strtab_put(&seen, pr->key->value, i);
-	}
-	if (has_merge) {
-		for (size_t i = 0; i < m->npairs; i++) {
-			struct pair *pr = &m->pairs[i];
-			const struct node *v = pr->value;
-
-			if (!is_merge_key(pr->key)) {
-				pairs_push(&out, &nout, &cout, *pr);
-				continue;
-			}
-			if (v->type == NODE_MAP) {
-				merge_from(&out, &nout, &cout, &seen, v);
-			} else if (v->type == NODE_SEQ) {
-				for (size_t j = 0; j < v->nitems; j++) {
-					if (v->items[j]->type == NODE_MAP)
-						merge_from(&out, &nout, &cout, &seen, v->items[j]);
-					else
-						mlp_pl_report(c, v->items[j]->pos,
-						              "'<<' merges mappings only, "
-						              "as in '<<: [*a, *b]'");
-				}
-			} else {
-				mlp_pl_report(c, v->pos,
-				              "'<<' needs a mapping or a list of mappings, as "
-				              "in '<<: *base'");
-			}
-		}
-		free(m->pairs);
-		m->pairs = out;
-		m->npairs = nout;
-		m->cpairs = cout;
-	}
-	strtab_free(&seen);
-	for (size_t i = 0; i < m->npairs; i++)
-		m->size =
-		        size_add(m->size, size_add(m->pairs[i].key->size, m->pairs[i].value->size));
-}
-
-static void syntax_error(struct ctx *c, const yaml_parser_t *parser)
-{
-	struct mlp_pos pos;
-	const char *problem = parser->problem ? parser->problem : "YAML syntax error";
-
-	if (parser->error == YAML_READER_ERROR)
-		pos = mlp_pl_pos_of_offset(c, parser->problem_offset);
-	else
-		pos = mlp_pl_pos((int)parser->problem_mark.line + 1,
-		                 (int)parser->problem_mark.column + 1);
-	if (parser->error == YAML_SCANNER_ERROR) {
-		size_t line = parser->problem_mark.line;
-		size_t off = mlp_pl_offset_of_mark(c, line, parser->problem_mark.column);
-
-		if (line < c->nlines && off < c->len && c->text[off] == '\t') {
-			size_t i = c->lines[line];
-
-			while (i < off && (c->text[i] == ' ' || c->text[i] == '\t'))
-				i++;
-			if (i == off) {
-				mlp_pl_report(c, pos,
-				              "tab character used for indentation (YAML allows "
-				              "spaces only)");
-				return;
-			}
-		}
-	}
-	if (parser->context != NULL && parser->error != YAML_READER_ERROR &&
-	    strcmp(parser->context, "while scanning for the next token") != 0)
-		mlp_pl_report(c, pos, "%s (%s that starts at %zu:%zu)", problem, parser->context,
-		              parser->context_mark.line + 1, parser->context_mark.column + 1);
-	else
-		mlp_pl_report(c, pos, "%s", problem);
-}
-
-static void scalar_init(struct node *n, const yaml_event_t *ev)
-{
-	const char *tag = (const char *)ev->data.scalar.tag;
-
-	n->value = xstrndup((const char *)ev->data.scalar.value, ev->data.scalar.length);
-	n->len = ev->data.scalar.length;
-	n->style = ev->data.scalar.style;
-	n->plain = n->style == YAML_PLAIN_SCALAR_STYLE && tag == NULL;
-	if (tag != NULL && (strcmp(tag, YAML_INT_TAG) == 0 || strcmp(tag, YAML_FLOAT_TAG) == 0 ||
-	                    strcmp(tag, YAML_BOOL_TAG) == 0 || strcmp(tag, YAML_NULL_TAG) == 0))
-		n->plain = true;
-}
-
-/*
- * Runs libyaml over the text and builds the tree.  Returns 0 with *root
- * (NULL for a stream with no document), or -1 after reporting the one
- * problem that stopped it.
- */
-static int build_tree(struct ctx *c, struct node **root)
-{
-	yaml_parser_t parser;
-	yaml_event_t ev;
-	struct node *stack[MAX_DEPTH];
-	struct node *pending_key[MAX_DEPTH];
-	size_t depth = 0;
-	int docs = 0, rc = 0;
-	bool done = false;
-
-	*root = NULL;
-	if (!yaml_parser_initialize(&parser)) {
-		mlp_pl_report(c, mlp_pl_pos(1, 1), "cannot start the YAML parser");
-		return -1;
-	}
-	yaml_parser_set_input_string(&parser, (const unsigned char *)c->text, c->len);
-	while (!done && rc == 0) {
-		struct node *n = NULL;
-		bool push = false;
-
-		if (!yaml_parser_parse(&parser, &ev)) {
-			syntax_error(c, &parser);
-			rc = -1;
-			break;
-		}
-		switch (ev.type) {
-		case YAML_STREAM_END_EVENT:
-			done = true;
-			break;
-		case YAML_DOCUMENT_START_EVENT:
-			if (docs++ > 0) {
-				mlp_pl_report(c,
-				              mlp_pl_pos((int)ev.start_mark.line + 1,
-				                         (int)ev.start_mark.column + 1),
-				              "a second YAML document (a pipeline file holds one)");
-				rc = -1;
-			}
-			break;
-		case YAML_ALIAS_EVENT: {
-			const char *name = (const char *)ev.data.alias.anchor;
-			size_t idx;
-
-			if (!strtab_get(&c->anchor_index, name, &idx)) {
-				mlp_pl_report(c,
-				              mlp_pl_pos((int)ev.start_mark.line + 1,
-				                         (int)ev.start_mark.column + 1),
-				              "unknown anchor '%s' (an alias '*%s' needs an '&%s' "
-				              "before it)",
-				              name, name, name);
-				rc = -1;
-				break;
-			}
-			n = c->anchors[idx];
-			c->expansions += n->size;
-			if (c->expansions > MAX_EXPANSIONS) {
-				mlp_pl_report(c,
-				              mlp_pl_pos((int)ev.start_mark.line + 1,
-				                         (int)ev.start_mark.column + 1),
-				              "too many alias expansions (more than %d nodes)",
-				              MAX_EXPANSIONS);
-				rc = -1;
-				n = NULL;
-			}
-			break;
-		}
-		case YAML_SCALAR_EVENT:
-			n = node_new(c, NODE_SCALAR, &ev);
-			scalar_init(n, &ev);
-			if (ev.data.scalar.anchor != NULL) {
-				n->anchor = xstrdup((const char *)ev.data.scalar.anchor);
-				anchor_register(c, n);
-			}
-			break;
-		case YAML_SEQUENCE_START_EVENT:
-		case YAML_MAPPING_START_EVENT: {
-			const yaml_char_t *anchor = ev.type == YAML_SEQUENCE_START_EVENT
-			                                    ? ev.data.sequence_start.anchor
-			                                    : ev.data.mapping_start.anchor;
-
-			if (depth == MAX_DEPTH) {
-				mlp_pl_report(c,
-				              mlp_pl_pos((int)ev.start_mark.line + 1,
-				                         (int)ev.start_mark.column + 1),
-				              "nesting too deep (more than %d levels)", MAX_DEPTH);
-				rc = -1;
-				break;
-			}
-			n = node_new(c, ev.type == YAML_SEQUENCE_START_EVENT ? NODE_SEQ : NODE_MAP,
-			             &ev);
-			if (anchor != NULL)
-				n->anchor = xstrdup((const char *)anchor);
-			push = true;
-			break;
-		}
-		case YAML_SEQUENCE_END_EVENT:
-		case YAML_MAPPING_END_EVENT: {
-			struct node *m = stack[--depth];
-
-			m->eline = ev.end_mark.line;
-			m->ecol = ev.end_mark.column;
-			if (m->type == NODE_MAP)
-				map_finish(c, m);
-			else
-				for (size_t i = 0; i < m->nitems; i++)
-					m->size = size_add(m->size, m->items[i]->size);
-			if (m->anchor != NULL)
-				anchor_register(c, m);
-			break;
-		}
-		default:
-			break;
-		}
-		if (n != NULL) {
-			if (depth == 0) {
-				*root = n;
-			} else if (stack[depth - 1]->type == NODE_SEQ) {
-				struct node *s = stack[depth - 1];
-
-				xgrow((void **)&s->items, &s->citems, s->nitems + 1,
-				      sizeof(*s->items));
-				s->items[s->nitems++] = n;
-			} else if (pending_key[depth - 1] == NULL) {
-				pending_key[depth - 1] = n;
-			} else {
-				struct node *m = stack[depth - 1];
-				struct pair pr = {pending_key[depth - 1], n, NULL, false};
-
-				pairs_push(&m->pairs, &m->npairs, &m->cpairs, pr);
-				pending_key[depth - 1] = NULL;
-			}
-			if (push) {
-				stack[depth] = n;
-				pending_key[depth] = NULL;
-				depth++;
-			}
-		}
-		yaml_event_delete(&ev);
-	}
-	yaml_parser_delete(&parser);
-	return rc;
-}
-
-/* ------------------------------------------------------------------ */
 /* Scalars: YAML 1.2 core schema resolution and messages               */
 /* ------------------------------------------------------------------ */
 
-static bool is_null(const struct node *n)
+bool mlp_pl_is_null(const struct node *n)
 {
 	return n == NULL ||
 	       (n->type == NODE_SCALAR && n->plain &&
@@ -472,7 +66,7 @@ static bool is_null(const struct node *n)
 	         strcmp(n->value, "Null") == 0 || strcmp(n->value, "NULL") == 0));
 }
 
-static bool bool_word(const char *s, bool *out)
+bool mlp_pl_bool_word(const char *s, bool *out)
 {
 	static const char *const trues[] = {"true", "True", "TRUE"};
 	static const char *const falses[] = {"false", "False", "FALSE"};
@@ -512,7 +106,7 @@ static bool int_syntax(const char *s)
 	return *s == '\0';
 }
 
-static bool number_syntax(const char *s)
+bool mlp_pl_number_syntax(const char *s)
 {
 	bool digits = false;
 
@@ -556,9 +150,9 @@ static char *describe(const struct node *n)
 		return xstrdup("a list");
 	if (n->plain && n->len == 0)
 		return xstrdup("an empty value");
-	if (is_null(n))
+	if (mlp_pl_is_null(n))
 		return xstrdup("null");
-	if (!n->plain && (number_syntax(n->value) || bool_word(n->value, &b)))
+	if (!n->plain && (mlp_pl_number_syntax(n->value) || mlp_pl_bool_word(n->value, &b)))
 		return xasprintf("the string \"%s\"", n->value);
 	len = strcspn(n->value, "\r\n");
 	cut = n->value[len] != '\0';
@@ -592,7 +186,7 @@ static void check_no_expr(struct ctx *c, const char *key, const struct node *v)
 /* Any non-null scalar, as text.  *out is replaced (freed first). */
 static bool get_string(struct ctx *c, const char *key, const struct node *v, char **out)
 {
-	if (v->type != NODE_SCALAR || is_null(v)) {
+	if (v->type != NODE_SCALAR || mlp_pl_is_null(v)) {
 		wrong_type(c, key, v, "a string");
 		return false;
 	}
@@ -651,7 +245,7 @@ static bool get_int32(struct ctx *c, const char *key, const struct node *v, int 
 
 static bool get_number(struct ctx *c, const char *key, const struct node *v, double *out)
 {
-	if (v->type != NODE_SCALAR || !v->plain || !number_syntax(v->value) ||
+	if (v->type != NODE_SCALAR || !v->plain || !mlp_pl_number_syntax(v->value) ||
 	    mlp_parse_double(out, v->value) != 0) {
 		wrong_type(c, key, v, "a number");
 		return false;
@@ -661,7 +255,7 @@ static bool get_number(struct ctx *c, const char *key, const struct node *v, dou
 
 static bool get_bool(struct ctx *c, const char *key, const struct node *v, bool *out)
 {
-	if (v->type == NODE_SCALAR && v->plain && bool_word(v->value, out))
+	if (v->type == NODE_SCALAR && v->plain && mlp_pl_bool_word(v->value, out))
 		return true;
 	if (v->type == NODE_SCALAR && v->plain && yaml11_bool_word(v->value))
 		mlp_pl_report(c, v->pos,
@@ -679,7 +273,7 @@ static bool get_duration(struct ctx *c, const char *key, const struct node *v, b
 {
 	int64_t ms;
 
-	if (v->type != NODE_SCALAR || is_null(v)) {
+	if (v->type != NODE_SCALAR || mlp_pl_is_null(v)) {
 		wrong_type(c, key, v, "a duration string such as '30m'");
 		return false;
 	}
@@ -701,7 +295,7 @@ static bool get_enum(struct ctx *c, const char *key, const struct node *v,
 {
 	struct mlp_buf list = {0};
 
-	if (v->type == NODE_SCALAR && !is_null(v)) {
+	if (v->type == NODE_SCALAR && !mlp_pl_is_null(v)) {
 		for (size_t i = 0; i < n; i++) {
 			if (strcmp(v->value, options[i]) == 0) {
 				*out = (int)i;
@@ -727,14 +321,14 @@ static bool get_string_list(struct ctx *c, const char *key, const struct node *v
 	if (v->type == NODE_SEQ) {
 		items = (const struct node *const *)v->items;
 		count = v->nitems;
-	} else if (v->type != NODE_SCALAR || is_null(v)) {
+	} else if (v->type != NODE_SCALAR || mlp_pl_is_null(v)) {
 		wrong_type(c, key, v, "a string or a list of strings");
 		return false;
 	}
 	for (size_t i = 0; i < count; i++) {
 		const struct node *item = items[i];
 
-		if (item->type != NODE_SCALAR || is_null(item)) {
+		if (item->type != NODE_SCALAR || mlp_pl_is_null(item)) {
 			char *d = describe(item);
 
 			mlp_pl_report(c, item->pos, "'%s' entries must be strings, not %s", key, d);
@@ -776,7 +370,7 @@ static void unknown_key(struct ctx *c, const struct node *key, const char *const
 static bool want_map(struct ctx *c, const char *key, const struct node *v, const char *what,
                      bool null_ok)
 {
-	if (v->type == NODE_MAP || (null_ok && is_null(v)))
+	if (v->type == NODE_MAP || (null_ok && mlp_pl_is_null(v)))
 		return true;
 	wrong_type(c, key, v, what);
 	return false;
@@ -821,7 +415,7 @@ static bool env_name_valid(const char *s)
 /* env: NAME: value (a scalar; numbers and booleans as written, null as ""). */
 static void parse_env(struct ctx *c, const struct node *v, struct mlp_kvlist *out, size_t stage)
 {
-	if (!want_map(c, "env", v, "a mapping of NAME: value", true) || is_null(v))
+	if (!want_map(c, "env", v, "a mapping of NAME: value", true) || mlp_pl_is_null(v))
 		return;
 	for (size_t i = 0; i < v->npairs; i++) {
 		const struct pair *pr = &v->pairs[i];
@@ -845,8 +439,8 @@ static void parse_env(struct ctx *c, const struct node *v, struct mlp_kvlist *ou
 			free(d);
 			continue;
 		}
-		mlp_kvlist_add(out, pr->key->value, is_null(pr->value) ? "" : pr->value->value,
-		               pr->value->pos);
+		mlp_kvlist_add(out, pr->key->value,
+		               mlp_pl_is_null(pr->value) ? "" : pr->value->value, pr->value->pos);
 		note_expr(c, stage, pr->value);
 	}
 }
@@ -1016,7 +610,7 @@ static void parse_defaults(struct ctx *c, const struct node *v)
 	struct mlp_pipeline *p = c->p;
 
 	if (!want_map(c, "defaults", v, "a mapping (timeout, kill_grace, retry)", true) ||
-	    is_null(v))
+	    mlp_pl_is_null(v))
 		return;
 	for (size_t i = 0; i < v->npairs; i++) {
 		const struct pair *pr = &v->pairs[i];
@@ -1051,7 +645,7 @@ static void unknown_trigger(struct ctx *c, const struct node *n)
 /* "on: push" and "on: [push]": a trigger named without settings. */
 static void trigger_word(struct ctx *c, const struct node *n)
 {
-	if (n->type != NODE_SCALAR || is_null(n)) {
+	if (n->type != NODE_SCALAR || mlp_pl_is_null(n)) {
 		wrong_type(c, "on", n, "a trigger name (push) or a mapping of triggers");
 		return;
 	}
@@ -1073,7 +667,7 @@ static void parse_push(struct ctx *c, const struct node *v)
 	p->on_push = true;
 	if (!want_map(c, "push", v, "empty (every branch) or a mapping with branches and tags",
 	              true) ||
-	    is_null(v))
+	    mlp_pl_is_null(v))
 		return;
 	for (size_t i = 0; i < v->npairs; i++) {
 		const struct pair *pr = &v->pairs[i];
@@ -1472,7 +1066,7 @@ static bool parse_comparison(const char *s, enum mlp_gate_op *op, double *value)
 	while (len > 0 && s[len - 1] == ' ')
 		len--;
 	num = xstrndup(s, len);
-	ok = number_syntax(num) && mlp_parse_double(value, num) == 0;
+	ok = mlp_pl_number_syntax(num) && mlp_parse_double(value, num) == 0;
 	free(num);
 	return ok;
 }
@@ -1512,7 +1106,7 @@ static void parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 			get_name(c, k, val, &g->metrics_from);
 		} else if (strcmp(k, "require") == 0) {
 			if (!want_map(c, k, val, "a mapping of metric: \">= VALUE\"", true) ||
-			    is_null(val))
+			    mlp_pl_is_null(val))
 				continue;
 			for (size_t j = 0; j < val->npairs; j++) {
 				const struct pair *rp = &val->pairs[j];
@@ -1551,7 +1145,7 @@ static void parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 			    val->value[val->len - 1] == '%') {
 				char *num = xstrndup(val->value, val->len - 1);
 
-				if (number_syntax(num) && mlp_parse_double(&d, num) == 0 &&
+				if (mlp_pl_number_syntax(num) && mlp_parse_double(&d, num) == 0 &&
 				    d >= 0) {
 					g->has_max_regression = true;
 					g->max_regression = d / 100;
@@ -1566,7 +1160,7 @@ static void parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 				}
 				free(num);
 			} else if (val->type == NODE_SCALAR && val->plain &&
-			           number_syntax(val->value) &&
+			           mlp_pl_number_syntax(val->value) &&
 			           mlp_parse_double(&d, val->value) == 0) {
 				if (d < 0) {
 					mlp_pl_report(c, val->pos,
@@ -1583,7 +1177,7 @@ static void parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 			}
 		} else if (strcmp(k, "directions") == 0) {
 			if (!want_map(c, k, val, "a mapping of metric: higher or lower", true) ||
-			    is_null(val))
+			    mlp_pl_is_null(val))
 				continue;
 			for (size_t j = 0; j < val->npairs; j++) {
 				const struct pair *dp = &val->pairs[j];
@@ -1699,7 +1293,7 @@ static void parse_if(struct ctx *c, struct mlp_stage *st, const struct node *v)
 	static const char *const conds[] = {"success()", "failure()", "always()"};
 	const char *s, *e;
 
-	if (v->type == NODE_SCALAR && !is_null(v)) {
+	if (v->type == NODE_SCALAR && !mlp_pl_is_null(v)) {
 		s = v->value;
 		e = s + v->len;
 		if (strncmp(s, "${{", 3) == 0 && e - s >= 5 && strcmp(e - 2, "}}") == 0) {
@@ -1733,7 +1327,7 @@ static void parse_stage(struct ctx *c, size_t si)
 	const struct pair *kind_pair = NULL;
 	char *where;
 
-	if (is_null(v)) {
+	if (mlp_pl_is_null(v)) {
 		mlp_pl_report(c, st->pos,
 		              "stage '%s' has no kind: give it one of run, train, gate, "
 		              "rollout",
@@ -1863,7 +1457,7 @@ static void parse_stages(struct ctx *c, const struct pair *kp)
 		c->extra[p->nstages].body = pr->value;
 		p->nstages++;
 		st->name = xstrdup(pr->key->value);
-		strtab_put(&c->stage_index, st->name, p->nstages - 1);
+		mlp_pl_strtab_put(&c->stage_index, st->name, p->nstages - 1);
 		st->pos = pr->key->pos;
 		st->kind_pos = pr->key->pos;
 		st->cond = MLP_IF_SUCCESS;
@@ -1887,7 +1481,7 @@ static ssize_t find_stage(const struct ctx *c, const char *name)
 {
 	size_t i;
 
-	return strtab_get(&c->stage_index, name, &i) ? (ssize_t)i : -1;
+	return mlp_pl_strtab_get(&c->stage_index, name, &i) ? (ssize_t)i : -1;
 }
 
 static const char **stage_names(const struct mlp_pipeline *p)
@@ -2410,37 +2004,6 @@ static void resolve_defaults(struct ctx *c)
 /* The top level                                                       */
 /* ------------------------------------------------------------------ */
 
-/*
- * Checks the raw bytes: no NUL or other control bytes (a binary file), and
- * valid UTF-8.  Reports the first problem and returns false.
- */
-static bool check_bytes(struct ctx *c)
-{
-	const unsigned char *s = (const unsigned char *)c->text;
-	bool utf8_ok = mlp_utf8_valid(c->text, c->len);
-
-	for (size_t i = 0; i < c->len; i++) {
-		unsigned char b = s[i];
-
-		if ((b < 0x20 && b != '\t' && b != '\n' && b != '\r') || b == 0x7f) {
-			mlp_pl_report(c, mlp_pl_pos_of_offset(c, i),
-			              "binary data in pipeline file");
-			return false;
-		}
-		if (b >= 0x80 && !utf8_ok) {
-			size_t w = mlp_pl_utf8_width(b);
-
-			if (w == 1 || i + w > c->len || !mlp_utf8_valid(c->text + i, w)) {
-				mlp_pl_report(c, mlp_pl_pos_of_offset(c, i),
-				              "invalid UTF-8 byte 0x%02x", b);
-				return false;
-			}
-			i += w - 1;
-		}
-	}
-	return true;
-}
-
 static char *default_name(const char *path)
 {
 	const char *base = strrchr(path, '/');
@@ -2491,7 +2054,7 @@ static void parse_top(struct ctx *c, const struct node *root)
 		if (strcmp(k, "name") == 0) {
 			get_name(c, k, v, &p->name);
 		} else if (strcmp(k, "on") == 0) {
-			if (v->type == NODE_MAP || v->type == NODE_SEQ || !is_null(v))
+			if (v->type == NODE_MAP || v->type == NODE_SEQ || !mlp_pl_is_null(v))
 				parse_on(c, v);
 			else
 				wrong_type(c, k, v, "a trigger (push) or a mapping of triggers");
@@ -2563,11 +2126,9 @@ int mlp_pipeline_parse(struct mlp_pipeline **out, struct mlp_diags *diags, const
 		              MLP_PIPELINE_MAX_BYTES);
 		goto done;
 	}
-	if (!check_bytes(&c))
+	if (mlp_pl_tree_read(&c, &root) != 0)
 		goto done;
-	if (build_tree(&c, &root) != 0)
-		goto done;
-	if (is_null(root)) {
+	if (mlp_pl_is_null(root)) {
 		mlp_pl_report(&c, mlp_pl_pos(1, 1), "empty pipeline file");
 		goto done;
 	}
@@ -2582,10 +2143,8 @@ int mlp_pipeline_parse(struct mlp_pipeline **out, struct mlp_diags *diags, const
 	if (p->name == NULL)
 		p->name = default_name(path);
 done:
-	nodes_free(c.nodes);
-	strtab_free(&c.anchor_index);
-	strtab_free(&c.stage_index);
-	free(c.anchors);
+	mlp_pl_tree_free(&c);
+	mlp_pl_strtab_free(&c.stage_index);
 	free(c.lines);
 	free(c.extra);
 	free(c.exprs);
@@ -2742,74 +2301,4 @@ bool mlp_pipeline_depends_on(const struct mlp_pipeline *p, size_t index, size_t 
 	free(seen);
 	free(stack);
 	return found;
-}
-
-/* ------------------------------------------------------------------ */
-/* Other YAML documents as JSON values (yamltree.h)                    */
-/* ------------------------------------------------------------------ */
-
-/* Converts a node; the tree's limits already bound depth and size. */
-static struct mlp_json *node_to_json(const struct node *n)
-{
-	struct mlp_json *j;
-	bool b;
-	double d;
-
-	if (is_null(n))
-		return mlp_json_new_null();
-	switch (n->type) {
-	case NODE_SEQ:
-		j = mlp_json_array();
-		for (size_t i = 0; i < n->nitems; i++)
-			mlp_json_append(j, node_to_json(n->items[i]));
-		return j;
-	case NODE_MAP:
-		j = mlp_json_object();
-		for (size_t i = 0; i < n->npairs; i++) {
-			const struct pair *pr = &n->pairs[i];
-
-			if (pr->dup_of != NULL || pr->key->type != NODE_SCALAR)
-				continue;
-			mlp_json_add(j, pr->key->value, node_to_json(pr->value));
-		}
-		return j;
-	case NODE_SCALAR:
-		if (n->plain && bool_word(n->value, &b))
-			return mlp_json_new_bool(b);
-		if (n->plain && number_syntax(n->value) && mlp_parse_double(&d, n->value) == 0)
-			return mlp_json_new_number(d);
-		return mlp_json_new_string(n->value);
-	}
-	return mlp_json_new_null();
-}
-
-int mlp_yaml_to_json(struct mlp_json **out, const char *path, const char *text, size_t len)
-{
-	struct mlp_diags diags = {0};
-	struct ctx c = {0};
-	struct node *root = NULL;
-	int rc = 0;
-
-	*out = NULL;
-	c.path = path;
-	c.text = text;
-	c.len = len;
-	c.diags = &diags;
-	mlp_pl_index_lines(&c);
-	if (!check_bytes(&c) || build_tree(&c, &root) != 0) {
-		if (diags.len)
-			mlp_error_set("%s:%d:%d: %s", path, diags.items[0].pos.line,
-			              diags.items[0].pos.col, diags.items[0].message);
-		else
-			mlp_error_set("%s: not a YAML document", path);
-		rc = MLP_EINVAL;
-	} else {
-		*out = node_to_json(root);
-	}
-	nodes_free(c.nodes);
-	strtab_free(&c.anchor_index);
-	free(c.anchors);
-	free(c.lines);
-	mlp_diags_free(&diags);
-	return rc;
 }
