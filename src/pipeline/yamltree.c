@@ -282,6 +282,156 @@ static void scalar_init(struct node *n, const yaml_event_t *ev)
 		n->plain = true;
 }
 
+/* The collections open around the next node, while the tree is built. */
+struct builder {
+	struct node *stack[MAX_DEPTH];
+	struct node *pending_key[MAX_DEPTH]; /* a mapping's key, awaiting its value */
+	size_t depth;
+	struct node *root;
+	int docs;
+};
+
+static struct mlp_pos event_pos(const yaml_event_t *ev)
+{
+	return mlp_pl_pos((int)ev->start_mark.line + 1, (int)ev->start_mark.column + 1);
+}
+
+/* An alias: the anchored node itself, or NULL after reporting why not. */
+static struct node *alias_node(struct ctx *c, const yaml_event_t *ev)
+{
+	const char *name = (const char *)ev->data.alias.anchor;
+	struct node *n;
+	size_t idx;
+
+	if (!mlp_pl_strtab_get(&c->anchor_index, name, &idx)) {
+		mlp_pl_report(c, event_pos(ev),
+		              "unknown anchor '%s' (an alias '*%s' needs an '&%s' "
+		              "before it)",
+		              name, name, name);
+		return NULL;
+	}
+	n = c->anchors[idx];
+	c->expansions += n->size;
+	if (c->expansions > MAX_EXPANSIONS) {
+		mlp_pl_report(c, event_pos(ev), "too many alias expansions (more than %d nodes)",
+		              MAX_EXPANSIONS);
+		return NULL;
+	}
+	return n;
+}
+
+static struct node *scalar_node(struct ctx *c, const yaml_event_t *ev)
+{
+	struct node *n = node_new(c, NODE_SCALAR, ev);
+
+	scalar_init(n, ev);
+	if (ev->data.scalar.anchor != NULL) {
+		n->anchor = xstrdup((const char *)ev->data.scalar.anchor);
+		anchor_register(c, n);
+	}
+	return n;
+}
+
+/* A sequence or mapping starts; its anchor is registered when it ends. */
+static struct node *collection_node(struct ctx *c, const yaml_event_t *ev)
+{
+	const yaml_char_t *anchor = ev->type == YAML_SEQUENCE_START_EVENT
+	                                    ? ev->data.sequence_start.anchor
+	                                    : ev->data.mapping_start.anchor;
+	struct node *n =
+	        node_new(c, ev->type == YAML_SEQUENCE_START_EVENT ? NODE_SEQ : NODE_MAP, ev);
+
+	if (anchor != NULL)
+		n->anchor = xstrdup((const char *)anchor);
+	return n;
+}
+
+static void collection_end(struct ctx *c, struct node *m, const yaml_event_t *ev)
+{
+	m->eline = ev->end_mark.line;
+	m->ecol = ev->end_mark.column;
+	if (m->type == NODE_MAP)
+		map_finish(c, m);
+	else
+		for (size_t i = 0; i < m->nitems; i++)
+			m->size = size_add(m->size, m->items[i]->size);
+	if (m->anchor != NULL)
+		anchor_register(c, m);
+}
+
+/* Puts n where the innermost open collection wants it (the root, an item,
+ * a key or a value); with push, n becomes the innermost one. */
+static void attach(struct builder *b, struct node *n, bool push)
+{
+	size_t depth = b->depth;
+
+	if (depth == 0) {
+		b->root = n;
+	} else if (b->stack[depth - 1]->type == NODE_SEQ) {
+		struct node *s = b->stack[depth - 1];
+
+		xgrow((void **)&s->items, &s->citems, s->nitems + 1, sizeof(*s->items));
+		s->items[s->nitems++] = n;
+	} else if (b->pending_key[depth - 1] == NULL) {
+		b->pending_key[depth - 1] = n;
+	} else {
+		struct node *m = b->stack[depth - 1];
+		struct pair pr = {b->pending_key[depth - 1], n, NULL, false};
+
+		pairs_push(&m->pairs, &m->npairs, &m->cpairs, pr);
+		b->pending_key[depth - 1] = NULL;
+	}
+	if (push) {
+		b->stack[depth] = n;
+		b->pending_key[depth] = NULL;
+		b->depth++;
+	}
+}
+
+/* One parser event into the tree; -1 after reporting a problem that ends
+ * the parse. */
+static int tree_event(struct ctx *c, struct builder *b, const yaml_event_t *ev, bool *done)
+{
+	struct node *n;
+
+	switch (ev->type) {
+	case YAML_STREAM_END_EVENT:
+		*done = true;
+		return 0;
+	case YAML_DOCUMENT_START_EVENT:
+		if (b->docs++ > 0) {
+			mlp_pl_report(c, event_pos(ev),
+			              "a second YAML document (a pipeline file holds one)");
+			return -1;
+		}
+		return 0;
+	case YAML_ALIAS_EVENT:
+		n = alias_node(c, ev);
+		if (n == NULL)
+			return -1;
+		attach(b, n, false);
+		return 0;
+	case YAML_SCALAR_EVENT:
+		attach(b, scalar_node(c, ev), false);
+		return 0;
+	case YAML_SEQUENCE_START_EVENT:
+	case YAML_MAPPING_START_EVENT:
+		if (b->depth == MAX_DEPTH) {
+			mlp_pl_report(c, event_pos(ev), "nesting too deep (more than %d levels)",
+			              MAX_DEPTH);
+			return -1;
+		}
+		attach(b, collection_node(c, ev), true);
+		return 0;
+	case YAML_SEQUENCE_END_EVENT:
+	case YAML_MAPPING_END_EVENT:
+		collection_end(c, b->stack[--b->depth], ev);
+		return 0;
+	default:
+		return 0;
+	}
+}
+
 /*
  * Runs libyaml over the text and builds the tree.  Returns 0 with *root
  * (NULL for a stream with no document), or -1 after reporting the one
@@ -291,10 +441,8 @@ static int build_tree(struct ctx *c, struct node **root)
 {
 	yaml_parser_t parser;
 	yaml_event_t ev;
-	struct node *stack[MAX_DEPTH];
-	struct node *pending_key[MAX_DEPTH];
-	size_t depth = 0;
-	int docs = 0, rc = 0;
+	struct builder b = {0};
+	int rc = 0;
 	bool done = false;
 
 	*root = NULL;
@@ -304,128 +452,16 @@ static int build_tree(struct ctx *c, struct node **root)
 	}
 	yaml_parser_set_input_string(&parser, (const unsigned char *)c->text, c->len);
 	while (!done && rc == 0) {
-		struct node *n = NULL;
-		bool push = false;
-
 		if (!yaml_parser_parse(&parser, &ev)) {
 			syntax_error(c, &parser);
 			rc = -1;
 			break;
 		}
-		switch (ev.type) {
-		case YAML_STREAM_END_EVENT:
-			done = true;
-			break;
-		case YAML_DOCUMENT_START_EVENT:
-			if (docs++ > 0) {
-				mlp_pl_report(c,
-				              mlp_pl_pos((int)ev.start_mark.line + 1,
-				                         (int)ev.start_mark.column + 1),
-				              "a second YAML document (a pipeline file holds one)");
-				rc = -1;
-			}
-			break;
-		case YAML_ALIAS_EVENT: {
-			const char *name = (const char *)ev.data.alias.anchor;
-			size_t idx;
-
-			if (!mlp_pl_strtab_get(&c->anchor_index, name, &idx)) {
-				mlp_pl_report(c,
-				              mlp_pl_pos((int)ev.start_mark.line + 1,
-				                         (int)ev.start_mark.column + 1),
-				              "unknown anchor '%s' (an alias '*%s' needs an '&%s' "
-				              "before it)",
-				              name, name, name);
-				rc = -1;
-				break;
-			}
-			n = c->anchors[idx];
-			c->expansions += n->size;
-			if (c->expansions > MAX_EXPANSIONS) {
-				mlp_pl_report(c,
-				              mlp_pl_pos((int)ev.start_mark.line + 1,
-				                         (int)ev.start_mark.column + 1),
-				              "too many alias expansions (more than %d nodes)",
-				              MAX_EXPANSIONS);
-				rc = -1;
-				n = NULL;
-			}
-			break;
-		}
-		case YAML_SCALAR_EVENT:
-			n = node_new(c, NODE_SCALAR, &ev);
-			scalar_init(n, &ev);
-			if (ev.data.scalar.anchor != NULL) {
-				n->anchor = xstrdup((const char *)ev.data.scalar.anchor);
-				anchor_register(c, n);
-			}
-			break;
-		case YAML_SEQUENCE_START_EVENT:
-		case YAML_MAPPING_START_EVENT: {
-			const yaml_char_t *anchor = ev.type == YAML_SEQUENCE_START_EVENT
-			                                    ? ev.data.sequence_start.anchor
-			                                    : ev.data.mapping_start.anchor;
-
-			if (depth == MAX_DEPTH) {
-				mlp_pl_report(c,
-				              mlp_pl_pos((int)ev.start_mark.line + 1,
-				                         (int)ev.start_mark.column + 1),
-				              "nesting too deep (more than %d levels)", MAX_DEPTH);
-				rc = -1;
-				break;
-			}
-			n = node_new(c, ev.type == YAML_SEQUENCE_START_EVENT ? NODE_SEQ : NODE_MAP,
-			             &ev);
-			if (anchor != NULL)
-				n->anchor = xstrdup((const char *)anchor);
-			push = true;
-			break;
-		}
-		case YAML_SEQUENCE_END_EVENT:
-		case YAML_MAPPING_END_EVENT: {
-			struct node *m = stack[--depth];
-
-			m->eline = ev.end_mark.line;
-			m->ecol = ev.end_mark.column;
-			if (m->type == NODE_MAP)
-				map_finish(c, m);
-			else
-				for (size_t i = 0; i < m->nitems; i++)
-					m->size = size_add(m->size, m->items[i]->size);
-			if (m->anchor != NULL)
-				anchor_register(c, m);
-			break;
-		}
-		default:
-			break;
-		}
-		if (n != NULL) {
-			if (depth == 0) {
-				*root = n;
-			} else if (stack[depth - 1]->type == NODE_SEQ) {
-				struct node *s = stack[depth - 1];
-
-				xgrow((void **)&s->items, &s->citems, s->nitems + 1,
-				      sizeof(*s->items));
-				s->items[s->nitems++] = n;
-			} else if (pending_key[depth - 1] == NULL) {
-				pending_key[depth - 1] = n;
-			} else {
-				struct node *m = stack[depth - 1];
-				struct pair pr = {pending_key[depth - 1], n, NULL, false};
-
-				pairs_push(&m->pairs, &m->npairs, &m->cpairs, pr);
-				pending_key[depth - 1] = NULL;
-			}
-			if (push) {
-				stack[depth] = n;
-				pending_key[depth] = NULL;
-				depth++;
-			}
-		}
+		rc = tree_event(c, &b, &ev, &done);
 		yaml_event_delete(&ev);
 	}
 	yaml_parser_delete(&parser);
+	*root = b.root;
 	return rc;
 }
 
