@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <yaml.h>
 
@@ -144,13 +145,63 @@ int mlp_pl_tree_read(struct ctx *c, struct node **root);
 /* Frees every node of c's tree and its anchors. */
 void mlp_pl_tree_free(struct ctx *c);
 
-/* Scalars: YAML 1.2 core schema */
+/* scalars.c: values as what their keys want */
 
 /* Null: no node, or a plain empty value, ~, null, Null or NULL. */
 bool mlp_pl_is_null(const struct node *n);
 /* true/True/TRUE and false/False/FALSE. */
 bool mlp_pl_bool_word(const char *s, bool *out);
+/* Digits with an optional sign. */
+bool mlp_pl_int_syntax(const char *s);
 /* An integer or decimal number, with an optional exponent. */
 bool mlp_pl_number_syntax(const char *s);
+/* How a value is named in messages: "a list", "'two'", "the string \"5\"";
+ * the caller frees it. */
+char *mlp_pl_describe(const struct node *n);
+/* Reports "'KEY' must be WHAT, not DESCRIPTION" at the value. */
+void mlp_pl_wrong_type(struct ctx *c, const char *key, const struct node *v, const char *what);
+
+/*
+ * The getters: each reads v, the value of key, into *out and returns true,
+ * or reports why it cannot and returns false.  Strings replace *out
+ * (freeing it first).
+ */
+bool mlp_pl_get_string(struct ctx *c, const char *key, const struct node *v, char **out);
+/* A string where ${{ }} expressions are not expanded (and are reported). */
+bool mlp_pl_get_name(struct ctx *c, const char *key, const struct node *v, char **out);
+bool mlp_pl_get_int(struct ctx *c, const char *key, const struct node *v, long long min,
+                    long long max, long long *out);
+bool mlp_pl_get_int32(struct ctx *c, const char *key, const struct node *v, int min, int *out);
+bool mlp_pl_get_number(struct ctx *c, const char *key, const struct node *v, double *out);
+bool mlp_pl_get_bool(struct ctx *c, const char *key, const struct node *v, bool *out);
+/* A duration such as "30m"; with positive, 0 is refused. */
+bool mlp_pl_get_duration(struct ctx *c, const char *key, const struct node *v, bool positive,
+                         int64_t *out);
+/* One of n words; *out is its index in options. */
+bool mlp_pl_get_enum(struct ctx *c, const char *key, const struct node *v,
+                     const char *const *options, size_t n, int *out);
+/* A string or a list of strings, appended to (*out, *out_pos, *n); out_pos
+ * may be NULL.  False when some entry was not a string (the others are
+ * appended all the same). */
+bool mlp_pl_get_string_list(struct ctx *c, const char *key, const struct node *v, char ***out,
+                            struct mlp_pos **out_pos, size_t *n);
+
+/* Pairs the walkers look at: not duplicates, with a string key. */
+bool mlp_pl_pair_usable(const struct pair *pr);
+/* Reports an unknown key, suggesting the nearest of known; where is
+ * appended to the message (" in retry", or ""). */
+void mlp_pl_unknown_key(struct ctx *c, const struct node *key, const char *const *known, size_t n,
+                        const char *where);
+/* True when v is a mapping (or null, with null_ok); otherwise reports
+ * "'KEY' must be WHAT". */
+bool mlp_pl_want_map(struct ctx *c, const char *key, const struct node *v, const char *what,
+                     bool null_ok);
+/* Notes a scalar that holds ${{ }} for the checks once every stage is
+ * known; stage is an index in c->p->stages or SIZE_MAX for the
+ * pipeline's env. */
+void mlp_pl_note_expr(struct ctx *c, size_t stage, const struct node *v);
+/* The same for a value that runs as a /bin/sh command (run,
+ * train.command): its quoting contexts are checked too. */
+void mlp_pl_note_shell_expr(struct ctx *c, size_t stage, const struct node *v);
 
 #endif

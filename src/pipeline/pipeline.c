@@ -55,350 +55,6 @@ const char *mlp_stage_kind_name(enum mlp_stage_kind kind)
 }
 
 /* ------------------------------------------------------------------ */
-/* Scalars: YAML 1.2 core schema resolution and messages               */
-/* ------------------------------------------------------------------ */
-
-bool mlp_pl_is_null(const struct node *n)
-{
-	return n == NULL ||
-	       (n->type == NODE_SCALAR && n->plain &&
-	        (n->len == 0 || strcmp(n->value, "~") == 0 || strcmp(n->value, "null") == 0 ||
-	         strcmp(n->value, "Null") == 0 || strcmp(n->value, "NULL") == 0));
-}
-
-bool mlp_pl_bool_word(const char *s, bool *out)
-{
-	static const char *const trues[] = {"true", "True", "TRUE"};
-	static const char *const falses[] = {"false", "False", "FALSE"};
-
-	for (size_t i = 0; i < 3; i++) {
-		if (strcmp(s, trues[i]) == 0) {
-			*out = true;
-			return true;
-		}
-		if (strcmp(s, falses[i]) == 0) {
-			*out = false;
-			return true;
-		}
-	}
-	return false;
-}
-
-/* YAML 1.1 booleans that YAML 1.2 (and we) read as strings. */
-static bool yaml11_bool_word(const char *s)
-{
-	static const char *const words[] = {"yes", "no", "on", "off", "y", "n"};
-
-	for (size_t i = 0; i < MLP_ARRAY_SIZE(words); i++)
-		if (strcasecmp(s, words[i]) == 0)
-			return true;
-	return false;
-}
-
-static bool int_syntax(const char *s)
-{
-	if (*s == '-' || *s == '+')
-		s++;
-	if (!isdigit((unsigned char)*s))
-		return false;
-	while (isdigit((unsigned char)*s))
-		s++;
-	return *s == '\0';
-}
-
-bool mlp_pl_number_syntax(const char *s)
-{
-	bool digits = false;
-
-	if (*s == '-' || *s == '+')
-		s++;
-	while (isdigit((unsigned char)*s)) {
-		s++;
-		digits = true;
-	}
-	if (*s == '.') {
-		s++;
-		while (isdigit((unsigned char)*s)) {
-			s++;
-			digits = true;
-		}
-	}
-	if (!digits)
-		return false;
-	if (*s == 'e' || *s == 'E') {
-		s++;
-		if (*s == '-' || *s == '+')
-			s++;
-		if (!isdigit((unsigned char)*s))
-			return false;
-		while (isdigit((unsigned char)*s))
-			s++;
-	}
-	return *s == '\0';
-}
-
-/* How a value is named in messages: "a list", "'two'", "the string \"5\"". */
-static char *describe(const struct node *n)
-{
-	size_t len;
-	bool cut;
-	bool b;
-
-	if (n->type == NODE_MAP)
-		return xstrdup("a mapping");
-	if (n->type == NODE_SEQ)
-		return xstrdup("a list");
-	if (n->plain && n->len == 0)
-		return xstrdup("an empty value");
-	if (mlp_pl_is_null(n))
-		return xstrdup("null");
-	if (!n->plain && (mlp_pl_number_syntax(n->value) || mlp_pl_bool_word(n->value, &b)))
-		return xasprintf("the string \"%s\"", n->value);
-	len = strcspn(n->value, "\r\n");
-	cut = n->value[len] != '\0';
-	if (len > 40) {
-		len = 40;
-		while (len > 0 && ((unsigned char)n->value[len] & 0xc0) == 0x80)
-			len--;
-		cut = true;
-	}
-	return xasprintf("'%.*s%s'", (int)len, n->value, cut ? "..." : "");
-}
-
-/* Reports "'KEY' must be WHAT, not DESCRIPTION" at the value. */
-static void wrong_type(struct ctx *c, const char *key, const struct node *v, const char *what)
-{
-	char *d = describe(v);
-
-	mlp_pl_report(c, v->pos, "'%s' must be %s, not %s", key, what, d);
-	free(d);
-}
-
-static void check_no_expr(struct ctx *c, const char *key, const struct node *v)
-{
-	if (strstr(v->value, "${{") != NULL)
-		mlp_pl_report(c, v->pos,
-		              "'%s' cannot hold expressions (${{ }} is expanded only in "
-		              "run, command, data, test_data, env, image and model.path)",
-		              key);
-}
-
-/* Any non-null scalar, as text.  *out is replaced (freed first). */
-static bool get_string(struct ctx *c, const char *key, const struct node *v, char **out)
-{
-	if (v->type != NODE_SCALAR || mlp_pl_is_null(v)) {
-		wrong_type(c, key, v, "a string");
-		return false;
-	}
-	free(*out);
-	*out = xstrdup(v->value);
-	return true;
-}
-
-/* A string where ${{ }} expressions are not expanded. */
-static bool get_name(struct ctx *c, const char *key, const struct node *v, char **out)
-{
-	if (!get_string(c, key, v, out))
-		return false;
-	check_no_expr(c, key, v);
-	return true;
-}
-
-static bool get_int(struct ctx *c, const char *key, const struct node *v, long long min,
-                    long long max, long long *out)
-{
-	long long value;
-	bool below;
-
-	if (v->type != NODE_SCALAR || !v->plain || !int_syntax(v->value)) {
-		wrong_type(c, key, v, "an integer");
-		return false;
-	}
-	if (mlp_parse_int(&value, v->value, min, max) == 0) {
-		*out = value;
-		return true;
-	}
-	/* Out of range, or beyond what a long long holds. */
-	if (mlp_parse_int(&value, v->value, LLONG_MIN, LLONG_MAX) == 0)
-		below = value < min;
-	else
-		below = v->value[0] == '-';
-	if (max < INT_MAX && min > LLONG_MIN)
-		mlp_pl_report(c, v->pos, "'%s' must be from %lld to %lld, not %s", key, min, max,
-		              v->value);
-	else if (below)
-		mlp_pl_report(c, v->pos, "'%s' must be at least %lld, not %s", key, min, v->value);
-	else
-		mlp_pl_report(c, v->pos, "'%s' must be at most %lld, not %s", key, max, v->value);
-	return false;
-}
-
-static bool get_int32(struct ctx *c, const char *key, const struct node *v, int min, int *out)
-{
-	long long value;
-
-	if (!get_int(c, key, v, min, INT_MAX, &value))
-		return false;
-	*out = (int)value;
-	return true;
-}
-
-static bool get_number(struct ctx *c, const char *key, const struct node *v, double *out)
-{
-	if (v->type != NODE_SCALAR || !v->plain || !mlp_pl_number_syntax(v->value) ||
-	    mlp_parse_double(out, v->value) != 0) {
-		wrong_type(c, key, v, "a number");
-		return false;
-	}
-	return true;
-}
-
-static bool get_bool(struct ctx *c, const char *key, const struct node *v, bool *out)
-{
-	if (v->type == NODE_SCALAR && v->plain && mlp_pl_bool_word(v->value, out))
-		return true;
-	if (v->type == NODE_SCALAR && v->plain && yaml11_bool_word(v->value))
-		mlp_pl_report(c, v->pos,
-		              "'%s' must be true or false, not '%s' (YAML 1.2 reads "
-		              "yes/no/on/off as strings)",
-		              key, v->value);
-	else
-		wrong_type(c, key, v, "true or false");
-	return false;
-}
-
-/* A duration; with positive, 0 is refused. */
-static bool get_duration(struct ctx *c, const char *key, const struct node *v, bool positive,
-                         int64_t *out)
-{
-	int64_t ms;
-
-	if (v->type != NODE_SCALAR || mlp_pl_is_null(v)) {
-		wrong_type(c, key, v, "a duration string such as '30m'");
-		return false;
-	}
-	if (mlp_parse_duration(&ms, v->value) != 0) {
-		mlp_pl_report(c, v->pos, "'%s': %s", key, mlp_error_last());
-		return false;
-	}
-	if (positive && ms == 0) {
-		mlp_pl_report(c, v->pos, "'%s' must be more than 0", key);
-		return false;
-	}
-	*out = ms;
-	return true;
-}
-
-/* One of a few words; *out is the index in options. */
-static bool get_enum(struct ctx *c, const char *key, const struct node *v,
-                     const char *const *options, size_t n, int *out)
-{
-	struct mlp_buf list = {0};
-
-	if (v->type == NODE_SCALAR && !mlp_pl_is_null(v)) {
-		for (size_t i = 0; i < n; i++) {
-			if (strcmp(v->value, options[i]) == 0) {
-				*out = (int)i;
-				return true;
-			}
-		}
-	}
-	for (size_t i = 0; i < n; i++)
-		mlp_buf_printf(&list, "%s%s", i == 0 ? "" : i + 1 == n ? " or " : ", ", options[i]);
-	wrong_type(c, key, v, mlp_buf_str(&list));
-	mlp_buf_free(&list);
-	return false;
-}
-
-/* A string or a list of strings. */
-static bool get_string_list(struct ctx *c, const char *key, const struct node *v, char ***out,
-                            struct mlp_pos **out_pos, size_t *n)
-{
-	const struct node *const *items = (const struct node *const *)&v;
-	size_t count = 1;
-	bool ok = true;
-
-	if (v->type == NODE_SEQ) {
-		items = (const struct node *const *)v->items;
-		count = v->nitems;
-	} else if (v->type != NODE_SCALAR || mlp_pl_is_null(v)) {
-		wrong_type(c, key, v, "a string or a list of strings");
-		return false;
-	}
-	for (size_t i = 0; i < count; i++) {
-		const struct node *item = items[i];
-
-		if (item->type != NODE_SCALAR || mlp_pl_is_null(item)) {
-			char *d = describe(item);
-
-			mlp_pl_report(c, item->pos, "'%s' entries must be strings, not %s", key, d);
-			free(d);
-			ok = false;
-			continue;
-		}
-		*out = xrealloc(*out, (*n + 1) * sizeof(**out));
-		(*out)[*n] = xstrdup(item->value);
-		if (out_pos != NULL) {
-			*out_pos = xrealloc(*out_pos, (*n + 1) * sizeof(**out_pos));
-			(*out_pos)[*n] = item->pos;
-		}
-		(*n)++;
-	}
-	return ok;
-}
-
-/* Pairs the walkers look at: not duplicates, with a string key. */
-static bool pair_usable(const struct pair *pr)
-{
-	return pr->dup_of == NULL && pr->key->type == NODE_SCALAR;
-}
-
-static void unknown_key(struct ctx *c, const struct node *key, const char *const *known, size_t n,
-                        const char *where)
-{
-	const char *near = mlp_suggest(key->value, known, n);
-
-	if (near)
-		mlp_pl_report(c, key->pos, "unknown key '%s'%s (did you mean '%s'?)", key->value,
-		              where, near);
-	else
-		mlp_pl_report(c, key->pos, "unknown key '%s'%s", key->value, where);
-}
-
-/* A mapping where one is needed; null counts as an empty mapping when
- * null_ok. */
-static bool want_map(struct ctx *c, const char *key, const struct node *v, const char *what,
-                     bool null_ok)
-{
-	if (v->type == NODE_MAP || (null_ok && mlp_pl_is_null(v)))
-		return true;
-	wrong_type(c, key, v, what);
-	return false;
-}
-
-static void note_expr_as(struct ctx *c, size_t stage, const struct node *v, bool shell)
-{
-	if (v->type != NODE_SCALAR || strstr(v->value, "${{") == NULL)
-		return;
-	xgrow((void **)&c->exprs, &c->cexprs, c->nexprs + 1, sizeof(*c->exprs));
-	c->exprs[c->nexprs].stage = stage;
-	c->exprs[c->nexprs].node = v;
-	c->exprs[c->nexprs].shell = shell;
-	c->nexprs++;
-}
-
-static void note_expr(struct ctx *c, size_t stage, const struct node *v)
-{
-	note_expr_as(c, stage, v, false);
-}
-
-/* A value that runs as a /bin/sh command (run, train.command). */
-static void note_shell_expr(struct ctx *c, size_t stage, const struct node *v)
-{
-	note_expr_as(c, stage, v, true);
-}
-
-/* ------------------------------------------------------------------ */
 /* Sections                                                            */
 /* ------------------------------------------------------------------ */
 
@@ -415,12 +71,12 @@ static bool env_name_valid(const char *s)
 /* env: NAME: value (a scalar; numbers and booleans as written, null as ""). */
 static void parse_env(struct ctx *c, const struct node *v, struct mlp_kvlist *out, size_t stage)
 {
-	if (!want_map(c, "env", v, "a mapping of NAME: value", true) || mlp_pl_is_null(v))
+	if (!mlp_pl_want_map(c, "env", v, "a mapping of NAME: value", true) || mlp_pl_is_null(v))
 		return;
 	for (size_t i = 0; i < v->npairs; i++) {
 		const struct pair *pr = &v->pairs[i];
 
-		if (!pair_usable(pr))
+		if (!mlp_pl_pair_usable(pr))
 			continue;
 		if (!env_name_valid(pr->key->value)) {
 			mlp_pl_report(c, pr->key->pos,
@@ -430,7 +86,7 @@ static void parse_env(struct ctx *c, const struct node *v, struct mlp_kvlist *ou
 			continue;
 		}
 		if (pr->value->type != NODE_SCALAR) {
-			char *d = describe(pr->value);
+			char *d = mlp_pl_describe(pr->value);
 
 			mlp_pl_report(c, pr->value->pos,
 			              "env '%s' must be a string, number or boolean, "
@@ -441,7 +97,7 @@ static void parse_env(struct ctx *c, const struct node *v, struct mlp_kvlist *ou
 		}
 		mlp_kvlist_add(out, pr->key->value,
 		               mlp_pl_is_null(pr->value) ? "" : pr->value->value, pr->value->pos);
-		note_expr(c, stage, pr->value);
+		mlp_pl_note_expr(c, stage, pr->value);
 	}
 }
 
@@ -533,16 +189,16 @@ static void parse_retry(struct ctx *c, const struct node *v, struct mlp_retry *o
 	};
 	long long n;
 
-	if (v->type == NODE_SCALAR && v->plain && int_syntax(v->value)) {
+	if (v->type == NODE_SCALAR && v->plain && mlp_pl_int_syntax(v->value)) {
 		retry_defaults(out, 0);
-		if (get_int(c, "retry", v, 0, 100, &n))
+		if (mlp_pl_get_int(c, "retry", v, 0, 100, &n))
 			out->max = (int)n;
 		return;
 	}
 	if (v->type != NODE_MAP) {
-		wrong_type(c, "retry", v,
-		           "a number of retries or a mapping (max, backoff, "
-		           "backoff_factor, backoff_max, on)");
+		mlp_pl_wrong_type(c, "retry", v,
+		                  "a number of retries or a mapping (max, backoff, "
+		                  "backoff_factor, backoff_max, on)");
 		return;
 	}
 	/* A retry block means "retry": once, unless max says otherwise. */
@@ -552,19 +208,19 @@ static void parse_retry(struct ctx *c, const struct node *v, struct mlp_retry *o
 		const char *k = pr->key->value;
 		const struct node *val = pr->value;
 
-		if (!pair_usable(pr))
+		if (!mlp_pl_pair_usable(pr))
 			continue;
 		if (strcmp(k, "max") == 0) {
-			if (get_int(c, k, val, 0, 100, &n))
+			if (mlp_pl_get_int(c, k, val, 0, 100, &n))
 				out->max = (int)n;
 		} else if (strcmp(k, "backoff") == 0) {
-			get_duration(c, k, val, false, &out->backoff_ms);
+			mlp_pl_get_duration(c, k, val, false, &out->backoff_ms);
 		} else if (strcmp(k, "backoff_max") == 0) {
-			get_duration(c, k, val, false, &out->backoff_max_ms);
+			mlp_pl_get_duration(c, k, val, false, &out->backoff_max_ms);
 		} else if (strcmp(k, "backoff_factor") == 0) {
 			double f;
 
-			if (get_number(c, k, val, &f)) {
+			if (mlp_pl_get_number(c, k, val, &f)) {
 				if (f < 1)
 					mlp_pl_report(c, val->pos,
 					              "'backoff_factor' must be at least 1, not %s",
@@ -577,7 +233,7 @@ static void parse_retry(struct ctx *c, const struct node *v, struct mlp_retry *o
 			struct mlp_pos *pos = NULL;
 			size_t nrules = 0;
 
-			get_string_list(c, "on", val, &rules, &pos, &nrules);
+			mlp_pl_get_string_list(c, "on", val, &rules, &pos, &nrules);
 			for (size_t j = 0; j < nrules; j++) {
 				struct mlp_retry_rule rule;
 
@@ -599,7 +255,7 @@ static void parse_retry(struct ctx *c, const struct node *v, struct mlp_retry *o
 			free(rules);
 			free(pos);
 		} else {
-			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in retry");
+			mlp_pl_unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in retry");
 		}
 	}
 }
@@ -609,23 +265,23 @@ static void parse_defaults(struct ctx *c, const struct node *v)
 	static const char *const keys[] = {"timeout", "kill_grace", "retry"};
 	struct mlp_pipeline *p = c->p;
 
-	if (!want_map(c, "defaults", v, "a mapping (timeout, kill_grace, retry)", true) ||
+	if (!mlp_pl_want_map(c, "defaults", v, "a mapping (timeout, kill_grace, retry)", true) ||
 	    mlp_pl_is_null(v))
 		return;
 	for (size_t i = 0; i < v->npairs; i++) {
 		const struct pair *pr = &v->pairs[i];
 		const char *k = pr->key->value;
 
-		if (!pair_usable(pr))
+		if (!mlp_pl_pair_usable(pr))
 			continue;
 		if (strcmp(k, "timeout") == 0)
-			get_duration(c, k, pr->value, true, &p->default_timeout_ms);
+			mlp_pl_get_duration(c, k, pr->value, true, &p->default_timeout_ms);
 		else if (strcmp(k, "kill_grace") == 0)
-			get_duration(c, k, pr->value, false, &p->default_kill_grace_ms);
+			mlp_pl_get_duration(c, k, pr->value, false, &p->default_kill_grace_ms);
 		else if (strcmp(k, "retry") == 0)
 			parse_retry(c, pr->value, &p->default_retry);
 		else
-			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in defaults");
+			mlp_pl_unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in defaults");
 	}
 }
 
@@ -646,7 +302,7 @@ static void unknown_trigger(struct ctx *c, const struct node *n)
 static void trigger_word(struct ctx *c, const struct node *n)
 {
 	if (n->type != NODE_SCALAR || mlp_pl_is_null(n)) {
-		wrong_type(c, "on", n, "a trigger name (push) or a mapping of triggers");
+		mlp_pl_wrong_type(c, "on", n, "a trigger name (push) or a mapping of triggers");
 		return;
 	}
 	if (strcmp(n->value, "push") == 0)
@@ -665,23 +321,24 @@ static void parse_push(struct ctx *c, const struct node *v)
 	struct mlp_pipeline *p = c->p;
 
 	p->on_push = true;
-	if (!want_map(c, "push", v, "empty (every branch) or a mapping with branches and tags",
-	              true) ||
+	if (!mlp_pl_want_map(c, "push", v,
+	                     "empty (every branch) or a mapping with branches and tags", true) ||
 	    mlp_pl_is_null(v))
 		return;
 	for (size_t i = 0; i < v->npairs; i++) {
 		const struct pair *pr = &v->pairs[i];
 		const char *k = pr->key->value;
 
-		if (!pair_usable(pr))
+		if (!mlp_pl_pair_usable(pr))
 			continue;
 		if (strcmp(k, "branches") == 0)
-			get_string_list(c, k, pr->value, &p->push_branches, NULL,
-			                &p->npush_branches);
+			mlp_pl_get_string_list(c, k, pr->value, &p->push_branches, NULL,
+			                       &p->npush_branches);
 		else if (strcmp(k, "tags") == 0)
-			get_string_list(c, k, pr->value, &p->push_tags, NULL, &p->npush_tags);
+			mlp_pl_get_string_list(c, k, pr->value, &p->push_tags, NULL,
+			                       &p->npush_tags);
 		else
-			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in push");
+			mlp_pl_unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in push");
 	}
 }
 
@@ -695,7 +352,7 @@ static void parse_schedule_entry(struct ctx *c, const struct node *v)
 	int which;
 
 	if (v->type != NODE_MAP) {
-		char *d = describe(v);
+		char *d = mlp_pl_describe(v);
 
 		mlp_pl_report(c, v->pos,
 		              "schedule entries must be mappings such as "
@@ -715,16 +372,18 @@ static void parse_schedule_entry(struct ctx *c, const struct node *v)
 		const char *k = pr->key->value;
 		const struct node *val = pr->value;
 
-		if (!pair_usable(pr))
+		if (!mlp_pl_pair_usable(pr))
 			continue;
 		if (strcmp(k, "cron") == 0) {
 			struct mlp_cron cron;
 
 			has_cron = true;
-			if (get_name(c, k, val, &s->cron) && mlp_cron_parse(&cron, s->cron) != 0)
+			if (mlp_pl_get_name(c, k, val, &s->cron) &&
+			    mlp_cron_parse(&cron, s->cron) != 0)
 				mlp_pl_report(c, val->pos, "%s", mlp_error_last());
 		} else if (strcmp(k, "timezone") == 0) {
-			if (get_name(c, k, val, &s->timezone) && !mlp_timezone_valid(s->timezone))
+			if (mlp_pl_get_name(c, k, val, &s->timezone) &&
+			    !mlp_timezone_valid(s->timezone))
 				mlp_pl_report(c, val->pos,
 				              "unknown time zone '%s' (use a name from the tz "
 				              "database such as 'Europe/Berlin', or 'UTC')",
@@ -732,14 +391,15 @@ static void parse_schedule_entry(struct ctx *c, const struct node *v)
 		} else if (strncmp(k, "x-", 2) == 0) {
 			/* Extension keys: room for anchors, as in docker compose. */
 		} else if (strcmp(k, "concurrency") == 0) {
-			if (get_enum(c, k, val, concurrency, MLP_ARRAY_SIZE(concurrency), &which)) {
+			if (mlp_pl_get_enum(c, k, val, concurrency, MLP_ARRAY_SIZE(concurrency),
+			                    &which)) {
 				free(s->concurrency);
 				s->concurrency = xstrdup(concurrency[which]);
 			}
 		} else if (strcmp(k, "starting_deadline") == 0) {
-			get_duration(c, k, val, true, &s->starting_deadline_ms);
+			mlp_pl_get_duration(c, k, val, true, &s->starting_deadline_ms);
 		} else {
-			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in schedule");
+			mlp_pl_unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in schedule");
 		}
 	}
 	if (!has_cron)
@@ -762,15 +422,15 @@ static void parse_on(struct ctx *c, const struct node *v)
 		const char *k = pr->key->value;
 		const struct node *val = pr->value;
 
-		if (!pair_usable(pr))
+		if (!mlp_pl_pair_usable(pr))
 			continue;
 		if (strcmp(k, "push") == 0) {
 			parse_push(c, val);
 		} else if (strcmp(k, "schedule") == 0) {
 			if (val->type != NODE_SEQ) {
-				wrong_type(c, k, val,
-				           "a list of entries such as "
-				           "{ cron: \"0 2 * * *\" }");
+				mlp_pl_wrong_type(c, k, val,
+				                  "a list of entries such as "
+				                  "{ cron: \"0 2 * * *\" }");
 				continue;
 			}
 			for (size_t j = 0; j < val->nitems; j++)
@@ -813,7 +473,7 @@ static bool k8s_name_valid(const char *s, bool dots, size_t max)
 static void get_k8s_name(struct ctx *c, const char *key, const struct node *v, bool dots,
                          char **out)
 {
-	if (!get_name(c, key, v, out) || strstr(v->value, "${{") != NULL)
+	if (!mlp_pl_get_name(c, key, v, out) || strstr(v->value, "${{") != NULL)
 		return;
 	if (!k8s_name_valid(*out, dots, dots ? 253 : 63))
 		mlp_pl_report(c, v->pos,
@@ -828,7 +488,7 @@ static void parse_model(struct ctx *c, size_t si, const struct pair *kp)
 	struct mlp_model_ref *m = &c->p->stages[si].model;
 	const struct node *v = kp->value;
 
-	if (!want_map(c, "model", v, "a mapping with name and path", false))
+	if (!mlp_pl_want_map(c, "model", v, "a mapping with name and path", false))
 		return;
 	m->set = true;
 	m->pos = kp->key->pos;
@@ -836,15 +496,15 @@ static void parse_model(struct ctx *c, size_t si, const struct pair *kp)
 		const struct pair *pr = &v->pairs[i];
 		const char *k = pr->key->value;
 
-		if (!pair_usable(pr))
+		if (!mlp_pl_pair_usable(pr))
 			continue;
 		if (strcmp(k, "name") == 0) {
-			get_name(c, k, pr->value, &m->name);
+			mlp_pl_get_name(c, k, pr->value, &m->name);
 		} else if (strcmp(k, "path") == 0) {
-			if (get_string(c, k, pr->value, &m->path))
-				note_expr(c, si, pr->value);
+			if (mlp_pl_get_string(c, k, pr->value, &m->path))
+				mlp_pl_note_expr(c, si, pr->value);
 		} else {
-			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in model");
+			mlp_pl_unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in model");
 		}
 	}
 	if (m->name == NULL)
@@ -878,20 +538,20 @@ static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
 	b->validation_split = 0;
 	b->device = xstrdup("auto");
 	b->pos = kp->key->pos;
-	if (!want_map(c, "builtin", v, "a mapping (layers, epochs, data ...)", false))
+	if (!mlp_pl_want_map(c, "builtin", v, "a mapping (layers, epochs, data ...)", false))
 		return;
 	for (size_t i = 0; i < v->npairs; i++) {
 		const struct pair *pr = &v->pairs[i];
 		const char *k = pr->key->value;
 		const struct node *val = pr->value;
 
-		if (!pair_usable(pr))
+		if (!mlp_pl_pair_usable(pr))
 			continue;
 		if (strcmp(k, "layers") == 0) {
 			has_layers = true;
 			if (val->type != NODE_SEQ) {
-				wrong_type(c, k, val,
-				           "a list of layer sizes such as [784, 256, 10]");
+				mlp_pl_wrong_type(c, k, val,
+				                  "a list of layer sizes such as [784, 256, 10]");
 				continue;
 			}
 			if (val->nitems < 2) {
@@ -905,14 +565,14 @@ static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
 			b->layers = xcalloc(val->nitems, sizeof(*b->layers));
 			b->nlayers = val->nitems;
 			for (size_t j = 0; j < val->nitems; j++)
-				if (get_int(c, "layers", val->items[j], 1, INT_MAX, &n))
+				if (mlp_pl_get_int(c, "layers", val->items[j], 1, INT_MAX, &n))
 					b->layers[j] = (int)n;
 		} else if (strcmp(k, "epochs") == 0) {
-			get_int32(c, k, val, 1, &b->epochs);
+			mlp_pl_get_int32(c, k, val, 1, &b->epochs);
 		} else if (strcmp(k, "batch") == 0) {
-			get_int32(c, k, val, 1, &b->batch);
+			mlp_pl_get_int32(c, k, val, 1, &b->batch);
 		} else if (strcmp(k, "lr") == 0) {
-			if (get_number(c, k, val, &d)) {
+			if (mlp_pl_get_number(c, k, val, &d)) {
 				if (d <= 0)
 					mlp_pl_report(c, val->pos,
 					              "'lr' must be more than 0, not %s",
@@ -921,7 +581,7 @@ static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
 					b->lr = d;
 			}
 		} else if (strcmp(k, "momentum") == 0) {
-			if (get_number(c, k, val, &d)) {
+			if (mlp_pl_get_number(c, k, val, &d)) {
 				if (d < 0 || d >= 1)
 					mlp_pl_report(c, val->pos,
 					              "'momentum' must be at least 0 and less than "
@@ -931,7 +591,7 @@ static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
 					b->momentum = d;
 			}
 		} else if (strcmp(k, "weight_decay") == 0) {
-			if (get_number(c, k, val, &d)) {
+			if (mlp_pl_get_number(c, k, val, &d)) {
 				if (d < 0)
 					mlp_pl_report(c, val->pos,
 					              "'weight_decay' must be at least 0, not %s",
@@ -940,16 +600,16 @@ static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
 					b->weight_decay = d;
 			}
 		} else if (strcmp(k, "seed") == 0) {
-			if (get_int(c, k, val, 0, LLONG_MAX, &n))
+			if (mlp_pl_get_int(c, k, val, 0, LLONG_MAX, &n))
 				b->seed = n;
 		} else if (strcmp(k, "data") == 0) {
-			if (get_string(c, k, val, &b->data))
-				note_expr(c, si, val);
+			if (mlp_pl_get_string(c, k, val, &b->data))
+				mlp_pl_note_expr(c, si, val);
 		} else if (strcmp(k, "test_data") == 0) {
-			if (get_string(c, k, val, &b->test_data))
-				note_expr(c, si, val);
+			if (mlp_pl_get_string(c, k, val, &b->test_data))
+				mlp_pl_note_expr(c, si, val);
 		} else if (strcmp(k, "validation_split") == 0) {
-			if (get_number(c, k, val, &d)) {
+			if (mlp_pl_get_number(c, k, val, &d)) {
 				if (d < 0 || d >= 1)
 					mlp_pl_report(c, val->pos,
 					              "'validation_split' must be at least 0 and "
@@ -959,12 +619,12 @@ static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
 					b->validation_split = d;
 			}
 		} else if (strcmp(k, "device") == 0) {
-			if (get_enum(c, k, val, devices, MLP_ARRAY_SIZE(devices), &which)) {
+			if (mlp_pl_get_enum(c, k, val, devices, MLP_ARRAY_SIZE(devices), &which)) {
 				free(b->device);
 				b->device = xstrdup(devices[which]);
 			}
 		} else {
-			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in builtin");
+			mlp_pl_unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in builtin");
 		}
 	}
 	if (!has_layers)
@@ -989,26 +649,26 @@ static void parse_train(struct ctx *c, size_t si, const struct pair *kp)
 
 	t->ranks = 1;
 	t->nodes = 1;
-	if (!want_map(c, "train", v, "a mapping (ranks, builtin or command ...)", false))
+	if (!mlp_pl_want_map(c, "train", v, "a mapping (ranks, builtin or command ...)", false))
 		return;
 	for (size_t i = 0; i < v->npairs; i++) {
 		const struct pair *pr = &v->pairs[i];
 		const char *k = pr->key->value;
 		const struct node *val = pr->value;
 
-		if (!pair_usable(pr))
+		if (!mlp_pl_pair_usable(pr))
 			continue;
 		if (strcmp(k, "ranks") == 0) {
 			has_ranks = true;
-			get_int32(c, k, val, 1, &t->ranks);
+			mlp_pl_get_int32(c, k, val, 1, &t->ranks);
 		} else if (strcmp(k, "nodes") == 0) {
-			get_int32(c, k, val, 1, &t->nodes);
+			mlp_pl_get_int32(c, k, val, 1, &t->nodes);
 		} else if (strcmp(k, "gpus_per_node") == 0) {
-			get_int32(c, k, val, 0, &t->gpus_per_node);
+			mlp_pl_get_int32(c, k, val, 0, &t->gpus_per_node);
 		} else if (strcmp(k, "max_restarts") == 0) {
-			get_int32(c, k, val, 0, &t->max_restarts);
+			mlp_pl_get_int32(c, k, val, 0, &t->max_restarts);
 		} else if (strcmp(k, "stall_timeout") == 0) {
-			get_duration(c, k, val, false, &t->stall_timeout_ms);
+			mlp_pl_get_duration(c, k, val, false, &t->stall_timeout_ms);
 		} else if (strcmp(k, "builtin") == 0 || strcmp(k, "command") == 0) {
 			if (first_program != NULL) {
 				mlp_pl_report(c, pr->key->pos,
@@ -1020,12 +680,12 @@ static void parse_train(struct ctx *c, size_t si, const struct pair *kp)
 			if (strcmp(k, "builtin") == 0) {
 				t->has_builtin = true;
 				parse_builtin(c, si, pr);
-			} else if (get_string(c, k, val, &t->command)) {
+			} else if (mlp_pl_get_string(c, k, val, &t->command)) {
 				t->command_pos = val->pos;
-				note_shell_expr(c, si, val);
+				mlp_pl_note_shell_expr(c, si, val);
 			}
 		} else {
-			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in train");
+			mlp_pl_unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in train");
 		}
 	}
 	/* One rank per GPU unless told otherwise. */
@@ -1087,7 +747,7 @@ static void parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 	int which;
 
 	x->gate_key = kp->key;
-	if (!want_map(c, "gate", v, "a mapping (model, metrics_from, require ...)", false))
+	if (!mlp_pl_want_map(c, "gate", v, "a mapping (model, metrics_from, require ...)", false))
 		return;
 	x->gate_ok = true;
 	for (size_t i = 0; i < v->npairs; i++) {
@@ -1095,28 +755,29 @@ static void parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 		const char *k = pr->key->value;
 		const struct node *val = pr->value;
 
-		if (!pair_usable(pr))
+		if (!mlp_pl_pair_usable(pr))
 			continue;
 		if (strcmp(k, "name") == 0) {
-			get_name(c, k, val, &g->name);
+			mlp_pl_get_name(c, k, val, &g->name);
 		} else if (strcmp(k, "model") == 0) {
-			get_name(c, k, val, &g->model);
+			mlp_pl_get_name(c, k, val, &g->model);
 		} else if (strcmp(k, "metrics_from") == 0) {
 			x->metrics_from = val;
-			get_name(c, k, val, &g->metrics_from);
+			mlp_pl_get_name(c, k, val, &g->metrics_from);
 		} else if (strcmp(k, "require") == 0) {
-			if (!want_map(c, k, val, "a mapping of metric: \">= VALUE\"", true) ||
+			if (!mlp_pl_want_map(c, k, val, "a mapping of metric: \">= VALUE\"",
+			                     true) ||
 			    mlp_pl_is_null(val))
 				continue;
 			for (size_t j = 0; j < val->npairs; j++) {
 				const struct pair *rp = &val->pairs[j];
 				struct mlp_gate_require r = {0};
 
-				if (!pair_usable(rp))
+				if (!mlp_pl_pair_usable(rp))
 					continue;
 				if (rp->value->type != NODE_SCALAR ||
 				    !parse_comparison(rp->value->value, &r.op, &r.value)) {
-					char *d = describe(rp->value);
+					char *d = mlp_pl_describe(rp->value);
 
 					mlp_pl_report(
 					        c, rp->value->pos,
@@ -1133,7 +794,8 @@ static void parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 				g->require[g->nrequire++] = r;
 			}
 		} else if (strcmp(k, "baseline") == 0) {
-			if (get_enum(c, k, val, baselines, MLP_ARRAY_SIZE(baselines), &which))
+			if (mlp_pl_get_enum(c, k, val, baselines, MLP_ARRAY_SIZE(baselines),
+			                    &which))
 				g->baseline = (enum mlp_baseline)which;
 			else
 				baseline_bad = true;
@@ -1171,23 +833,24 @@ static void parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 					g->max_regression = d;
 				}
 			} else {
-				wrong_type(c, k, val,
-				           "a number (absolute) or a percentage such as "
-				           "\"0.5%\" (relative)");
+				mlp_pl_wrong_type(c, k, val,
+				                  "a number (absolute) or a percentage such as "
+				                  "\"0.5%\" (relative)");
 			}
 		} else if (strcmp(k, "directions") == 0) {
-			if (!want_map(c, k, val, "a mapping of metric: higher or lower", true) ||
+			if (!mlp_pl_want_map(c, k, val, "a mapping of metric: higher or lower",
+			                     true) ||
 			    mlp_pl_is_null(val))
 				continue;
 			for (size_t j = 0; j < val->npairs; j++) {
 				const struct pair *dp = &val->pairs[j];
 
-				if (!pair_usable(dp))
+				if (!mlp_pl_pair_usable(dp))
 					continue;
 				if (dp->value->type != NODE_SCALAR ||
 				    (strcmp(dp->value->value, "higher") != 0 &&
 				     strcmp(dp->value->value, "lower") != 0)) {
-					char *d = describe(dp->value);
+					char *d = mlp_pl_describe(dp->value);
 
 					mlp_pl_report(c, dp->value->pos,
 					              "direction of '%s' must be higher or "
@@ -1201,9 +864,9 @@ static void parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 				               dp->value->pos);
 			}
 		} else if (strcmp(k, "allow_empty") == 0) {
-			get_bool(c, k, val, &g->allow_empty);
+			mlp_pl_get_bool(c, k, val, &g->allow_empty);
 		} else {
-			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in gate");
+			mlp_pl_unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in gate");
 		}
 	}
 	if (g->model == NULL)
@@ -1230,14 +893,15 @@ static void parse_rollout(struct ctx *c, size_t si, const struct pair *kp)
 
 	r->namespace_ = xstrdup("default");
 	r->timeout_ms = 10 * 60 * 1000;
-	if (!want_map(c, "rollout", v, "a mapping (deployment, container, image ...)", false))
+	if (!mlp_pl_want_map(c, "rollout", v, "a mapping (deployment, container, image ...)",
+	                     false))
 		return;
 	for (size_t i = 0; i < v->npairs; i++) {
 		const struct pair *pr = &v->pairs[i];
 		const char *k = pr->key->value;
 		const struct node *val = pr->value;
 
-		if (!pair_usable(pr))
+		if (!mlp_pl_pair_usable(pr))
 			continue;
 		if (strcmp(k, "deployment") == 0) {
 			get_k8s_name(c, k, val, true, &r->deployment);
@@ -1246,22 +910,23 @@ static void parse_rollout(struct ctx *c, size_t si, const struct pair *kp)
 		} else if (strcmp(k, "container") == 0) {
 			get_k8s_name(c, k, val, false, &r->container);
 		} else if (strcmp(k, "image") == 0) {
-			if (get_string(c, k, val, &r->image))
-				note_expr(c, si, val);
+			if (mlp_pl_get_string(c, k, val, &r->image))
+				mlp_pl_note_expr(c, si, val);
 		} else if (strcmp(k, "env") == 0) {
 			has_env = true;
 			parse_env(c, val, &r->env, si);
 		} else if (strcmp(k, "context") == 0) {
-			get_name(c, k, val, &r->context);
+			mlp_pl_get_name(c, k, val, &r->context);
 		} else if (strcmp(k, "timeout") == 0) {
-			get_duration(c, k, val, true, &r->timeout_ms);
+			mlp_pl_get_duration(c, k, val, true, &r->timeout_ms);
 		} else if (strcmp(k, "on_failure") == 0) {
-			if (get_enum(c, k, val, on_failure, MLP_ARRAY_SIZE(on_failure), &which))
+			if (mlp_pl_get_enum(c, k, val, on_failure, MLP_ARRAY_SIZE(on_failure),
+			                    &which))
 				r->on_failure = (enum mlp_on_failure)which;
 		} else if (strcmp(k, "dry_run") == 0) {
-			get_bool(c, k, val, &r->dry_run);
+			mlp_pl_get_bool(c, k, val, &r->dry_run);
 		} else {
-			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in rollout");
+			mlp_pl_unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in rollout");
 		}
 	}
 	if (r->deployment == NULL)
@@ -1312,7 +977,7 @@ static void parse_if(struct ctx *c, struct mlp_stage *st, const struct node *v)
 			}
 		}
 	}
-	wrong_type(c, "if", v, "success(), failure() or always()");
+	mlp_pl_wrong_type(c, "if", v, "success(), failure() or always()");
 }
 
 static void parse_stage(struct ctx *c, size_t si)
@@ -1335,7 +1000,7 @@ static void parse_stage(struct ctx *c, size_t si)
 		return;
 	}
 	if (v->type != NODE_MAP) {
-		char *d = describe(v);
+		char *d = mlp_pl_describe(v);
 
 		mlp_pl_report(c, v->pos, "stage '%s' must be a mapping (run, needs ...), not %s",
 		              st->name, d);
@@ -1347,7 +1012,7 @@ static void parse_stage(struct ctx *c, size_t si)
 		const struct pair *pr = &v->pairs[i];
 		int kind;
 
-		if (!pair_usable(pr) || (kind = kind_of_key(pr->key->value)) < 0)
+		if (!mlp_pl_pair_usable(pr) || (kind = kind_of_key(pr->key->value)) < 0)
 			continue;
 		if (kind_pair != NULL) {
 			mlp_pl_report(c, pr->key->pos,
@@ -1372,16 +1037,16 @@ static void parse_stage(struct ctx *c, size_t si)
 		const char *k = pr->key->value;
 		const struct node *val = pr->value;
 
-		if (!pair_usable(pr))
+		if (!mlp_pl_pair_usable(pr))
 			continue;
 		if (kind_of_key(k) >= 0) {
 			if (pr != kind_pair)
 				continue;
 			switch (st->kind) {
 			case MLP_STAGE_RUN:
-				if (get_string(c, k, val, &st->run)) {
+				if (mlp_pl_get_string(c, k, val, &st->run)) {
 					st->run_pos = val->pos;
-					note_shell_expr(c, si, val);
+					mlp_pl_note_shell_expr(c, si, val);
 				}
 				break;
 			case MLP_STAGE_TRAIN:
@@ -1395,24 +1060,25 @@ static void parse_stage(struct ctx *c, size_t si)
 				break;
 			}
 		} else if (strcmp(k, "description") == 0) {
-			get_string(c, k, val, &st->description);
+			mlp_pl_get_string(c, k, val, &st->description);
 		} else if (strcmp(k, "needs") == 0) {
-			get_string_list(c, k, val, &st->needs, &st->needs_pos, &st->nneeds);
+			mlp_pl_get_string_list(c, k, val, &st->needs, &st->needs_pos, &st->nneeds);
 		} else if (strcmp(k, "if") == 0) {
 			parse_if(c, st, val);
 		} else if (strcmp(k, "env") == 0) {
 			parse_env(c, val, &st->env, si);
 		} else if (strcmp(k, "timeout") == 0) {
-			x->has_timeout = get_duration(c, k, val, true, &st->timeout_ms);
+			x->has_timeout = mlp_pl_get_duration(c, k, val, true, &st->timeout_ms);
 		} else if (strcmp(k, "kill_grace") == 0) {
-			x->has_kill_grace = get_duration(c, k, val, false, &st->kill_grace_ms);
+			x->has_kill_grace =
+			        mlp_pl_get_duration(c, k, val, false, &st->kill_grace_ms);
 		} else if (strcmp(k, "retry") == 0) {
 			x->has_retry = true;
 			parse_retry(c, val, &st->retry);
 		} else if (strcmp(k, "continue_on_error") == 0) {
-			get_bool(c, k, val, &st->continue_on_error);
+			mlp_pl_get_bool(c, k, val, &st->continue_on_error);
 		} else if (strcmp(k, "workdir") == 0) {
-			get_name(c, k, val, &st->workdir);
+			mlp_pl_get_name(c, k, val, &st->workdir);
 		} else if (strcmp(k, "model") == 0) {
 			if (x->has_kind && st->kind != MLP_STAGE_RUN && st->kind != MLP_STAGE_TRAIN)
 				mlp_pl_report(c, pr->key->pos,
@@ -1422,7 +1088,7 @@ static void parse_stage(struct ctx *c, size_t si)
 			else
 				parse_model(c, si, pr);
 		} else {
-			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), where);
+			mlp_pl_unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), where);
 		}
 	}
 	free(where);
@@ -1435,10 +1101,10 @@ static void parse_stages(struct ctx *c, const struct pair *kp)
 	size_t n = 0;
 
 	c->stages_map = v;
-	if (!want_map(c, "stages", v, "a mapping of stage names to stages", true))
+	if (!mlp_pl_want_map(c, "stages", v, "a mapping of stage names to stages", true))
 		return;
 	for (size_t i = 0; i < v->npairs; i++)
-		if (pair_usable(&v->pairs[i]))
+		if (mlp_pl_pair_usable(&v->pairs[i]))
 			n++;
 	if (n == 0) {
 		mlp_pl_report(c, kp->key->pos,
@@ -1451,7 +1117,7 @@ static void parse_stages(struct ctx *c, const struct pair *kp)
 		const struct pair *pr = &v->pairs[i];
 		struct mlp_stage *st;
 
-		if (!pair_usable(pr))
+		if (!mlp_pl_pair_usable(pr))
 			continue;
 		st = &p->stages[p->nstages];
 		c->extra[p->nstages].body = pr->value;
@@ -1970,7 +1636,7 @@ static void check_duplicates(struct ctx *c)
 			if (pr->merged)
 				continue;
 			if (pr->key->type != NODE_SCALAR) {
-				char *d = describe(pr->key);
+				char *d = mlp_pl_describe(pr->key);
 
 				mlp_pl_report(c, pr->key->pos, "keys must be strings, not %s", d);
 				free(d);
@@ -2049,21 +1715,22 @@ static void parse_top(struct ctx *c, const struct node *root)
 		const char *k = pr->key->value;
 		const struct node *v = pr->value;
 
-		if (!pair_usable(pr))
+		if (!mlp_pl_pair_usable(pr))
 			continue;
 		if (strcmp(k, "name") == 0) {
-			get_name(c, k, v, &p->name);
+			mlp_pl_get_name(c, k, v, &p->name);
 		} else if (strcmp(k, "on") == 0) {
 			if (v->type == NODE_MAP || v->type == NODE_SEQ || !mlp_pl_is_null(v))
 				parse_on(c, v);
 			else
-				wrong_type(c, k, v, "a trigger (push) or a mapping of triggers");
+				mlp_pl_wrong_type(c, k, v,
+				                  "a trigger (push) or a mapping of triggers");
 		} else if (strcmp(k, "env") == 0) {
 			parse_env(c, v, &p->env, SIZE_MAX);
 		} else if (strcmp(k, "defaults") == 0) {
 			parse_defaults(c, v);
 		} else if (strcmp(k, "workdir") == 0) {
-			get_name(c, k, v, &p->workdir);
+			mlp_pl_get_name(c, k, v, &p->workdir);
 		} else if (strcmp(k, "stages") == 0) {
 			stages = pr;
 		} else if (strncmp(k, "x-", 2) == 0) {
@@ -2073,7 +1740,7 @@ static void parse_top(struct ctx *c, const struct node *root)
 			              "unknown key 'concurrency' (it belongs in a "
 			              "schedule entry: on.schedule[].concurrency)");
 		} else {
-			unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), "");
+			mlp_pl_unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), "");
 		}
 	}
 	/* Stages last: they inherit from defaults wherever those are written. */
