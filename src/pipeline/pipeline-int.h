@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <yaml.h>
 
@@ -203,5 +204,19 @@ void mlp_pl_note_expr(struct ctx *c, size_t stage, const struct node *v);
 /* The same for a value that runs as a /bin/sh command (run,
  * train.command): its quoting contexts are checked too. */
 void mlp_pl_note_shell_expr(struct ctx *c, size_t stage, const struct node *v);
+
+/* graph.c: needs, order, cycles */
+
+/* The index of the named stage, or -1 (constant time). */
+ssize_t mlp_pl_find_stage(const struct ctx *c, const char *name);
+/* The stage names, NULL-terminated, for mlp_suggest(); free the array
+ * (not the names). */
+const char **mlp_pl_stage_names(const struct mlp_pipeline *p);
+/* Resolves every stage's needs to need_index (SIZE_MAX where a need is
+ * unknown, the stage itself or a repeat, each reported). */
+void mlp_pl_resolve_needs(struct ctx *c);
+/* Sets p->order to a topological order (ties in file order), or leaves it
+ * NULL and reports each dependency cycle. */
+void mlp_pl_order_stages(struct ctx *c);
 
 #endif
