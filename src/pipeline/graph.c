@@ -162,6 +162,127 @@ static void dependents_of(const struct mlp_pipeline *p, size_t **out_start, size
 	*out_list = list;
 }
 
+/* Kosaraju's working arrays, each with an entry per stage (and one more,
+ * so that none is empty). */
+struct scc {
+	const struct mlp_pipeline *p;
+	size_t *order;                /* stages in finishing order of the first walk */
+	size_t *comp;                 /* the component of each stage */
+	size_t *comp_size;            /* stages per component; 0 once reported */
+	size_t ncomp;                 /* components so far */
+	size_t *stack;                /* the walks' stack, then a path */
+	size_t *parent;               /* breadth-first tree; SIZE_MAX between uses */
+	size_t *queue;                /* breadth-first queue */
+	size_t *dep_start, *dep_list; /* from dependents_of() */
+};
+
+/* 1: finishing order of a depth-first walk along needs. */
+static void scc_finish_order(struct scc *g)
+{
+	const struct mlp_pipeline *p = g->p;
+	size_t n = p->nstages, norder = 0;
+	size_t *edge = xcalloc(n + 1, sizeof(*edge));
+	bool *seen = xcalloc(n + 1, sizeof(*seen));
+
+	for (size_t s = 0; s < n; s++) {
+		size_t top = 0;
+
+		if (seen[s])
+			continue;
+		seen[s] = true;
+		g->stack[top++] = s;
+		while (top > 0) {
+			size_t u = g->stack[top - 1];
+
+			if (edge[u] < p->stages[u].nneeds) {
+				size_t w = p->stages[u].need_index[edge[u]++];
+
+				if (w != SIZE_MAX && !seen[w]) {
+					seen[w] = true;
+					g->stack[top++] = w;
+				}
+			} else {
+				g->order[norder++] = u;
+				top--;
+			}
+		}
+	}
+	free(edge);
+	free(seen);
+}
+
+/* 2: components along reversed edges, in reverse finishing order. */
+static void scc_components(struct scc *g)
+{
+	size_t n = g->p->nstages;
+
+	for (size_t i = 0; i < n; i++)
+		g->comp[i] = SIZE_MAX;
+	for (size_t oi = n; oi-- > 0;) {
+		size_t s = g->order[oi], top = 0;
+
+		if (g->comp[s] != SIZE_MAX)
+			continue;
+		g->comp[s] = g->ncomp;
+		g->stack[top++] = s;
+		while (top > 0) {
+			size_t u = g->stack[--top];
+
+			g->comp_size[g->ncomp]++;
+			for (size_t k = g->dep_start[u]; k < g->dep_start[u + 1]; k++) {
+				size_t w = g->dep_list[k];
+
+				if (g->comp[w] == SIZE_MAX) {
+					g->comp[w] = g->ncomp;
+					g->stack[top++] = w;
+				}
+			}
+		}
+		g->ncomp++;
+	}
+}
+
+/* 3: the shortest cycle through stage s inside its component, found
+ * breadth-first until an edge leads back to s, and reported at s. */
+static void report_cycle_from(struct ctx *c, struct scc *g, size_t s)
+{
+	const struct mlp_pipeline *p = g->p;
+	size_t head = 0, tail = 0, last = SIZE_MAX, len = 0;
+	struct mlp_buf msg = {0};
+
+	g->queue[tail++] = s;
+	g->parent[s] = s;
+	while (head < tail && last == SIZE_MAX) {
+		size_t u = g->queue[head++];
+
+		for (size_t j = 0; j < p->stages[u].nneeds; j++) {
+			size_t w = p->stages[u].need_index[j];
+
+			if (w == SIZE_MAX || g->comp[w] != g->comp[s])
+				continue;
+			if (w == s) {
+				last = u;
+				break;
+			}
+			if (g->parent[w] == SIZE_MAX) {
+				g->parent[w] = u;
+				g->queue[tail++] = w;
+			}
+		}
+	}
+	/* The path s -> ... -> last, read backwards from last. */
+	for (size_t u = last; u != SIZE_MAX && u != s; u = g->parent[u])
+		g->stack[len++] = u;
+	mlp_buf_printf(&msg, "dependency cycle: %s", p->stages[s].name);
+	while (len > 0)
+		mlp_buf_printf(&msg, " -> %s", p->stages[g->stack[--len]].name);
+	mlp_buf_printf(&msg, " -> %s", p->stages[s].name);
+	mlp_pl_report(c, p->stages[s].pos, "%s", mlp_buf_str(&msg));
+	mlp_buf_free(&msg);
+	for (size_t i = 0; i < tail; i++)
+		g->parent[g->queue[i]] = SIZE_MAX;
+}
+
 /*
  * Reports each strongly connected component of two or more stages once,
  * naming its shortest cycle through the component's first stage (in file
@@ -173,120 +294,34 @@ static void report_cycles(struct ctx *c)
 {
 	const struct mlp_pipeline *p = c->p;
 	size_t n = p->nstages;
-	size_t *order = xmalloc((n + 1) * sizeof(*order));
-	size_t *comp = xmalloc((n + 1) * sizeof(*comp));
-	size_t *comp_size = xcalloc(n + 1, sizeof(*comp_size));
-	size_t *stack = xmalloc((n + 1) * sizeof(*stack));
-	size_t *edge = xcalloc(n + 1, sizeof(*edge));
-	size_t *parent = xmalloc((n + 1) * sizeof(*parent));
-	size_t *queue = xmalloc((n + 1) * sizeof(*queue));
-	bool *seen = xcalloc(n + 1, sizeof(*seen));
-	size_t *dep_start, *dep_list;
-	size_t norder = 0, ncomp = 0;
+	struct scc g = {0};
 
-	dependents_of(p, &dep_start, &dep_list);
-	/* 1: finishing order of a depth-first walk along needs. */
-	for (size_t s = 0; s < n; s++) {
-		size_t top = 0;
-
-		if (seen[s])
-			continue;
-		seen[s] = true;
-		stack[top++] = s;
-		while (top > 0) {
-			size_t u = stack[top - 1];
-
-			if (edge[u] < p->stages[u].nneeds) {
-				size_t w = p->stages[u].need_index[edge[u]++];
-
-				if (w != SIZE_MAX && !seen[w]) {
-					seen[w] = true;
-					stack[top++] = w;
-				}
-			} else {
-				order[norder++] = u;
-				top--;
-			}
-		}
-	}
-	/* 2: components along reversed edges, in reverse finishing order. */
+	g.p = p;
+	g.order = xmalloc((n + 1) * sizeof(*g.order));
+	g.comp = xmalloc((n + 1) * sizeof(*g.comp));
+	g.comp_size = xcalloc(n + 1, sizeof(*g.comp_size));
+	g.stack = xmalloc((n + 1) * sizeof(*g.stack));
+	g.parent = xmalloc((n + 1) * sizeof(*g.parent));
+	g.queue = xmalloc((n + 1) * sizeof(*g.queue));
+	dependents_of(p, &g.dep_start, &g.dep_list);
+	scc_finish_order(&g);
+	scc_components(&g);
 	for (size_t i = 0; i < n; i++)
-		comp[i] = SIZE_MAX;
-	for (size_t oi = n; oi-- > 0;) {
-		size_t s = order[oi], top = 0;
-
-		if (comp[s] != SIZE_MAX)
-			continue;
-		comp[s] = ncomp;
-		stack[top++] = s;
-		while (top > 0) {
-			size_t u = stack[--top];
-
-			comp_size[ncomp]++;
-			for (size_t k = dep_start[u]; k < dep_start[u + 1]; k++) {
-				size_t w = dep_list[k];
-
-				if (comp[w] == SIZE_MAX) {
-					comp[w] = ncomp;
-					stack[top++] = w;
-				}
-			}
-		}
-		ncomp++;
-	}
-	/* 3: for each component with a cycle, from its first stage in file
-	 * order, breadth-first inside the component until an edge leads back. */
-	for (size_t i = 0; i < n; i++)
-		parent[i] = SIZE_MAX;
+		g.parent[i] = SIZE_MAX;
 	for (size_t s = 0; s < n; s++) {
-		size_t head = 0, tail = 0, last = SIZE_MAX, len = 0;
-		struct mlp_buf msg = {0};
-
-		if (comp_size[comp[s]] < 2)
+		if (g.comp_size[g.comp[s]] < 2)
 			continue;
-		comp_size[comp[s]] = 0; /* reported */
-		queue[tail++] = s;
-		parent[s] = s;
-		while (head < tail && last == SIZE_MAX) {
-			size_t u = queue[head++];
-
-			for (size_t j = 0; j < p->stages[u].nneeds; j++) {
-				size_t w = p->stages[u].need_index[j];
-
-				if (w == SIZE_MAX || comp[w] != comp[s])
-					continue;
-				if (w == s) {
-					last = u;
-					break;
-				}
-				if (parent[w] == SIZE_MAX) {
-					parent[w] = u;
-					queue[tail++] = w;
-				}
-			}
-		}
-		/* The path s -> ... -> last, read backwards from last. */
-		for (size_t u = last; u != SIZE_MAX && u != s; u = parent[u])
-			stack[len++] = u;
-		mlp_buf_printf(&msg, "dependency cycle: %s", p->stages[s].name);
-		while (len > 0)
-			mlp_buf_printf(&msg, " -> %s", p->stages[stack[--len]].name);
-		mlp_buf_printf(&msg, " -> %s", p->stages[s].name);
-		mlp_pl_report(c, p->stages[s].pos, "%s", mlp_buf_str(&msg));
-		mlp_buf_free(&msg);
-		for (size_t i = 0; i < tail; i++)
-			parent[queue[i]] = SIZE_MAX;
+		g.comp_size[g.comp[s]] = 0; /* reported */
+		report_cycle_from(c, &g, s);
 	}
-	free(order);
-	free(comp);
-	free(comp_size);
-	free(stack);
-	free(edge);
-	free(parent);
-	free(queue);
-	free(seen);
-	free(dep_start);
-	free(dep_list);
+	free(g.order);
+	free(g.comp);
+	free(g.comp_size);
+	free(g.stack);
+	free(g.parent);
+	free(g.queue);
+	free(g.dep_start);
+	free(g.dep_list);
 }
 
 /* Kahn's algorithm, ties broken by file order; false when there is a cycle. */
