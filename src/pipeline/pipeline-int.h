@@ -219,4 +219,11 @@ void mlp_pl_resolve_needs(struct ctx *c);
  * NULL and reports each dependency cycle. */
 void mlp_pl_order_stages(struct ctx *c);
 
+/* checks.c: checks across the file */
+
+/* Scans every noted expression: syntax, stage references, shell quoting. */
+void mlp_pl_check_expressions(struct ctx *c);
+/* Reports non-string keys and duplicate keys, once per mapping. */
+void mlp_pl_check_duplicates(struct ctx *c);
+
 #endif
