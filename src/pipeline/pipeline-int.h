@@ -205,6 +205,12 @@ void mlp_pl_note_expr(struct ctx *c, size_t stage, const struct node *v);
  * train.command): its quoting contexts are checked too. */
 void mlp_pl_note_shell_expr(struct ctx *c, size_t stage, const struct node *v);
 
+/*
+ * The stage kinds (kind-*.c): each reads the value of a stage's kind key
+ * (kp, as in "train: {...}") into c->p->stages[si].
+ */
+void mlp_pl_parse_train(struct ctx *c, size_t si, const struct pair *kp);
+
 /* graph.c: needs, order, cycles */
 
 /* The index of the named stage, or -1 (constant time). */
