@@ -16,6 +16,43 @@
 #include "pipeline/pipeline-int.h"
 #include "base/util.h"
 
+/* What a builtin block holds before its keys are read. */
+static void builtin_defaults(struct mlp_builtin_train *b)
+{
+	b->epochs = 1;
+	b->batch = 64;
+	b->lr = 0.01;
+	b->momentum = 0.9;
+	b->weight_decay = 0;
+	b->seed = 42;
+	b->validation_split = 0;
+	b->device = xstrdup("auto");
+}
+
+/* builtin.layers: the sizes from inputs to outputs, at least 2. */
+static void builtin_layers(struct ctx *c, struct mlp_builtin_train *b, const struct node *val)
+{
+	long long n;
+
+	if (val->type != NODE_SEQ) {
+		mlp_pl_wrong_type(c, "layers", val, "a list of layer sizes such as [784, 256, 10]");
+		return;
+	}
+	if (val->nitems < 2) {
+		mlp_pl_report(c, val->pos,
+		              "'layers' needs at least 2 sizes (inputs and "
+		              "outputs), not %zu",
+		              val->nitems);
+		return;
+	}
+	free(b->layers);
+	b->layers = xcalloc(val->nitems, sizeof(*b->layers));
+	b->nlayers = val->nitems;
+	for (size_t j = 0; j < val->nitems; j++)
+		if (mlp_pl_get_int(c, "layers", val->items[j], 1, INT_MAX, &n))
+			b->layers[j] = (int)n;
+}
+
 static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
 {
 	static const char *const keys[] = {
@@ -31,14 +68,7 @@ static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
 	double d;
 	int which;
 
-	b->epochs = 1;
-	b->batch = 64;
-	b->lr = 0.01;
-	b->momentum = 0.9;
-	b->weight_decay = 0;
-	b->seed = 42;
-	b->validation_split = 0;
-	b->device = xstrdup("auto");
+	builtin_defaults(b);
 	b->pos = kp->key->pos;
 	if (!mlp_pl_want_map(c, "builtin", v, "a mapping (layers, epochs, data ...)", false))
 		return;
@@ -51,24 +81,7 @@ static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
 			continue;
 		if (strcmp(k, "layers") == 0) {
 			has_layers = true;
-			if (val->type != NODE_SEQ) {
-				mlp_pl_wrong_type(c, k, val,
-				                  "a list of layer sizes such as [784, 256, 10]");
-				continue;
-			}
-			if (val->nitems < 2) {
-				mlp_pl_report(c, val->pos,
-				              "'layers' needs at least 2 sizes (inputs and "
-				              "outputs), not %zu",
-				              val->nitems);
-				continue;
-			}
-			free(b->layers);
-			b->layers = xcalloc(val->nitems, sizeof(*b->layers));
-			b->nlayers = val->nitems;
-			for (size_t j = 0; j < val->nitems; j++)
-				if (mlp_pl_get_int(c, "layers", val->items[j], 1, INT_MAX, &n))
-					b->layers[j] = (int)n;
+			builtin_layers(c, b, val);
 		} else if (strcmp(k, "epochs") == 0) {
 			mlp_pl_get_int32(c, k, val, 1, &b->epochs);
 		} else if (strcmp(k, "batch") == 0) {
