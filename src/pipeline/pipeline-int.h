@@ -210,6 +210,10 @@ void mlp_pl_note_shell_expr(struct ctx *c, size_t stage, const struct node *v);
  * (kp, as in "train: {...}") into c->p->stages[si].
  */
 void mlp_pl_parse_train(struct ctx *c, size_t si, const struct pair *kp);
+void mlp_pl_parse_gate(struct ctx *c, size_t si, const struct pair *kp);
+/* Once needs are resolved: each gate's metrics_from (given, or the one
+ * stage it needs) must be a stage it depends on. */
+void mlp_pl_check_metrics_from(struct ctx *c);
 
 /* graph.c: needs, order, cycles */
 
