@@ -52,6 +52,103 @@ static bool parse_comparison(const char *s, enum mlp_gate_op *op, double *value)
 	return ok;
 }
 
+/* require: metric: "OP VALUE", each a threshold the metric must meet. */
+static void gate_require(struct ctx *c, struct mlp_gate *g, const char *k, const struct node *val)
+{
+	if (!mlp_pl_want_map(c, k, val, "a mapping of metric: \">= VALUE\"", true) ||
+	    mlp_pl_is_null(val))
+		return;
+	for (size_t j = 0; j < val->npairs; j++) {
+		const struct pair *rp = &val->pairs[j];
+		struct mlp_gate_require r = {0};
+
+		if (!mlp_pl_pair_usable(rp))
+			continue;
+		if (rp->value->type != NODE_SCALAR ||
+		    !parse_comparison(rp->value->value, &r.op, &r.value)) {
+			char *d = mlp_pl_describe(rp->value);
+
+			mlp_pl_report(c, rp->value->pos,
+			              "require '%s' must be a comparison such "
+			              "as \">= 0.85\" (with >=, >, <= or <), not %s",
+			              rp->key->value, d);
+			free(d);
+			continue;
+		}
+		r.metric = xstrdup(rp->key->value);
+		r.pos = rp->value->pos;
+		g->require = xrealloc(g->require, (g->nrequire + 1) * sizeof(*g->require));
+		g->require[g->nrequire++] = r;
+	}
+}
+
+/* max_regression: a number (absolute) or "N%" (relative to the baseline). */
+static void gate_max_regression(struct ctx *c, struct mlp_gate *g, const char *k,
+                                const struct node *val)
+{
+	double d;
+
+	if (val->type == NODE_SCALAR && val->len > 1 && val->value[val->len - 1] == '%') {
+		char *num = xstrndup(val->value, val->len - 1);
+
+		if (mlp_pl_number_syntax(num) && mlp_parse_double(&d, num) == 0 && d >= 0) {
+			g->has_max_regression = true;
+			g->max_regression = d / 100;
+			g->max_regression_relative = true;
+		} else {
+			mlp_pl_report(c, val->pos,
+			              "'max_regression' must be a number (absolute) "
+			              "or a percentage such as \"0.5%%\" (relative), not "
+			              "'%s'",
+			              val->value);
+		}
+		free(num);
+	} else if (val->type == NODE_SCALAR && val->plain && mlp_pl_number_syntax(val->value) &&
+	           mlp_parse_double(&d, val->value) == 0) {
+		if (d < 0) {
+			mlp_pl_report(c, val->pos, "'max_regression' must be at least 0, not %s",
+			              val->value);
+		} else {
+			g->has_max_regression = true;
+			g->max_regression = d;
+		}
+	} else {
+		mlp_pl_wrong_type(c, k, val,
+		                  "a number (absolute) or a percentage such as "
+		                  "\"0.5%\" (relative)");
+	}
+}
+
+/* directions: metric: higher or lower (which way is better). */
+static void gate_directions(struct ctx *c, struct mlp_gate *g, const char *k,
+                            const struct node *val)
+{
+	static const char *const directions[] = {"higher", "lower"};
+
+	if (!mlp_pl_want_map(c, k, val, "a mapping of metric: higher or lower", true) ||
+	    mlp_pl_is_null(val))
+		return;
+	for (size_t j = 0; j < val->npairs; j++) {
+		const struct pair *dp = &val->pairs[j];
+
+		if (!mlp_pl_pair_usable(dp))
+			continue;
+		if (dp->value->type != NODE_SCALAR || (strcmp(dp->value->value, "higher") != 0 &&
+		                                       strcmp(dp->value->value, "lower") != 0)) {
+			char *d = mlp_pl_describe(dp->value);
+
+			mlp_pl_report(c, dp->value->pos,
+			              "direction of '%s' must be higher or "
+			              "lower, not %s",
+			              dp->key->value, d);
+			free(d);
+			continue;
+		}
+		mlp_kvlist_add(&g->directions, dp->key->value,
+		               directions[strcmp(dp->value->value, "lower") == 0], dp->value->pos);
+	}
+}
+
 void mlp_pl_parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 {
 	static const char *const keys[] = {
@@ -59,7 +156,6 @@ void mlp_pl_parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 	        "baseline", "max_regression", "directions",   "allow_empty",
 	};
 	static const char *const baselines[] = {"none", "deployed", "approved"};
-	static const char *const directions[] = {"higher", "lower"};
 	struct mlp_gate *g = &c->p->stages[si].gate;
 	struct stage_extra *x = &c->extra[si];
 	const struct node *v = kp->value;
@@ -86,34 +182,7 @@ void mlp_pl_parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 			x->metrics_from = val;
 			mlp_pl_get_name(c, k, val, &g->metrics_from);
 		} else if (strcmp(k, "require") == 0) {
-			if (!mlp_pl_want_map(c, k, val, "a mapping of metric: \">= VALUE\"",
-			                     true) ||
-			    mlp_pl_is_null(val))
-				continue;
-			for (size_t j = 0; j < val->npairs; j++) {
-				const struct pair *rp = &val->pairs[j];
-				struct mlp_gate_require r = {0};
-
-				if (!mlp_pl_pair_usable(rp))
-					continue;
-				if (rp->value->type != NODE_SCALAR ||
-				    !parse_comparison(rp->value->value, &r.op, &r.value)) {
-					char *d = mlp_pl_describe(rp->value);
-
-					mlp_pl_report(
-					        c, rp->value->pos,
-					        "require '%s' must be a comparison such "
-					        "as \">= 0.85\" (with >=, >, <= or <), not %s",
-					        rp->key->value, d);
-					free(d);
-					continue;
-				}
-				r.metric = xstrdup(rp->key->value);
-				r.pos = rp->value->pos;
-				g->require = xrealloc(g->require,
-				                      (g->nrequire + 1) * sizeof(*g->require));
-				g->require[g->nrequire++] = r;
-			}
+			gate_require(c, g, k, val);
 		} else if (strcmp(k, "baseline") == 0) {
 			if (mlp_pl_get_enum(c, k, val, baselines, MLP_ARRAY_SIZE(baselines),
 			                    &which))
@@ -121,69 +190,10 @@ void mlp_pl_parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 			else
 				baseline_bad = true;
 		} else if (strcmp(k, "max_regression") == 0) {
-			double d;
-
 			max_regression_key = pr->key;
-			if (val->type == NODE_SCALAR && val->len > 1 &&
-			    val->value[val->len - 1] == '%') {
-				char *num = xstrndup(val->value, val->len - 1);
-
-				if (mlp_pl_number_syntax(num) && mlp_parse_double(&d, num) == 0 &&
-				    d >= 0) {
-					g->has_max_regression = true;
-					g->max_regression = d / 100;
-					g->max_regression_relative = true;
-				} else {
-					mlp_pl_report(
-					        c, val->pos,
-					        "'max_regression' must be a number (absolute) "
-					        "or a percentage such as \"0.5%%\" (relative), not "
-					        "'%s'",
-					        val->value);
-				}
-				free(num);
-			} else if (val->type == NODE_SCALAR && val->plain &&
-			           mlp_pl_number_syntax(val->value) &&
-			           mlp_parse_double(&d, val->value) == 0) {
-				if (d < 0) {
-					mlp_pl_report(c, val->pos,
-					              "'max_regression' must be at least 0, not %s",
-					              val->value);
-				} else {
-					g->has_max_regression = true;
-					g->max_regression = d;
-				}
-			} else {
-				mlp_pl_wrong_type(c, k, val,
-				                  "a number (absolute) or a percentage such as "
-				                  "\"0.5%\" (relative)");
-			}
+			gate_max_regression(c, g, k, val);
 		} else if (strcmp(k, "directions") == 0) {
-			if (!mlp_pl_want_map(c, k, val, "a mapping of metric: higher or lower",
-			                     true) ||
-			    mlp_pl_is_null(val))
-				continue;
-			for (size_t j = 0; j < val->npairs; j++) {
-				const struct pair *dp = &val->pairs[j];
-
-				if (!mlp_pl_pair_usable(dp))
-					continue;
-				if (dp->value->type != NODE_SCALAR ||
-				    (strcmp(dp->value->value, "higher") != 0 &&
-				     strcmp(dp->value->value, "lower") != 0)) {
-					char *d = mlp_pl_describe(dp->value);
-
-					mlp_pl_report(c, dp->value->pos,
-					              "direction of '%s' must be higher or "
-					              "lower, not %s",
-					              dp->key->value, d);
-					free(d);
-					continue;
-				}
-				mlp_kvlist_add(&g->directions, dp->key->value,
-				               directions[strcmp(dp->value->value, "lower") == 0],
-				               dp->value->pos);
-			}
+			gate_directions(c, g, k, val);
 		} else if (strcmp(k, "allow_empty") == 0) {
 			mlp_pl_get_bool(c, k, val, &g->allow_empty);
 		} else {
