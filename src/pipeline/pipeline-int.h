@@ -205,6 +205,11 @@ void mlp_pl_note_expr(struct ctx *c, size_t stage, const struct node *v);
  * train.command): its quoting contexts are checked too. */
 void mlp_pl_note_shell_expr(struct ctx *c, size_t stage, const struct node *v);
 
+/* sections.c: the top level and what stages share */
+
+/* env: NAME: value into *out; stage as for mlp_pl_note_expr(). */
+void mlp_pl_parse_env(struct ctx *c, const struct node *v, struct mlp_kvlist *out, size_t stage);
+
 /*
  * The stage kinds (kind-*.c): each reads the value of a stage's kind key
  * (kp, as in "train: {...}") into c->p->stages[si].
@@ -214,6 +219,7 @@ void mlp_pl_parse_gate(struct ctx *c, size_t si, const struct pair *kp);
 /* Once needs are resolved: each gate's metrics_from (given, or the one
  * stage it needs) must be a stage it depends on. */
 void mlp_pl_check_metrics_from(struct ctx *c);
+void mlp_pl_parse_rollout(struct ctx *c, size_t si, const struct pair *kp);
 
 /* graph.c: needs, order, cycles */
 

@@ -68,7 +68,7 @@ static bool env_name_valid(const char *s)
 }
 
 /* env: NAME: value (a scalar; numbers and booleans as written, null as ""). */
-static void parse_env(struct ctx *c, const struct node *v, struct mlp_kvlist *out, size_t stage)
+void mlp_pl_parse_env(struct ctx *c, const struct node *v, struct mlp_kvlist *out, size_t stage)
 {
 	if (!mlp_pl_want_map(c, "env", v, "a mapping of NAME: value", true) || mlp_pl_is_null(v))
 		return;
@@ -454,33 +454,6 @@ static bool stage_name_valid(const char *s)
 	return true;
 }
 
-/* Kubernetes names: an RFC 1123 label (max 63), or with dots a subdomain. */
-static bool k8s_name_valid(const char *s, bool dots, size_t max)
-{
-	size_t len = strlen(s);
-
-	if (len == 0 || len > max || !isalnum((unsigned char)s[0]) ||
-	    !isalnum((unsigned char)s[len - 1]))
-		return false;
-	for (; *s; s++)
-		if (!(islower((unsigned char)*s) || isdigit((unsigned char)*s) || *s == '-' ||
-		      (dots && *s == '.')))
-			return false;
-	return true;
-}
-
-static void get_k8s_name(struct ctx *c, const char *key, const struct node *v, bool dots,
-                         char **out)
-{
-	if (!mlp_pl_get_name(c, key, v, out) || strstr(v->value, "${{") != NULL)
-		return;
-	if (!k8s_name_valid(*out, dots, dots ? 253 : 63))
-		mlp_pl_report(c, v->pos,
-		              "'%s' must be a Kubernetes name (lowercase letters, digits%s "
-		              "and '-', at most %d characters), not '%s'",
-		              key, dots ? ", '.'" : "", dots ? 253 : 63, *out);
-}
-
 static void parse_model(struct ctx *c, size_t si, const struct pair *kp)
 {
 	static const char *const keys[] = {"name", "path"};
@@ -511,70 +484,6 @@ static void parse_model(struct ctx *c, size_t si, const struct pair *kp)
 	if (m->path == NULL)
 		mlp_pl_report(c, kp->key->pos,
 		              "missing 'path' in model (the file the stage writes)");
-}
-
-static void parse_rollout(struct ctx *c, size_t si, const struct pair *kp)
-{
-	static const char *const keys[] = {
-	        "deployment", "namespace", "container",  "image",   "env",
-	        "context",    "timeout",   "on_failure", "dry_run",
-	};
-	static const char *const on_failure[] = {"rollback", "keep"};
-	struct mlp_rollout *r = &c->p->stages[si].rollout;
-	const struct node *v = kp->value;
-	bool has_env = false;
-	int which;
-
-	r->namespace_ = xstrdup("default");
-	r->timeout_ms = 10 * 60 * 1000;
-	if (!mlp_pl_want_map(c, "rollout", v, "a mapping (deployment, container, image ...)",
-	                     false))
-		return;
-	for (size_t i = 0; i < v->npairs; i++) {
-		const struct pair *pr = &v->pairs[i];
-		const char *k = pr->key->value;
-		const struct node *val = pr->value;
-
-		if (!mlp_pl_pair_usable(pr))
-			continue;
-		if (strcmp(k, "deployment") == 0) {
-			get_k8s_name(c, k, val, true, &r->deployment);
-		} else if (strcmp(k, "namespace") == 0) {
-			get_k8s_name(c, k, val, false, &r->namespace_);
-		} else if (strcmp(k, "container") == 0) {
-			get_k8s_name(c, k, val, false, &r->container);
-		} else if (strcmp(k, "image") == 0) {
-			if (mlp_pl_get_string(c, k, val, &r->image))
-				mlp_pl_note_expr(c, si, val);
-		} else if (strcmp(k, "env") == 0) {
-			has_env = true;
-			parse_env(c, val, &r->env, si);
-		} else if (strcmp(k, "context") == 0) {
-			mlp_pl_get_name(c, k, val, &r->context);
-		} else if (strcmp(k, "timeout") == 0) {
-			mlp_pl_get_duration(c, k, val, true, &r->timeout_ms);
-		} else if (strcmp(k, "on_failure") == 0) {
-			if (mlp_pl_get_enum(c, k, val, on_failure, MLP_ARRAY_SIZE(on_failure),
-			                    &which))
-				r->on_failure = (enum mlp_on_failure)which;
-		} else if (strcmp(k, "dry_run") == 0) {
-			mlp_pl_get_bool(c, k, val, &r->dry_run);
-		} else {
-			mlp_pl_unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in rollout");
-		}
-	}
-	if (r->deployment == NULL)
-		mlp_pl_report(c, kp->key->pos,
-		              "missing 'deployment' in rollout (the Deployment to "
-		              "update)");
-	if (r->container == NULL)
-		mlp_pl_report(c, kp->key->pos,
-		              "missing 'container' in rollout (the container to "
-		              "update)");
-	if (r->image == NULL && !has_env)
-		mlp_pl_report(c, kp->key->pos,
-		              "rollout needs 'image' or 'env' (what to change in the "
-		              "container)");
 }
 
 static const char *const kind_keys[] = {"run", "train", "gate", "rollout"};
@@ -690,7 +599,7 @@ static void parse_stage(struct ctx *c, size_t si)
 				mlp_pl_parse_gate(c, si, pr);
 				break;
 			case MLP_STAGE_ROLLOUT:
-				parse_rollout(c, si, pr);
+				mlp_pl_parse_rollout(c, si, pr);
 				break;
 			}
 		} else if (strcmp(k, "description") == 0) {
@@ -700,7 +609,7 @@ static void parse_stage(struct ctx *c, size_t si)
 		} else if (strcmp(k, "if") == 0) {
 			parse_if(c, st, val);
 		} else if (strcmp(k, "env") == 0) {
-			parse_env(c, val, &st->env, si);
+			mlp_pl_parse_env(c, val, &st->env, si);
 		} else if (strcmp(k, "timeout") == 0) {
 			x->has_timeout = mlp_pl_get_duration(c, k, val, true, &st->timeout_ms);
 		} else if (strcmp(k, "kill_grace") == 0) {
@@ -852,7 +761,7 @@ static void parse_top(struct ctx *c, const struct node *root)
 				mlp_pl_wrong_type(c, k, v,
 				                  "a trigger (push) or a mapping of triggers");
 		} else if (strcmp(k, "env") == 0) {
-			parse_env(c, v, &p->env, SIZE_MAX);
+			mlp_pl_parse_env(c, v, &p->env, SIZE_MAX);
 		} else if (strcmp(k, "defaults") == 0) {
 			parse_defaults(c, v);
 		} else if (strcmp(k, "workdir") == 0) {
