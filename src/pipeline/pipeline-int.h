@@ -209,6 +209,20 @@ void mlp_pl_note_shell_expr(struct ctx *c, size_t stage, const struct node *v);
 
 /* env: NAME: value into *out; stage as for mlp_pl_note_expr(). */
 void mlp_pl_parse_env(struct ctx *c, const struct node *v, struct mlp_kvlist *out, size_t stage);
+/* A retry block's defaults: max retries, a 1s backoff doubling up to 5m. */
+void mlp_pl_retry_defaults(struct mlp_retry *r, int max);
+/* Replaces *dst by a copy of *src. */
+void mlp_pl_retry_copy(struct mlp_retry *dst, const struct mlp_retry *src);
+/* retry: a number of retries, or a mapping (max, backoff, on ...). */
+void mlp_pl_parse_retry(struct ctx *c, const struct node *v, struct mlp_retry *out);
+
+/* stages.c: stages and their common keys */
+
+/* Reads the stages: mapping (kp): every name first, then each stage. */
+void mlp_pl_parse_stages(struct ctx *c, const struct pair *kp);
+/* Gives each stage the timeout, kill_grace and retry of defaults: where it
+ * has none of its own. */
+void mlp_pl_resolve_defaults(struct ctx *c);
 
 /*
  * The stage kinds (kind-*.c): each reads the value of a stage's kind key
