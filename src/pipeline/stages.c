@@ -113,6 +113,64 @@ static void parse_if(struct ctx *c, struct mlp_stage *st, const struct node *v)
 	mlp_pl_wrong_type(c, "if", v, "success(), failure() or always()");
 }
 
+/* Finds stage si's one kind key in its mapping v; NULL (reported) when it
+ * has none.  A second kind is reported and ignored. */
+static const struct pair *stage_kind(struct ctx *c, size_t si, const struct node *v)
+{
+	struct mlp_stage *st = &c->p->stages[si];
+	const struct pair *kind_pair = NULL;
+
+	for (size_t i = 0; i < v->npairs; i++) {
+		const struct pair *pr = &v->pairs[i];
+		int kind;
+
+		if (!mlp_pl_pair_usable(pr) || (kind = kind_of_key(pr->key->value)) < 0)
+			continue;
+		if (kind_pair != NULL) {
+			mlp_pl_report(c, pr->key->pos,
+			              "stage '%s' has two kinds ('%s' and '%s'): give "
+			              "it only one",
+			              st->name, kind_pair->key->value, pr->key->value);
+			continue;
+		}
+		kind_pair = pr;
+		st->kind = (enum mlp_stage_kind)kind;
+		st->kind_pos = pr->key->pos;
+		c->extra[si].has_kind = true;
+	}
+	if (kind_pair == NULL)
+		mlp_pl_report(c, st->pos,
+		              "stage '%s' has no kind: give it one of run, train, gate, "
+		              "rollout",
+		              st->name);
+	return kind_pair;
+}
+
+/* The kind key's value: a run stage's command, or what kind-*.c reads. */
+static void parse_kind(struct ctx *c, size_t si, const struct pair *pr)
+{
+	struct mlp_stage *st = &c->p->stages[si];
+	const struct node *val = pr->value;
+
+	switch (st->kind) {
+	case MLP_STAGE_RUN:
+		if (mlp_pl_get_string(c, pr->key->value, val, &st->run)) {
+			st->run_pos = val->pos;
+			mlp_pl_note_shell_expr(c, si, val);
+		}
+		break;
+	case MLP_STAGE_TRAIN:
+		mlp_pl_parse_train(c, si, pr);
+		break;
+	case MLP_STAGE_GATE:
+		mlp_pl_parse_gate(c, si, pr);
+		break;
+	case MLP_STAGE_ROLLOUT:
+		mlp_pl_parse_rollout(c, si, pr);
+		break;
+	}
+}
+
 static void parse_stage(struct ctx *c, size_t si)
 {
 	static const char *const keys[] = {
@@ -141,29 +199,7 @@ static void parse_stage(struct ctx *c, size_t si)
 		return;
 	}
 	/* The kind first: what else is allowed depends on it. */
-	for (size_t i = 0; i < v->npairs; i++) {
-		const struct pair *pr = &v->pairs[i];
-		int kind;
-
-		if (!mlp_pl_pair_usable(pr) || (kind = kind_of_key(pr->key->value)) < 0)
-			continue;
-		if (kind_pair != NULL) {
-			mlp_pl_report(c, pr->key->pos,
-			              "stage '%s' has two kinds ('%s' and '%s'): give "
-			              "it only one",
-			              st->name, kind_pair->key->value, pr->key->value);
-			continue;
-		}
-		kind_pair = pr;
-		st->kind = (enum mlp_stage_kind)kind;
-		st->kind_pos = pr->key->pos;
-		x->has_kind = true;
-	}
-	if (kind_pair == NULL)
-		mlp_pl_report(c, st->pos,
-		              "stage '%s' has no kind: give it one of run, train, gate, "
-		              "rollout",
-		              st->name);
+	kind_pair = stage_kind(c, si, v);
 	where = xasprintf(" in stage '%s'", st->name);
 	for (size_t i = 0; i < v->npairs; i++) {
 		const struct pair *pr = &v->pairs[i];
@@ -173,25 +209,8 @@ static void parse_stage(struct ctx *c, size_t si)
 		if (!mlp_pl_pair_usable(pr))
 			continue;
 		if (kind_of_key(k) >= 0) {
-			if (pr != kind_pair)
-				continue;
-			switch (st->kind) {
-			case MLP_STAGE_RUN:
-				if (mlp_pl_get_string(c, k, val, &st->run)) {
-					st->run_pos = val->pos;
-					mlp_pl_note_shell_expr(c, si, val);
-				}
-				break;
-			case MLP_STAGE_TRAIN:
-				mlp_pl_parse_train(c, si, pr);
-				break;
-			case MLP_STAGE_GATE:
-				mlp_pl_parse_gate(c, si, pr);
-				break;
-			case MLP_STAGE_ROLLOUT:
-				mlp_pl_parse_rollout(c, si, pr);
-				break;
-			}
+			if (pr == kind_pair)
+				parse_kind(c, si, pr);
 		} else if (strcmp(k, "description") == 0) {
 			mlp_pl_get_string(c, k, val, &st->description);
 		} else if (strcmp(k, "needs") == 0) {
