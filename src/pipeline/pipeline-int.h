@@ -207,6 +207,9 @@ void mlp_pl_note_shell_expr(struct ctx *c, size_t stage, const struct node *v);
 
 /* sections.c: the top level and what stages share */
 
+/* Walks the root mapping into c->p, then checks what needs every stage. */
+void mlp_pl_parse_top(struct ctx *c, const struct node *root);
+
 /* env: NAME: value into *out; stage as for mlp_pl_note_expr(). */
 void mlp_pl_parse_env(struct ctx *c, const struct node *v, struct mlp_kvlist *out, size_t stage);
 /* A retry block's defaults: max retries, a 1s backoff doubling up to 5m. */
