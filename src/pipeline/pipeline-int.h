@@ -104,6 +104,7 @@ struct ctx {
 	size_t nexprs, cexprs;
 };
 
+/* A position in the file: 1-based line and column (in characters). */
 static inline struct mlp_pos mlp_pl_pos(int line, int col)
 {
 	struct mlp_pos pos = {line, col};
@@ -133,6 +134,7 @@ size_t mlp_pl_offset_of_mark(const struct ctx *c, size_t line, size_t col);
 
 /* yamltree.c: the YAML tree */
 
+/* True, with *val, when key is in t. */
 bool mlp_pl_strtab_get(const struct strtab *t, const char *key, size_t *val);
 /* Adds or replaces key (borrowed: it must outlive the table). */
 void mlp_pl_strtab_put(struct strtab *t, const char *key, size_t val);
@@ -212,7 +214,8 @@ void mlp_pl_parse_top(struct ctx *c, const struct node *root);
 
 /* env: NAME: value into *out; stage as for mlp_pl_note_expr(). */
 void mlp_pl_parse_env(struct ctx *c, const struct node *v, struct mlp_kvlist *out, size_t stage);
-/* A retry block's defaults: max retries, a 1s backoff doubling up to 5m. */
+/* Resets *r (freeing its rules) to max retries on any failure, after a 1s
+ * backoff that doubles up to 5m. */
 void mlp_pl_retry_defaults(struct mlp_retry *r, int max);
 /* Replaces *dst by a copy of *src. */
 void mlp_pl_retry_copy(struct mlp_retry *dst, const struct mlp_retry *src);

@@ -1,6 +1,6 @@
 /*
- * stages.c - stages: the stages: mapping, the keys every stage may have,
- * and the run kind.
+ * stages.c - stages: the stages: mapping, the keys stages share, and the
+ * run kind.
  *
  * A stage's keys are read in two passes: first its kind (exactly one of
  * run, train, gate and rollout), since what else it may say depends on
