@@ -2,11 +2,11 @@
  * yamltree.h - a YAML document as a JSON value, for files mlpipe reads
  * that are not pipelines (kubeconfigs).
  *
- * Implemented in pipeline.c, the only module that includes libyaml, with
- * the same parser and the same protections (depth, alias expansion
- * limits, merge keys).  Scalars become strings, except plain null/~
- * (JSON null), plain true/false (booleans) and plain numbers; a duplicate
- * key keeps its first value.
+ * Implemented in yamltree.c (src/pipeline/ is the only module that
+ * includes libyaml), with the same parser and the same protections as
+ * pipeline files (depth, alias expansion limits, merge keys).  Scalars
+ * become strings, except plain null/~ (JSON null), plain true/false
+ * (booleans) and plain numbers; a duplicate key keeps its first value.
  */
 #ifndef MLP_YAMLTREE_H
 #define MLP_YAMLTREE_H
