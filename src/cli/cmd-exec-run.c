@@ -78,7 +78,8 @@ done:
 const struct mlp_cmd mlp_cmd_exec_run = {
         .name = "exec-run",
         .args = "--db PATH --run ID [--jobs N]",
-        .summary = "(internal) Execute a run queued by `mlpipe serve`, in this process.",
+        .internal = true,
+        .summary = "Execute a run queued by `mlpipe serve`, in this process.",
         .help = "Started by `mlpipe serve` once per queued run.  Claims the run, fetches\n"
                 "its commit into the project's mirror, checks out a workspace under the\n"
                 "data directory and runs the pipeline file found at that commit.  A run\n"

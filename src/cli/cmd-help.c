@@ -42,7 +42,8 @@ static int help_exec(int argc, char **argv)
 				width = len;
 		}
 		for (size_t i = 0; mlp_cmd_table[i]; i++)
-			printf("  %-*s  %s\n", width, mlp_cmd_table[i]->name,
+			printf("  %-*s  %s%s\n", width, mlp_cmd_table[i]->name,
+			       mlp_cmd_table[i]->internal ? "(internal) " : "",
 			       mlp_cmd_table[i]->summary);
 	}
 	printf("\nRun 'mlpipe help COMMAND' or 'mlpipe COMMAND --help' for a command's "

@@ -67,7 +67,8 @@ static int stage_gate_exec(int argc, char **argv)
 const struct mlp_cmd mlp_cmd_stage_gate = {
         .name = "stage-gate",
         .args = "--db PATH --run ID --stage NAME",
-        .summary = "(internal) The process of a gate: stage; `mlpipe run` starts it.",
+        .internal = true,
+        .summary = "The process of a gate: stage; `mlpipe run` starts it.",
         .help = "Decides one gate stage of a recorded run: seeds the thresholds its\n"
                 "require: names that the database never had, checks the metrics of its\n"
                 "metrics_from stage against every threshold (and its baseline), records\n"

@@ -101,7 +101,8 @@ static int stage_rollout_exec(int argc, char **argv)
 const struct mlp_cmd mlp_cmd_stage_rollout = {
         .name = "stage-rollout",
         .args = "--db PATH --run ID --stage NAME [--image IMAGE] [--env NAME=VALUE]...",
-        .summary = "(internal) The process of a rollout: stage; `mlpipe run` starts it.",
+        .internal = true,
+        .summary = "The process of a rollout: stage; `mlpipe run` starts it.",
         .help = "Rolls out one rollout: stage of a recorded run: the image and env given\n"
                 "(resolved by the engine), the Deployment, container, timeout and\n"
                 "on_failure of the stage, and the model version the run registered.\n"

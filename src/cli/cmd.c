@@ -26,7 +26,7 @@ const struct mlp_cmd *const mlp_cmd_table[] = {
 
 bool mlp_cmd_internal(const struct mlp_cmd *c)
 {
-	return strncmp(c->summary, "(internal)", 10) == 0;
+	return c->internal;
 }
 
 const struct mlp_cmd *mlp_cmd_find(const char *name, int *ambiguous)
@@ -56,8 +56,8 @@ const struct mlp_cmd *mlp_cmd_find(const char *name, int *ambiguous)
 
 void mlp_cmd_print_help(const struct mlp_cmd *c, FILE *f)
 {
-	fprintf(f, "usage: mlpipe %s%s%s\n\n%s\n", c->name, c->args[0] ? " " : "", c->args,
-	        c->summary);
+	fprintf(f, "usage: mlpipe %s%s%s\n\n%s%s\n", c->name, c->args[0] ? " " : "", c->args,
+	        c->internal ? "(internal) " : "", c->summary);
 	if (c->help && c->help[0])
 		fprintf(f, "\n%s", c->help);
 }

@@ -19,6 +19,10 @@ struct mlp_cmd {
 	const char *args;    /* after the name in the usage line */
 	const char *summary; /* one line for `mlpipe help` */
 	const char *help;    /* the rest of `mlpipe help NAME` */
+	/* Started by mlpipe itself (exec-run, stage-gate, stage-rollout):
+	 * listed by help as "(internal)", never matched by a prefix or
+	 * suggested. */
+	bool internal;
 	int (*exec)(int argc, char **argv);
 };
 
@@ -46,8 +50,7 @@ extern const struct mlp_cmd mlp_cmd_gpu_check;
 /* NULL-terminated, in the order `mlpipe help` lists them. */
 extern const struct mlp_cmd *const mlp_cmd_table[];
 
-/* Whether a command is internal (started by mlpipe itself): listed by
- * help, but never matched by a prefix or suggested. */
+/* c->internal, for the table's readers. */
 bool mlp_cmd_internal(const struct mlp_cmd *c);
 
 /* The command named name (or by a unique prefix of it), or NULL; on NULL
