@@ -243,7 +243,7 @@ static void handle_exit(struct round *r, int i)
 
 	/* Whatever the rank left running in its group goes with it. */
 	mlp_proc_kill_group(&k->proc, SIGKILL);
-	if (mlp_proc_reap(&k->proc, &k->exit, true) != 0)
+	if (mlp_proc_reap(&k->exit, &k->proc, true) != 0)
 		k->exit = (struct mlp_exit){-1, 0};
 	drain(r, i);
 	emit(r, i, true);
@@ -382,7 +382,7 @@ static int run_round(struct round *r, int sigfd, int restart)
 				struct mlp_exit ex;
 
 				mlp_proc_kill_group(&r->ranks[i].proc, SIGKILL);
-				mlp_proc_reap(&r->ranks[i].proc, &ex, true);
+				mlp_proc_reap(&ex, &r->ranks[i].proc, true);
 				mlp_proc_close(&r->ranks[i].proc);
 				r->ranks[i].running = false;
 			}

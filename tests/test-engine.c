@@ -108,7 +108,7 @@ static int run_text(struct fixture *f, const char *yaml, int jobs, struct mlp_en
 		mlp_diags_print(&d, stderr);
 		fail_msg("pipeline did not parse");
 	}
-	assert_int_equal(mlp_store_run_create(f->store, &id, &r), 0);
+	assert_int_equal(mlp_store_run_create(&id, f->store, &r), 0);
 	rc = mlp_engine_run(res, p, f->store, id, &o);
 	assert_int_equal(mlp_store_run_finish(f->store, id, res->status, 0, res->message), 0);
 	mlp_pipeline_free(p);

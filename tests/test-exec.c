@@ -62,7 +62,7 @@ static void test_exec__captures_stdout_and_stderr(void **state)
 	assert_int_equal(spawn_sh(&p, "echo out; echo err >&2; pwd", "/tmp"), 0);
 	out = read_all(&p);
 	assert_string_equal(out, "out\nerr\n/tmp\n");
-	assert_int_equal(mlp_proc_reap(&p, &ex, true), 0);
+	assert_int_equal(mlp_proc_reap(&ex, &p, true), 0);
 	assert_int_equal(ex.code, 0);
 	assert_int_equal(ex.signal, 0);
 	mlp_proc_close(&p);
@@ -76,14 +76,14 @@ static void test_exec__reports_exit_code_and_signal(void **state)
 	char d[64];
 
 	assert_int_equal(spawn_sh(&p, "exit 3", NULL), 0);
-	assert_int_equal(mlp_proc_reap(&p, &ex, true), 0);
+	assert_int_equal(mlp_proc_reap(&ex, &p, true), 0);
 	assert_int_equal(ex.code, 3);
 	mlp_exit_describe(d, sizeof(d), &ex);
 	assert_string_equal(d, "exit code 3");
 	mlp_proc_close(&p);
 
 	assert_int_equal(spawn_sh(&p, "kill -KILL $$", NULL), 0);
-	assert_int_equal(mlp_proc_reap(&p, &ex, true), 0);
+	assert_int_equal(mlp_proc_reap(&ex, &p, true), 0);
 	assert_int_equal(ex.code, -1);
 	assert_int_equal(ex.signal, SIGKILL);
 	mlp_exit_describe(d, sizeof(d), &ex);
@@ -101,16 +101,16 @@ static void test_exec__pidfd_is_readable_only_after_exit(void **state)
 	/* stdin is /dev/null, so `read` returns at once; wait for it. */
 	pfd = (struct pollfd){.fd = p.pidfd, .events = POLLIN};
 	assert_int_equal(poll(&pfd, 1, 10000), 1);
-	assert_int_equal(mlp_proc_reap(&p, &ex, false), 0);
+	assert_int_equal(mlp_proc_reap(&ex, &p, false), 0);
 	assert_int_equal(ex.code, 0);
 	mlp_proc_close(&p);
 
 	assert_int_equal(spawn_sh(&p, "sleep 5", NULL), 0);
 	pfd = (struct pollfd){.fd = p.pidfd, .events = POLLIN};
 	assert_int_equal(poll(&pfd, 1, 50), 0);
-	assert_int_equal(mlp_proc_reap(&p, &ex, false), MLP_ETIMEOUT);
+	assert_int_equal(mlp_proc_reap(&ex, &p, false), MLP_ETIMEOUT);
 	mlp_proc_kill_group(&p, SIGKILL);
-	assert_int_equal(mlp_proc_reap(&p, &ex, true), 0);
+	assert_int_equal(mlp_proc_reap(&ex, &p, true), 0);
 	assert_int_equal(ex.signal, SIGKILL);
 	mlp_proc_close(&p);
 }
@@ -156,7 +156,7 @@ static void test_exec__group_kill_reaches_grandchildren(void **state)
 	assert_true(grandchild > 0);
 	assert_true(mlp_proc_group_alive(&p));
 	mlp_proc_kill_group(&p, SIGTERM);
-	assert_int_equal(mlp_proc_reap(&p, &ex, true), 0);
+	assert_int_equal(mlp_proc_reap(&ex, &p, true), 0);
 	end = mlp_mono_ms() + 5000;
 	while (!process_gone(grandchild) && mlp_mono_ms() < end)
 		usleep(10000);

@@ -444,9 +444,9 @@ static void test_gate__artifacts_are_stored_once_by_content(void **state)
 	struct stat st;
 	size_t len;
 
-	assert_int_equal(mlp_store_artifact_put(f->s, ha, &pa, a), 0);
-	assert_int_equal(mlp_store_artifact_put(f->s, hb, &pb, b), 0);
-	assert_int_equal(mlp_store_artifact_put(f->s, hc, &pc, c), 0);
+	assert_int_equal(mlp_store_artifact_put(ha, &pa, f->s, a), 0);
+	assert_int_equal(mlp_store_artifact_put(hb, &pb, f->s, b), 0);
+	assert_int_equal(mlp_store_artifact_put(hc, &pc, f->s, c), 0);
 	/* sha256("weights") */
 	assert_string_equal(ha, hb);
 	assert_string_equal(pa, pb);
@@ -469,7 +469,7 @@ static void test_gate__artifacts_are_stored_once_by_content(void **state)
 		assert_int_equal(system(cmd), 0);
 		free(cmd);
 	}
-	assert_int_equal(mlp_store_artifact_put(f->s, ha, NULL, "/nonexistent/model.bin"), MLP_EIO);
+	assert_int_equal(mlp_store_artifact_put(ha, NULL, f->s, "/nonexistent/model.bin"), MLP_EIO);
 	assert_non_null(strstr(mlp_error_last(), "cannot read /nonexistent/model.bin"));
 	free(a);
 	free(b);
@@ -498,18 +498,18 @@ static void test_gate__versions_are_numbered_with_run_commit_and_metrics(void **
 	struct mlp_model_info *models;
 	size_t n;
 
-	assert_int_equal(mlp_store_run_create(f->s, &run, &sample_run), 0);
-	assert_int_equal(mlp_store_artifact_put(f->s, hex, NULL, file), 0);
+	assert_int_equal(mlp_store_run_create(&run, f->s, &sample_run), 0);
+	assert_int_equal(mlp_store_artifact_put(hex, NULL, f->s, file), 0);
 	nv.run_id = run;
-	assert_int_equal(mlp_store_model_register(f->s, &id1, &v1, &nv), 0);
+	assert_int_equal(mlp_store_model_register(&id1, &v1, f->s, &nv), 0);
 	nv.metrics = NULL;
 	nv.nmetrics = 0;
 	nv.git_commit = "feedbeef";
-	assert_int_equal(mlp_store_model_register(f->s, &id2, &v2, &nv), 0);
+	assert_int_equal(mlp_store_model_register(&id2, &v2, f->s, &nv), 0);
 	assert_int_equal(v1, 1);
 	assert_int_equal(v2, 2);
 
-	assert_int_equal(mlp_store_model_version_get(f->s, &got, "fashion", 1), 0);
+	assert_int_equal(mlp_store_model_version_get(&got, f->s, "fashion", 1), 0);
 	assert_int_equal(got.id, id1);
 	assert_string_equal(got.sha256, hex);
 	assert_int_equal(got.run_id, run);
@@ -524,22 +524,22 @@ static void test_gate__versions_are_numbered_with_run_commit_and_metrics(void **
 	mlp_model_version_clear(&got);
 
 	/* 0: the latest. */
-	assert_int_equal(mlp_store_model_version_get(f->s, &got, "fashion", 0), 0);
+	assert_int_equal(mlp_store_model_version_get(&got, f->s, "fashion", 0), 0);
 	assert_int_equal(got.version, 2);
 	assert_string_equal(got.git_commit, "feedbeef");
 	mlp_model_version_clear(&got);
-	assert_int_equal(mlp_store_model_version_of_run(f->s, &got, "fashion", run), 0);
+	assert_int_equal(mlp_store_model_version_of_run(&got, f->s, "fashion", run), 0);
 	assert_int_equal(got.version, 2);
 	mlp_model_version_clear(&got);
-	assert_int_equal(mlp_store_model_version_of_run(f->s, &got, "fashion", run + 1),
+	assert_int_equal(mlp_store_model_version_of_run(&got, f->s, "fashion", run + 1),
 	                 MLP_ENOTFOUND);
 
-	assert_int_equal(mlp_store_model_version_get(f->s, &got, "fashion", 7), MLP_ENOTFOUND);
+	assert_int_equal(mlp_store_model_version_get(&got, f->s, "fashion", 7), MLP_ENOTFOUND);
 	assert_string_equal(mlp_error_last(), "model 'fashion' has no version 7");
-	assert_int_equal(mlp_store_model_version_get(f->s, &got, "mnist", 0), MLP_ENOTFOUND);
+	assert_int_equal(mlp_store_model_version_get(&got, f->s, "mnist", 0), MLP_ENOTFOUND);
 	assert_string_equal(mlp_error_last(), "no model 'mnist'");
 
-	assert_int_equal(mlp_store_models_list(f->s, &models, &n), 0);
+	assert_int_equal(mlp_store_models_list(&models, &n, f->s), 0);
 	assert_int_equal(n, 1);
 	assert_string_equal(models[0].name, "fashion");
 	assert_int_equal(models[0].versions, 2);
@@ -560,14 +560,14 @@ static void test_gate__status_changes_follow_the_lifecycle(void **state)
 	struct mlp_model_info *models;
 	size_t n;
 
-	assert_int_equal(mlp_store_artifact_put(f->s, hex, NULL, file), 0);
-	assert_int_equal(mlp_store_model_register(f->s, &id1, NULL, &nv), 0);
-	assert_int_equal(mlp_store_model_register(f->s, &id2, NULL, &nv), 0);
+	assert_int_equal(mlp_store_artifact_put(hex, NULL, f->s, file), 0);
+	assert_int_equal(mlp_store_model_register(&id1, NULL, f->s, &nv), 0);
+	assert_int_equal(mlp_store_model_register(&id2, NULL, f->s, &nv), 0);
 
 	assert_int_equal(
 	        mlp_store_model_set_status(f->s, id1, MLP_MODEL_REJECTED, "bob", "bias on class 4"),
 	        0);
-	assert_int_equal(mlp_store_model_version_get(f->s, &got, "fashion", 1), 0);
+	assert_int_equal(mlp_store_model_version_get(&got, f->s, "fashion", 1), 0);
 	assert_int_equal(got.status, MLP_MODEL_REJECTED);
 	assert_string_equal(got.status_by, "bob");
 	assert_string_equal(got.status_reason, "bias on class 4");
@@ -588,15 +588,15 @@ static void test_gate__status_changes_follow_the_lifecycle(void **state)
 
 	/* Baselines: the deployed one, the latest approved other than v. */
 	assert_int_equal(
-	        mlp_store_model_version_with_status(f->s, &got, "fashion", MLP_MODEL_DEPLOYED, 0),
+	        mlp_store_model_version_with_status(&got, f->s, "fashion", MLP_MODEL_DEPLOYED, 0),
 	        0);
 	assert_int_equal(got.version, 1);
 	mlp_model_version_clear(&got);
 	assert_int_equal(
-	        mlp_store_model_version_with_status(f->s, &got, "fashion", MLP_MODEL_APPROVED, id2),
+	        mlp_store_model_version_with_status(&got, f->s, "fashion", MLP_MODEL_APPROVED, id2),
 	        MLP_ENOTFOUND);
 
-	assert_int_equal(mlp_store_models_list(f->s, &models, &n), 0);
+	assert_int_equal(mlp_store_models_list(&models, &n, f->s), 0);
 	assert_int_equal(models[0].approved, 2);
 	assert_int_equal(models[0].deployed, 1);
 	mlp_model_info_free_all(models, n);
@@ -614,27 +614,27 @@ static void test_gate__thresholds_keep_every_change(void **state)
 	bool changed, seeded;
 
 	/* A pipeline seeds what the database never had ... */
-	assert_int_equal(mlp_store_gate_threshold_seed(f->s, &seeded, "fashion", "accuracy",
+	assert_int_equal(mlp_store_gate_threshold_seed(&seeded, f->s, "fashion", "accuracy",
 	                                               ">=", 0.85, "ada", "require:"),
 	                 0);
 	assert_true(seeded);
 	/* ... an operator raises it ... */
-	assert_int_equal(mlp_store_gate_threshold_set(f->s, &changed, "fashion", "accuracy",
+	assert_int_equal(mlp_store_gate_threshold_set(&changed, f->s, "fashion", "accuracy",
 	                                              ">=", 0.9, "bob", "raise the bar"),
 	                 0);
 	assert_true(changed);
 	/* ... and the pipeline's require: no longer changes it. */
-	assert_int_equal(mlp_store_gate_threshold_seed(f->s, &seeded, "fashion", "accuracy",
+	assert_int_equal(mlp_store_gate_threshold_seed(&seeded, f->s, "fashion", "accuracy",
 	                                               ">=", 0.85, "ada", "require:"),
 	                 0);
 	assert_false(seeded);
 	/* Setting the same value changes nothing and records nothing. */
-	assert_int_equal(mlp_store_gate_threshold_set(f->s, &changed, "fashion", "accuracy",
+	assert_int_equal(mlp_store_gate_threshold_set(&changed, f->s, "fashion", "accuracy",
 	                                              ">=", 0.9, "bob", "again"),
 	                 0);
 	assert_false(changed);
 
-	assert_int_equal(mlp_store_gate_thresholds_list(f->s, &t, &n, "fashion"), 0);
+	assert_int_equal(mlp_store_gate_thresholds_list(&t, &n, f->s, "fashion"), 0);
 	assert_int_equal(n, 1);
 	assert_string_equal(t[0].op, ">=");
 	assert_true(t[0].value == 0.9);
@@ -645,11 +645,11 @@ static void test_gate__thresholds_keep_every_change(void **state)
 	assert_int_equal(mlp_store_gate_threshold_unset(f->s, "fashion", "accuracy", "carol",
 	                                                "wrong metric"),
 	                 0);
-	assert_int_equal(mlp_store_gate_threshold_seed(f->s, &seeded, "fashion", "accuracy",
+	assert_int_equal(mlp_store_gate_threshold_seed(&seeded, f->s, "fashion", "accuracy",
 	                                               ">=", 0.85, "ada", "require:"),
 	                 0);
 	assert_false(seeded);
-	assert_int_equal(mlp_store_gate_thresholds_list(f->s, &t, &n, NULL), 0);
+	assert_int_equal(mlp_store_gate_thresholds_list(&t, &n, f->s, NULL), 0);
 	assert_int_equal(n, 0);
 	mlp_gate_threshold_free_all(t, n);
 	assert_int_equal(
@@ -657,7 +657,7 @@ static void test_gate__thresholds_keep_every_change(void **state)
 	        MLP_ENOTFOUND);
 	assert_string_equal(mlp_error_last(), "gate 'fashion' has no threshold on 'accuracy'");
 
-	assert_int_equal(mlp_store_gate_history(f->s, &c, &n, "fashion"), 0);
+	assert_int_equal(mlp_store_gate_history(&c, &n, f->s, "fashion"), 0);
 	assert_int_equal(n, 3);
 	assert_null(c[0].old_op);
 	assert_string_equal(c[0].new_op, ">=");
@@ -675,7 +675,7 @@ static void test_gate__thresholds_keep_every_change(void **state)
 	assert_string_equal(c[2].user, "carol");
 	mlp_gate_threshold_change_free_all(c, n);
 
-	assert_int_equal(mlp_store_gate_history(f->s, &c, &n, "other"), 0);
+	assert_int_equal(mlp_store_gate_history(&c, &n, f->s, "other"), 0);
 	assert_int_equal(n, 0);
 	mlp_gate_threshold_change_free_all(c, n);
 }
@@ -712,7 +712,7 @@ static int64_t record_run(struct fixture *f, double accuracy, bool evaluate_ok,
 
 	r.pipeline_text = gate_pipeline;
 	r.pipeline_path = path;
-	assert_int_equal(mlp_store_run_create(f->s, &run, &r), 0);
+	assert_int_equal(mlp_store_run_create(&run, f->s, &r), 0);
 	if (register_version) {
 		char *content = xasprintf("weights %g", accuracy);
 		char *file = write_temp(f, "model.bin", content);
@@ -724,12 +724,12 @@ static int64_t record_run(struct fixture *f, double accuracy, bool evaluate_ok,
 		        .stage = "train",
 		};
 
-		assert_int_equal(mlp_store_artifact_put(f->s, hex, NULL, file), 0);
-		assert_int_equal(mlp_store_model_register(f->s, NULL, NULL, &nv), 0);
+		assert_int_equal(mlp_store_artifact_put(hex, NULL, f->s, file), 0);
+		assert_int_equal(mlp_store_model_register(NULL, NULL, f->s, &nv), 0);
 		free(content);
 		free(file);
 	}
-	assert_int_equal(mlp_store_attempt_start(f->s, &at, run, "evaluate", "run", 1, NULL), 0);
+	assert_int_equal(mlp_store_attempt_start(&at, f->s, run, "evaluate", "run", 1, NULL), 0);
 	assert_int_equal(mlp_store_attempt_finish(f->s, at, evaluate_ok ? &ok : &bad), 0);
 	if (evaluate_ok) {
 		assert_int_equal(mlp_store_metric_put(f->s, run, "evaluate", "accuracy", accuracy),
@@ -756,7 +756,7 @@ static void test_gate__stage_decide_passes_and_fails_on_the_store(void **state)
 	assert_true(mlp_stage_gate_passed(g));
 	assert_null(mlp_stage_gate_reason(g));
 	mlp_stage_gate_free(g);
-	assert_int_equal(mlp_store_model_version_get(f->s, &v, "fashion", 1), 0);
+	assert_int_equal(mlp_store_model_version_get(&v, f->s, "fashion", 1), 0);
 	assert_int_equal(v.status, MLP_MODEL_APPROVED);
 	mlp_model_version_clear(&v);
 
@@ -766,12 +766,12 @@ static void test_gate__stage_decide_passes_and_fails_on_the_store(void **state)
 	assert_false(mlp_stage_gate_passed(g));
 	assert_string_equal(mlp_stage_gate_reason(g), "accuracy = 0.8 does not meet >= 0.85");
 	mlp_stage_gate_free(g);
-	assert_int_equal(mlp_store_model_version_get(f->s, &v, "fashion", 2), 0);
+	assert_int_equal(mlp_store_model_version_get(&v, f->s, "fashion", 2), 0);
 	assert_int_equal(v.status, MLP_MODEL_REJECTED);
 	assert_string_equal(v.status_reason, "gate 'fashion' failed (run 2): accuracy = 0.8 does "
 	                                     "not meet >= 0.85");
 	mlp_model_version_clear(&v);
-	assert_int_equal(mlp_store_gate_decisions_list(f->s, &d, &n, "fashion", 0, 0), 0);
+	assert_int_equal(mlp_store_gate_decisions_list(&d, &n, f->s, "fashion", 0, 0), 0);
 	assert_int_equal(n, 2);
 	assert_false(d[0].passed);
 	assert_int_equal(d[0].run_id, run);
@@ -783,7 +783,7 @@ static void test_gate__stage_decide_passes_and_fails_on_the_store(void **state)
 	assert_int_equal(mlp_stage_gate_decide(&g, f->s, run, "evaluate"), MLP_ENOTFOUND);
 	assert_null(g);
 	assert_string_equal(mlp_error_last(), "run 2 has no gate stage 'evaluate'");
-	assert_int_equal(mlp_store_gate_decisions_list(f->s, &d, &n, "fashion", 0, 0), 0);
+	assert_int_equal(mlp_store_gate_decisions_list(&d, &n, f->s, "fashion", 0, 0), 0);
 	assert_int_equal(n, 2);
 	mlp_gate_decision_free_all(d, n);
 }
@@ -852,20 +852,20 @@ static void test_gate__stage_decides_records_and_sets_the_status(void **state)
 	assert_non_null(strstr(out, "passed=true\nmodel_version=1\n"));
 	free(log);
 	free(out);
-	assert_int_equal(mlp_store_model_version_get(f->s, &v, "fashion", 1), 0);
+	assert_int_equal(mlp_store_model_version_get(&v, f->s, "fashion", 1), 0);
 	assert_int_equal(v.status, MLP_MODEL_APPROVED);
 	assert_string_equal(v.status_reason, "gate 'fashion' passed (run 1)");
 	/* The judged metrics became the version's (future baselines). */
 	assert_int_equal(v.nmetrics, 2);
 	mlp_model_version_clear(&v);
-	assert_int_equal(mlp_store_gate_history(f->s, &c, &n, "fashion"), 0);
+	assert_int_equal(mlp_store_gate_history(&c, &n, f->s, "fashion"), 0);
 	assert_int_equal(n, 1);
 	assert_string_equal(c[0].source, "pipeline-seed");
 	mlp_gate_threshold_change_free_all(c, n);
 
 	/* An operator raises the bar in the database: the same pipeline text
 	 * now fails, the version is rejected, the decision says why. */
-	assert_int_equal(mlp_store_gate_threshold_set(f->s, NULL, "fashion", "accuracy", ">=", 0.95,
+	assert_int_equal(mlp_store_gate_threshold_set(NULL, f->s, "fashion", "accuracy", ">=", 0.95,
 	                                              "bob", "tighten"),
 	                 0);
 	run = record_run(f, 0.92, true, true);
@@ -878,10 +878,10 @@ static void test_gate__stage_decides_records_and_sets_the_status(void **state)
 	assert_non_null(strstr(out, "passed=false\nmodel_version=2\n"));
 	free(log);
 	free(out);
-	assert_int_equal(mlp_store_model_version_get(f->s, &v, "fashion", 2), 0);
+	assert_int_equal(mlp_store_model_version_get(&v, f->s, "fashion", 2), 0);
 	assert_int_equal(v.status, MLP_MODEL_REJECTED);
 	mlp_model_version_clear(&v);
-	assert_int_equal(mlp_store_gate_decisions_list(f->s, &d, &n, "fashion", 0, 0), 0);
+	assert_int_equal(mlp_store_gate_decisions_list(&d, &n, f->s, "fashion", 0, 0), 0);
 	assert_int_equal(n, 2);
 	assert_false(d[0].passed);
 	assert_int_equal(d[0].run_id, run);

@@ -542,7 +542,7 @@ static void test_k8s__retry_after_is_honoured(void **state)
 	struct mlp_json *out = NULL;
 	long http = 0;
 
-	assert_int_equal(mlp_k8s_request(k, &out, &http, "GET", DEPLOY_PATH, NULL, NULL), 0);
+	assert_int_equal(mlp_k8s_request(&out, &http, k, "GET", DEPLOY_PATH, NULL, NULL), 0);
 	assert_int_equal(http, 200);
 	assert_string_equal(mlp_json_get_string(mlp_json_get(out, "metadata"), "name"),
 	                    "model-service");
@@ -564,7 +564,7 @@ static void test_k8s__retry_after_zero_retries(void **state)
 	};
 	struct mlp_k8s *k = scripted(f, SCRIPT(script));
 
-	assert_int_equal(mlp_k8s_request(k, NULL, NULL, "GET", DEPLOY_PATH, NULL, NULL), 0);
+	assert_int_equal(mlp_k8s_request(NULL, NULL, k, "GET", DEPLOY_PATH, NULL, NULL), 0);
 	assert_int_equal(server_count(&f->server), 2);
 	assert_true(gap_ms(&f->server, 1) < 1000);
 }
@@ -582,7 +582,7 @@ static void test_k8s__retry_after_is_capped(void **state)
 	};
 	struct mlp_k8s *k = scripted(f, SCRIPT(script));
 
-	assert_int_equal(mlp_k8s_request(k, NULL, NULL, "GET", DEPLOY_PATH, NULL, NULL), 0);
+	assert_int_equal(mlp_k8s_request(NULL, NULL, k, "GET", DEPLOY_PATH, NULL, NULL), 0);
 	assert_int_equal(server_count(&f->server), 2);
 	assert_true(gap_ms(&f->server, 1) >= 9950);
 	assert_true(gap_ms(&f->server, 1) < 15000);
@@ -602,7 +602,7 @@ static void test_k8s__5xx_retried_with_backoff(void **state)
 	struct mlp_k8s *k = scripted(f, SCRIPT(script));
 	long http = 0;
 
-	assert_int_equal(mlp_k8s_request(k, NULL, &http, "GET", DEPLOY_PATH, NULL, NULL), 0);
+	assert_int_equal(mlp_k8s_request(NULL, &http, k, "GET", DEPLOY_PATH, NULL, NULL), 0);
 	assert_int_equal(http, 200);
 	assert_int_equal(server_count(&f->server), 3);
 	assert_true(gap_ms(&f->server, 1) >= 190);
@@ -623,7 +623,7 @@ static void test_k8s__5xx_gives_up_after_five_attempts(void **state)
 	int64_t start = mlp_mono_ms(), elapsed;
 	long http = 0;
 
-	assert_int_equal(mlp_k8s_request(k, NULL, &http, "GET", DEPLOY_PATH, NULL, NULL),
+	assert_int_equal(mlp_k8s_request(NULL, &http, k, "GET", DEPLOY_PATH, NULL, NULL),
 	                 MLP_ERROR);
 	elapsed = mlp_mono_ms() - start;
 	assert_int_equal(http, 500);
@@ -646,7 +646,7 @@ static void test_k8s__connection_refused(void **state)
 	int64_t start = mlp_mono_ms(), elapsed;
 	long http = -1;
 
-	assert_int_equal(mlp_k8s_request(k, NULL, &http, "GET", DEPLOY_PATH, NULL, NULL), MLP_EIO);
+	assert_int_equal(mlp_k8s_request(NULL, &http, k, "GET", DEPLOY_PATH, NULL, NULL), MLP_EIO);
 	elapsed = mlp_mono_ms() - start;
 	close(fd);
 	assert_int_equal(http, 0);
@@ -670,7 +670,7 @@ static void test_k8s__silent_server_times_out(void **state)
 	server_start(&f->server, SCRIPT(script), NULL);
 	k = client(f, f->server.port, "{token: tok-1}", 500);
 	start = mlp_mono_ms();
-	assert_int_equal(mlp_k8s_request(k, NULL, NULL, "PATCH", DEPLOY_PATH,
+	assert_int_equal(mlp_k8s_request(NULL, NULL, k, "PATCH", DEPLOY_PATH,
 	                                 "application/strategic-merge-patch+json", "{}"),
 	                 MLP_EIO);
 	elapsed = mlp_mono_ms() - start;
@@ -680,7 +680,7 @@ static void test_k8s__silent_server_times_out(void **state)
 	assert_true(elapsed < 2000);
 
 	start = mlp_mono_ms();
-	assert_int_equal(mlp_k8s_request(k, NULL, NULL, "GET", DEPLOY_PATH, NULL, NULL), MLP_EIO);
+	assert_int_equal(mlp_k8s_request(NULL, NULL, k, "GET", DEPLOY_PATH, NULL, NULL), MLP_EIO);
 	elapsed = mlp_mono_ms() - start;
 	assert_non_null(strstr(mlp_error_last(), "timed out"));
 	assert_int_equal(server_count(&f->server), 1 + 5);
@@ -740,7 +740,7 @@ static void test_k8s__status_errors_are_not_retried(void **state)
 		struct mlp_json *out = NULL;
 		long http = 0;
 		bool patch = strcmp(want[i].method, "PATCH") == 0;
-		int rc = mlp_k8s_request(k, &out, &http, want[i].method, DEPLOY_PATH,
+		int rc = mlp_k8s_request(&out, &http, k, want[i].method, DEPLOY_PATH,
 		                         patch ? "application/merge-patch+json" : NULL,
 		                         patch ? "{\"spec\":{}}" : NULL);
 
@@ -763,7 +763,7 @@ static void test_k8s__bearer_token_and_request(void **state)
 	struct seen *r = &f->server.seen[0];
 
 	assert_string_equal(mlp_k8s_auth_kind(k), "token");
-	assert_int_equal(mlp_k8s_request(k, NULL, NULL, "PATCH", DEPLOY_PATH,
+	assert_int_equal(mlp_k8s_request(NULL, NULL, k, "PATCH", DEPLOY_PATH,
 	                                 "application/strategic-merge-patch+json",
 	                                 "{\"spec\":{\"replicas\":2}}"),
 	                 0);
@@ -809,7 +809,7 @@ static void test_k8s__token_file_reread_after_401(void **state)
 	server_start(&f->server, SCRIPT(script), NULL);
 	k = client(f, f->server.port, "{tokenFile: token}", 2000);
 	assert_string_equal(mlp_k8s_auth_kind(k), "token file");
-	assert_int_equal(mlp_k8s_request(k, NULL, NULL, "GET", DEPLOY_PATH, NULL, NULL), 0);
+	assert_int_equal(mlp_k8s_request(NULL, NULL, k, "GET", DEPLOY_PATH, NULL, NULL), 0);
 	assert_int_equal(server_count(&f->server), 2);
 	assert_string_equal(f->server.seen[0].auth, "Bearer old-token");
 	assert_string_equal(f->server.seen[1].auth, "Bearer new-token");
@@ -829,7 +829,7 @@ static void test_k8s__second_401_is_final(void **state)
 
 	server_start(&f->server, SCRIPT(script), NULL);
 	k = client(f, f->server.port, "{tokenFile: token}", 2000);
-	assert_int_equal(mlp_k8s_request(k, NULL, NULL, "GET", DEPLOY_PATH, NULL, NULL), MLP_ERROR);
+	assert_int_equal(mlp_k8s_request(NULL, NULL, k, "GET", DEPLOY_PATH, NULL, NULL), MLP_ERROR);
 	assert_string_equal(mlp_error_last(), "Unauthorized (HTTP 401)");
 	assert_int_equal(server_count(&f->server), 2);
 	free(path);
@@ -894,7 +894,7 @@ static void test_k8s__in_cluster_token_reread_after_401(void **state)
 	in_cluster(f, f->cert.pem);
 	server = xasprintf("https://127.0.0.1:%d", f->server.port);
 	assert_string_equal(mlp_k8s_server(f->k), server);
-	assert_int_equal(mlp_k8s_request(f->k, &out, NULL, "GET", DEPLOY_PATH, NULL, NULL), 0);
+	assert_int_equal(mlp_k8s_request(&out, NULL, f->k, "GET", DEPLOY_PATH, NULL, NULL), 0);
 	assert_non_null(mlp_json_get(out, "metadata"));
 	mlp_json_free(out);
 	assert_int_equal(server_count(&f->server), 2);
@@ -917,7 +917,7 @@ static void test_k8s__in_cluster_wrong_ca_refused(void **state)
 	f->tls = tls_server(&f->cert);
 	server_start(&f->server, SCRIPT(script), f->tls);
 	in_cluster(f, f->other.pem);
-	assert_int_equal(mlp_k8s_request(f->k, NULL, NULL, "GET", DEPLOY_PATH, NULL, NULL),
+	assert_int_equal(mlp_k8s_request(NULL, NULL, f->k, "GET", DEPLOY_PATH, NULL, NULL),
 	                 MLP_EIO);
 	assert_non_null(strstr(mlp_error_last(), "certificate"));
 	assert_int_equal(server_count(&f->server), 0);

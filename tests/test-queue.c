@@ -103,19 +103,19 @@ static void test_queue__redelivery_queues_nothing(void **state)
 	size_t n = 0;
 	int64_t id = 0, again = 0;
 
-	assert_int_equal(mlp_store_run_enqueue(f->s, &id, &push_a, "github", "d-1"), 0);
+	assert_int_equal(mlp_store_run_enqueue(&id, f->s, &push_a, "github", "d-1"), 0);
 	assert_true(id > 0);
-	assert_int_equal(mlp_store_run_enqueue(f->s, &again, &push_a, "github", "d-1"),
+	assert_int_equal(mlp_store_run_enqueue(&again, f->s, &push_a, "github", "d-1"),
 	                 MLP_EEXISTS);
 	assert_int_equal(again, id);
 	/* The same id from another forge is another delivery; the commit has
 	 * a run already, so it points there and queues nothing either. */
-	assert_int_equal(mlp_store_run_enqueue(f->s, &again, &push_a, "gitlab", "d-1"),
+	assert_int_equal(mlp_store_run_enqueue(&again, f->s, &push_a, "gitlab", "d-1"),
 	                 MLP_EEXISTS);
 	assert_int_equal(again, id);
 	assert_int_equal(
 	        raw_count(f->db, "SELECT count(*) FROM deliveries WHERE run_id IS NOT NULL"), 2);
-	assert_int_equal(mlp_store_queue_list(f->s, &q, &n), 0);
+	assert_int_equal(mlp_store_queue_list(&q, &n, f->s), 0);
 	assert_int_equal(n, 1);
 	assert_int_equal(q[0].id, id);
 	assert_int_equal(q[0].status, MLP_STATUS_QUEUED);
@@ -133,12 +133,12 @@ static void test_queue__once_per_commit_is_per_commit(void **state)
 	b.git_commit = COMMIT_B;
 	manual.once_per_commit = false;
 	manual.trigger = "api";
-	assert_int_equal(mlp_store_run_enqueue(f->s, &a_id, &push_a, "github", "d-a"), 0);
-	assert_int_equal(mlp_store_run_enqueue(f->s, &b_id, &b, "github", "d-b"), 0);
+	assert_int_equal(mlp_store_run_enqueue(&a_id, f->s, &push_a, "github", "d-a"), 0);
+	assert_int_equal(mlp_store_run_enqueue(&b_id, f->s, &b, "github", "d-b"), 0);
 	assert_true(b_id > a_id);
 	/* Manual runs (no delivery, not once per commit) always queue. */
-	assert_int_equal(mlp_store_run_enqueue(f->s, &m1, &manual, NULL, NULL), 0);
-	assert_int_equal(mlp_store_run_enqueue(f->s, &m2, &manual, NULL, NULL), 0);
+	assert_int_equal(mlp_store_run_enqueue(&m1, f->s, &manual, NULL, NULL), 0);
+	assert_int_equal(mlp_store_run_enqueue(&m2, f->s, &manual, NULL, NULL), 0);
 	assert_true(m2 > m1 && m1 > b_id);
 }
 
@@ -151,7 +151,7 @@ static void test_queue__ignored_delivery_is_remembered(void **state)
 	assert_int_equal(mlp_store_delivery_ignore(f->s, "github", "d-del", "demo", "deleted"),
 	                 MLP_EEXISTS);
 	/* A later delivery with that id queues nothing: it was ignored (run 0). */
-	assert_int_equal(mlp_store_run_enqueue(f->s, &id, &push_a, "github", "d-del"), MLP_EEXISTS);
+	assert_int_equal(mlp_store_run_enqueue(&id, f->s, &push_a, "github", "d-del"), MLP_EEXISTS);
 	assert_int_equal(id, 0);
 	assert_int_equal(raw_count(f->db, "SELECT count(*) FROM runs"), 0);
 }
@@ -165,11 +165,11 @@ static void test_queue__delivery_and_run_are_one_transaction(void **state)
 
 	raw_exec(f->db, "CREATE TRIGGER no_runs BEFORE INSERT ON runs"
 	                " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END");
-	assert_int_not_equal(mlp_store_run_enqueue(f->s, &id, &push_a, "github", "d-retry"), 0);
+	assert_int_not_equal(mlp_store_run_enqueue(&id, f->s, &push_a, "github", "d-retry"), 0);
 	assert_int_equal(raw_count(f->db, "SELECT count(*) FROM deliveries"), 0);
 	assert_int_equal(raw_count(f->db, "SELECT count(*) FROM runs"), 0);
 	raw_exec(f->db, "DROP TRIGGER no_runs");
-	assert_int_equal(mlp_store_run_enqueue(f->s, &id, &push_a, "github", "d-retry"), 0);
+	assert_int_equal(mlp_store_run_enqueue(&id, f->s, &push_a, "github", "d-retry"), 0);
 	assert_true(id > 0);
 	assert_int_equal(raw_count(f->db, "SELECT count(*) FROM deliveries WHERE id = 'd-retry'"
 	                                  " AND run_id IS NOT NULL"),
@@ -188,7 +188,7 @@ static void test_queue__claim_is_atomic(void **state)
 	int64_t id = 0;
 	struct mlp_queued_run q;
 
-	assert_int_equal(mlp_store_run_enqueue(f->s, &id, &push_a, "github", "d-claim"), 0);
+	assert_int_equal(mlp_store_run_enqueue(&id, f->s, &push_a, "github", "d-claim"), 0);
 	assert_int_equal(pipe(results), 0);
 	assert_int_equal(pipe(release), 0);
 	for (int i = 0; i < N; i++) {
@@ -203,7 +203,7 @@ static void test_queue__claim_is_atomic(void **state)
 			close(results[0]);
 			close(release[1]);
 			if (mlp_store_open(&mine, f->db, 0) == 0) {
-				rc = mlp_store_run_claim(mine, id, &resumed);
+				rc = mlp_store_run_claim(&resumed, mine, id);
 				r = rc == 0 ? (resumed ? 'r' : 'w') : rc == MLP_EEXISTS ? 'l' : 'e';
 			}
 			if (write(results[1], &r, 1) != 1)
@@ -235,7 +235,7 @@ static void test_queue__claim_is_atomic(void **state)
 	close(results[0]);
 	assert_int_equal(won, 1);
 	assert_int_equal(lost, N - 1);
-	assert_int_equal(mlp_store_queued_run_get(f->s, &q, id), 0);
+	assert_int_equal(mlp_store_queued_run_get(&q, f->s, id), 0);
 	assert_int_equal(q.exec_attempts, 1);
 	mlp_queued_run_clear(&q);
 }
@@ -245,13 +245,13 @@ static void test_queue__cancel_a_queued_run(void **state)
 	struct fixture *f = *state;
 	int64_t id = 0, pid = -1;
 
-	assert_int_equal(mlp_store_run_enqueue(f->s, &id, &push_a, NULL, NULL), 0);
-	assert_int_equal(mlp_store_run_cancel(f->s, id, &pid), 0);
+	assert_int_equal(mlp_store_run_enqueue(&id, f->s, &push_a, NULL, NULL), 0);
+	assert_int_equal(mlp_store_run_cancel(&pid, f->s, id), 0);
 	assert_int_equal(pid, 0);
 	assert_int_equal(raw_count(f->db, "SELECT count(*) FROM runs WHERE status = 'cancelled'"),
 	                 1);
-	assert_int_equal(mlp_store_run_cancel(f->s, id, &pid), MLP_EINVAL);
-	assert_int_equal(mlp_store_run_cancel(f->s, 9999, &pid), MLP_ENOTFOUND);
+	assert_int_equal(mlp_store_run_cancel(&pid, f->s, id), MLP_EINVAL);
+	assert_int_equal(mlp_store_run_cancel(&pid, f->s, 9999), MLP_ENOTFOUND);
 }
 
 static void test_queue__schedule_fire_records_time_and_run(void **state)
@@ -266,24 +266,24 @@ static void test_queue__schedule_fire_records_time_and_run(void **state)
 	};
 	int64_t last = -1, id = 0, none = -1, active = -1, pid;
 
-	assert_int_equal(mlp_store_schedule_last(f->s, &last, r.schedule), 0);
+	assert_int_equal(mlp_store_schedule_last(&last, f->s, r.schedule), 0);
 	assert_int_equal(last, 0);
-	assert_int_equal(mlp_store_schedule_active(f->s, &active, r.schedule), 0);
+	assert_int_equal(mlp_store_schedule_active(&active, f->s, r.schedule), 0);
 	assert_int_equal(active, 0);
-	assert_int_equal(mlp_store_schedule_fire(f->s, &id, r.schedule, 1767578400, &r), 0);
+	assert_int_equal(mlp_store_schedule_fire(&id, f->s, r.schedule, 1767578400, &r), 0);
 	assert_true(id > 0);
-	assert_int_equal(mlp_store_schedule_last(f->s, &last, r.schedule), 0);
+	assert_int_equal(mlp_store_schedule_last(&last, f->s, r.schedule), 0);
 	assert_int_equal(last, 1767578400);
-	assert_int_equal(mlp_store_schedule_active(f->s, &active, r.schedule), 0);
+	assert_int_equal(mlp_store_schedule_active(&active, f->s, r.schedule), 0);
 	assert_int_equal(active, id);
 	/* A skipped fire moves the time and queues nothing. */
-	assert_int_equal(mlp_store_schedule_fire(f->s, &none, r.schedule, 1767664800, NULL), 0);
+	assert_int_equal(mlp_store_schedule_fire(&none, f->s, r.schedule, 1767664800, NULL), 0);
 	assert_int_equal(none, 0);
-	assert_int_equal(mlp_store_schedule_last(f->s, &last, r.schedule), 0);
+	assert_int_equal(mlp_store_schedule_last(&last, f->s, r.schedule), 0);
 	assert_int_equal(last, 1767664800);
 	assert_int_equal(raw_count(f->db, "SELECT count(*) FROM runs"), 1);
-	assert_int_equal(mlp_store_run_cancel(f->s, id, &pid), 0);
-	assert_int_equal(mlp_store_schedule_active(f->s, &active, r.schedule), 0);
+	assert_int_equal(mlp_store_run_cancel(&pid, f->s, id), 0);
+	assert_int_equal(mlp_store_schedule_active(&active, f->s, r.schedule), 0);
 	assert_int_equal(active, 0);
 }
 
@@ -300,22 +300,22 @@ static void test_queue__token_found_by_hash_only(void **state)
 	assert_int_equal(mlp_store_token_create(f->s, "ci", sha), 0);
 	assert_int_equal(mlp_store_token_create(f->s, "ci", other), MLP_EEXISTS);
 	assert_int_equal(mlp_store_token_create(f->s, "bot", other), 0);
-	assert_int_equal(mlp_store_token_check(f->s, &name, sha), 0);
+	assert_int_equal(mlp_store_token_check(&name, f->s, sha), 0);
 	assert_string_equal(name, "ci");
 	free(name);
-	assert_int_equal(mlp_store_token_check(f->s, &name, other), 0);
+	assert_int_equal(mlp_store_token_check(&name, f->s, other), 0);
 	assert_string_equal(name, "bot");
 	free(name);
 	/* Not a prefix, not another case, not empty. */
 	sha[10] = '\0';
-	assert_int_equal(mlp_store_token_check(f->s, &name, sha), MLP_ENOTFOUND);
+	assert_int_equal(mlp_store_token_check(&name, f->s, sha), MLP_ENOTFOUND);
 	assert_null(name);
 	mlp_sha256_hex(sha, token, strlen(token));
 	for (char *p = sha; *p; p++)
 		if (*p >= 'a' && *p <= 'f')
 			*p = (char)(*p - 'a' + 'A');
-	assert_int_equal(mlp_store_token_check(f->s, NULL, sha), MLP_ENOTFOUND);
-	assert_int_equal(mlp_store_token_check(f->s, NULL, ""), MLP_ENOTFOUND);
+	assert_int_equal(mlp_store_token_check(NULL, f->s, sha), MLP_ENOTFOUND);
+	assert_int_equal(mlp_store_token_check(NULL, f->s, ""), MLP_ENOTFOUND);
 	/* The token itself is nowhere in the database. */
 	mlp_store_close(f->s);
 	f->s = NULL;

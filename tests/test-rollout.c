@@ -496,11 +496,11 @@ static void test_rollout__deployments_table(void **state)
 	int64_t id1 = 0, id2 = 0;
 
 	assert_int_equal(mlp_store_open(&s, db, 0), 0);
-	assert_int_equal(mlp_store_deployment_last_rollout(s, &last, "ml", "model-service"),
+	assert_int_equal(mlp_store_deployment_last_rollout(&last, s, "ml", "model-service"),
 	                 MLP_ENOTFOUND);
-	assert_int_equal(mlp_store_deployment_start(s, &id1, &d), 0);
+	assert_int_equal(mlp_store_deployment_start(&id1, s, &d), 0);
 	/* Pending is not in effect yet. */
-	assert_int_equal(mlp_store_deployment_last_rollout(s, &last, "ml", "model-service"),
+	assert_int_equal(mlp_store_deployment_last_rollout(&last, s, "ml", "model-service"),
 	                 MLP_ENOTFOUND);
 	assert_int_equal(
 	        mlp_store_deployment_set_previous(s, id1, "m:1b", "[{\"name\":\"X\"}]", "{}"), 0);
@@ -508,8 +508,8 @@ static void test_rollout__deployments_table(void **state)
 	d.from_image = "m:2";
 	d.to_image = "m:3";
 	d.result = MLP_DEPLOY_DRY_RUN;
-	assert_int_equal(mlp_store_deployment_start(s, &id2, &d), 0);
-	assert_int_equal(mlp_store_deployment_last_rollout(s, &last, "ml", "model-service"), 0);
+	assert_int_equal(mlp_store_deployment_start(&id2, s, &d), 0);
+	assert_int_equal(mlp_store_deployment_last_rollout(&last, s, "ml", "model-service"), 0);
 	assert_int_equal(last.id, id1);
 	assert_string_equal(last.from_image, "m:1b");
 	assert_string_equal(last.previous_env, "[{\"name\":\"X\"}]");
@@ -517,12 +517,12 @@ static void test_rollout__deployments_table(void **state)
 	assert_int_equal(last.result, MLP_DEPLOY_COMPLETE);
 	assert_true(last.ended_at >= last.started_at);
 	mlp_deployment_clear(&last);
-	assert_int_equal(mlp_store_deployments_list(s, &rows, &n, NULL, NULL, 0), 0);
+	assert_int_equal(mlp_store_deployments_list(&rows, &n, s, NULL, NULL, 0), 0);
 	assert_int_equal(n, 2);
 	assert_int_equal(rows[0].id, id2); /* newest first */
 	assert_string_equal(mlp_deploy_result_name(rows[0].result), "dry_run");
 	mlp_deployment_free_all(rows, n);
-	assert_int_equal(mlp_store_deployments_list(s, &rows, &n, "other", NULL, 0), 0);
+	assert_int_equal(mlp_store_deployments_list(&rows, &n, s, "other", NULL, 0), 0);
 	assert_int_equal(n, 0);
 	mlp_deployment_free_all(rows, n);
 	mlp_store_close(s);

@@ -72,7 +72,7 @@ static void test_store__open_creates_and_migrates(void **state)
 	sqlite3_stmt *st;
 
 	assert_int_equal(mlp_store_open(&s, f->db, 0), 0);
-	assert_int_equal(mlp_store_schema_version(s, &version), 0);
+	assert_int_equal(mlp_store_schema_version(&version, s), 0);
 	assert_int_equal(version, mlp_store_schema_latest());
 	mlp_store_close(s);
 	/* Opening again is a no-op migration. */
@@ -97,12 +97,12 @@ static void test_store__runs_round_trip(void **state)
 	int64_t id1, id2;
 
 	assert_int_equal(mlp_store_open(&s, f->db, 0), 0);
-	assert_int_equal(mlp_store_run_create(s, &id1, &sample_run), 0);
+	assert_int_equal(mlp_store_run_create(&id1, s, &sample_run), 0);
 	assert_int_equal(mlp_store_run_finish(s, id1, MLP_STATUS_FAILED, 1, "stage 'x' failed"), 0);
-	assert_int_equal(mlp_store_run_create(s, &id2, &sample_run), 0);
+	assert_int_equal(mlp_store_run_create(&id2, s, &sample_run), 0);
 	assert_true(id2 > id1);
 
-	assert_int_equal(mlp_store_run_get(s, &r, id1), 0);
+	assert_int_equal(mlp_store_run_get(&r, s, id1), 0);
 	assert_string_equal(r.pipeline, "fashion");
 	assert_string_equal(r.pipeline_text, "name: fashion\n");
 	assert_string_equal(r.git_commit, "0123456789abcdef");
@@ -113,7 +113,7 @@ static void test_store__runs_round_trip(void **state)
 	mlp_run_info_clear(&r);
 
 	/* Newest first; the second run is still running (we hold its lock). */
-	assert_int_equal(mlp_store_runs_list(s, &list, &n, &filter), 0);
+	assert_int_equal(mlp_store_runs_list(&list, &n, s, &filter), 0);
 	assert_int_equal(n, 2);
 	assert_int_equal(list[0].id, id2);
 	assert_int_equal(list[0].status, MLP_STATUS_RUNNING);
@@ -122,18 +122,18 @@ static void test_store__runs_round_trip(void **state)
 
 	filter.has_status = true;
 	filter.status = MLP_STATUS_FAILED;
-	assert_int_equal(mlp_store_runs_list(s, &list, &n, &filter), 0);
+	assert_int_equal(mlp_store_runs_list(&list, &n, s, &filter), 0);
 	assert_int_equal(n, 1);
 	assert_int_equal(list[0].id, id1);
 	mlp_run_info_free_all(list, n);
 
 	filter.pipeline = "other";
 	filter.has_status = false;
-	assert_int_equal(mlp_store_runs_list(s, &list, &n, &filter), 0);
+	assert_int_equal(mlp_store_runs_list(&list, &n, s, &filter), 0);
 	assert_int_equal(n, 0);
 	mlp_run_info_free_all(list, n);
 
-	assert_int_equal(mlp_store_run_get(s, &r, 999), MLP_ENOTFOUND);
+	assert_int_equal(mlp_store_run_get(&r, s, 999), MLP_ENOTFOUND);
 	assert_string_equal(mlp_error_last(), "no run 999");
 	mlp_store_close(s);
 }
@@ -156,10 +156,10 @@ static void test_store__attempts_outputs_metrics(void **state)
 	struct mlp_attempt_end ok = {.status = MLP_STATUS_SUCCEEDED, .exit_code = 0};
 
 	assert_int_equal(mlp_store_open(&s, f->db, 0), 0);
-	assert_int_equal(mlp_store_run_create(s, &run, &sample_run), 0);
-	assert_int_equal(mlp_store_attempt_start(s, &at1, run, "train", "run", 1, "/l/1"), 0);
+	assert_int_equal(mlp_store_run_create(&run, s, &sample_run), 0);
+	assert_int_equal(mlp_store_attempt_start(&at1, s, run, "train", "run", 1, "/l/1"), 0);
 	assert_int_equal(mlp_store_attempt_finish(s, at1, &failed), 0);
-	assert_int_equal(mlp_store_attempt_start(s, &at2, run, "train", "run", 2, "/l/2"), 0);
+	assert_int_equal(mlp_store_attempt_start(&at2, s, run, "train", "run", 2, "/l/2"), 0);
 	assert_int_equal(mlp_store_attempt_finish(s, at2, &ok), 0);
 	assert_int_equal(mlp_store_stage_not_run(s, run, "deploy", "run", MLP_STATUS_SKIPPED,
 	                                         "a stage it needs did not succeed"),
@@ -168,7 +168,7 @@ static void test_store__attempts_outputs_metrics(void **state)
 	assert_int_equal(mlp_store_output_put(s, run, "train", "model", "m2.bin"), 0);
 	assert_int_equal(mlp_store_metric_put(s, run, "train", "accuracy", 0.875), 0);
 
-	assert_int_equal(mlp_store_attempts_list(s, &a, &n, run), 0);
+	assert_int_equal(mlp_store_attempts_list(&a, &n, s, run), 0);
 	assert_int_equal(n, 3);
 	assert_string_equal(a[0].stage, "train");
 	assert_int_equal(a[0].attempt, 1);
@@ -185,11 +185,11 @@ static void test_store__attempts_outputs_metrics(void **state)
 	assert_int_equal(a[2].status, MLP_STATUS_SKIPPED);
 	mlp_attempt_info_free_all(a, n);
 
-	assert_int_equal(mlp_store_outputs_list(s, &v, &n, run), 0);
+	assert_int_equal(mlp_store_outputs_list(&v, &n, s, run), 0);
 	assert_int_equal(n, 1);
 	assert_string_equal(v[0].text, "m2.bin");
 	mlp_stage_value_free_all(v, n);
-	assert_int_equal(mlp_store_metrics_list(s, &v, &n, run), 0);
+	assert_int_equal(mlp_store_metrics_list(&v, &n, s, run), 0);
 	assert_int_equal(n, 1);
 	assert_string_equal(v[0].name, "accuracy");
 	assert_true(v[0].number == 0.875);
@@ -216,8 +216,8 @@ static void test_store__dead_owner_means_interrupted(void **state)
 		int64_t id, at;
 
 		if (mlp_store_open(&cs, f->db, 0) != 0 ||
-		    mlp_store_run_create(cs, &id, &sample_run) != 0 ||
-		    mlp_store_attempt_start(cs, &at, id, "train", "run", 1, "/l") != 0)
+		    mlp_store_run_create(&id, cs, &sample_run) != 0 ||
+		    mlp_store_attempt_start(&at, cs, id, "train", "run", 1, "/l") != 0)
 			_exit(1);
 		if (write(ready[1], "r", 1) != 1)
 			_exit(1);
@@ -227,7 +227,7 @@ static void test_store__dead_owner_means_interrupted(void **state)
 	}
 	assert_int_equal(read(ready[0], &c, 1), 1);
 	assert_int_equal(mlp_store_open(&s, f->db, 0), 0);
-	assert_int_equal(mlp_store_run_get(s, &r, 1), 0);
+	assert_int_equal(mlp_store_run_get(&r, s, 1), 0);
 	assert_int_equal(r.status, MLP_STATUS_RUNNING); /* alive: still running */
 	mlp_run_info_clear(&r);
 	mlp_store_close(s);
@@ -235,7 +235,7 @@ static void test_store__dead_owner_means_interrupted(void **state)
 	kill(pid, SIGKILL);
 	waitpid(pid, &status, 0);
 	assert_int_equal(mlp_store_open(&s, f->db, 0), 0);
-	assert_int_equal(mlp_store_run_get(s, &r, 1), 0);
+	assert_int_equal(mlp_store_run_get(&r, s, 1), 0);
 	assert_int_equal(r.status, MLP_STATUS_INTERRUPTED);
 	assert_true(r.ended_at > 0);
 	mlp_run_info_clear(&r);
@@ -243,7 +243,7 @@ static void test_store__dead_owner_means_interrupted(void **state)
 		struct mlp_attempt_info *a;
 		size_t n;
 
-		assert_int_equal(mlp_store_attempts_list(s, &a, &n, 1), 0);
+		assert_int_equal(mlp_store_attempts_list(&a, &n, s, 1), 0);
 		assert_int_equal(n, 1);
 		assert_int_equal(a[0].status, MLP_STATUS_INTERRUPTED);
 		mlp_attempt_info_free_all(a, n);
@@ -268,7 +268,7 @@ static void test_store__locked_database_is_a_clear_error(void **state)
 	assert_int_equal(sqlite3_exec(db, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
 	setenv("MLPIPE_DB_BUSY_TIMEOUT_MS", "100", 1);
 	if (mlp_store_open(&s, f->db, 0) == 0) {
-		assert_int_equal(mlp_store_run_create(s, &id, &sample_run), MLP_EDB);
+		assert_int_equal(mlp_store_run_create(&id, s, &sample_run), MLP_EDB);
 		mlp_store_close(s);
 	}
 	assert_non_null(strstr(mlp_error_last(), "is locked by another process"));

@@ -370,8 +370,8 @@ static void test_train__split(void **state)
 	write_text(p, mlp_buf_str(&b));
 	assert_int_equal(mlp_dataset_load_csv(&d, p, 0), 0);
 	assert_int_equal(mlp_dataset_load_csv(&d2, p, 0), 0);
-	assert_int_equal(mlp_dataset_split(d, 0.2, 42, &hold), 0);
-	assert_int_equal(mlp_dataset_split(d2, 0.2, 42, &hold2), 0);
+	assert_int_equal(mlp_dataset_split(&hold, d, 0.2, 42), 0);
+	assert_int_equal(mlp_dataset_split(&hold2, d2, 0.2, 42), 0);
 	assert_int_equal(hold->n, 20);
 	assert_int_equal(d->n, 80);
 	/* The same seed splits the same way; together the parts are the whole. */
@@ -384,7 +384,7 @@ static void test_train__split(void **state)
 	}
 	for (int i = 0; i < 100; i++)
 		assert_int_equal(seen[i], 1);
-	assert_int_equal(mlp_dataset_split(d2, 0.001, 1, &hold), MLP_EINVAL);
+	assert_int_equal(mlp_dataset_split(&hold, d2, 0.001, 1), MLP_EINVAL);
 	mlp_dataset_free(d);
 	mlp_dataset_free(d2);
 	mlp_dataset_free(hold);

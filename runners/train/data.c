@@ -717,8 +717,8 @@ static void dataset_take(struct mlp_dataset *dst, const struct mlp_dataset *src,
 	}
 }
 
-int mlp_dataset_split(struct mlp_dataset *d, double fraction, uint64_t seed,
-                      struct mlp_dataset **out_holdout)
+int mlp_dataset_split(struct mlp_dataset **out_holdout, struct mlp_dataset *d, double fraction,
+                      uint64_t seed)
 {
 	size_t nh = (size_t)llround(fraction * (double)d->n);
 	struct mlp_dataset *hold, train = {0};

@@ -74,8 +74,8 @@ int mlp_dataset_check_labels(const struct mlp_dataset *d, int classes);
  * splits the same way on every rank.  fraction must leave both parts
  * non-empty: 0 or MLP_EINVAL.
  */
-int mlp_dataset_split(struct mlp_dataset *d, double fraction, uint64_t seed,
-                      struct mlp_dataset **out_holdout);
+int mlp_dataset_split(struct mlp_dataset **out_holdout, struct mlp_dataset *d, double fraction,
+                      uint64_t seed);
 
 /* Accepts NULL. */
 void mlp_dataset_free(struct mlp_dataset *d);

@@ -204,7 +204,7 @@ static int gpu_check_cmd(int argc, char **argv, bool gemm)
 	if (gemm) {
 		double tflops;
 
-		rc = mlp_gpu_gemm_peak(size, o.iters, &tflops);
+		rc = mlp_gpu_gemm_peak(&tflops, size, o.iters);
 	} else {
 		rc = mlp_gpu_check(&o);
 	}

@@ -89,7 +89,7 @@ static int cuda_fail(cudaError_t err, const char *what)
 	return MLP_EIO;
 }
 
-int mlp_gpu_gemm_peak(int size, int iters, double *out_tflops)
+int mlp_gpu_gemm_peak(double *out_tflops, int size, int iters)
 {
 	size_t elems = (size_t)size * (size_t)size, chunk = (size_t)1 << 20;
 	float *a = NULL, *b = NULL, *c = NULL, *host = NULL;

@@ -47,7 +47,7 @@ int mlp_gpu_usable_by_all_local_ranks(void);
 /* cuBLAS sgemm throughput in FP32 (no TF32), size x size x size, timed
  * over iters calls after warm-up: the reference peak for bench/gpu.
  * Prints one line; returns 0 or MLP_EIO. */
-int mlp_gpu_gemm_peak(int size, int iters, double *out_tflops);
+int mlp_gpu_gemm_peak(double *out_tflops, int size, int iters);
 
 /* mlpipe-train's GPU commands (gpu-cmd.c, in every build): argv[0] is
  * "gpu-check", "gpu-count" or "gemm-peak".  Returns the exit status, or -1

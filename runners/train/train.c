@@ -174,7 +174,7 @@ static int load_data(struct trainer *t)
 	                (rc = mlp_dataset_check_labels(t->test, classes)) != 0))
 		return rc;
 	if (o->validation_split > 0 &&
-	    (rc = mlp_dataset_split(t->train, o->validation_split, o->seed, &t->val)) != 0)
+	    (rc = mlp_dataset_split(&t->val, t->train, o->validation_split, o->seed)) != 0)
 		return rc;
 	if (t->train->n > UINT32_MAX) {
 		mlp_error_set("%s: more than %u training samples", t->train->name, UINT32_MAX);

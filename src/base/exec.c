@@ -126,7 +126,7 @@ bool mlp_proc_group_alive(const struct mlp_proc *p)
 	return p->pid > 0 && kill(-p->pid, 0) == 0;
 }
 
-int mlp_proc_reap(struct mlp_proc *p, struct mlp_exit *out, bool wait)
+int mlp_proc_reap(struct mlp_exit *out, struct mlp_proc *p, bool wait)
 {
 	siginfo_t info;
 	int rc;

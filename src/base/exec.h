@@ -49,7 +49,7 @@ struct mlp_exit {
  * when wait is true).  Returns 0 and fills out, or MLP_EAGAIN-like
  * MLP_ETIMEOUT when it is still running and wait is false.
  */
-int mlp_proc_reap(struct mlp_proc *p, struct mlp_exit *out, bool wait);
+int mlp_proc_reap(struct mlp_exit *out, struct mlp_proc *p, bool wait);
 
 /* Closes the descriptors (not the process). */
 void mlp_proc_close(struct mlp_proc *p);

@@ -193,7 +193,7 @@ const char *mlp_json_string(const struct mlp_json *j)
 	return j != NULL && cJSON_IsString(CJ(j)) ? CJ(j)->valuestring : NULL;
 }
 
-bool mlp_json_number(const struct mlp_json *j, double *out)
+bool mlp_json_number(double *out, const struct mlp_json *j)
 {
 	if (j == NULL || !cJSON_IsNumber(CJ(j)))
 		return false;
@@ -205,7 +205,7 @@ int64_t mlp_json_int(const struct mlp_json *j, int64_t def)
 {
 	double v;
 
-	if (!mlp_json_number(j, &v) || !isfinite(v) || v > 9.0e15 || v < -9.0e15)
+	if (!mlp_json_number(&v, j) || !isfinite(v) || v > 9.0e15 || v < -9.0e15)
 		return def;
 	return (int64_t)v;
 }

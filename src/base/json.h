@@ -62,7 +62,7 @@ const struct mlp_json *mlp_json_path(const struct mlp_json *j, const char *path)
 /* The string value, or NULL when j is not a string. */
 const char *mlp_json_string(const struct mlp_json *j);
 /* True and *out when j is a number. */
-bool mlp_json_number(const struct mlp_json *j, double *out);
+bool mlp_json_number(double *out, const struct mlp_json *j);
 /* The number as an integer, or def when j is not a number. */
 int64_t mlp_json_int(const struct mlp_json *j, int64_t def);
 /* True when j is the JSON value true. */

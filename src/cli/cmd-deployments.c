@@ -104,7 +104,7 @@ static int deployments_exec(int argc, char **argv)
 		}
 	}
 	if (mlp_store_open(&s, db, MLP_STORE_READONLY) != 0 ||
-	    mlp_store_deployments_list(s, &d, &n, ns, name, (int)limit) != 0) {
+	    mlp_store_deployments_list(&d, &n, s, ns, name, (int)limit) != 0) {
 		mlp_cmd_error("%s", mlp_error_last());
 		goto done;
 	}

@@ -87,7 +87,7 @@ static int gate_set(struct mlp_store *s, char **args, const char *reason)
 		                           args[3]);
 	user = mlp_cmd_current_user();
 	/* The value before, for the message (the history has it too). */
-	if (mlp_store_gate_thresholds_list(s, &t, &n, args[0]) != 0)
+	if (mlp_store_gate_thresholds_list(&t, &n, s, args[0]) != 0)
 		goto fail;
 	for (size_t i = 0; i < n; i++) {
 		if (strcmp(t[i].metric, args[1]) == 0) {
@@ -95,7 +95,7 @@ static int gate_set(struct mlp_store *s, char **args, const char *reason)
 			old_value = t[i].value;
 		}
 	}
-	if (mlp_store_gate_threshold_set(s, &changed, args[0], args[1], mlp_gate_op_text(op), value,
+	if (mlp_store_gate_threshold_set(&changed, s, args[0], args[1], mlp_gate_op_text(op), value,
 	                                 user, reason) != 0)
 		goto fail;
 	fmt_rule(was, sizeof(was), old_op, old_value);
@@ -156,7 +156,7 @@ static int gate_list(struct mlp_store *s, const char *gate, bool json)
 	struct mlp_gate_threshold *t = NULL;
 	size_t n = 0;
 
-	if (mlp_store_gate_thresholds_list(s, &t, &n, gate) != 0) {
+	if (mlp_store_gate_thresholds_list(&t, &n, s, gate) != 0) {
 		mlp_cmd_error("%s", mlp_error_last());
 		return MLP_EXIT_USAGE;
 	}
@@ -204,7 +204,7 @@ static int gate_history(struct mlp_store *s, const char *gate, bool json)
 	struct mlp_gate_threshold_change *c = NULL;
 	size_t n = 0;
 
-	if (mlp_store_gate_history(s, &c, &n, gate) != 0) {
+	if (mlp_store_gate_history(&c, &n, s, gate) != 0) {
 		mlp_cmd_error("%s", mlp_error_last());
 		return MLP_EXIT_USAGE;
 	}

@@ -87,7 +87,7 @@ static size_t refresh(struct logs_state *ls, struct mlp_store *s, int64_t id)
 	struct mlp_attempt_info *a = NULL;
 	size_t na = 0, matched = 0;
 
-	if (mlp_store_attempts_list(s, &a, &na, id) != 0)
+	if (mlp_store_attempts_list(&a, &na, s, id) != 0)
 		return 0;
 	for (size_t i = 0; i < na; i++) {
 		bool known = false;
@@ -121,8 +121,8 @@ static bool run_running(struct mlp_store *s, int64_t id)
 	struct mlp_run_info r;
 	bool running;
 
-	mlp_store_recover(s, NULL);
-	if (mlp_store_run_get(s, &r, id) != 0)
+	mlp_store_recover(NULL, s);
+	if (mlp_store_run_get(&r, s, id) != 0)
 		return false;
 	running = r.status == MLP_STATUS_RUNNING || r.status == MLP_STATUS_QUEUED;
 	mlp_run_info_clear(&r);
@@ -174,7 +174,7 @@ static int logs_exec(int argc, char **argv)
 		return mlp_cmd_usage_error(&mlp_cmd_logs, "'%s' is not a run id", argv[optind]);
 	ls.stage = optind + 1 < argc ? argv[optind + 1] : NULL;
 	ls.prefix = ls.stage == NULL;
-	if (mlp_store_open(&s, db, MLP_STORE_READONLY) != 0 || mlp_store_run_get(s, &r, id) != 0) {
+	if (mlp_store_open(&s, db, MLP_STORE_READONLY) != 0 || mlp_store_run_get(&r, s, id) != 0) {
 		mlp_cmd_error("%s", mlp_error_last());
 		goto done;
 	}

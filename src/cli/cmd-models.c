@@ -73,7 +73,7 @@ static int list_models(struct mlp_store *s, bool json)
 	struct mlp_model_info *m = NULL;
 	size_t n = 0;
 
-	if (mlp_store_models_list(s, &m, &n) != 0) {
+	if (mlp_store_models_list(&m, &n, s) != 0) {
 		mlp_cmd_error("%s", mlp_error_last());
 		return MLP_EXIT_USAGE;
 	}
@@ -150,9 +150,9 @@ static int show_version(struct mlp_store *s, const char *ref, bool json)
 	if ((status = parse_ref(&name, &version, ref, false)) != 0)
 		return status;
 	status = MLP_EXIT_USAGE;
-	if (mlp_store_model_version_get(s, &v, name, version) != 0 ||
-	    mlp_store_gate_decisions_list(s, &d, &nd, NULL, v.id, 20) != 0 ||
-	    (version == 0 && mlp_store_model_versions_list(s, &all, &nall, name) != 0)) {
+	if (mlp_store_model_version_get(&v, s, name, version) != 0 ||
+	    mlp_store_gate_decisions_list(&d, &nd, s, NULL, v.id, 20) != 0 ||
+	    (version == 0 && mlp_store_model_versions_list(&all, &nall, s, name) != 0)) {
 		mlp_cmd_error("%s", mlp_error_last());
 		goto done;
 	}
@@ -242,7 +242,7 @@ static int set_status(struct mlp_store *s, const char *ref, enum mlp_model_statu
 		return status;
 	status = MLP_EXIT_USAGE;
 	user = mlp_cmd_current_user();
-	if (mlp_store_model_version_get(s, &v, name, version) != 0 ||
+	if (mlp_store_model_version_get(&v, s, name, version) != 0 ||
 	    mlp_store_model_set_status(s, v.id, to, user, reason) != 0) {
 		mlp_cmd_error("%s", mlp_error_last());
 		goto done;

@@ -133,7 +133,7 @@ static int project_exec(int argc, char **argv)
 
 		status = MLP_EXIT_FAILED;
 		if (mlp_store_open(&store, db, 0) != 0 ||
-		    mlp_store_projects_list(store, &p, &n) != 0) {
+		    mlp_store_projects_list(&p, &n, store) != 0) {
 			mlp_cmd_error("%s", mlp_error_last());
 		} else {
 			printf("%-16s %-40s %-20s %-20s %s\n", "NAME", "REMOTE", "BRANCHES",

@@ -59,7 +59,7 @@ static int find_model(struct mlp_store *s, struct mlp_model_version *out, const 
 		free(name);
 		return MLP_EINVAL;
 	}
-	rc = mlp_store_model_version_get(s, out, name, (int)v);
+	rc = mlp_store_model_version_get(out, s, name, (int)v);
 	free(name);
 	return rc;
 }
@@ -216,7 +216,7 @@ static int rollout_exec(int argc, char **argv)
 	a.req.deployment = name;
 	a.req.env = &a.env;
 	a.req.user = user;
-	rc = mlp_rollout_run(k, s, &out, &a.req);
+	rc = mlp_rollout_run(&out, k, s, &a.req);
 	if (rc == 0) {
 		status = MLP_EXIT_OK;
 	} else {
@@ -286,7 +286,7 @@ static int rollback_exec(int argc, char **argv)
 		goto done;
 	}
 	user = mlp_cmd_current_user();
-	rc = mlp_rollout_undo(k, s, &out, ns, name, timeout, user, stdout);
+	rc = mlp_rollout_undo(&out, k, s, ns, name, timeout, user, stdout);
 	if (rc == 0) {
 		status = MLP_EXIT_OK;
 	} else {

@@ -174,13 +174,13 @@ static int show_run(struct mlp_store *s, int64_t id, bool json)
 	struct run_record rec = {0};
 	int status = MLP_EXIT_USAGE;
 
-	if (mlp_store_run_get(s, &rec.r, id) != 0) {
+	if (mlp_store_run_get(&rec.r, s, id) != 0) {
 		mlp_cmd_error("%s", mlp_error_last());
 		return MLP_EXIT_USAGE;
 	}
-	if (mlp_store_attempts_list(s, &rec.a, &rec.na, id) != 0 ||
-	    mlp_store_outputs_list(s, &rec.outs, &rec.no, id) != 0 ||
-	    mlp_store_metrics_list(s, &rec.mets, &rec.nm, id) != 0) {
+	if (mlp_store_attempts_list(&rec.a, &rec.na, s, id) != 0 ||
+	    mlp_store_outputs_list(&rec.outs, &rec.no, s, id) != 0 ||
+	    mlp_store_metrics_list(&rec.mets, &rec.nm, s, id) != 0) {
 		mlp_cmd_error("%s", mlp_error_last());
 	} else if (json) {
 		status = print_run_json(&rec);
@@ -265,7 +265,7 @@ static int runs_exec(int argc, char **argv)
 		status = show_run(s, v, json);
 		goto done;
 	}
-	if (mlp_store_runs_list(s, &runs, &n, &f) != 0) {
+	if (mlp_store_runs_list(&runs, &n, s, &f) != 0) {
 		mlp_cmd_error("%s", mlp_error_last());
 		goto done;
 	}

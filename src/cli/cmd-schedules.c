@@ -75,7 +75,7 @@ static int list_projects(const char *db, long long count, int64_t after)
 	int status = MLP_EXIT_OK;
 
 	if (mlp_store_open(&store, db, MLP_STORE_READONLY) != 0 ||
-	    mlp_store_projects_list(store, &ps, &n) != 0) {
+	    mlp_store_projects_list(&ps, &n, store) != 0) {
 		mlp_cmd_error("%s", mlp_error_last());
 		mlp_store_close(store);
 		return MLP_EXIT_FAILED;

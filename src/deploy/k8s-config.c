@@ -211,7 +211,7 @@ static int run_exec(struct mlp_k8s *k)
 
 		if (left <= 0) {
 			mlp_proc_kill_group(&p, SIGKILL);
-			mlp_proc_reap(&p, &ex, true);
+			mlp_proc_reap(&ex, &p, true);
 			mlp_proc_close(&p);
 			mlp_buf_free(&out);
 			mlp_error_set("the exec credential plugin %s did not finish within %ds",
@@ -226,7 +226,7 @@ static int run_exec(struct mlp_k8s *k)
 		else if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
 			open_out = false;
 	}
-	mlp_proc_reap(&p, &ex, true);
+	mlp_proc_reap(&ex, &p, true);
 	mlp_proc_close(&p);
 	text = mlp_buf_str(&out);
 	if (ex.code != 0) {

@@ -256,7 +256,7 @@ static void sleep_ms(int64_t ms)
 		;
 }
 
-int mlp_k8s_request(struct mlp_k8s *k, struct mlp_json **out, long *out_http, const char *method,
+int mlp_k8s_request(struct mlp_json **out, long *out_http, struct mlp_k8s *k, const char *method,
                     const char *path, const char *content_type, const char *body)
 {
 	char *url = xasprintf("%s%s", k->server, path);

@@ -58,7 +58,7 @@ const char *mlp_k8s_auth_kind(const struct mlp_k8s *k);
  * message such as 'deployments.apps "x" is forbidden: User "u" cannot
  * patch ... (HTTP 403)'.
  */
-int mlp_k8s_request(struct mlp_k8s *k, struct mlp_json **out, long *out_http, const char *method,
+int mlp_k8s_request(struct mlp_json **out, long *out_http, struct mlp_k8s *k, const char *method,
                     const char *path, const char *content_type, const char *body);
 
 /* A watch event: type is "ADDED", "MODIFIED", "DELETED" or "BOOKMARK";

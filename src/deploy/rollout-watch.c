@@ -181,7 +181,7 @@ int rollout_wait(struct mlp_k8s *k, struct waiter *w, int64_t deadline)
 		if (relist || polling) {
 			struct mlp_json *d = NULL;
 
-			if ((rc = mlp_k8s_request(k, &d, NULL, "GET", path, NULL, NULL)) != 0)
+			if ((rc = mlp_k8s_request(&d, NULL, k, "GET", path, NULL, NULL)) != 0)
 				break;
 			if (rollout_waiter_see(w, d)) {
 				mlp_json_free(d);

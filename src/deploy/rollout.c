@@ -222,7 +222,7 @@ static int patch_with_retry(struct mlp_k8s *k, struct mlp_json **io_d, const cha
 
 		if ((rc = build(&body, *io_d, payload)) != 0)
 			break;
-		rc = mlp_k8s_request(k, &patched, NULL, "PATCH", ppath,
+		rc = mlp_k8s_request(&patched, NULL, k, "PATCH", ppath,
 		                     "application/strategic-merge-patch+json", body);
 		free(body);
 		if (rc == 0) {
@@ -237,7 +237,7 @@ static int patch_with_retry(struct mlp_k8s *k, struct mlp_json **io_d, const cha
 		                      "Conflict): reading it again");
 		mlp_json_free(*io_d);
 		*io_d = NULL;
-		if ((rc = mlp_k8s_request(k, io_d, NULL, "GET", path, NULL, NULL)) != 0)
+		if ((rc = mlp_k8s_request(io_d, NULL, k, "GET", path, NULL, NULL)) != 0)
 			break;
 	}
 	free(ppath);
@@ -361,7 +361,7 @@ static int model_deployed(struct mlp_store *s, const struct mlp_rollout_request 
 	                                why);
 	free(why);
 	while (rc == 0 &&
-	       (rc = mlp_store_model_version_with_status(s, &old, req->model, MLP_MODEL_DEPLOYED,
+	       (rc = mlp_store_model_version_with_status(&old, s, req->model, MLP_MODEL_DEPLOYED,
 	                                                 req->model_version_id)) == 0) {
 		why = xasprintf("replaced by version %d on %s", req->model_version, where);
 		rc = mlp_store_model_set_status(s, old.id, MLP_MODEL_RETIRED, req->user, why);
@@ -413,11 +413,11 @@ static int restore_row(struct mlp_k8s *k, struct mlp_store *s, const struct mlp_
 	r.keys = keys;
 	r.prev_annotations = prev_ann;
 	rb.env = row->previous_env;
-	if ((rc = mlp_store_deployment_start(s, &rb_id, &rb)) != 0)
+	if ((rc = mlp_store_deployment_start(&rb_id, s, &rb)) != 0)
 		goto done;
 	rollout_progress_line(progress, row->namespace_, row->deployment, "rolling back to %s (%s)",
 	                      row->from_image ? row->from_image : "the previous state", why);
-	if ((rc = mlp_k8s_request(k, &d, NULL, "GET", path, NULL, NULL)) != 0 ||
+	if ((rc = mlp_k8s_request(&d, NULL, k, "GET", path, NULL, NULL)) != 0 ||
 	    (rc = patch_with_retry(k, &d, row->namespace_, row->deployment, false, restore_build,
 	                           &r, progress)) != 0) {
 		mlp_store_deployment_finish(s, rb_id, MLP_DEPLOY_FAILED, mlp_error_last(), NULL);
@@ -505,7 +505,7 @@ static int record_start(struct mlp_store *s, struct forward *f, const char *ns, 
 	row.result = req->dry_run ? MLP_DEPLOY_DRY_RUN : MLP_DEPLOY_PENDING;
 	row.previous_env = pe;
 	row.previous_annotations = pa;
-	rc = mlp_store_deployment_start(s, &f->row, &row);
+	rc = mlp_store_deployment_start(&f->row, s, &row);
 	free(pe);
 	free(pa);
 	free(env_text);
@@ -526,7 +526,7 @@ static int roll_back_failed(struct mlp_k8s *k, struct mlp_store *s,
 
 	/* The row as recorded: previous values from the read that the
 	 * successful patch was built on. */
-	rc = mlp_store_deployment_get(s, &recorded, row_id);
+	rc = mlp_store_deployment_get(&recorded, s, row_id);
 	if (rc == 0)
 		rc = restore_row(k, s, &recorded, timeout, req->user, reason, req->progress, &rev,
 		                 &ok);
@@ -549,7 +549,7 @@ static int roll_back_failed(struct mlp_k8s *k, struct mlp_store *s,
 	return rc;
 }
 
-int mlp_rollout_run(struct mlp_k8s *k, struct mlp_store *s, struct mlp_rollout_outcome *out,
+int mlp_rollout_run(struct mlp_rollout_outcome *out, struct mlp_k8s *k, struct mlp_store *s,
                     const struct mlp_rollout_request *req)
 {
 	const char *ns = req->namespace_ ? req->namespace_ : mlp_k8s_namespace(k);
@@ -565,7 +565,7 @@ int mlp_rollout_run(struct mlp_k8s *k, struct mlp_store *s, struct mlp_rollout_o
 
 	memset(out, 0, sizeof(*out));
 	out->namespace_ = xstrdup(ns);
-	if ((rc = mlp_k8s_request(k, &d, NULL, "GET", path, NULL, NULL)) != 0)
+	if ((rc = mlp_k8s_request(&d, NULL, k, "GET", path, NULL, NULL)) != 0)
 		goto done;
 	if ((rc = mlp_rollout_container(&c, d, req->container)) != 0)
 		goto done;
@@ -668,7 +668,7 @@ static int redeploy_previous(struct mlp_store *s, const struct mlp_deployment *u
 	struct mlp_deployment *rows = NULL;
 	size_t n = 0;
 	int rc =
-	        mlp_store_deployments_list(s, &rows, &n, undone->namespace_, undone->deployment, 0);
+	        mlp_store_deployments_list(&rows, &n, s, undone->namespace_, undone->deployment, 0);
 
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		const struct mlp_deployment *d = &rows[i];
@@ -680,7 +680,7 @@ static int redeploy_previous(struct mlp_store *s, const struct mlp_deployment *u
 		if (d->model_version_id == 0 || d->to_image == NULL || undone->from_image == NULL ||
 		    strcmp(d->to_image, undone->from_image) != 0)
 			break;
-		if (mlp_store_model_version_get(s, &v, d->model, d->model_version) == 0) {
+		if (mlp_store_model_version_get(&v, s, d->model, d->model_version) == 0) {
 			if (v.status == MLP_MODEL_RETIRED) {
 				char *why = xasprintf(
 				        "serving again after the rollback of deployment %lld",
@@ -698,7 +698,7 @@ static int redeploy_previous(struct mlp_store *s, const struct mlp_deployment *u
 	return rc;
 }
 
-int mlp_rollout_undo(struct mlp_k8s *k, struct mlp_store *s, struct mlp_rollout_outcome *out,
+int mlp_rollout_undo(struct mlp_rollout_outcome *out, struct mlp_k8s *k, struct mlp_store *s,
                      const char *namespace_, const char *deployment, int64_t timeout_ms,
                      const char *user, FILE *progress)
 {
@@ -710,7 +710,7 @@ int mlp_rollout_undo(struct mlp_k8s *k, struct mlp_store *s, struct mlp_rollout_
 
 	memset(out, 0, sizeof(*out));
 	out->namespace_ = xstrdup(ns);
-	if ((rc = mlp_store_deployment_last_rollout(s, &last, ns, deployment)) != 0)
+	if ((rc = mlp_store_deployment_last_rollout(&last, s, ns, deployment)) != 0)
 		return rc;
 	out->previous_image = last.to_image ? xstrdup(last.to_image) : NULL;
 	out->image = last.from_image ? xstrdup(last.from_image) : NULL;
@@ -726,7 +726,7 @@ int mlp_rollout_undo(struct mlp_k8s *k, struct mlp_store *s, struct mlp_rollout_
 		if (rc == 0 && last.model_version_id) {
 			struct mlp_model_version v;
 
-			if (mlp_store_model_version_get(s, &v, last.model, last.model_version) ==
+			if (mlp_store_model_version_get(&v, s, last.model, last.model_version) ==
 			    0) {
 				if (v.status == MLP_MODEL_DEPLOYED)
 					rc = mlp_store_model_set_status(s, v.id, MLP_MODEL_RETIRED,

@@ -145,7 +145,7 @@ void mlp_rollout_outcome_clear(struct mlp_rollout_outcome *o);
  * another negative code when it could not be tried (not found, 403, no
  * such container, a connection failure).
  */
-int mlp_rollout_run(struct mlp_k8s *k, struct mlp_store *s, struct mlp_rollout_outcome *out,
+int mlp_rollout_run(struct mlp_rollout_outcome *out, struct mlp_k8s *k, struct mlp_store *s,
                     const struct mlp_rollout_request *req);
 
 /*
@@ -155,7 +155,7 @@ int mlp_rollout_run(struct mlp_k8s *k, struct mlp_store *s, struct mlp_rollout_o
  * rolled_back and its model version, if deployed, retired.  Returns 0 or
  * a negative code with a message.
  */
-int mlp_rollout_undo(struct mlp_k8s *k, struct mlp_store *s, struct mlp_rollout_outcome *out,
+int mlp_rollout_undo(struct mlp_rollout_outcome *out, struct mlp_k8s *k, struct mlp_store *s,
                      const char *namespace_, const char *deployment, int64_t timeout_ms,
                      const char *user, FILE *progress);
 

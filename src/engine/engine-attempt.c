@@ -240,7 +240,7 @@ int engine_record_attempt(struct engine *e, size_t i)
 	s->log_path = xasprintf("%s/%s.%d.log", e->run_dir, s->def->name, s->attempt);
 	if ((rc = engine_tx_ensure(e)) != 0)
 		return rc;
-	rc = mlp_store_attempt_start(e->store, &s->attempt_id, e->run_id, s->def->name,
+	rc = mlp_store_attempt_start(&s->attempt_id, e->store, e->run_id, s->def->name,
 	                             mlp_stage_kind_name(s->def->kind), s->attempt, s->log_path);
 	if (rc != 0)
 		return rc;
@@ -456,7 +456,7 @@ int engine_handle_exit(struct engine *e, size_t i)
 	/* Background processes the stage left behind die with it: the leader
 	 * is still a zombie here, so its group id cannot have been reused. */
 	mlp_proc_kill_group(&s->proc, SIGKILL);
-	if ((rc = mlp_proc_reap(&s->proc, &ex, true)) != 0)
+	if ((rc = mlp_proc_reap(&ex, &s->proc, true)) != 0)
 		return rc;
 	engine_drain_output(e, i);
 	emit_lines(e, i, true);

@@ -355,7 +355,7 @@ static int engine_loop(struct engine *e)
 				struct mlp_exit ex;
 
 				mlp_proc_kill_group(&s->proc, SIGKILL);
-				mlp_proc_reap(&s->proc, &ex, true);
+				mlp_proc_reap(&ex, &s->proc, true);
 				engine_close_attempt(s);
 			}
 		}
@@ -461,9 +461,9 @@ static int load_resumed(struct engine *e)
 	size_t na = 0, nouts = 0, nmets = 0;
 	int rc;
 
-	if ((rc = mlp_store_attempts_list(e->store, &a, &na, e->run_id)) != 0 ||
-	    (rc = mlp_store_outputs_list(e->store, &outs, &nouts, e->run_id)) != 0 ||
-	    (rc = mlp_store_metrics_list(e->store, &mets, &nmets, e->run_id)) != 0)
+	if ((rc = mlp_store_attempts_list(&a, &na, e->store, e->run_id)) != 0 ||
+	    (rc = mlp_store_outputs_list(&outs, &nouts, e->store, e->run_id)) != 0 ||
+	    (rc = mlp_store_metrics_list(&mets, &nmets, e->store, e->run_id)) != 0)
 		goto done;
 	for (size_t i = 0; i < e->n; i++) {
 		struct stage_rt *s = &e->st[i];

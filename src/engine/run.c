@@ -98,7 +98,7 @@ static int record_run(int64_t *out, struct mlp_store *store, const struct mlp_pi
 
 		if (mlp_realpath(&abs_path, p->path) == 0)
 			r.pipeline_path = abs_path;
-		rc = mlp_store_run_create(store, out, &r);
+		rc = mlp_store_run_create(out, store, &r);
 	}
 	free(abs_path);
 	free(commit);

@@ -92,7 +92,7 @@ static int load_stage(struct mlp_store *s, struct mlp_stage_gate *d, int64_t run
 	ssize_t idx;
 	int rc;
 
-	if ((rc = mlp_store_run_get(s, &d->run, run_id)) != 0)
+	if ((rc = mlp_store_run_get(&d->run, s, run_id)) != 0)
 		return rc;
 	path = d->run.pipeline_path ? d->run.pipeline_path : "pipeline.yml";
 	rc = mlp_pipeline_parse(&d->pipeline, &diags, path, d->run.pipeline_text,
@@ -124,7 +124,7 @@ static int stage_succeeded(struct mlp_store *s, bool *out, int64_t run_id, const
 	int rc;
 
 	*out = false;
-	if ((rc = mlp_store_attempts_list(s, &a, &n, run_id)) != 0)
+	if ((rc = mlp_store_attempts_list(&a, &n, s, run_id)) != 0)
 		return rc;
 	for (size_t i = 0; i < n; i++)
 		if (strcmp(a[i].stage, stage) == 0 && a[i].status == MLP_STATUS_SUCCEEDED)
@@ -140,7 +140,7 @@ static int stage_metrics(struct mlp_store *s, struct mlp_stage_gate *d, const ch
 	size_t n = 0, cap = 0;
 	int rc;
 
-	if ((rc = mlp_store_metrics_list(s, &v, &n, d->run.id)) != 0)
+	if ((rc = mlp_store_metrics_list(&v, &n, s, d->run.id)) != 0)
 		return rc;
 	for (size_t i = 0; i < n; i++) {
 		if (strcmp(v[i].stage, stage) != 0)
@@ -165,13 +165,13 @@ static int read_thresholds(struct mlp_store *s, struct mlp_stage_gate *d)
 	int rc = 0;
 
 	for (size_t i = 0; i < g->nrequire && rc == 0; i++)
-		rc = mlp_store_gate_threshold_seed(s, NULL, g->name, g->require[i].metric,
+		rc = mlp_store_gate_threshold_seed(NULL, s, g->name, g->require[i].metric,
 		                                   mlp_gate_op_text(g->require[i].op),
 		                                   g->require[i].value, d->run.user, why);
 	free(why);
 	if (rc != 0)
 		return rc;
-	if ((rc = mlp_store_gate_thresholds_list(s, &d->thresholds, &d->nthresholds, g->name)) != 0)
+	if ((rc = mlp_store_gate_thresholds_list(&d->thresholds, &d->nthresholds, s, g->name)) != 0)
 		return rc;
 	d->rules = xcalloc(d->nthresholds + 1, sizeof(*d->rules));
 	for (size_t i = 0; i < d->nthresholds; i++) {
@@ -192,13 +192,13 @@ static int read_versions(struct mlp_store *s, struct mlp_stage_gate *d)
 	const struct mlp_gate *g = d->gate;
 	int rc;
 
-	rc = mlp_store_model_version_of_run(s, &d->version, g->model, d->run.id);
+	rc = mlp_store_model_version_of_run(&d->version, s, g->model, d->run.id);
 	if (rc == 0)
 		d->has_version = true;
 	else if (rc != MLP_ENOTFOUND)
 		return rc;
 	if (g->baseline != MLP_BASELINE_NONE) {
-		rc = mlp_store_model_version_with_status(s, &d->baseline, g->model,
+		rc = mlp_store_model_version_with_status(&d->baseline, s, g->model,
 		                                         g->baseline == MLP_BASELINE_DEPLOYED
 		                                                 ? MLP_MODEL_DEPLOYED
 		                                                 : MLP_MODEL_APPROVED,
@@ -323,7 +323,7 @@ static int record(struct mlp_store *s, struct mlp_stage_gate *d)
 	        .reason = d->result.passed ? d->result.note : d->result.reason,
 	        .detail = detail,
 	};
-	int rc = mlp_store_gate_decision_record(s, &d->decision_id, &rec);
+	int rc = mlp_store_gate_decision_record(&d->decision_id, s, &rec);
 
 	free(detail);
 	if (rc != 0 || !d->has_version)

@@ -108,7 +108,7 @@ static int load_stage(struct rollout_job *j, const struct mlp_stage_rollout_args
 	ssize_t idx;
 	int rc;
 
-	if ((rc = mlp_store_run_get(j->s, &j->run, a->run_id)) != 0)
+	if ((rc = mlp_store_run_get(&j->run, j->s, a->run_id)) != 0)
 		return rc;
 	if (mlp_pipeline_parse(&j->p, &j->diags,
 	                       j->run.pipeline_path ? j->run.pipeline_path : "pipeline.yml",
@@ -125,7 +125,7 @@ static int load_stage(struct rollout_job *j, const struct mlp_stage_rollout_args
 	model = stage_model(j->p, (size_t)idx);
 	if (model == NULL)
 		return 0;
-	rc = mlp_store_model_version_of_run(j->s, &j->mv, model, a->run_id);
+	rc = mlp_store_model_version_of_run(&j->mv, j->s, model, a->run_id);
 	if (rc == MLP_ENOTFOUND)
 		return 0;
 	if (rc != 0)
@@ -166,7 +166,7 @@ static int roll_out(struct rollout_job *j, const struct mlp_stage_rollout_args *
 		req.model_sha256 = j->mv.sha256;
 	}
 	j->tried = true;
-	return mlp_rollout_run(j->k, j->s, &j->out, &req);
+	return mlp_rollout_run(&j->out, j->k, j->s, &req);
 }
 
 static int write_outputs(const struct mlp_rollout_outcome *o)

@@ -110,9 +110,9 @@ int mlp_stage_model_finish(struct mlp_kvlist *outputs, const struct mlp_stage_ct
 		char *stored = NULL, num[16];
 		int version = 0;
 
-		rc = mlp_store_artifact_put(ctx->store, hex, &stored, path);
+		rc = mlp_store_artifact_put(hex, &stored, ctx->store, path);
 		if (rc == 0)
-			rc = mlp_store_model_register(ctx->store, NULL, &version, &v);
+			rc = mlp_store_model_register(NULL, &version, ctx->store, &v);
 		if (rc == 0) {
 			snprintf(num, sizeof(num), "%d", version);
 			mlp_kvlist_set(outputs, "model_version", num);

@@ -175,17 +175,17 @@ void mlp_pl_parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 		if (!mlp_pl_pair_usable(pr))
 			continue;
 		if (strcmp(k, "name") == 0) {
-			mlp_pl_get_name(c, k, val, &g->name);
+			mlp_pl_get_name(&g->name, c, k, val);
 		} else if (strcmp(k, "model") == 0) {
-			mlp_pl_get_name(c, k, val, &g->model);
+			mlp_pl_get_name(&g->model, c, k, val);
 		} else if (strcmp(k, "metrics_from") == 0) {
 			x->metrics_from = val;
-			mlp_pl_get_name(c, k, val, &g->metrics_from);
+			mlp_pl_get_name(&g->metrics_from, c, k, val);
 		} else if (strcmp(k, "require") == 0) {
 			gate_require(c, g, k, val);
 		} else if (strcmp(k, "baseline") == 0) {
-			if (mlp_pl_get_enum(c, k, val, baselines, MLP_ARRAY_SIZE(baselines),
-			                    &which))
+			if (mlp_pl_get_enum(&which, c, k, val, baselines,
+			                    MLP_ARRAY_SIZE(baselines)))
 				g->baseline = (enum mlp_baseline)which;
 			else
 				baseline_bad = true;
@@ -195,7 +195,7 @@ void mlp_pl_parse_gate(struct ctx *c, size_t si, const struct pair *kp)
 		} else if (strcmp(k, "directions") == 0) {
 			gate_directions(c, g, k, val);
 		} else if (strcmp(k, "allow_empty") == 0) {
-			mlp_pl_get_bool(c, k, val, &g->allow_empty);
+			mlp_pl_get_bool(&g->allow_empty, c, k, val);
 		} else {
 			mlp_pl_unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in gate");
 		}

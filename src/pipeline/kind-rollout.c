@@ -35,7 +35,7 @@ static bool k8s_name_valid(const char *s, bool dots, size_t max)
 static void get_k8s_name(struct ctx *c, const char *key, const struct node *v, bool dots,
                          char **out)
 {
-	if (!mlp_pl_get_name(c, key, v, out) || strstr(v->value, "${{") != NULL)
+	if (!mlp_pl_get_name(out, c, key, v) || strstr(v->value, "${{") != NULL)
 		return;
 	if (!k8s_name_valid(*out, dots, dots ? 253 : 63))
 		mlp_pl_report(c, v->pos,
@@ -75,21 +75,21 @@ void mlp_pl_parse_rollout(struct ctx *c, size_t si, const struct pair *kp)
 		} else if (strcmp(k, "container") == 0) {
 			get_k8s_name(c, k, val, false, &r->container);
 		} else if (strcmp(k, "image") == 0) {
-			if (mlp_pl_get_string(c, k, val, &r->image))
+			if (mlp_pl_get_string(&r->image, c, k, val))
 				mlp_pl_note_expr(c, si, val);
 		} else if (strcmp(k, "env") == 0) {
 			has_env = true;
-			mlp_pl_parse_env(c, val, &r->env, si);
+			mlp_pl_parse_env(&r->env, c, val, si);
 		} else if (strcmp(k, "context") == 0) {
-			mlp_pl_get_name(c, k, val, &r->context);
+			mlp_pl_get_name(&r->context, c, k, val);
 		} else if (strcmp(k, "timeout") == 0) {
-			mlp_pl_get_duration(c, k, val, true, &r->timeout_ms);
+			mlp_pl_get_duration(&r->timeout_ms, c, k, val, true);
 		} else if (strcmp(k, "on_failure") == 0) {
-			if (mlp_pl_get_enum(c, k, val, on_failure, MLP_ARRAY_SIZE(on_failure),
-			                    &which))
+			if (mlp_pl_get_enum(&which, c, k, val, on_failure,
+			                    MLP_ARRAY_SIZE(on_failure)))
 				r->on_failure = (enum mlp_on_failure)which;
 		} else if (strcmp(k, "dry_run") == 0) {
-			mlp_pl_get_bool(c, k, val, &r->dry_run);
+			mlp_pl_get_bool(&r->dry_run, c, k, val);
 		} else {
 			mlp_pl_unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in rollout");
 		}

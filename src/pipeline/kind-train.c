@@ -49,7 +49,7 @@ static void builtin_layers(struct ctx *c, struct mlp_builtin_train *b, const str
 	b->layers = xcalloc(val->nitems, sizeof(*b->layers));
 	b->nlayers = val->nitems;
 	for (size_t j = 0; j < val->nitems; j++)
-		if (mlp_pl_get_int(c, "layers", val->items[j], 1, INT_MAX, &n))
+		if (mlp_pl_get_int(&n, c, "layers", val->items[j], 1, INT_MAX))
 			b->layers[j] = (int)n;
 }
 
@@ -83,11 +83,11 @@ static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
 			has_layers = true;
 			builtin_layers(c, b, val);
 		} else if (strcmp(k, "epochs") == 0) {
-			mlp_pl_get_int32(c, k, val, 1, &b->epochs);
+			mlp_pl_get_int32(&b->epochs, c, k, val, 1);
 		} else if (strcmp(k, "batch") == 0) {
-			mlp_pl_get_int32(c, k, val, 1, &b->batch);
+			mlp_pl_get_int32(&b->batch, c, k, val, 1);
 		} else if (strcmp(k, "lr") == 0) {
-			if (mlp_pl_get_number(c, k, val, &d)) {
+			if (mlp_pl_get_number(&d, c, k, val)) {
 				if (d <= 0)
 					mlp_pl_report(c, val->pos,
 					              "'lr' must be more than 0, not %s",
@@ -96,7 +96,7 @@ static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
 					b->lr = d;
 			}
 		} else if (strcmp(k, "momentum") == 0) {
-			if (mlp_pl_get_number(c, k, val, &d)) {
+			if (mlp_pl_get_number(&d, c, k, val)) {
 				if (d < 0 || d >= 1)
 					mlp_pl_report(c, val->pos,
 					              "'momentum' must be at least 0 and less than "
@@ -106,7 +106,7 @@ static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
 					b->momentum = d;
 			}
 		} else if (strcmp(k, "weight_decay") == 0) {
-			if (mlp_pl_get_number(c, k, val, &d)) {
+			if (mlp_pl_get_number(&d, c, k, val)) {
 				if (d < 0)
 					mlp_pl_report(c, val->pos,
 					              "'weight_decay' must be at least 0, not %s",
@@ -115,16 +115,16 @@ static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
 					b->weight_decay = d;
 			}
 		} else if (strcmp(k, "seed") == 0) {
-			if (mlp_pl_get_int(c, k, val, 0, LLONG_MAX, &n))
+			if (mlp_pl_get_int(&n, c, k, val, 0, LLONG_MAX))
 				b->seed = n;
 		} else if (strcmp(k, "data") == 0) {
-			if (mlp_pl_get_string(c, k, val, &b->data))
+			if (mlp_pl_get_string(&b->data, c, k, val))
 				mlp_pl_note_expr(c, si, val);
 		} else if (strcmp(k, "test_data") == 0) {
-			if (mlp_pl_get_string(c, k, val, &b->test_data))
+			if (mlp_pl_get_string(&b->test_data, c, k, val))
 				mlp_pl_note_expr(c, si, val);
 		} else if (strcmp(k, "validation_split") == 0) {
-			if (mlp_pl_get_number(c, k, val, &d)) {
+			if (mlp_pl_get_number(&d, c, k, val)) {
 				if (d < 0 || d >= 1)
 					mlp_pl_report(c, val->pos,
 					              "'validation_split' must be at least 0 and "
@@ -134,7 +134,7 @@ static void parse_builtin(struct ctx *c, size_t si, const struct pair *kp)
 					b->validation_split = d;
 			}
 		} else if (strcmp(k, "device") == 0) {
-			if (mlp_pl_get_enum(c, k, val, devices, MLP_ARRAY_SIZE(devices), &which)) {
+			if (mlp_pl_get_enum(&which, c, k, val, devices, MLP_ARRAY_SIZE(devices))) {
 				free(b->device);
 				b->device = xstrdup(devices[which]);
 			}
@@ -175,15 +175,15 @@ void mlp_pl_parse_train(struct ctx *c, size_t si, const struct pair *kp)
 			continue;
 		if (strcmp(k, "ranks") == 0) {
 			has_ranks = true;
-			mlp_pl_get_int32(c, k, val, 1, &t->ranks);
+			mlp_pl_get_int32(&t->ranks, c, k, val, 1);
 		} else if (strcmp(k, "nodes") == 0) {
-			mlp_pl_get_int32(c, k, val, 1, &t->nodes);
+			mlp_pl_get_int32(&t->nodes, c, k, val, 1);
 		} else if (strcmp(k, "gpus_per_node") == 0) {
-			mlp_pl_get_int32(c, k, val, 0, &t->gpus_per_node);
+			mlp_pl_get_int32(&t->gpus_per_node, c, k, val, 0);
 		} else if (strcmp(k, "max_restarts") == 0) {
-			mlp_pl_get_int32(c, k, val, 0, &t->max_restarts);
+			mlp_pl_get_int32(&t->max_restarts, c, k, val, 0);
 		} else if (strcmp(k, "stall_timeout") == 0) {
-			mlp_pl_get_duration(c, k, val, false, &t->stall_timeout_ms);
+			mlp_pl_get_duration(&t->stall_timeout_ms, c, k, val, false);
 		} else if (strcmp(k, "builtin") == 0 || strcmp(k, "command") == 0) {
 			if (first_program != NULL) {
 				mlp_pl_report(c, pr->key->pos,
@@ -195,7 +195,7 @@ void mlp_pl_parse_train(struct ctx *c, size_t si, const struct pair *kp)
 			if (strcmp(k, "builtin") == 0) {
 				t->has_builtin = true;
 				parse_builtin(c, si, pr);
-			} else if (mlp_pl_get_string(c, k, val, &t->command)) {
+			} else if (mlp_pl_get_string(&t->command, c, k, val)) {
 				t->command_pos = val->pos;
 				mlp_pl_note_shell_expr(c, si, val);
 			}

@@ -153,7 +153,7 @@ void mlp_pl_tree_free(struct ctx *c);
 /* Null: no node, or a plain empty value, ~, null, Null or NULL. */
 bool mlp_pl_is_null(const struct node *n);
 /* true/True/TRUE and false/False/FALSE. */
-bool mlp_pl_bool_word(const char *s, bool *out);
+bool mlp_pl_bool_word(bool *out, const char *s);
 /* Digits with an optional sign. */
 bool mlp_pl_int_syntax(const char *s);
 /* An integer or decimal number, with an optional exponent. */
@@ -169,25 +169,25 @@ void mlp_pl_wrong_type(struct ctx *c, const char *key, const struct node *v, con
  * or reports why it cannot and returns false.  Strings replace *out
  * (freeing it first).
  */
-bool mlp_pl_get_string(struct ctx *c, const char *key, const struct node *v, char **out);
+bool mlp_pl_get_string(char **out, struct ctx *c, const char *key, const struct node *v);
 /* A string where ${{ }} expressions are not expanded (and are reported). */
-bool mlp_pl_get_name(struct ctx *c, const char *key, const struct node *v, char **out);
-bool mlp_pl_get_int(struct ctx *c, const char *key, const struct node *v, long long min,
-                    long long max, long long *out);
-bool mlp_pl_get_int32(struct ctx *c, const char *key, const struct node *v, int min, int *out);
-bool mlp_pl_get_number(struct ctx *c, const char *key, const struct node *v, double *out);
-bool mlp_pl_get_bool(struct ctx *c, const char *key, const struct node *v, bool *out);
+bool mlp_pl_get_name(char **out, struct ctx *c, const char *key, const struct node *v);
+bool mlp_pl_get_int(long long *out, struct ctx *c, const char *key, const struct node *v,
+                    long long min, long long max);
+bool mlp_pl_get_int32(int *out, struct ctx *c, const char *key, const struct node *v, int min);
+bool mlp_pl_get_number(double *out, struct ctx *c, const char *key, const struct node *v);
+bool mlp_pl_get_bool(bool *out, struct ctx *c, const char *key, const struct node *v);
 /* A duration such as "30m"; with positive, 0 is refused. */
-bool mlp_pl_get_duration(struct ctx *c, const char *key, const struct node *v, bool positive,
-                         int64_t *out);
+bool mlp_pl_get_duration(int64_t *out, struct ctx *c, const char *key, const struct node *v,
+                         bool positive);
 /* One of n words; *out is its index in options. */
-bool mlp_pl_get_enum(struct ctx *c, const char *key, const struct node *v,
-                     const char *const *options, size_t n, int *out);
+bool mlp_pl_get_enum(int *out, struct ctx *c, const char *key, const struct node *v,
+                     const char *const *options, size_t n);
 /* A string or a list of strings, appended to (*out, *out_pos, *n); out_pos
  * may be NULL.  False when some entry was not a string (the others are
  * appended all the same). */
-bool mlp_pl_get_string_list(struct ctx *c, const char *key, const struct node *v, char ***out,
-                            struct mlp_pos **out_pos, size_t *n);
+bool mlp_pl_get_string_list(char ***out, struct mlp_pos **out_pos, size_t *n, struct ctx *c,
+                            const char *key, const struct node *v);
 
 /* Pairs the walkers look at: not duplicates, with a string key. */
 bool mlp_pl_pair_usable(const struct pair *pr);
@@ -213,14 +213,14 @@ void mlp_pl_note_shell_expr(struct ctx *c, size_t stage, const struct node *v);
 void mlp_pl_parse_top(struct ctx *c, const struct node *root);
 
 /* env: NAME: value into *out; stage as for mlp_pl_note_expr(). */
-void mlp_pl_parse_env(struct ctx *c, const struct node *v, struct mlp_kvlist *out, size_t stage);
+void mlp_pl_parse_env(struct mlp_kvlist *out, struct ctx *c, const struct node *v, size_t stage);
 /* Resets *r (freeing its rules) to max retries on any failure, after a 1s
  * backoff that doubles up to 5m. */
 void mlp_pl_retry_defaults(struct mlp_retry *r, int max);
 /* Replaces *dst by a copy of *src. */
 void mlp_pl_retry_copy(struct mlp_retry *dst, const struct mlp_retry *src);
 /* retry: a number of retries, or a mapping (max, backoff, on ...). */
-void mlp_pl_parse_retry(struct ctx *c, const struct node *v, struct mlp_retry *out);
+void mlp_pl_parse_retry(struct mlp_retry *out, struct ctx *c, const struct node *v);
 
 /* stages.c: stages and their common keys */
 

@@ -29,7 +29,7 @@ bool mlp_pl_is_null(const struct node *n)
 	         strcmp(n->value, "Null") == 0 || strcmp(n->value, "NULL") == 0));
 }
 
-bool mlp_pl_bool_word(const char *s, bool *out)
+bool mlp_pl_bool_word(bool *out, const char *s)
 {
 	static const char *const trues[] = {"true", "True", "TRUE"};
 	static const char *const falses[] = {"false", "False", "FALSE"};
@@ -115,7 +115,7 @@ char *mlp_pl_describe(const struct node *n)
 		return xstrdup("an empty value");
 	if (mlp_pl_is_null(n))
 		return xstrdup("null");
-	if (!n->plain && (mlp_pl_number_syntax(n->value) || mlp_pl_bool_word(n->value, &b)))
+	if (!n->plain && (mlp_pl_number_syntax(n->value) || mlp_pl_bool_word(&b, n->value)))
 		return xasprintf("the string \"%s\"", n->value);
 	len = strcspn(n->value, "\r\n");
 	cut = n->value[len] != '\0';
@@ -147,7 +147,7 @@ static void check_no_expr(struct ctx *c, const char *key, const struct node *v)
 }
 
 /* Any non-null scalar, as text.  *out is replaced (freed first). */
-bool mlp_pl_get_string(struct ctx *c, const char *key, const struct node *v, char **out)
+bool mlp_pl_get_string(char **out, struct ctx *c, const char *key, const struct node *v)
 {
 	if (v->type != NODE_SCALAR || mlp_pl_is_null(v)) {
 		mlp_pl_wrong_type(c, key, v, "a string");
@@ -159,16 +159,16 @@ bool mlp_pl_get_string(struct ctx *c, const char *key, const struct node *v, cha
 }
 
 /* A string where ${{ }} expressions are not expanded. */
-bool mlp_pl_get_name(struct ctx *c, const char *key, const struct node *v, char **out)
+bool mlp_pl_get_name(char **out, struct ctx *c, const char *key, const struct node *v)
 {
-	if (!mlp_pl_get_string(c, key, v, out))
+	if (!mlp_pl_get_string(out, c, key, v))
 		return false;
 	check_no_expr(c, key, v);
 	return true;
 }
 
-bool mlp_pl_get_int(struct ctx *c, const char *key, const struct node *v, long long min,
-                    long long max, long long *out)
+bool mlp_pl_get_int(long long *out, struct ctx *c, const char *key, const struct node *v,
+                    long long min, long long max)
 {
 	long long value;
 	bool below;
@@ -196,17 +196,17 @@ bool mlp_pl_get_int(struct ctx *c, const char *key, const struct node *v, long l
 	return false;
 }
 
-bool mlp_pl_get_int32(struct ctx *c, const char *key, const struct node *v, int min, int *out)
+bool mlp_pl_get_int32(int *out, struct ctx *c, const char *key, const struct node *v, int min)
 {
 	long long value;
 
-	if (!mlp_pl_get_int(c, key, v, min, INT_MAX, &value))
+	if (!mlp_pl_get_int(&value, c, key, v, min, INT_MAX))
 		return false;
 	*out = (int)value;
 	return true;
 }
 
-bool mlp_pl_get_number(struct ctx *c, const char *key, const struct node *v, double *out)
+bool mlp_pl_get_number(double *out, struct ctx *c, const char *key, const struct node *v)
 {
 	if (v->type != NODE_SCALAR || !v->plain || !mlp_pl_number_syntax(v->value) ||
 	    mlp_parse_double(out, v->value) != 0) {
@@ -216,9 +216,9 @@ bool mlp_pl_get_number(struct ctx *c, const char *key, const struct node *v, dou
 	return true;
 }
 
-bool mlp_pl_get_bool(struct ctx *c, const char *key, const struct node *v, bool *out)
+bool mlp_pl_get_bool(bool *out, struct ctx *c, const char *key, const struct node *v)
 {
-	if (v->type == NODE_SCALAR && v->plain && mlp_pl_bool_word(v->value, out))
+	if (v->type == NODE_SCALAR && v->plain && mlp_pl_bool_word(out, v->value))
 		return true;
 	if (v->type == NODE_SCALAR && v->plain && yaml11_bool_word(v->value))
 		mlp_pl_report(c, v->pos,
@@ -231,8 +231,8 @@ bool mlp_pl_get_bool(struct ctx *c, const char *key, const struct node *v, bool 
 }
 
 /* A duration; with positive, 0 is refused. */
-bool mlp_pl_get_duration(struct ctx *c, const char *key, const struct node *v, bool positive,
-                         int64_t *out)
+bool mlp_pl_get_duration(int64_t *out, struct ctx *c, const char *key, const struct node *v,
+                         bool positive)
 {
 	int64_t ms;
 
@@ -253,8 +253,8 @@ bool mlp_pl_get_duration(struct ctx *c, const char *key, const struct node *v, b
 }
 
 /* One of a few words; *out is the index in options. */
-bool mlp_pl_get_enum(struct ctx *c, const char *key, const struct node *v,
-                     const char *const *options, size_t n, int *out)
+bool mlp_pl_get_enum(int *out, struct ctx *c, const char *key, const struct node *v,
+                     const char *const *options, size_t n)
 {
 	struct mlp_buf list = {0};
 
@@ -274,8 +274,8 @@ bool mlp_pl_get_enum(struct ctx *c, const char *key, const struct node *v,
 }
 
 /* A string or a list of strings. */
-bool mlp_pl_get_string_list(struct ctx *c, const char *key, const struct node *v, char ***out,
-                            struct mlp_pos **out_pos, size_t *n)
+bool mlp_pl_get_string_list(char ***out, struct mlp_pos **out_pos, size_t *n, struct ctx *c,
+                            const char *key, const struct node *v)
 {
 	const struct node *const *items = (const struct node *const *)&v;
 	size_t count = 1;

@@ -32,7 +32,7 @@ static bool env_name_valid(const char *s)
 }
 
 /* env: NAME: value (a scalar; numbers and booleans as written, null as ""). */
-void mlp_pl_parse_env(struct ctx *c, const struct node *v, struct mlp_kvlist *out, size_t stage)
+void mlp_pl_parse_env(struct mlp_kvlist *out, struct ctx *c, const struct node *v, size_t stage)
 {
 	if (!mlp_pl_want_map(c, "env", v, "a mapping of NAME: value", true) || mlp_pl_is_null(v))
 		return;
@@ -145,7 +145,7 @@ void mlp_pl_retry_copy(struct mlp_retry *dst, const struct mlp_retry *src)
 	}
 }
 
-void mlp_pl_parse_retry(struct ctx *c, const struct node *v, struct mlp_retry *out)
+void mlp_pl_parse_retry(struct mlp_retry *out, struct ctx *c, const struct node *v)
 {
 	static const char *const keys[] = {
 	        "max", "backoff", "backoff_factor", "backoff_max", "on",
@@ -154,7 +154,7 @@ void mlp_pl_parse_retry(struct ctx *c, const struct node *v, struct mlp_retry *o
 
 	if (v->type == NODE_SCALAR && v->plain && mlp_pl_int_syntax(v->value)) {
 		mlp_pl_retry_defaults(out, 0);
-		if (mlp_pl_get_int(c, "retry", v, 0, 100, &n))
+		if (mlp_pl_get_int(&n, c, "retry", v, 0, 100))
 			out->max = (int)n;
 		return;
 	}
@@ -174,16 +174,16 @@ void mlp_pl_parse_retry(struct ctx *c, const struct node *v, struct mlp_retry *o
 		if (!mlp_pl_pair_usable(pr))
 			continue;
 		if (strcmp(k, "max") == 0) {
-			if (mlp_pl_get_int(c, k, val, 0, 100, &n))
+			if (mlp_pl_get_int(&n, c, k, val, 0, 100))
 				out->max = (int)n;
 		} else if (strcmp(k, "backoff") == 0) {
-			mlp_pl_get_duration(c, k, val, false, &out->backoff_ms);
+			mlp_pl_get_duration(&out->backoff_ms, c, k, val, false);
 		} else if (strcmp(k, "backoff_max") == 0) {
-			mlp_pl_get_duration(c, k, val, false, &out->backoff_max_ms);
+			mlp_pl_get_duration(&out->backoff_max_ms, c, k, val, false);
 		} else if (strcmp(k, "backoff_factor") == 0) {
 			double f;
 
-			if (mlp_pl_get_number(c, k, val, &f)) {
+			if (mlp_pl_get_number(&f, c, k, val)) {
 				if (f < 1)
 					mlp_pl_report(c, val->pos,
 					              "'backoff_factor' must be at least 1, not %s",
@@ -196,7 +196,7 @@ void mlp_pl_parse_retry(struct ctx *c, const struct node *v, struct mlp_retry *o
 			struct mlp_pos *pos = NULL;
 			size_t nrules = 0;
 
-			mlp_pl_get_string_list(c, "on", val, &rules, &pos, &nrules);
+			mlp_pl_get_string_list(&rules, &pos, &nrules, c, "on", val);
 			for (size_t j = 0; j < nrules; j++) {
 				struct mlp_retry_rule rule;
 
@@ -238,11 +238,11 @@ static void parse_defaults(struct ctx *c, const struct node *v)
 		if (!mlp_pl_pair_usable(pr))
 			continue;
 		if (strcmp(k, "timeout") == 0)
-			mlp_pl_get_duration(c, k, pr->value, true, &p->default_timeout_ms);
+			mlp_pl_get_duration(&p->default_timeout_ms, c, k, pr->value, true);
 		else if (strcmp(k, "kill_grace") == 0)
-			mlp_pl_get_duration(c, k, pr->value, false, &p->default_kill_grace_ms);
+			mlp_pl_get_duration(&p->default_kill_grace_ms, c, k, pr->value, false);
 		else if (strcmp(k, "retry") == 0)
-			mlp_pl_parse_retry(c, pr->value, &p->default_retry);
+			mlp_pl_parse_retry(&p->default_retry, c, pr->value);
 		else
 			mlp_pl_unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in defaults");
 	}
@@ -295,11 +295,11 @@ static void parse_push(struct ctx *c, const struct node *v)
 		if (!mlp_pl_pair_usable(pr))
 			continue;
 		if (strcmp(k, "branches") == 0)
-			mlp_pl_get_string_list(c, k, pr->value, &p->push_branches, NULL,
-			                       &p->npush_branches);
+			mlp_pl_get_string_list(&p->push_branches, NULL, &p->npush_branches, c, k,
+			                       pr->value);
 		else if (strcmp(k, "tags") == 0)
-			mlp_pl_get_string_list(c, k, pr->value, &p->push_tags, NULL,
-			                       &p->npush_tags);
+			mlp_pl_get_string_list(&p->push_tags, NULL, &p->npush_tags, c, k,
+			                       pr->value);
 		else
 			mlp_pl_unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in push");
 	}
@@ -341,11 +341,11 @@ static void parse_schedule_entry(struct ctx *c, const struct node *v)
 			struct mlp_cron cron;
 
 			has_cron = true;
-			if (mlp_pl_get_name(c, k, val, &s->cron) &&
+			if (mlp_pl_get_name(&s->cron, c, k, val) &&
 			    mlp_cron_parse(&cron, s->cron) != 0)
 				mlp_pl_report(c, val->pos, "%s", mlp_error_last());
 		} else if (strcmp(k, "timezone") == 0) {
-			if (mlp_pl_get_name(c, k, val, &s->timezone) &&
+			if (mlp_pl_get_name(&s->timezone, c, k, val) &&
 			    !mlp_timezone_valid(s->timezone))
 				mlp_pl_report(c, val->pos,
 				              "unknown time zone '%s' (use a name from the tz "
@@ -354,13 +354,13 @@ static void parse_schedule_entry(struct ctx *c, const struct node *v)
 		} else if (strncmp(k, "x-", 2) == 0) {
 			/* Extension keys: room for anchors, as in docker compose. */
 		} else if (strcmp(k, "concurrency") == 0) {
-			if (mlp_pl_get_enum(c, k, val, concurrency, MLP_ARRAY_SIZE(concurrency),
-			                    &which)) {
+			if (mlp_pl_get_enum(&which, c, k, val, concurrency,
+			                    MLP_ARRAY_SIZE(concurrency))) {
 				free(s->concurrency);
 				s->concurrency = xstrdup(concurrency[which]);
 			}
 		} else if (strcmp(k, "starting_deadline") == 0) {
-			mlp_pl_get_duration(c, k, val, true, &s->starting_deadline_ms);
+			mlp_pl_get_duration(&s->starting_deadline_ms, c, k, val, true);
 		} else {
 			mlp_pl_unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in schedule");
 		}
@@ -418,7 +418,7 @@ void mlp_pl_parse_top(struct ctx *c, const struct node *root)
 		if (!mlp_pl_pair_usable(pr))
 			continue;
 		if (strcmp(k, "name") == 0) {
-			mlp_pl_get_name(c, k, v, &p->name);
+			mlp_pl_get_name(&p->name, c, k, v);
 		} else if (strcmp(k, "on") == 0) {
 			if (v->type == NODE_MAP || v->type == NODE_SEQ || !mlp_pl_is_null(v))
 				parse_on(c, v);
@@ -426,11 +426,11 @@ void mlp_pl_parse_top(struct ctx *c, const struct node *root)
 				mlp_pl_wrong_type(c, k, v,
 				                  "a trigger (push) or a mapping of triggers");
 		} else if (strcmp(k, "env") == 0) {
-			mlp_pl_parse_env(c, v, &p->env, SIZE_MAX);
+			mlp_pl_parse_env(&p->env, c, v, SIZE_MAX);
 		} else if (strcmp(k, "defaults") == 0) {
 			parse_defaults(c, v);
 		} else if (strcmp(k, "workdir") == 0) {
-			mlp_pl_get_name(c, k, v, &p->workdir);
+			mlp_pl_get_name(&p->workdir, c, k, v);
 		} else if (strcmp(k, "stages") == 0) {
 			stages = pr;
 		} else if (strncmp(k, "x-", 2) == 0) {

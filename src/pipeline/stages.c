@@ -61,9 +61,9 @@ static void parse_model(struct ctx *c, size_t si, const struct pair *kp)
 		if (!mlp_pl_pair_usable(pr))
 			continue;
 		if (strcmp(k, "name") == 0) {
-			mlp_pl_get_name(c, k, pr->value, &m->name);
+			mlp_pl_get_name(&m->name, c, k, pr->value);
 		} else if (strcmp(k, "path") == 0) {
-			if (mlp_pl_get_string(c, k, pr->value, &m->path))
+			if (mlp_pl_get_string(&m->path, c, k, pr->value))
 				mlp_pl_note_expr(c, si, pr->value);
 		} else {
 			mlp_pl_unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in model");
@@ -154,7 +154,7 @@ static void parse_kind(struct ctx *c, size_t si, const struct pair *pr)
 
 	switch (st->kind) {
 	case MLP_STAGE_RUN:
-		if (mlp_pl_get_string(c, pr->key->value, val, &st->run)) {
+		if (mlp_pl_get_string(&st->run, c, pr->key->value, val)) {
 			st->run_pos = val->pos;
 			mlp_pl_note_shell_expr(c, si, val);
 		}
@@ -212,25 +212,25 @@ static void parse_stage(struct ctx *c, size_t si)
 			if (pr == kind_pair)
 				parse_kind(c, si, pr);
 		} else if (strcmp(k, "description") == 0) {
-			mlp_pl_get_string(c, k, val, &st->description);
+			mlp_pl_get_string(&st->description, c, k, val);
 		} else if (strcmp(k, "needs") == 0) {
-			mlp_pl_get_string_list(c, k, val, &st->needs, &st->needs_pos, &st->nneeds);
+			mlp_pl_get_string_list(&st->needs, &st->needs_pos, &st->nneeds, c, k, val);
 		} else if (strcmp(k, "if") == 0) {
 			parse_if(c, st, val);
 		} else if (strcmp(k, "env") == 0) {
-			mlp_pl_parse_env(c, val, &st->env, si);
+			mlp_pl_parse_env(&st->env, c, val, si);
 		} else if (strcmp(k, "timeout") == 0) {
-			x->has_timeout = mlp_pl_get_duration(c, k, val, true, &st->timeout_ms);
+			x->has_timeout = mlp_pl_get_duration(&st->timeout_ms, c, k, val, true);
 		} else if (strcmp(k, "kill_grace") == 0) {
 			x->has_kill_grace =
-			        mlp_pl_get_duration(c, k, val, false, &st->kill_grace_ms);
+			        mlp_pl_get_duration(&st->kill_grace_ms, c, k, val, false);
 		} else if (strcmp(k, "retry") == 0) {
 			x->has_retry = true;
-			mlp_pl_parse_retry(c, val, &st->retry);
+			mlp_pl_parse_retry(&st->retry, c, val);
 		} else if (strcmp(k, "continue_on_error") == 0) {
-			mlp_pl_get_bool(c, k, val, &st->continue_on_error);
+			mlp_pl_get_bool(&st->continue_on_error, c, k, val);
 		} else if (strcmp(k, "workdir") == 0) {
-			mlp_pl_get_name(c, k, val, &st->workdir);
+			mlp_pl_get_name(&st->workdir, c, k, val);
 		} else if (strcmp(k, "model") == 0) {
 			if (x->has_kind && st->kind != MLP_STAGE_RUN && st->kind != MLP_STAGE_TRAIN)
 				mlp_pl_report(c, pr->key->pos,

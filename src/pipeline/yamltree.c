@@ -549,7 +549,7 @@ static struct mlp_json *node_to_json(const struct node *n)
 		}
 		return j;
 	case NODE_SCALAR:
-		if (n->plain && mlp_pl_bool_word(n->value, &b))
+		if (n->plain && mlp_pl_bool_word(&b, n->value))
 			return mlp_json_new_bool(b);
 		if (n->plain && mlp_pl_number_syntax(n->value) &&
 		    mlp_parse_double(&d, n->value) == 0)

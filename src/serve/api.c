@@ -53,7 +53,7 @@ static char *authenticate(struct serve *sv, const struct mlp_http_request *req)
 		return NULL;
 	mlp_sha256_hex(sha, h + 7, strlen(h + 7));
 	pthread_mutex_lock(&sv->db_lock);
-	if (mlp_store_token_check(sv->db, &name, sha) != 0)
+	if (mlp_store_token_check(&name, sv->db, sha) != 0)
 		name = NULL;
 	pthread_mutex_unlock(&sv->db_lock);
 	return name;
@@ -109,7 +109,7 @@ static void api_runs_list(struct serve *sv, const struct mlp_http_request *req,
 	}
 	f.pipeline = mlp_http_query(req, "pipeline");
 	pthread_mutex_lock(&sv->db_lock);
-	rc = mlp_store_runs_list(sv->db, &runs, &len, &f);
+	rc = mlp_store_runs_list(&runs, &len, sv->db, &f);
 	pthread_mutex_unlock(&sv->db_lock);
 	if (rc != 0) {
 		serve_reply_error(r, 503, mlp_error_last());
@@ -136,11 +136,11 @@ static void api_run_get(struct serve *sv, int64_t id, struct mlp_http_response *
 	int rc;
 
 	pthread_mutex_lock(&sv->db_lock);
-	rc = mlp_store_run_get(sv->db, &ri, id);
-	if (rc == 0 && (rc = mlp_store_queued_run_get(sv->db, &q, id)) != 0)
+	rc = mlp_store_run_get(&ri, sv->db, id);
+	if (rc == 0 && (rc = mlp_store_queued_run_get(&q, sv->db, id)) != 0)
 		mlp_run_info_clear(&ri);
-	if (rc == 0 && ((rc = mlp_store_attempts_list(sv->db, &a, &na, id)) != 0 ||
-	                (rc = mlp_store_metrics_list(sv->db, &mets, &nm, id)) != 0)) {
+	if (rc == 0 && ((rc = mlp_store_attempts_list(&a, &na, sv->db, id)) != 0 ||
+	                (rc = mlp_store_metrics_list(&mets, &nm, sv->db, id)) != 0)) {
 		mlp_run_info_clear(&ri);
 		mlp_queued_run_clear(&q);
 	}
@@ -205,7 +205,7 @@ static bool stage_log(struct serve *sv, int64_t run, const char *stage, char **p
 
 	*running = false;
 	pthread_mutex_lock(&sv->db_lock);
-	if (mlp_store_attempts_list(sv->db, &a, &na, run) == 0) {
+	if (mlp_store_attempts_list(&a, &na, sv->db, run) == 0) {
 		for (size_t i = 0; i < na; i++) {
 			if (strcmp(a[i].stage, stage) != 0 || a[i].attempt == 0)
 				continue;
@@ -354,11 +354,11 @@ static void api_run_create(struct serve *sv, const char *user,
 		};
 
 		pthread_mutex_lock(&sv->db_lock);
-		rc = mlp_store_projects_list(sv->db, &ps, &n);
+		rc = mlp_store_projects_list(&ps, &n, sv->db);
 		for (size_t i = 0; rc == 0 && i < n; i++)
 			known = known || strcmp(ps[i].name, project) == 0;
 		if (rc == 0 && known)
-			rc = mlp_store_run_enqueue(sv->db, &id, &q, NULL, NULL);
+			rc = mlp_store_run_enqueue(&id, sv->db, &q, NULL, NULL);
 		pthread_mutex_unlock(&sv->db_lock);
 		mlp_project_free_all(ps, n);
 		if (rc != 0) {
@@ -388,7 +388,7 @@ static void api_run_cancel(struct serve *sv, int64_t id, struct mlp_http_respons
 	int rc;
 
 	pthread_mutex_lock(&sv->db_lock);
-	rc = mlp_store_run_cancel(sv->db, id, &pid);
+	rc = mlp_store_run_cancel(&pid, sv->db, id);
 	pthread_mutex_unlock(&sv->db_lock);
 	if (rc != 0) {
 		serve_reply_error(r,

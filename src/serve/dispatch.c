@@ -85,8 +85,8 @@ void serve_dispatch(struct serve *sv, const sigset_t *mask)
 	size_t n = 0;
 	int running = 0;
 
-	mlp_store_recover(sv->ctl, NULL);
-	if (mlp_store_queue_list(sv->ctl, &q, &n) != 0) {
+	mlp_store_recover(NULL, sv->ctl);
+	if (mlp_store_queue_list(&q, &n, sv->ctl) != 0) {
 		serve_log(sv, "dispatch: %s", mlp_error_last());
 		return;
 	}
@@ -102,7 +102,7 @@ void serve_dispatch(struct serve *sv, const sigset_t *mask)
 			if (q[i].cancel_requested) {
 				int64_t pid;
 
-				mlp_store_run_cancel(sv->ctl, q[i].id, &pid);
+				mlp_store_run_cancel(&pid, sv->ctl, q[i].id);
 				continue;
 			}
 			if (q[i].exec_attempts >= sv->cfg.resume_limit) {
@@ -152,7 +152,7 @@ void serve_run_cancel(struct serve *sv, int64_t run)
 {
 	int64_t pid = 0;
 
-	if (mlp_store_run_cancel(sv->ctl, run, &pid) == 0 && pid > 0)
+	if (mlp_store_run_cancel(&pid, sv->ctl, run) == 0 && pid > 0)
 		kill((pid_t)pid, SIGTERM);
 }
 

@@ -86,9 +86,9 @@ static int claim(struct exec_run *x)
 	int rc;
 
 	if ((rc = mlp_store_open(&x->store, x->o->db, 0)) != 0 ||
-	    (rc = mlp_store_run_claim(x->store, x->o->run_id, &x->resumed)) != 0 ||
-	    (rc = mlp_store_queued_run_get(x->store, &x->q, x->o->run_id)) != 0 ||
-	    (rc = mlp_store_projects_list(x->store, &x->projects, &x->nprojects)) != 0)
+	    (rc = mlp_store_run_claim(&x->resumed, x->store, x->o->run_id)) != 0 ||
+	    (rc = mlp_store_queued_run_get(&x->q, x->store, x->o->run_id)) != 0 ||
+	    (rc = mlp_store_projects_list(&x->projects, &x->nprojects, x->store)) != 0)
 		return rc;
 	for (size_t i = 0; x->q.project && x->proj == NULL && i < x->nprojects; i++)
 		if (strcmp(x->projects[i].name, x->q.project) == 0)

@@ -176,7 +176,7 @@ static void hook_enqueue(struct serve *sv, const struct hook *h, struct mlp_http
 
 	pthread_mutex_lock(&sv->db_lock);
 	/* Keyed by the forge, not the path: /hooks/forgejo is /hooks/gitea. */
-	rc = mlp_store_run_enqueue(sv->db, &id, &q, mlp_forge_name(h->forge), h->delivery);
+	rc = mlp_store_run_enqueue(&id, sv->db, &q, mlp_forge_name(h->forge), h->delivery);
 	pthread_mutex_unlock(&sv->db_lock);
 	if (rc != 0 && rc != MLP_EEXISTS) {
 		serve_log(sv, "webhook %s: %s", h->forge_name, mlp_error_last());
@@ -223,7 +223,7 @@ void serve_hook_handle(struct serve *sv, const struct mlp_http_request *req,
 	}
 	hook_read_headers(&h, req);
 	pthread_mutex_lock(&sv->db_lock);
-	rc = mlp_store_projects_list(sv->db, &projects, &nprojects);
+	rc = mlp_store_projects_list(&projects, &nprojects, sv->db);
 	pthread_mutex_unlock(&sv->db_lock);
 	if (rc != 0) {
 		serve_reply_error(r, 503, "the database is unavailable");

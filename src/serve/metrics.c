@@ -35,7 +35,7 @@ static void prom_counts(struct mlp_buf *b, struct serve *sv, enum mlp_count_kind
 	struct mlp_count *c = NULL;
 	size_t n = 0;
 
-	if (mlp_store_counts(sv->db, &c, &n, kind) != 0)
+	if (mlp_store_counts(&c, &n, sv->db, kind) != 0)
 		return;
 	for (size_t i = 0; i < n; i++) {
 		mlp_buf_printf(b, "%s{%s=\"", name, label);
@@ -59,14 +59,14 @@ void serve_metrics_handle(struct serve *sv, struct mlp_http_response *r)
 	mlp_buf_puts(&b, "# HELP mlpipe_runs Runs recorded, by status.\n"
 	                 "# TYPE mlpipe_runs gauge\n");
 	prom_counts(&b, sv, MLP_COUNT_RUNS_BY_STATUS, "mlpipe_runs", "status");
-	mlp_store_runs_count(sv->db, &queued, NULL, MLP_STATUS_QUEUED);
+	mlp_store_runs_count(&queued, sv->db, NULL, MLP_STATUS_QUEUED);
 	mlp_buf_printf(&b,
 	               "# HELP mlpipe_queue_depth Runs waiting to start.\n"
 	               "# TYPE mlpipe_queue_depth gauge\nmlpipe_queue_depth %lld\n",
 	               (long long)queued);
 	mlp_buf_puts(&b, "# HELP mlpipe_stage_duration_seconds Duration of finished stage "
 	                 "attempts.\n# TYPE mlpipe_stage_duration_seconds histogram\n");
-	if (mlp_store_stage_durations(sv->db, bounds, MLP_ARRAY_SIZE(bounds), counts, &sum) == 0) {
+	if (mlp_store_stage_durations(&sum, sv->db, bounds, MLP_ARRAY_SIZE(bounds), counts) == 0) {
 		for (size_t i = 0; i < MLP_ARRAY_SIZE(bounds); i++)
 			mlp_buf_printf(&b, "mlpipe_stage_duration_seconds_bucket{le=\"%g\"} %llu\n",
 			               bounds[i], (unsigned long long)counts[i]);
@@ -100,7 +100,7 @@ void serve_metrics_handle(struct serve *sv, struct mlp_http_response *r)
 	prom_counts(&b, sv, MLP_COUNT_ROLLOUTS_BY_RESULT, "mlpipe_rollouts_total", "result");
 	mlp_buf_puts(&b, "# HELP mlpipe_deployed_model_metric The metrics of the deployed "
 	                 "version of each model.\n# TYPE mlpipe_deployed_model_metric gauge\n");
-	if (mlp_store_counts(sv->db, &c, &n, MLP_COUNT_DEPLOYED_METRICS) == 0) {
+	if (mlp_store_counts(&c, &n, sv->db, MLP_COUNT_DEPLOYED_METRICS) == 0) {
 		for (size_t i = 0; i < n; i++) {
 			mlp_buf_puts(&b, "mlpipe_deployed_model_metric{model=\"");
 			prom_label(&b, c[i].label);

@@ -43,7 +43,7 @@ static void poll_project(struct serve *sv, struct mlp_store *db, const struct ml
 		if (!mlp_branch_matches(p->branches, refs[i] + 11))
 			continue;
 		/* A branch never run before is where we start from, not a push. */
-		if (mlp_store_latest_commit(db, &last, p->name, refs[i]) != 0 || last == NULL ||
+		if (mlp_store_latest_commit(&last, db, p->name, refs[i]) != 0 || last == NULL ||
 		    strcmp(last, commits[i]) == 0) {
 			free(last);
 			continue;
@@ -59,7 +59,7 @@ static void poll_project(struct serve *sv, struct mlp_store *db, const struct ml
 			        .once_per_commit = true,
 			};
 
-			if (mlp_store_run_enqueue(db, &id, &q, NULL, NULL) == 0) {
+			if (mlp_store_run_enqueue(&id, db, &q, NULL, NULL) == 0) {
 				serve_log(sv, "poll %s: %s moved to %.12s: run %lld queued",
 				          p->name, refs[i], commits[i], (long long)id);
 				serve_wake(sv);
@@ -85,7 +85,7 @@ static void *poller_main(void *arg)
 		size_t n = 0;
 		struct timespec until;
 
-		if (mlp_store_projects_list(db, &ps, &n) == 0)
+		if (mlp_store_projects_list(&ps, &n, db) == 0)
 			for (size_t i = 0; i < n && !atomic_load(&sv->stopping); i++)
 				poll_project(sv, db, &ps[i]);
 		mlp_project_free_all(ps, n);

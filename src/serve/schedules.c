@@ -128,13 +128,13 @@ static bool schedule_init(struct serve *sv, struct serve_schedule *s, const char
 	s->expr = xstrdup(ms->cron);
 	s->concurrency = xstrdup(ms->concurrency ? ms->concurrency : "forbid");
 	s->deadline_ms = ms->starting_deadline_ms;
-	if (mlp_store_schedule_last(sv->ctl, &last, s->key) != 0 || last == 0) {
+	if (mlp_store_schedule_last(&last, sv->ctl, s->key) != 0 || last == 0) {
 		/* New: it starts counting now, nothing to catch up. */
 		int64_t none;
 
 		last = now;
 		fresh = true;
-		mlp_store_schedule_fire(sv->ctl, &none, s->key, now, NULL);
+		mlp_store_schedule_fire(&none, sv->ctl, s->key, now, NULL);
 	}
 	if (mlp_cron_next(&s->next, &s->cron, s->tz, last) != 0)
 		s->next = INT64_MAX;
@@ -193,7 +193,7 @@ void serve_schedules_reload(struct serve *sv)
 	size_t n = 0, len = 0, cap = 0;
 	int64_t now = serve_clock_now(sv);
 
-	if (mlp_store_projects_list(sv->ctl, &ps, &n) != 0)
+	if (mlp_store_projects_list(&ps, &n, sv->ctl) != 0)
 		return;
 	for (size_t i = 0; i < n; i++)
 		load_project(sv, &ps[i], now, &sc, &len, &cap);
@@ -224,7 +224,7 @@ static void fire_schedule(struct serve *sv, struct serve_schedule *s, int64_t no
 		run = false;
 		snprintf(why, sizeof(why), "missed by more than its starting_deadline");
 	}
-	if (run && mlp_store_schedule_active(sv->ctl, &active, s->key) == 0 && active) {
+	if (run && mlp_store_schedule_active(&active, sv->ctl, s->key) == 0 && active) {
 		if (strcmp(s->concurrency, "forbid") == 0) {
 			run = false;
 			snprintf(why, sizeof(why), "run %lld is still going (concurrency: forbid)",
@@ -243,7 +243,7 @@ static void fire_schedule(struct serve *sv, struct serve_schedule *s, int64_t no
 		        .schedule = s->key,
 		};
 
-		if (mlp_store_schedule_fire(sv->ctl, &id, s->key, now, run ? &q : NULL) != 0)
+		if (mlp_store_schedule_fire(&id, sv->ctl, s->key, now, run ? &q : NULL) != 0)
 			serve_log(sv, "schedule %s: %s", s->key, mlp_error_last());
 		else if (run)
 			serve_log(sv, "schedule %s: run %lld queued", s->key, (long long)id);

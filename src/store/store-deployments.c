@@ -33,7 +33,7 @@ static enum mlp_deploy_result result_parse(const char *s)
 	return MLP_DEPLOY_FAILED;
 }
 
-int mlp_store_deployment_start(struct mlp_store *s, int64_t *out_id, const struct mlp_deployment *d)
+int mlp_store_deployment_start(int64_t *out_id, struct mlp_store *s, const struct mlp_deployment *d)
 {
 	sqlite3_stmt *st = store_prepare(
 	        s, "INSERT INTO deployments (kind, namespace, deployment, container, from_image,"
@@ -122,7 +122,7 @@ static void row_read(struct mlp_deployment *x, sqlite3_stmt *st)
 	free(result);
 }
 
-int mlp_store_deployments_list(struct mlp_store *s, struct mlp_deployment **out, size_t *n,
+int mlp_store_deployments_list(struct mlp_deployment **out, size_t *n, struct mlp_store *s,
                                const char *namespace_, const char *deployment, int limit)
 {
 	sqlite3_stmt *st = store_prepare(
@@ -155,7 +155,7 @@ int mlp_store_deployments_list(struct mlp_store *s, struct mlp_deployment **out,
 	return 0;
 }
 
-int mlp_store_deployment_last_rollout(struct mlp_store *s, struct mlp_deployment *out,
+int mlp_store_deployment_last_rollout(struct mlp_deployment *out, struct mlp_store *s,
                                       const char *namespace_, const char *deployment)
 {
 	sqlite3_stmt *st =
@@ -225,7 +225,7 @@ int mlp_store_deployment_set_previous(struct mlp_store *s, int64_t id, const cha
 	return store_exec_stmt(s, st, "recording a deployment's previous state");
 }
 
-int mlp_store_deployment_get(struct mlp_store *s, struct mlp_deployment *out, int64_t id)
+int mlp_store_deployment_get(struct mlp_deployment *out, struct mlp_store *s, int64_t id)
 {
 	sqlite3_stmt *st = store_prepare(s, "SELECT " COLUMNS " FROM deployments WHERE id = ?1");
 	int rc;

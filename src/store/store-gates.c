@@ -91,7 +91,7 @@ static int write_threshold(struct mlp_store *s, const char *gate, const char *me
 	return store_exec_stmt(s, st, "setting a threshold");
 }
 
-int mlp_store_gate_threshold_set(struct mlp_store *s, bool *out_changed, const char *gate,
+int mlp_store_gate_threshold_set(bool *out_changed, struct mlp_store *s, const char *gate,
                                  const char *metric, const char *op, double value, const char *user,
                                  const char *reason)
 {
@@ -123,7 +123,7 @@ fail:
 	return rc;
 }
 
-int mlp_store_gate_threshold_seed(struct mlp_store *s, bool *out_seeded, const char *gate,
+int mlp_store_gate_threshold_seed(bool *out_seeded, struct mlp_store *s, const char *gate,
                                   const char *metric, const char *op, double value,
                                   const char *user, const char *reason)
 {
@@ -202,7 +202,7 @@ fail:
 	return rc;
 }
 
-int mlp_store_gate_thresholds_list(struct mlp_store *s, struct mlp_gate_threshold **out, size_t *n,
+int mlp_store_gate_thresholds_list(struct mlp_gate_threshold **out, size_t *n, struct mlp_store *s,
                                    const char *gate)
 {
 	sqlite3_stmt *st = store_prepare(
@@ -248,7 +248,7 @@ void mlp_gate_threshold_free_all(struct mlp_gate_threshold *t, size_t n)
 	free(t);
 }
 
-int mlp_store_gate_history(struct mlp_store *s, struct mlp_gate_threshold_change **out, size_t *n,
+int mlp_store_gate_history(struct mlp_gate_threshold_change **out, size_t *n, struct mlp_store *s,
                            const char *gate)
 {
 	sqlite3_stmt *st = store_prepare(
@@ -307,7 +307,7 @@ void mlp_gate_threshold_change_free_all(struct mlp_gate_threshold_change *c, siz
 
 /* ---- gate decisions ----------------------------------------------------- */
 
-int mlp_store_gate_decision_record(struct mlp_store *s, int64_t *out_id,
+int mlp_store_gate_decision_record(int64_t *out_id, struct mlp_store *s,
                                    const struct mlp_gate_decision *d)
 {
 	sqlite3_stmt *st = store_prepare(
@@ -333,7 +333,7 @@ int mlp_store_gate_decision_record(struct mlp_store *s, int64_t *out_id,
 	return rc;
 }
 
-int mlp_store_gate_decisions_list(struct mlp_store *s, struct mlp_gate_decision **out, size_t *n,
+int mlp_store_gate_decisions_list(struct mlp_gate_decision **out, size_t *n, struct mlp_store *s,
                                   const char *gate, int64_t version_id, int limit)
 {
 	sqlite3_stmt *st = store_prepare(

@@ -138,7 +138,7 @@ static void fsync_dir(const char *dir)
 	}
 }
 
-int mlp_store_artifact_put(struct mlp_store *s, char out_sha256[65], char **out_path,
+int mlp_store_artifact_put(char out_sha256[65], char **out_path, struct mlp_store *s,
                            const char *src)
 {
 	char *tmpdir = xasprintf("%s/artifacts/tmp", s->data_dir);
@@ -248,7 +248,7 @@ int mlp_store_model_metrics_put(struct mlp_store *s, int64_t version_id, const c
 	return rc;
 }
 
-int mlp_store_model_register(struct mlp_store *s, int64_t *out_id, int *out_version,
+int mlp_store_model_register(int64_t *out_id, int *out_version, struct mlp_store *s,
                              const struct mlp_model_version_new *v)
 {
 	sqlite3_stmt *st;
@@ -419,7 +419,7 @@ static int model_exists(struct mlp_store *s, bool *out, const char *model)
 	return 0;
 }
 
-int mlp_store_model_version_get(struct mlp_store *s, struct mlp_model_version *out,
+int mlp_store_model_version_get(struct mlp_model_version *out, struct mlp_store *s,
                                 const char *model, int version)
 {
 	sqlite3_stmt *st = store_prepare(s, "SELECT " VERSION_COLUMNS
@@ -447,7 +447,7 @@ int mlp_store_model_version_get(struct mlp_store *s, struct mlp_model_version *o
 	return MLP_ENOTFOUND;
 }
 
-int mlp_store_model_version_of_run(struct mlp_store *s, struct mlp_model_version *out,
+int mlp_store_model_version_of_run(struct mlp_model_version *out, struct mlp_store *s,
                                    const char *model, int64_t run_id)
 {
 	sqlite3_stmt *st =
@@ -462,7 +462,7 @@ int mlp_store_model_version_of_run(struct mlp_store *s, struct mlp_model_version
 	return get_one(s, out, st);
 }
 
-int mlp_store_model_version_with_status(struct mlp_store *s, struct mlp_model_version *out,
+int mlp_store_model_version_with_status(struct mlp_model_version *out, struct mlp_store *s,
                                         const char *model, enum mlp_model_status status,
                                         int64_t exclude)
 {
@@ -479,7 +479,7 @@ int mlp_store_model_version_with_status(struct mlp_store *s, struct mlp_model_ve
 	return get_one(s, out, st);
 }
 
-int mlp_store_model_versions_list(struct mlp_store *s, struct mlp_model_version **out, size_t *n,
+int mlp_store_model_versions_list(struct mlp_model_version **out, size_t *n, struct mlp_store *s,
                                   const char *model)
 {
 	sqlite3_stmt *st = store_prepare(s, "SELECT " VERSION_COLUMNS
@@ -619,7 +619,7 @@ fail:
 	return rc;
 }
 
-int mlp_store_models_list(struct mlp_store *s, struct mlp_model_info **out, size_t *n)
+int mlp_store_models_list(struct mlp_model_info **out, size_t *n, struct mlp_store *s)
 {
 	sqlite3_stmt *st = store_prepare(
 	        s, "SELECT m.name, m.created_at,"

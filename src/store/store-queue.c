@@ -92,7 +92,7 @@ static int insert_delivery(struct mlp_store *s, int64_t *out_run, const char *fo
 	return MLP_EEXISTS;
 }
 
-int mlp_store_run_enqueue(struct mlp_store *s, int64_t *out_id, const struct mlp_run_queued *r,
+int mlp_store_run_enqueue(int64_t *out_id, struct mlp_store *s, const struct mlp_run_queued *r,
                           const char *forge, const char *delivery_id)
 {
 	bool existing = false;
@@ -147,7 +147,7 @@ fail:
 	return rc;
 }
 
-int mlp_store_latest_commit(struct mlp_store *s, char **out, const char *project, const char *ref)
+int mlp_store_latest_commit(char **out, struct mlp_store *s, const char *project, const char *ref)
 {
 	sqlite3_stmt *st =
 	        store_prepare(s, "SELECT git_commit FROM runs WHERE project = ? AND git_ref = ?"
@@ -223,7 +223,7 @@ static void read_queued(struct mlp_queued_run *r, sqlite3_stmt *st)
 	r->queued_at = sqlite3_column_int64(st, 13);
 }
 
-int mlp_store_queue_list(struct mlp_store *s, struct mlp_queued_run **out, size_t *n)
+int mlp_store_queue_list(struct mlp_queued_run **out, size_t *n, struct mlp_store *s)
 {
 	sqlite3_stmt *st = store_prepare(
 	        s, "SELECT " QUEUE_COLUMNS " FROM runs WHERE queued_at IS NOT NULL AND"
@@ -250,7 +250,7 @@ int mlp_store_queue_list(struct mlp_store *s, struct mlp_queued_run **out, size_
 	return 0;
 }
 
-int mlp_store_queued_run_get(struct mlp_store *s, struct mlp_queued_run *out, int64_t run_id)
+int mlp_store_queued_run_get(struct mlp_queued_run *out, struct mlp_store *s, int64_t run_id)
 {
 	sqlite3_stmt *st = store_prepare(s, "SELECT " QUEUE_COLUMNS " FROM runs WHERE id = ?");
 	int rc;
@@ -292,7 +292,7 @@ void mlp_queued_run_free_all(struct mlp_queued_run *r, size_t n)
 	free(r);
 }
 
-int mlp_store_run_cancel(struct mlp_store *s, int64_t run_id, int64_t *out_pid)
+int mlp_store_run_cancel(int64_t *out_pid, struct mlp_store *s, int64_t run_id)
 {
 	struct mlp_queued_run r;
 	sqlite3_stmt *st;
@@ -301,7 +301,7 @@ int mlp_store_run_cancel(struct mlp_store *s, int64_t run_id, int64_t *out_pid)
 	*out_pid = 0;
 	if ((rc = mlp_store_begin(s)) != 0)
 		return rc;
-	if ((rc = mlp_store_queued_run_get(s, &r, run_id)) != 0)
+	if ((rc = mlp_store_queued_run_get(&r, s, run_id)) != 0)
 		goto fail;
 	if (r.status == MLP_STATUS_QUEUED || r.status == MLP_STATUS_INTERRUPTED) {
 		st = store_prepare(
@@ -397,7 +397,7 @@ int mlp_store_project_remove(struct mlp_store *s, const char *name)
 	return 0;
 }
 
-int mlp_store_projects_list(struct mlp_store *s, struct mlp_project **out, size_t *n)
+int mlp_store_projects_list(struct mlp_project **out, size_t *n, struct mlp_store *s)
 {
 	sqlite3_stmt *st = store_prepare(
 	        s, "SELECT name, remote, branches, pipeline_path, secret_file, secret_env,"
@@ -470,7 +470,7 @@ char *mlp_project_mirror(const struct mlp_store *s, const char *name)
 
 /* ---- schedules ------------------------------------------------------------ */
 
-int mlp_store_schedule_last(struct mlp_store *s, int64_t *out, const char *key)
+int mlp_store_schedule_last(int64_t *out, struct mlp_store *s, const char *key)
 {
 	sqlite3_stmt *st = store_prepare(s, "SELECT last_fire FROM schedules WHERE key = ?");
 	int rc;
@@ -488,7 +488,7 @@ int mlp_store_schedule_last(struct mlp_store *s, int64_t *out, const char *key)
 	return 0;
 }
 
-int mlp_store_schedule_fire(struct mlp_store *s, int64_t *out_id, const char *key, int64_t fired_at,
+int mlp_store_schedule_fire(int64_t *out_id, struct mlp_store *s, const char *key, int64_t fired_at,
                             const struct mlp_run_queued *r)
 {
 	sqlite3_stmt *st;
@@ -516,7 +516,7 @@ fail:
 	return rc;
 }
 
-int mlp_store_schedule_active(struct mlp_store *s, int64_t *out_id, const char *key)
+int mlp_store_schedule_active(int64_t *out_id, struct mlp_store *s, const char *key)
 {
 	sqlite3_stmt *st = store_prepare(
 	        s, "SELECT id FROM runs WHERE schedule = ? AND status IN ('queued', 'running')"
@@ -560,7 +560,7 @@ int mlp_store_token_create(struct mlp_store *s, const char *name, const char *sh
 	return 0;
 }
 
-int mlp_store_token_check(struct mlp_store *s, char **out_name, const char *sha256_hex)
+int mlp_store_token_check(char **out_name, struct mlp_store *s, const char *sha256_hex)
 {
 	sqlite3_stmt *st = store_cached(s, "SELECT name, sha256 FROM api_tokens");
 	size_t len = strlen(sha256_hex);
@@ -608,7 +608,7 @@ static bool table_exists(struct mlp_store *s, const char *name)
 	return yes;
 }
 
-int mlp_store_counts(struct mlp_store *s, struct mlp_count **out, size_t *n,
+int mlp_store_counts(struct mlp_count **out, size_t *n, struct mlp_store *s,
                      enum mlp_count_kind kind)
 {
 	const char *sql = NULL;
@@ -683,8 +683,8 @@ void mlp_count_free_all(struct mlp_count *c, size_t n)
 	free(c);
 }
 
-int mlp_store_stage_durations(struct mlp_store *s, const double *bounds, size_t nbounds,
-                              uint64_t *counts, double *out_sum)
+int mlp_store_stage_durations(double *out_sum, struct mlp_store *s, const double *bounds,
+                              size_t nbounds, uint64_t *counts)
 {
 	sqlite3_stmt *st = store_prepare(
 	        s, "SELECT (ended_at - started_at) / 1000.0 FROM stages"
@@ -710,7 +710,7 @@ int mlp_store_stage_durations(struct mlp_store *s, const double *bounds, size_t 
 	return 0;
 }
 
-int mlp_store_runs_count(struct mlp_store *s, int64_t *out, const char *project,
+int mlp_store_runs_count(int64_t *out, struct mlp_store *s, const char *project,
                          enum mlp_status status)
 {
 	sqlite3_stmt *st = store_prepare(

@@ -49,7 +49,7 @@ done:
 	return rc;
 }
 
-int mlp_store_run_create(struct mlp_store *s, int64_t *out_id, const struct mlp_run_new *r)
+int mlp_store_run_create(int64_t *out_id, struct mlp_store *s, const struct mlp_run_new *r)
 {
 	sqlite3_stmt *st;
 	int64_t now = mlp_wall_ms();
@@ -137,7 +137,7 @@ static bool run_owner_dead(struct mlp_store *s, int64_t run_id)
 }
 
 /* Claiming a queued run (store.h; the server's exec-run children). */
-int mlp_store_run_claim(struct mlp_store *s, int64_t run_id, bool *out_resumed)
+int mlp_store_run_claim(bool *out_resumed, struct mlp_store *s, int64_t run_id)
 {
 	sqlite3_stmt *st;
 	char *status = NULL;
@@ -226,7 +226,7 @@ fail:
 	return rc;
 }
 
-int mlp_store_recover(struct mlp_store *s, int *out_count)
+int mlp_store_recover(int *out_count, struct mlp_store *s)
 {
 	sqlite3_stmt *st = store_prepare(s, "SELECT id FROM runs WHERE status = 'running'");
 	int64_t *dead = NULL;
@@ -295,7 +295,7 @@ int mlp_store_recover(struct mlp_store *s, int *out_count)
 	return rc;
 }
 
-int mlp_store_attempt_start(struct mlp_store *s, int64_t *out_id, int64_t run_id, const char *stage,
+int mlp_store_attempt_start(int64_t *out_id, struct mlp_store *s, int64_t run_id, const char *stage,
                             const char *kind, int attempt, const char *log_path)
 {
 	sqlite3_stmt *st = store_cached(
@@ -418,7 +418,7 @@ static void read_run(struct mlp_run_info *r, sqlite3_stmt *st)
 	r->message = store_column_text(st, 13);
 }
 
-int mlp_store_runs_list(struct mlp_store *s, struct mlp_run_info **out, size_t *n,
+int mlp_store_runs_list(struct mlp_run_info **out, size_t *n, struct mlp_store *s,
                         const struct mlp_run_filter *f)
 {
 	sqlite3_stmt *st = store_prepare(
@@ -450,7 +450,7 @@ int mlp_store_runs_list(struct mlp_store *s, struct mlp_run_info **out, size_t *
 	return 0;
 }
 
-int mlp_store_run_get(struct mlp_store *s, struct mlp_run_info *out, int64_t run_id)
+int mlp_store_run_get(struct mlp_run_info *out, struct mlp_store *s, int64_t run_id)
 {
 	sqlite3_stmt *st =
 	        store_prepare(s, "SELECT " RUN_COLUMNS ", pipeline_text FROM runs WHERE id = ?");
@@ -496,7 +496,7 @@ void mlp_run_info_free_all(struct mlp_run_info *r, size_t n)
 	free(r);
 }
 
-int mlp_store_attempts_list(struct mlp_store *s, struct mlp_attempt_info **out, size_t *n,
+int mlp_store_attempts_list(struct mlp_attempt_info **out, size_t *n, struct mlp_store *s,
                             int64_t run_id)
 {
 	sqlite3_stmt *st = store_prepare(
@@ -588,7 +588,7 @@ static int list_values(struct mlp_store *s, struct mlp_stage_value **out, size_t
 	return 0;
 }
 
-int mlp_store_outputs_list(struct mlp_store *s, struct mlp_stage_value **out, size_t *n,
+int mlp_store_outputs_list(struct mlp_stage_value **out, size_t *n, struct mlp_store *s,
                            int64_t run_id)
 {
 	return list_values(s, out, n, run_id,
@@ -597,7 +597,7 @@ int mlp_store_outputs_list(struct mlp_store *s, struct mlp_stage_value **out, si
 	                   false);
 }
 
-int mlp_store_metrics_list(struct mlp_store *s, struct mlp_stage_value **out, size_t *n,
+int mlp_store_metrics_list(struct mlp_stage_value **out, size_t *n, struct mlp_store *s,
                            int64_t run_id)
 {
 	return list_values(s, out, n, run_id,

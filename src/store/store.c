@@ -145,7 +145,7 @@ void mlp_store_rollback(struct mlp_store *s)
 		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
-int mlp_store_schema_version(struct mlp_store *s, int *out)
+int mlp_store_schema_version(int *out, struct mlp_store *s)
 {
 	sqlite3_stmt *st = store_prepare(s, "PRAGMA user_version");
 	int rc;
@@ -172,7 +172,7 @@ static int migrate(struct mlp_store *s)
 {
 	int version, rc;
 
-	if ((rc = mlp_store_schema_version(s, &version)) != 0)
+	if ((rc = mlp_store_schema_version(&version, s)) != 0)
 		return rc;
 	if (version > mlp_store_schema_latest()) {
 		mlp_error_set("database %s has schema version %d, newer than this mlpipe "
@@ -191,7 +191,7 @@ static int migrate(struct mlp_store *s)
 	if ((rc = mlp_store_begin(s)) != 0)
 		return rc;
 	/* Read again under the write lock: another process may have migrated. */
-	if ((rc = mlp_store_schema_version(s, &version)) != 0)
+	if ((rc = mlp_store_schema_version(&version, s)) != 0)
 		goto fail;
 	for (size_t i = 0; i < mlp_store_nmigrations; i++) {
 		const struct mlp_migration *m = &mlp_store_migrations[i];
@@ -291,7 +291,7 @@ int mlp_store_open(struct mlp_store **out, const char *path, int flags)
 	{
 		int version;
 
-		if ((rc = mlp_store_schema_version(s, &version)) != 0)
+		if ((rc = mlp_store_schema_version(&version, s)) != 0)
 			goto fail;
 	}
 	if (!s->readonly &&
@@ -302,7 +302,7 @@ int mlp_store_open(struct mlp_store **out, const char *path, int flags)
 		goto fail;
 	if ((rc = migrate(s)) != 0)
 		goto fail;
-	if (!s->readonly && (rc = mlp_store_recover(s, NULL)) != 0)
+	if (!s->readonly && (rc = mlp_store_recover(NULL, s)) != 0)
 		goto fail;
 	*out = s;
 	return 0;

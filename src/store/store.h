@@ -52,7 +52,7 @@ int mlp_store_commit(struct mlp_store *s);
 void mlp_store_rollback(struct mlp_store *s);
 
 /* The schema version the database is at, and the newest this build knows. */
-int mlp_store_schema_version(struct mlp_store *s, int *out);
+int mlp_store_schema_version(int *out, struct mlp_store *s);
 int mlp_store_schema_latest(void);
 
 /* ---- runs (store-runs.c) ---------------------------------------------- */
@@ -74,17 +74,17 @@ struct mlp_run_new {
  * process lives (and until mlp_store_run_finish), others see the run as
  * running; once it dies, as interrupted.
  */
-int mlp_store_run_create(struct mlp_store *s, int64_t *out_id, const struct mlp_run_new *run);
+int mlp_store_run_create(int64_t *out_id, struct mlp_store *s, const struct mlp_run_new *run);
 /* Records the run's end and releases its lock. */
 int mlp_store_run_finish(struct mlp_store *s, int64_t run_id, enum mlp_status status, int exit_code,
                          const char *message);
 
 /* Marks runs whose owner died as interrupted (and their running attempts);
  * *out_count (may be NULL) is how many. */
-int mlp_store_recover(struct mlp_store *s, int *out_count);
+int mlp_store_recover(int *out_count, struct mlp_store *s);
 
 /* Records that an attempt of a stage started. */
-int mlp_store_attempt_start(struct mlp_store *s, int64_t *out_id, int64_t run_id, const char *stage,
+int mlp_store_attempt_start(int64_t *out_id, struct mlp_store *s, int64_t run_id, const char *stage,
                             const char *kind, int attempt, const char *log_path);
 
 struct mlp_attempt_end {
@@ -133,10 +133,10 @@ struct mlp_run_filter {
 };
 
 /* Newest first.  Free with mlp_run_info_free_all. */
-int mlp_store_runs_list(struct mlp_store *s, struct mlp_run_info **out, size_t *n,
+int mlp_store_runs_list(struct mlp_run_info **out, size_t *n, struct mlp_store *s,
                         const struct mlp_run_filter *filter);
 /* MLP_ENOTFOUND with a message when there is no such run. */
-int mlp_store_run_get(struct mlp_store *s, struct mlp_run_info *out, int64_t run_id);
+int mlp_store_run_get(struct mlp_run_info *out, struct mlp_store *s, int64_t run_id);
 void mlp_run_info_clear(struct mlp_run_info *r);
 void mlp_run_info_free_all(struct mlp_run_info *r, size_t n);
 
@@ -156,7 +156,7 @@ struct mlp_attempt_info {
 };
 
 /* In the order they started (stages that never ran last). */
-int mlp_store_attempts_list(struct mlp_store *s, struct mlp_attempt_info **out, size_t *n,
+int mlp_store_attempts_list(struct mlp_attempt_info **out, size_t *n, struct mlp_store *s,
                             int64_t run_id);
 void mlp_attempt_info_free_all(struct mlp_attempt_info *a, size_t n);
 
@@ -168,9 +168,9 @@ struct mlp_stage_value {
 	double number;
 };
 
-int mlp_store_outputs_list(struct mlp_store *s, struct mlp_stage_value **out, size_t *n,
+int mlp_store_outputs_list(struct mlp_stage_value **out, size_t *n, struct mlp_store *s,
                            int64_t run_id);
-int mlp_store_metrics_list(struct mlp_store *s, struct mlp_stage_value **out, size_t *n,
+int mlp_store_metrics_list(struct mlp_stage_value **out, size_t *n, struct mlp_store *s,
                            int64_t run_id);
 void mlp_stage_value_free_all(struct mlp_stage_value *v, size_t n);
 
@@ -212,7 +212,7 @@ int mlp_model_status_parse(enum mlp_model_status *out, const char *name);
  * caller frees) the stored file's path.  MLP_EIO with a message when the
  * file cannot be read or stored.
  */
-int mlp_store_artifact_put(struct mlp_store *s, char out_sha256[65], char **out_path,
+int mlp_store_artifact_put(char out_sha256[65], char **out_path, struct mlp_store *s,
                            const char *src);
 
 struct mlp_model_version_new {
@@ -231,7 +231,7 @@ struct mlp_model_version_new {
  * transaction the caller holds.  *out_version (may be NULL) receives the
  * version number, *out_id (may be NULL) its row id.
  */
-int mlp_store_model_register(struct mlp_store *s, int64_t *out_id, int *out_version,
+int mlp_store_model_register(int64_t *out_id, int *out_version, struct mlp_store *s,
                              const struct mlp_model_version_new *v);
 
 struct mlp_model_version {
@@ -255,19 +255,19 @@ struct mlp_model_version {
 
 /* Version 0 means the latest.  MLP_ENOTFOUND with a message ("no model
  * 'x'", "model 'x' has no version 7"). */
-int mlp_store_model_version_get(struct mlp_store *s, struct mlp_model_version *out,
+int mlp_store_model_version_get(struct mlp_model_version *out, struct mlp_store *s,
                                 const char *model, int version);
 /* The latest version of model registered by run_id; MLP_ENOTFOUND (no
  * message) when that run registered none. */
-int mlp_store_model_version_of_run(struct mlp_store *s, struct mlp_model_version *out,
+int mlp_store_model_version_of_run(struct mlp_model_version *out, struct mlp_store *s,
                                    const char *model, int64_t run_id);
 /* The latest version of model with the given status other than the one
  * with row id exclude (0: none); MLP_ENOTFOUND (no message) when none. */
-int mlp_store_model_version_with_status(struct mlp_store *s, struct mlp_model_version *out,
+int mlp_store_model_version_with_status(struct mlp_model_version *out, struct mlp_store *s,
                                         const char *model, enum mlp_model_status status,
                                         int64_t exclude);
 /* Every version of model, newest first (none: *n = 0, not an error). */
-int mlp_store_model_versions_list(struct mlp_store *s, struct mlp_model_version **out, size_t *n,
+int mlp_store_model_versions_list(struct mlp_model_version **out, size_t *n, struct mlp_store *s,
                                   const char *model);
 void mlp_model_version_clear(struct mlp_model_version *v);
 void mlp_model_version_free_all(struct mlp_model_version *v, size_t n);
@@ -299,7 +299,7 @@ struct mlp_model_info {
 };
 
 /* Every model, by name. */
-int mlp_store_models_list(struct mlp_store *s, struct mlp_model_info **out, size_t *n);
+int mlp_store_models_list(struct mlp_model_info **out, size_t *n, struct mlp_store *s);
 void mlp_model_info_free_all(struct mlp_model_info *m, size_t n);
 
 /* Thresholds; op is one of ">=", ">", "<=", "<". */
@@ -317,7 +317,7 @@ struct mlp_gate_threshold {
  * reason, source "cli").  *out_changed (may be NULL) is false when it
  * already had this op and value (then nothing is recorded).
  */
-int mlp_store_gate_threshold_set(struct mlp_store *s, bool *out_changed, const char *gate,
+int mlp_store_gate_threshold_set(bool *out_changed, struct mlp_store *s, const char *gate,
                                  const char *metric, const char *op, double value, const char *user,
                                  const char *reason);
 /*
@@ -326,7 +326,7 @@ int mlp_store_gate_threshold_set(struct mlp_store *s, bool *out_changed, const c
  * threshold an operator removed stays removed.  Recorded with source
  * "pipeline-seed".  *out_seeded (may be NULL) says whether it was added.
  */
-int mlp_store_gate_threshold_seed(struct mlp_store *s, bool *out_seeded, const char *gate,
+int mlp_store_gate_threshold_seed(bool *out_seeded, struct mlp_store *s, const char *gate,
                                   const char *metric, const char *op, double value,
                                   const char *user, const char *reason);
 /* Removes a threshold, recording it; MLP_ENOTFOUND with a message when the
@@ -334,7 +334,7 @@ int mlp_store_gate_threshold_seed(struct mlp_store *s, bool *out_seeded, const c
 int mlp_store_gate_threshold_unset(struct mlp_store *s, const char *gate, const char *metric,
                                    const char *user, const char *reason);
 /* The thresholds of gate (NULL: every gate), by gate and metric. */
-int mlp_store_gate_thresholds_list(struct mlp_store *s, struct mlp_gate_threshold **out, size_t *n,
+int mlp_store_gate_thresholds_list(struct mlp_gate_threshold **out, size_t *n, struct mlp_store *s,
                                    const char *gate);
 void mlp_gate_threshold_free_all(struct mlp_gate_threshold *t, size_t n);
 
@@ -355,7 +355,7 @@ struct mlp_gate_threshold_change {
 };
 
 /* Every change to gate's thresholds, oldest first. */
-int mlp_store_gate_history(struct mlp_store *s, struct mlp_gate_threshold_change **out, size_t *n,
+int mlp_store_gate_history(struct mlp_gate_threshold_change **out, size_t *n, struct mlp_store *s,
                            const char *gate);
 void mlp_gate_threshold_change_free_all(struct mlp_gate_threshold_change *c, size_t n);
 
@@ -373,11 +373,11 @@ struct mlp_gate_decision {
 };
 
 /* Records a decision (id and decided_at of d are ignored). */
-int mlp_store_gate_decision_record(struct mlp_store *s, int64_t *out_id,
+int mlp_store_gate_decision_record(int64_t *out_id, struct mlp_store *s,
                                    const struct mlp_gate_decision *d);
 /* Decisions of gate (NULL: any) about the version with row id version_id
  * (0: any), newest first, at most limit (0: all). */
-int mlp_store_gate_decisions_list(struct mlp_store *s, struct mlp_gate_decision **out, size_t *n,
+int mlp_store_gate_decisions_list(struct mlp_gate_decision **out, size_t *n, struct mlp_store *s,
                                   const char *gate, int64_t version_id, int limit);
 void mlp_gate_decision_free_all(struct mlp_gate_decision *d, size_t n);
 
@@ -415,12 +415,12 @@ struct mlp_run_queued {
  * existing run of the same commit also answers MLP_EEXISTS with its id
  * (the delivery is still recorded, pointing at that run).
  */
-int mlp_store_run_enqueue(struct mlp_store *s, int64_t *out_id, const struct mlp_run_queued *r,
+int mlp_store_run_enqueue(int64_t *out_id, struct mlp_store *s, const struct mlp_run_queued *r,
                           const char *forge, const char *delivery_id);
 
 /* The commit of the newest run of project on ref (NULL: none; the caller
  * frees). */
-int mlp_store_latest_commit(struct mlp_store *s, char **out, const char *project, const char *ref);
+int mlp_store_latest_commit(char **out, struct mlp_store *s, const char *project, const char *ref);
 
 /* Records a delivery that queues nothing (a deleted ref, a branch no
  * project watches); MLP_EEXISTS (no message) when seen before. */
@@ -435,7 +435,7 @@ int mlp_store_delivery_ignore(struct mlp_store *s, const char *forge, const char
  * mlp_store_run_create does.  MLP_EEXISTS with a message when another
  * process holds it or it has ended; MLP_ENOTFOUND when there is no such run.
  */
-int mlp_store_run_claim(struct mlp_store *s, int64_t run_id, bool *out_resumed);
+int mlp_store_run_claim(bool *out_resumed, struct mlp_store *s, int64_t run_id);
 
 /* Fills in what exec-run learnt from the repository: the pipeline's name,
  * text and sha256, the workspace, and the commit with its author and
@@ -473,9 +473,9 @@ struct mlp_queued_run {
 
 /* Runs queued_at IS NOT NULL with status queued, running or interrupted,
  * oldest first. */
-int mlp_store_queue_list(struct mlp_store *s, struct mlp_queued_run **out, size_t *n);
+int mlp_store_queue_list(struct mlp_queued_run **out, size_t *n, struct mlp_store *s);
 /* One run's queue fields (any status); MLP_ENOTFOUND with a message. */
-int mlp_store_queued_run_get(struct mlp_store *s, struct mlp_queued_run *out, int64_t run_id);
+int mlp_store_queued_run_get(struct mlp_queued_run *out, struct mlp_store *s, int64_t run_id);
 void mlp_queued_run_clear(struct mlp_queued_run *r);
 void mlp_queued_run_free_all(struct mlp_queued_run *r, size_t n);
 
@@ -485,7 +485,7 @@ void mlp_queued_run_free_all(struct mlp_queued_run *r, size_t n);
  * exec-run process to signal.  MLP_EINVAL with a message when it has
  * ended; MLP_ENOTFOUND when there is no such run.
  */
-int mlp_store_run_cancel(struct mlp_store *s, int64_t run_id, int64_t *out_pid);
+int mlp_store_run_cancel(int64_t *out_pid, struct mlp_store *s, int64_t run_id);
 /* Gives up on an interrupted run: marks it failed with message. */
 int mlp_store_run_abandon(struct mlp_store *s, int64_t run_id, const char *message);
 
@@ -507,7 +507,7 @@ int mlp_store_project_add(struct mlp_store *s, const struct mlp_project *p);
 /* MLP_ENOTFOUND with a message. */
 int mlp_store_project_remove(struct mlp_store *s, const char *name);
 /* By name. */
-int mlp_store_projects_list(struct mlp_store *s, struct mlp_project **out, size_t *n);
+int mlp_store_projects_list(struct mlp_project **out, size_t *n, struct mlp_store *s);
 void mlp_project_free_all(struct mlp_project *p, size_t n);
 /* The branch a project's schedules read their pipeline file from: the
  * first branch it watches that is not a pattern, else "main".  Returns buf
@@ -517,19 +517,19 @@ const char *mlp_project_default_branch(const struct mlp_project *p, char *buf, s
 char *mlp_project_mirror(const struct mlp_store *s, const char *name);
 
 /* Schedules: when each (by key) last fired, in Unix seconds (0: never). */
-int mlp_store_schedule_last(struct mlp_store *s, int64_t *out, const char *key);
+int mlp_store_schedule_last(int64_t *out, struct mlp_store *s, const char *key);
 /* Records that key fired at fired_at and, when r is not NULL, queues its
  * run: one transaction, so a restart never fires it twice. */
-int mlp_store_schedule_fire(struct mlp_store *s, int64_t *out_id, const char *key, int64_t fired_at,
+int mlp_store_schedule_fire(int64_t *out_id, struct mlp_store *s, const char *key, int64_t fired_at,
                             const struct mlp_run_queued *r);
 /* Whether a run of the schedule key is queued or running; *out_id one. */
-int mlp_store_schedule_active(struct mlp_store *s, int64_t *out_id, const char *key);
+int mlp_store_schedule_active(int64_t *out_id, struct mlp_store *s, const char *key);
 
 /* API tokens, stored as the SHA-256 hex of the token. */
 int mlp_store_token_create(struct mlp_store *s, const char *name, const char *sha256_hex);
 /* Compares with every stored hash in constant time; 0 with *out_name (the
  * caller frees; may be NULL) or MLP_ENOTFOUND (no message). */
-int mlp_store_token_check(struct mlp_store *s, char **out_name, const char *sha256_hex);
+int mlp_store_token_check(char **out_name, struct mlp_store *s, const char *sha256_hex);
 
 /* Counts for /metrics.  A label (and a second one) and a value. */
 struct mlp_count {
@@ -547,17 +547,17 @@ enum mlp_count_kind {
 	MLP_COUNT_DEPLOYED_METRICS,   /* model, metric, version */
 };
 
-int mlp_store_counts(struct mlp_store *s, struct mlp_count **out, size_t *n,
+int mlp_store_counts(struct mlp_count **out, size_t *n, struct mlp_store *s,
                      enum mlp_count_kind kind);
 void mlp_count_free_all(struct mlp_count *c, size_t n);
 
 /* Every finished stage attempt's duration in seconds, counted into
  * buckets (counts[i]: at most bounds[i]; counts[nbounds]: all). */
-int mlp_store_stage_durations(struct mlp_store *s, const double *bounds, size_t nbounds,
-                              uint64_t *counts, double *out_sum);
+int mlp_store_stage_durations(double *out_sum, struct mlp_store *s, const double *bounds,
+                              size_t nbounds, uint64_t *counts);
 
 /* Runs recorded with the given status and project (NULL: any), counted. */
-int mlp_store_runs_count(struct mlp_store *s, int64_t *out, const char *project,
+int mlp_store_runs_count(int64_t *out, struct mlp_store *s, const char *project,
                          enum mlp_status status);
 
 /* ---- deployments (store-deployments.c) ---------------------------------
@@ -608,7 +608,7 @@ struct mlp_deployment {
 
 /* Records a new row from d (id, ended_at, reason and revision ignored;
  * result is pending or dry_run); *out_id receives its id. */
-int mlp_store_deployment_start(struct mlp_store *s, int64_t *out_id,
+int mlp_store_deployment_start(int64_t *out_id, struct mlp_store *s,
                                const struct mlp_deployment *d);
 /* Sets a row's result, reason (may be NULL) and revision (may be NULL)
  * and its end time. */
@@ -619,15 +619,15 @@ int mlp_store_deployment_finish(struct mlp_store *s, int64_t id, enum mlp_deploy
 int mlp_store_deployment_set_previous(struct mlp_store *s, int64_t id, const char *from_image,
                                       const char *previous_env, const char *previous_annotations);
 /* One row; MLP_ENOTFOUND with a message when there is none. */
-int mlp_store_deployment_get(struct mlp_store *s, struct mlp_deployment *out, int64_t id);
+int mlp_store_deployment_get(struct mlp_deployment *out, struct mlp_store *s, int64_t id);
 /* Rows for namespace/deployment (either NULL: any), newest first, at most
  * limit (0: all).  Free with mlp_deployment_free_all. */
-int mlp_store_deployments_list(struct mlp_store *s, struct mlp_deployment **out, size_t *n,
+int mlp_store_deployments_list(struct mlp_deployment **out, size_t *n, struct mlp_store *s,
                                const char *namespace_, const char *deployment, int limit);
 /* The newest rollout of namespace/deployment that is still in effect
  * (complete or failed and kept: not rolled back, not a dry run);
  * MLP_ENOTFOUND with a message when there is none. */
-int mlp_store_deployment_last_rollout(struct mlp_store *s, struct mlp_deployment *out,
+int mlp_store_deployment_last_rollout(struct mlp_deployment *out, struct mlp_store *s,
                                       const char *namespace_, const char *deployment);
 void mlp_deployment_clear(struct mlp_deployment *d);
 void mlp_deployment_free_all(struct mlp_deployment *d, size_t n);
