@@ -248,6 +248,13 @@ static bool retryable_curl(CURLcode cc, bool idempotent)
 	}
 }
 
+/*
+ * The wait between retries of one request.  A sleep, not a timer: every
+ * caller of the client is a blocking call on the thread that wants the
+ * answer (mlpipe rollout, a rollout stage's process, exec-run), with no
+ * other work to do meanwhile; a Retry-After is capped at 10 s and the
+ * retries at 5, so the wait is bounded.
+ */
 static void sleep_ms(int64_t ms)
 {
 	struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};

@@ -159,6 +159,12 @@ static int on_event(const char *type, const struct mlp_json *object, void *paylo
 	return rollout_waiter_see(w, object) ? 1 : 0;
 }
 
+/*
+ * The pause before a watch is opened again after it broke.  A sleep, not
+ * a timer: the rollout's process has one thing to do, watch this
+ * Deployment until its deadline, and rollout_wait() bounds the pause by
+ * that deadline.
+ */
 static void sleep_ms(int64_t ms)
 {
 	struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
