@@ -74,6 +74,11 @@ int store_savepoint(struct mlp_store *s, const char *what);
 int store_release(struct mlp_store *s, const char *what);
 void store_rollback_to(struct mlp_store *s);
 
+/* store-liveness.c: takes run_id's liveness lock for this process (kept
+ * in s until closed); whether nobody holds it (the run's process died). */
+int store_take_run_lock(struct mlp_store *s, int64_t run_id);
+bool store_run_owner_dead(struct mlp_store *s, int64_t run_id);
+
 /* Path of the liveness lock file of a run. */
 char *store_run_lock_path(const struct mlp_store *s, int64_t run_id);
 

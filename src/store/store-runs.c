@@ -1,11 +1,6 @@
 /*
  * store-runs.c - runs, stage attempts, outputs and metrics (store.h).
- *
- * Liveness: a run being executed holds an exclusive flock() on
- * locks/run-ID.lock for as long as its mlpipe process lives.  The kernel
- * drops the lock when the process dies, however it dies (kill -9 too), so
- * "running in the database but nobody holds the lock" means interrupted.
- * A lock, unlike a stored pid, cannot be fooled by pid reuse.
+ * A run's liveness lock is store-liveness.c's.
  */
 #include "config.h"
 
@@ -19,35 +14,6 @@
 #include "base/error.h"
 #include "store/store-int.h"
 #include "base/util.h"
-
-static int take_run_lock(struct mlp_store *s, int64_t run_id)
-{
-	char *dir = xasprintf("%s/locks", s->data_dir);
-	char *path = store_run_lock_path(s, run_id);
-	int fd = -1, rc = MLP_EIO;
-
-	if (mlp_mkdirs(dir, 0755) != 0)
-		goto done;
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		mlp_error_set_errno(errno, "cannot create %s", path);
-		goto done;
-	}
-	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-		mlp_error_set_errno(errno, "cannot lock %s", path);
-		close(fd);
-		goto done;
-	}
-	if (s->run_lock_fd >= 0)
-		close(s->run_lock_fd);
-	s->run_lock_fd = fd;
-	s->run_lock_id = run_id;
-	rc = 0;
-done:
-	free(dir);
-	free(path);
-	return rc;
-}
 
 int mlp_store_run_create(int64_t *out_id, struct mlp_store *s, const struct mlp_run_new *r)
 {
@@ -80,7 +46,7 @@ int mlp_store_run_create(int64_t *out_id, struct mlp_store *s, const struct mlp_
 		goto fail;
 	*out_id = sqlite3_last_insert_rowid(s->db);
 	/* Lock before commit: nobody can see the run without its lock held. */
-	if ((rc = take_run_lock(s, *out_id)) != 0)
+	if ((rc = store_take_run_lock(s, *out_id)) != 0)
 		goto fail;
 	if ((rc = mlp_store_commit(s)) != 0)
 		goto fail;
@@ -118,23 +84,6 @@ int mlp_store_run_finish(struct mlp_store *s, int64_t run_id, enum mlp_status st
 }
 
 /* True when the run's owner is gone: nobody holds its lock. */
-static bool run_owner_dead(struct mlp_store *s, int64_t run_id)
-{
-	char *path;
-	int fd;
-	bool dead;
-
-	if (s->run_lock_fd >= 0 && s->run_lock_id == run_id)
-		return false;
-	path = store_run_lock_path(s, run_id);
-	fd = open(path, O_RDWR | O_CLOEXEC);
-	free(path);
-	if (fd < 0)
-		return errno == ENOENT;
-	dead = flock(fd, LOCK_EX | LOCK_NB) == 0;
-	close(fd);
-	return dead;
-}
 
 /* Claiming a queued run (store.h; the server's exec-run children). */
 int mlp_store_run_claim(bool *out_resumed, struct mlp_store *s, int64_t run_id)
@@ -170,7 +119,7 @@ int mlp_store_run_claim(bool *out_resumed, struct mlp_store *s, int64_t run_id)
 	}
 	/* A run still marked running whose owner died is interrupted. */
 	if (strcmp(status, mlp_status_name(MLP_STATUS_RUNNING)) == 0 && managed &&
-	    run_owner_dead(s, run_id)) {
+	    store_run_owner_dead(s, run_id)) {
 		free(status);
 		status = xstrdup(mlp_status_name(MLP_STATUS_INTERRUPTED));
 	}
@@ -214,7 +163,7 @@ int mlp_store_run_claim(bool *out_resumed, struct mlp_store *s, int64_t run_id)
 	if ((rc = store_exec_stmt(s, st, "claiming a run")) != 0)
 		goto fail;
 	/* Lock before commit: nobody can see the run running without it. */
-	if ((rc = take_run_lock(s, run_id)) != 0)
+	if ((rc = store_take_run_lock(s, run_id)) != 0)
 		goto fail;
 	if ((rc = mlp_store_commit(s)) != 0)
 		goto fail;
@@ -223,75 +172,6 @@ int mlp_store_run_claim(bool *out_resumed, struct mlp_store *s, int64_t run_id)
 fail:
 	free(status);
 	mlp_store_rollback(s);
-	return rc;
-}
-
-int mlp_store_recover(int *out_count, struct mlp_store *s)
-{
-	sqlite3_stmt *st = store_prepare(s, "SELECT id FROM runs WHERE status = 'running'");
-	int64_t *dead = NULL;
-	size_t ndead = 0, cap = 0;
-	int rc = 0;
-
-	if (out_count)
-		*out_count = 0;
-	if (st == NULL)
-		return MLP_EDB;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		int64_t id = sqlite3_column_int64(st, 0);
-
-		if (run_owner_dead(s, id)) {
-			xgrow((void **)&dead, &cap, ndead + 1, sizeof(*dead));
-			dead[ndead++] = id;
-		}
-	}
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE) {
-		free(dead);
-		return store_fail(s, "listing running runs");
-	}
-	rc = 0;
-	for (size_t i = 0; i < ndead && rc == 0; i++) {
-		int64_t now = mlp_wall_ms();
-		char *path;
-
-		if ((rc = mlp_store_begin(s)) != 0)
-			break;
-		st = store_prepare(s, "UPDATE runs SET status = 'interrupted', ended_at = ?,"
-		                      " message = 'the mlpipe process running it died'"
-		                      " WHERE id = ? AND status = 'running'");
-		if (st == NULL) {
-			rc = MLP_EDB;
-		} else {
-			sqlite3_bind_int64(st, 1, now);
-			sqlite3_bind_int64(st, 2, dead[i]);
-			rc = store_exec_stmt(s, st, "marking a run interrupted");
-		}
-		if (rc == 0) {
-			st = store_prepare(s,
-			                   "UPDATE stages SET status = 'interrupted', ended_at = ?"
-			                   " WHERE run_id = ? AND status = 'running'");
-			if (st == NULL) {
-				rc = MLP_EDB;
-			} else {
-				sqlite3_bind_int64(st, 1, now);
-				sqlite3_bind_int64(st, 2, dead[i]);
-				rc = store_exec_stmt(s, st, "marking stages interrupted");
-			}
-		}
-		if (rc == 0)
-			rc = mlp_store_commit(s);
-		if (rc != 0) {
-			mlp_store_rollback(s);
-			break;
-		}
-		path = store_run_lock_path(s, dead[i]);
-		unlink(path);
-		free(path);
-		if (out_count)
-			(*out_count)++;
-	}
-	free(dead);
 	return rc;
 }
 
