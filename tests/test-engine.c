@@ -20,6 +20,7 @@
 #include "engine/stage-io.h"
 #include "engine/stagekind.h"
 #include "store/store.h"
+#include "store/store-runs.h"
 #include "base/util.h"
 
 struct fixture {

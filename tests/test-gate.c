@@ -28,6 +28,8 @@
 #include "base/json.h"
 #include "engine/stage-gate.h"
 #include "store/store.h"
+#include "store/store-models.h"
+#include "store/store-runs.h"
 #include "base/util.h"
 
 struct fixture {

@@ -23,6 +23,7 @@
 #include "base/crypto.h"
 #include "base/error.h"
 #include "store/store.h"
+#include "store/store-queue.h"
 #include "base/util.h"
 
 struct fixture {

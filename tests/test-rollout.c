@@ -25,6 +25,7 @@
 #include "deploy/rollout.h"
 #include "engine/stagekind.h"
 #include "store/store.h"
+#include "store/store-deployments.h"
 #include "base/util.h"
 #include "pipeline/yamltree.h"
 

@@ -20,6 +20,7 @@
 
 #include "base/error.h"
 #include "store/store.h"
+#include "store/store-runs.h"
 #include "base/util.h"
 
 struct fixture {

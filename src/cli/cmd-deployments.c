@@ -13,6 +13,7 @@
 #include "base/error.h"
 #include "base/json.h"
 #include "store/store.h"
+#include "store/store-deployments.h"
 #include "base/util.h"
 
 static void add_opt_int(struct mlp_json *o, const char *key, int64_t v)

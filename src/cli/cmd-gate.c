@@ -23,6 +23,7 @@
 #include "deploy/gate.h"
 #include "base/json.h"
 #include "store/store.h"
+#include "store/store-models.h"
 #include "base/util.h"
 
 /* "OP VALUE", or "(none)" when op is NULL. */

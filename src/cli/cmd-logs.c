@@ -21,6 +21,7 @@
 #include "cli/cmd.h"
 #include "base/error.h"
 #include "store/store.h"
+#include "store/store-runs.h"
 #include "base/util.h"
 
 struct followed {

@@ -22,6 +22,7 @@
 #include "deploy/gate.h"
 #include "base/json.h"
 #include "store/store.h"
+#include "store/store-models.h"
 #include "base/util.h"
 
 static void fmt_version(char *buf, size_t size, int version)

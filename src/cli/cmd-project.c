@@ -15,6 +15,7 @@
 #include "cli/cmd.h"
 #include "base/error.h"
 #include "store/store.h"
+#include "store/store-queue.h"
 #include "base/util.h"
 
 static int project_add(struct mlp_store **store, const char *db, int argc, char **argv)

@@ -23,6 +23,7 @@
 #include "deploy/rollout.h"
 #include "engine/stagekind.h"
 #include "store/store.h"
+#include "store/store-models.h"
 #include "base/util.h"
 
 /* NAMESPACE/NAME or NAME (the context's namespace). */

@@ -12,6 +12,7 @@
 #include "base/error.h"
 #include "base/json.h"
 #include "store/store.h"
+#include "store/store-runs.h"
 #include "base/util.h"
 
 static void fmt_span(char *buf, size_t size, int64_t start, int64_t end)

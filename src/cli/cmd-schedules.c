@@ -21,6 +21,7 @@
 #include "base/git.h"
 #include "pipeline/pipeline.h"
 #include "store/store.h"
+#include "store/store-queue.h"
 #include "base/util.h"
 
 static void format_local(char *buf, size_t size, int64_t t, int offset)

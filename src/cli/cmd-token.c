@@ -11,6 +11,7 @@
 #include "base/crypto.h"
 #include "base/error.h"
 #include "store/store.h"
+#include "store/store-queue.h"
 #include "base/util.h"
 
 static int token_exec(int argc, char **argv)

@@ -15,6 +15,8 @@
 #include "deploy/k8s.h"
 #include "deploy/rollout-int.h"
 #include "store/store.h"
+#include "store/store-deployments.h"
+#include "store/store-models.h"
 #include "base/util.h"
 
 #define ANN_MODEL "mlpipe.io/model"

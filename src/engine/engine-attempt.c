@@ -17,6 +17,7 @@
 #include "engine/engine-int.h"
 #include "engine/stagekind.h"
 #include "store/store.h"
+#include "store/store-runs.h"
 
 #define LOG_LINE_MAX 65536
 

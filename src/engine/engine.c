@@ -32,6 +32,7 @@
 #include "engine/engine-int.h"
 #include "engine/stagekind.h"
 #include "store/store.h"
+#include "store/store-runs.h"
 
 extern char **environ;
 

@@ -19,6 +19,7 @@
 #include "engine/run.h"
 #include "pipeline/pipeline.h"
 #include "store/store.h"
+#include "store/store-runs.h"
 #include "base/util.h"
 
 /* The exit code of a run that ended as result says. */

@@ -22,6 +22,8 @@
 #include "engine/stage-io.h"
 #include "engine/stagekind.h"
 #include "store/store.h"
+#include "store/store-models.h"
+#include "store/store-runs.h"
 
 /* Everything one decision reads and makes. */
 struct mlp_stage_gate {

@@ -22,6 +22,8 @@
 #include "engine/stage-rollout.h"
 #include "engine/stagekind.h"
 #include "store/store.h"
+#include "store/store-models.h"
+#include "store/store-runs.h"
 
 /* ---- the engine's half -------------------------------------------------- */
 

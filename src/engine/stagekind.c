@@ -16,6 +16,7 @@
 #include "base/shell.h"
 #include "engine/stagekind.h"
 #include "store/store.h"
+#include "store/store-models.h"
 
 static const struct mlp_stage_kind_ops *const kinds[] = {
         &mlp_stage_kind_run,

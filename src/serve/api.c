@@ -30,6 +30,8 @@
 #include "base/util.h"
 #include "serve/serve-int.h"
 #include "store/store.h"
+#include "store/store-queue.h"
+#include "store/store-runs.h"
 
 /* A wall-clock time in ms as RFC 3339 UTC, or null when 0. */
 static void json_time(struct mlp_json *o, const char *key, int64_t ms)

@@ -25,6 +25,8 @@
 #include "base/util.h"
 #include "serve/serve-int.h"
 #include "store/store.h"
+#include "store/store-queue.h"
+#include "store/store-runs.h"
 
 static struct serve_child *find_child(struct serve *sv, int64_t run)
 {

@@ -19,6 +19,8 @@
 #include "serve/exec-run.h"
 #include "serve/webhook.h"
 #include "store/store.h"
+#include "store/store-queue.h"
+#include "store/store-runs.h"
 #include "base/util.h"
 
 /* Everything one execution reads and makes. */

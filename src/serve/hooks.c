@@ -23,6 +23,7 @@
 #include "serve/serve-int.h"
 #include "serve/webhook.h"
 #include "store/store.h"
+#include "store/store-queue.h"
 
 /* A delivery being answered. */
 struct hook {

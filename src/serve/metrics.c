@@ -16,6 +16,7 @@
 #include "base/util.h"
 #include "serve/serve-int.h"
 #include "store/store.h"
+#include "store/store-queue.h"
 
 static void prom_label(struct mlp_buf *b, const char *v)
 {

@@ -22,6 +22,7 @@
 #include "serve/serve-int.h"
 #include "serve/webhook.h"
 #include "store/store.h"
+#include "store/store-queue.h"
 
 static void poll_project(struct serve *sv, struct mlp_store *db, const struct mlp_project *p)
 {

@@ -27,6 +27,7 @@
 #include "pipeline/pipeline.h"
 #include "serve/serve-int.h"
 #include "store/store.h"
+#include "store/store-queue.h"
 
 /* ---- the clock ------------------------------------------------------------- */
 

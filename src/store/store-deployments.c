@@ -12,6 +12,7 @@
 
 #include "base/error.h"
 #include "store/store-int.h"
+#include "store/store-deployments.h"
 #include "base/util.h"
 
 static const char *const result_names[] = {

@@ -14,6 +14,7 @@
 
 #include "base/error.h"
 #include "store/store-int.h"
+#include "store/store-models.h"
 #include "base/util.h"
 
 /* ---- gate thresholds ---------------------------------------------------- */

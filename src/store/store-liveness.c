@@ -22,6 +22,7 @@
 #include "base/error.h"
 #include "base/util.h"
 #include "store/store-int.h"
+#include "store/store-runs.h"
 
 int store_take_run_lock(struct mlp_store *s, int64_t run_id)
 {

@@ -28,6 +28,7 @@
 #include "base/error.h"
 #include "base/json.h"
 #include "store/store-int.h"
+#include "store/store-models.h"
 #include "base/util.h"
 
 /* ---- statuses ----------------------------------------------------------- */

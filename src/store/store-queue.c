@@ -16,6 +16,7 @@
 #include "base/crypto.h"
 #include "base/error.h"
 #include "store/store-int.h"
+#include "store/store-queue.h"
 #include "base/util.h"
 
 /* ---- queue ---------------------------------------------------------------- */

@@ -13,6 +13,8 @@
 
 #include "base/error.h"
 #include "store/store-int.h"
+#include "store/store-queue.h"
+#include "store/store-runs.h"
 #include "base/util.h"
 
 int mlp_store_run_create(int64_t *out_id, struct mlp_store *s, const struct mlp_run_new *r)

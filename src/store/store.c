@@ -16,6 +16,7 @@
 
 #include "base/error.h"
 #include "store/store-int.h"
+#include "store/store-runs.h"
 #include "base/util.h"
 
 #define BUSY_TIMEOUT_MS 5000
