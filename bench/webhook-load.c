@@ -1,5 +1,5 @@
 /*
- * bench/webhook.c - a load generator for `mlpipe serve`'s webhooks, on
+ * bench/webhook-load.c - a load generator for `mlpipe serve`'s webhooks, on
  * loopback only.
  *
  *   bench/webhook-load PORT SECRET COUNT CONCURRENCY RATE [MAX_SECONDS]
