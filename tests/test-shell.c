@@ -488,7 +488,7 @@ static void test_shell__uncertain_contexts_take_numbers_only(void **state)
 static int setup(void **state)
 {
 	(void)state;
-	strcpy(marker_dir, "/tmp/mlpipe-shell-XXXXXX");
+	snprintf(marker_dir, sizeof(marker_dir), "%s", "/tmp/mlpipe-shell-XXXXXX");
 	return mkdtemp(marker_dir) ? 0 : -1;
 }
 
