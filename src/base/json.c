@@ -291,6 +291,13 @@ const struct mlp_json *mlp_json_get(const struct mlp_json *j, const char *key)
 	return (const struct mlp_json *)cJSON_GetObjectItemCaseSensitive(CJ(j), key);
 }
 
+struct mlp_json *mlp_json_get_mut(struct mlp_json *j, const char *key)
+{
+	if (j == NULL || !cJSON_IsObject(CJ(j)))
+		return NULL;
+	return (struct mlp_json *)cJSON_GetObjectItemCaseSensitive(CJ(j), key);
+}
+
 const char *mlp_json_get_string(const struct mlp_json *j, const char *key)
 {
 	const cJSON *c = (const cJSON *)mlp_json_get(j, key);

@@ -93,6 +93,8 @@ struct mlp_json *mlp_json_new_number(double v);
 int mlp_json_parse(struct mlp_json **out, const char *text, size_t len);
 /* The member key of an object (NULL: absent, or j is not an object). */
 const struct mlp_json *mlp_json_get(const struct mlp_json *j, const char *key);
+/* The same, for a document being built. */
+struct mlp_json *mlp_json_get_mut(struct mlp_json *j, const char *key);
 /* A member's string value, or NULL when absent or not a string. */
 const char *mlp_json_get_string(const struct mlp_json *j, const char *key);
 /* A member's boolean value; false when absent or not a boolean. */

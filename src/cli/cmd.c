@@ -15,13 +15,17 @@
 #include "base/util.h"
 
 const struct mlp_cmd *const mlp_cmd_table[] = {
-        &mlp_cmd_run,      &mlp_cmd_validate,      &mlp_cmd_runs,
-        &mlp_cmd_logs,     &mlp_cmd_launch,        &mlp_cmd_models,
-        &mlp_cmd_gate,     &mlp_cmd_serve,         &mlp_cmd_project,
-        &mlp_cmd_token,    &mlp_cmd_schedules,     &mlp_cmd_rollout,
-        &mlp_cmd_rollback, &mlp_cmd_deployments,   &mlp_cmd_gpu_check,
-        &mlp_cmd_version,  &mlp_cmd_help,          &mlp_cmd_stage_gate,
-        &mlp_cmd_exec_run, &mlp_cmd_stage_rollout, NULL,
+        &mlp_cmd_run,       &mlp_cmd_validate,
+        &mlp_cmd_runs,      &mlp_cmd_logs,
+        &mlp_cmd_launch,    &mlp_cmd_models,
+        &mlp_cmd_gate,      &mlp_cmd_serve,
+        &mlp_cmd_project,   &mlp_cmd_token,
+        &mlp_cmd_schedules, &mlp_cmd_rollout,
+        &mlp_cmd_rollback,  &mlp_cmd_deployments,
+        &mlp_cmd_gpu_check, &mlp_cmd_version,
+        &mlp_cmd_help,      &mlp_cmd_stage_gate,
+        &mlp_cmd_exec_run,  &mlp_cmd_stage_rollout,
+        &mlp_cmd_stage_k8s, NULL,
 };
 
 bool mlp_cmd_internal(const struct mlp_cmd *c)

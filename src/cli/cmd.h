@@ -45,6 +45,7 @@ extern const struct mlp_cmd mlp_cmd_rollout;
 extern const struct mlp_cmd mlp_cmd_rollback;
 extern const struct mlp_cmd mlp_cmd_deployments;
 extern const struct mlp_cmd mlp_cmd_stage_rollout;
+extern const struct mlp_cmd mlp_cmd_stage_k8s;
 extern const struct mlp_cmd mlp_cmd_gpu_check;
 
 /* NULL-terminated, in the order `mlpipe help` lists them. */

@@ -44,6 +44,8 @@ struct transfer {
 	void *payload;
 	int stop; /* nonzero: the value mlp_k8s_watch returns */
 	CURL *curl;
+	/* Streams (mlp_k8s_stream): */
+	const struct mlp_k8s_stream *stream;
 };
 
 static size_t on_header(char *data, size_t size, size_t n, void *userdata)
@@ -104,12 +106,53 @@ static int watch_line(struct transfer *t, const char *line, size_t len)
 	return rc;
 }
 
+/* A stream's bytes, raw or split into lines, to its callback. */
+static size_t stream_body(struct transfer *t, const char *data, size_t len)
+{
+	const struct mlp_k8s_stream *o = t->stream;
+	int rc;
+
+	if (!o->lines) {
+		if ((rc = o->fn(data, len, o->payload)) != 0) {
+			t->stop = rc;
+			return 0;
+		}
+		return len;
+	}
+	mlp_buf_add(&t->line, data, len);
+	for (;;) {
+		char *nl = memchr(t->line.data, '\n', t->line.len);
+		size_t used;
+
+		if (nl == NULL)
+			break;
+		used = (size_t)(nl - t->line.data) + 1;
+		rc = o->fn(t->line.data, used - 1, o->payload);
+		memmove(t->line.data, t->line.data + used, t->line.len - used);
+		t->line.len -= used;
+		if (rc != 0) {
+			t->stop = rc;
+			return 0;
+		}
+	}
+	return len;
+}
+
 static size_t on_body(char *data, size_t size, size_t n, void *userdata)
 {
 	struct transfer *t = userdata;
 	size_t len = size * n;
 	long http = 0;
 
+	if (t->stream) {
+		curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &http);
+		if (http != 200) {
+			if (t->body.len < (1 << 20))
+				mlp_buf_add(&t->body, data, len);
+			return len;
+		}
+		return stream_body(t, data, len);
+	}
 	if (!t->watch) {
 		if (t->body.len + len > (64u << 20))
 			return 0;
@@ -374,6 +417,80 @@ int mlp_k8s_watch(struct mlp_k8s *k, const char *path, int64_t deadline_ms, mlp_
 			rc = http_code(http);
 		} else {
 			rc = 0; /* the server ended the stream */
+		}
+		mlp_buf_free(&t.body);
+		mlp_buf_free(&t.line);
+		if (http == 401 && !refreshed) {
+			bool changed = false;
+
+			refreshed = true;
+			if (k8s_refresh_credentials(k, true, &changed) == 0 && changed)
+				continue;
+		}
+		break;
+	}
+	free(url);
+	return rc;
+}
+
+/* Aborts a stream whose caller asked it to stop. */
+static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+	const struct transfer *t = userdata;
+
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	return t->stream->cancel && *t->stream->cancel ? 1 : 0;
+}
+
+int mlp_k8s_stream(struct mlp_k8s *k, const char *path, const struct mlp_k8s_stream *opt)
+{
+	char *url = xasprintf("%s%s", k->server, path);
+	bool refreshed = false;
+	int rc;
+
+	for (;;) {
+		struct transfer t = {.retry_after_s = -1, .curl = k->curl, .stream = opt};
+		char errbuf[CURL_ERROR_SIZE] = "";
+		struct curl_slist *h;
+		int64_t left = opt->deadline_ms - mlp_mono_ms();
+		CURLcode cc;
+		long http = 0;
+
+		if (left <= 0) {
+			rc = MLP_ETIMEOUT;
+			break;
+		}
+		if ((rc = k8s_refresh_credentials(k, false, NULL)) != 0)
+			break;
+		h = setup(k, &t, "GET", url, NULL, NULL, left, errbuf);
+		curl_easy_setopt(k->curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+		curl_easy_setopt(k->curl, CURLOPT_XFERINFODATA, &t);
+		curl_easy_setopt(k->curl, CURLOPT_NOPROGRESS, 0L);
+		cc = curl_easy_perform(k->curl);
+		curl_slist_free_all(h);
+		curl_easy_getinfo(k->curl, CURLINFO_RESPONSE_CODE, &http);
+		if (t.stop != 0) {
+			rc = t.stop;
+		} else if (cc == CURLE_ABORTED_BY_CALLBACK) {
+			rc = MLP_ECANCELLED;
+		} else if (cc == CURLE_OPERATION_TIMEDOUT && mlp_mono_ms() >= opt->deadline_ms) {
+			rc = MLP_ETIMEOUT;
+		} else if (cc != CURLE_OK) {
+			mlp_error_set("%s: %s: %s", k->server, path,
+			              errbuf[0] ? errbuf : curl_easy_strerror(cc));
+			rc = MLP_EIO;
+		} else if (http != 200) {
+			http_error("GET", path, http, mlp_buf_str(&t.body));
+			rc = http_code(http);
+		} else {
+			if (opt->lines && t.line.len)
+				rc = opt->fn(t.line.data, t.line.len, opt->payload);
+			else
+				rc = 0;
 		}
 		mlp_buf_free(&t.body);
 		mlp_buf_free(&t.line);

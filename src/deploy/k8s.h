@@ -80,4 +80,26 @@ typedef int (*mlp_k8s_event_fn)(const char *type, const struct mlp_json *object,
 int mlp_k8s_watch(struct mlp_k8s *k, const char *path, int64_t deadline_ms, mlp_k8s_event_fn fn,
                   void *payload);
 
+/* A streamed answer's chunk (raw) or line (without its newline).  Return
+ * 0 to go on, a positive value to stop (mlp_k8s_stream returns it). */
+typedef int (*mlp_k8s_data_fn)(const char *data, size_t len, void *payload);
+
+struct mlp_k8s_stream {
+	int64_t deadline_ms; /* monotonic; the transfer's end at the latest */
+	bool lines;          /* call fn per line rather than per chunk */
+	mlp_k8s_data_fn fn;
+	void *payload;
+	const volatile int *cancel; /* nonzero: abort soon (checked ~10 times a second) */
+};
+
+/*
+ * GETs path and hands the body to opt->fn as it arrives (pod logs with
+ * follow=true, files through pods/proxy).  Returns 0 when the server ended
+ * the body, fn's positive value, MLP_ECANCELLED (no message) when
+ * *opt->cancel became nonzero, MLP_ETIMEOUT (no message) at the deadline,
+ * or an error as for mlp_k8s_request (the HTTP error's body is not handed
+ * to fn).  Not retried: the caller knows where to resume.
+ */
+int mlp_k8s_stream(struct mlp_k8s *k, const char *path, const struct mlp_k8s_stream *opt);
+
 #endif

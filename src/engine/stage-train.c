@@ -8,7 +8,8 @@
  * user's command through /bin/sh -c.  The launcher's grace period is half
  * the stage's, so that it has stopped its ranks before the engine would
  * SIGKILL it.  Before a run is recorded, the stage's GPUs are counted on
- * this node (runners/launch.h) and a multi-node stage is refused.
+ * this node (runners/launch.h).  A stage with runs-on: kubernetes goes to
+ * stage-k8s.c instead.
  */
 #include "config.h"
 
@@ -20,6 +21,7 @@
 #include "base/error.h"
 #include "base/exec.h"
 #include "engine/stage-io.h"
+#include "engine/stage-k8s.h"
 #include "engine/stagekind.h"
 #include "base/util.h"
 #include "launch.h"
@@ -56,14 +58,17 @@ static int find_trainer(char **out, const char *self_exe)
 	return 0;
 }
 
-static int builtin_argv(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx)
+int mlp_stage_train_builtin_argv(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx,
+                                 const char *trainer_path)
 {
 	const struct mlp_builtin_train *b = &ctx->stage->train.builtin;
 	struct mlp_buf layers = {0};
 	char *trainer = NULL, *data = NULL, *test = NULL, *out = NULL;
 	int rc;
 
-	if ((rc = find_trainer(&trainer, ctx->self_exe)) != 0)
+	if (trainer_path)
+		trainer = xstrdup(trainer_path);
+	else if ((rc = find_trainer(&trainer, ctx->self_exe)) != 0)
 		return rc;
 	if ((rc = mlp_expr_expand(&data, b->data, MLP_EXPR_RAW, ctx->resolve,
 	                          ctx->resolve_payload)) != 0)
@@ -109,12 +114,15 @@ done:
 	return rc;
 }
 
-/* This node must have the GPUs the stage asks for; one node only. */
+/* This node must have the GPUs the stage asks for (a stage on Kubernetes
+ * gets them on the cluster). */
 static int train_check(struct mlp_diags *diags, const struct mlp_pipeline *p,
                        const struct mlp_stage *s)
 {
 	int rc = 0;
 
+	if (s->runs_on == MLP_RUNS_ON_KUBERNETES)
+		return 0;
 	if (s->train.gpus_per_node > 0) {
 		char(*ids)[32] = xcalloc(MLP_LAUNCH_MAX_GPUS, sizeof(*ids));
 		const char *source = NULL;
@@ -130,14 +138,6 @@ static int train_check(struct mlp_diags *diags, const struct mlp_pipeline *p,
 			rc = MLP_EINVAL;
 		}
 	}
-	if (s->train.nodes > 1) {
-		mlp_diags_add(diags, p->path, s->kind_pos,
-		              "stage '%s': train stages on %d nodes need runner agents, "
-		              "which this version of mlpipe does not have (run `mlpipe "
-		              "launch --nnodes` on each node instead)",
-		              s->name, s->train.nodes);
-		rc = MLP_EINVAL;
-	}
 	return rc;
 }
 
@@ -146,6 +146,8 @@ static int train_prepare(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx)
 	const struct mlp_train *t = &ctx->stage->train;
 	const char *metrics = mlp_strv_getenv(ctx->env, MLP_STAGE_ENV_METRICS);
 
+	if (ctx->stage->runs_on == MLP_RUNS_ON_KUBERNETES)
+		return mlp_stage_k8s_prepare(argv, ctx);
 	mlp_strv_push(argv, ctx->self_exe);
 	mlp_strv_push(argv, "launch");
 	push_int(argv, "--nproc-per-node", t->ranks > 0 ? t->ranks : 1);
@@ -167,7 +169,7 @@ static int train_prepare(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx)
 	}
 	mlp_strv_push(argv, "--");
 	if (t->has_builtin)
-		return builtin_argv(argv, ctx);
+		return mlp_stage_train_builtin_argv(argv, ctx, NULL);
 	return mlp_stage_shell_argv(argv, ctx, t->command);
 }
 

@@ -88,6 +88,12 @@ int mlp_stage_shell_argv(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx,
 int mlp_stage_reenter_argv(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx,
                            const char *subcommand);
 
+/* The command line of the builtin trainer for a train stage: trainer_path
+ * as argv[0] (NULL: mlpipe-train beside the mlpipe binary, else on PATH),
+ * then the stage's settings (stage-train.c). */
+int mlp_stage_train_builtin_argv(struct mlp_strv *argv, const struct mlp_stage_ctx *ctx,
+                                 const char *trainer_path);
+
 /*
  * The finish of a stage with model: (run, train): the file must exist; its
  * path and sha256 become outputs (model_path, model_sha256); with a store,

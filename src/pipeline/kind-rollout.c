@@ -17,8 +17,7 @@
 #include "pipeline/pipeline-int.h"
 #include "base/util.h"
 
-/* Kubernetes names: an RFC 1123 label (max 63), or with dots a subdomain. */
-static bool k8s_name_valid(const char *s, bool dots, size_t max)
+bool mlp_pl_k8s_name_valid(const char *s, bool dots, size_t max)
 {
 	size_t len = strlen(s);
 
@@ -32,12 +31,12 @@ static bool k8s_name_valid(const char *s, bool dots, size_t max)
 	return true;
 }
 
-static void get_k8s_name(struct ctx *c, const char *key, const struct node *v, bool dots,
+void mlp_pl_get_k8s_name(struct ctx *c, const char *key, const struct node *v, bool dots,
                          char **out)
 {
 	if (!mlp_pl_get_name(out, c, key, v) || strstr(v->value, "${{") != NULL)
 		return;
-	if (!k8s_name_valid(*out, dots, dots ? 253 : 63))
+	if (!mlp_pl_k8s_name_valid(*out, dots, dots ? 253 : 63))
 		mlp_pl_report(c, v->pos,
 		              "'%s' must be a Kubernetes name (lowercase letters, digits%s "
 		              "and '-', at most %d characters), not '%s'",
@@ -69,11 +68,11 @@ void mlp_pl_parse_rollout(struct ctx *c, size_t si, const struct pair *kp)
 		if (!mlp_pl_pair_usable(pr))
 			continue;
 		if (strcmp(k, "deployment") == 0) {
-			get_k8s_name(c, k, val, true, &r->deployment);
+			mlp_pl_get_k8s_name(c, k, val, true, &r->deployment);
 		} else if (strcmp(k, "namespace") == 0) {
-			get_k8s_name(c, k, val, false, &r->namespace_);
+			mlp_pl_get_k8s_name(c, k, val, false, &r->namespace_);
 		} else if (strcmp(k, "container") == 0) {
-			get_k8s_name(c, k, val, false, &r->container);
+			mlp_pl_get_k8s_name(c, k, val, false, &r->container);
 		} else if (strcmp(k, "image") == 0) {
 			if (mlp_pl_get_string(&r->image, c, k, val))
 				mlp_pl_note_expr(c, si, val);

@@ -240,6 +240,25 @@ void mlp_pl_parse_gate(struct ctx *c, size_t si, const struct pair *kp);
  * stage it needs) must be a stage it depends on. */
 void mlp_pl_check_metrics_from(struct ctx *c);
 void mlp_pl_parse_rollout(struct ctx *c, size_t si, const struct pair *kp);
+/* Kubernetes names: an RFC 1123 label (max 63), or with dots a subdomain. */
+bool mlp_pl_k8s_name_valid(const char *s, bool dots, size_t max);
+/* Reads a Kubernetes name into *out (replacing it), reporting a bad one;
+ * a value with ${{ }} is not checked. */
+void mlp_pl_get_k8s_name(struct ctx *c, const char *key, const struct node *v, bool dots,
+                         char **out);
+
+/* kubernetes.c: runs-on: kubernetes and the kubernetes: blocks */
+
+/* Reads a kubernetes: block (the pipeline's, or stage si's; SIZE_MAX for
+ * the pipeline) into *out. */
+void mlp_pl_parse_k8s(struct mlp_k8s_settings *out, struct ctx *c, const struct pair *kp,
+                      size_t si);
+/* runs-on: local | kubernetes. */
+void mlp_pl_parse_runs_on(struct ctx *c, size_t si, const struct pair *kp);
+/* Once every stage is read: merges the pipeline's kubernetes: defaults
+ * into each stage that runs on Kubernetes and checks what such a stage
+ * can be. */
+void mlp_pl_check_k8s_stages(struct ctx *c);
 
 /* graph.c: needs, order, cycles */
 

@@ -204,6 +204,7 @@ static void stage_free(struct mlp_stage *st)
 	free(st->rollout.image);
 	mlp_kvlist_free(&st->rollout.env);
 	free(st->rollout.context);
+	mlp_k8s_settings_free(&st->k8s);
 }
 
 void mlp_pipeline_free(struct mlp_pipeline *p)
@@ -229,6 +230,7 @@ void mlp_pipeline_free(struct mlp_pipeline *p)
 	}
 	free(p->schedules);
 	retry_free(&p->default_retry);
+	mlp_k8s_settings_free(&p->k8s);
 	for (size_t i = 0; i < p->nstages; i++)
 		stage_free(&p->stages[i]);
 	free(p->stages);

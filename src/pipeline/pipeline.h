@@ -158,6 +158,50 @@ struct mlp_rollout {
 	bool dry_run;
 };
 
+enum mlp_runs_on {
+	MLP_RUNS_ON_LOCAL,      /* default: processes on this machine */
+	MLP_RUNS_ON_KUBERNETES, /* a Job of pods on a cluster (docs/kubernetes.md) */
+};
+
+struct mlp_k8s_toleration {
+	char *key;       /* NULL: every key (with operator Exists) */
+	char *operator_; /* "Equal" (default) or "Exists" */
+	char *value;
+	char *effect;    /* NULL: every effect */
+	int64_t seconds; /* tolerationSeconds; -1: none */
+};
+
+/*
+ * kubernetes: where a stage that runs-on: kubernetes goes and what its
+ * pods get.  The pipeline's block gives defaults; a stage's own block
+ * overrides them key by key (each list or map as a whole).  Unset strings
+ * are NULL.
+ */
+struct mlp_k8s_settings {
+	bool set; /* the block was written */
+	struct mlp_pos pos;
+	char *context;                   /* kubeconfig context; NULL: current, or in-cluster */
+	char *kubeconfig;                /* NULL: $KUBECONFIG, ~/.kube/config, in-cluster */
+	char *namespace_;                /* NULL: the context's */
+	char *image;                     /* the training image; may hold expressions */
+	char *helper_image;              /* mlpipe's image, for the in-pod helper */
+	char *service_account;           /* the pods' ServiceAccount */
+	char *queue;                     /* a Kueue LocalQueue: the Job starts suspended */
+	char *workdir;                   /* the containers' working directory */
+	char *pull_policy;               /* Always, IfNotPresent, Never */
+	int64_t start_timeout_ms;        /* 0: unset (default 10m) */
+	struct mlp_kvlist resources;     /* cpu: 8, memory: 64Gi ... */
+	struct mlp_kvlist node_selector; /* label: value */
+	struct mlp_kvlist annotations;   /* on the pods */
+	struct mlp_kvlist labels;        /* on every object */
+	struct mlp_k8s_toleration *tolerations;
+	size_t ntolerations;
+	bool has_tolerations;
+	char *checkout_repo;   /* an init container clones this at the run's commit */
+	char *checkout_secret; /* a Secret with its credentials */
+	char *checkout_path;   /* where in the pod (default /workspace) */
+};
+
 struct mlp_stage {
 	char *name;
 	struct mlp_pos pos; /* of the name */
@@ -184,6 +228,10 @@ struct mlp_stage {
 	struct mlp_model_ref model;
 	struct mlp_gate gate;
 	struct mlp_rollout rollout;
+
+	enum mlp_runs_on runs_on;
+	struct mlp_pos runs_on_pos;
+	struct mlp_k8s_settings k8s; /* merged with the pipeline's */
 };
 
 struct mlp_schedule {
@@ -215,6 +263,7 @@ struct mlp_pipeline {
 	int64_t default_timeout_ms;
 	int64_t default_kill_grace_ms;
 	struct mlp_retry default_retry;
+	struct mlp_k8s_settings k8s; /* kubernetes: defaults for stages */
 
 	struct mlp_stage *stages; /* in file order */
 	size_t nstages;
@@ -235,6 +284,8 @@ int mlp_pipeline_parse(struct mlp_pipeline **out, struct mlp_diags *diags, const
                        const char *text, size_t len);
 
 void mlp_pipeline_free(struct mlp_pipeline *p);
+/* Frees what a kubernetes: block holds (kubernetes.c). */
+void mlp_k8s_settings_free(struct mlp_k8s_settings *k);
 
 /* The index of the named stage, or -1. */
 ssize_t mlp_pipeline_find_stage(const struct mlp_pipeline *p, const char *name);

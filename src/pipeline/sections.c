@@ -406,7 +406,8 @@ static void parse_on(struct ctx *c, const struct node *v)
 
 void mlp_pl_parse_top(struct ctx *c, const struct node *root)
 {
-	static const char *const keys[] = {"name", "on", "env", "defaults", "workdir", "stages"};
+	static const char *const keys[] = {"name",    "on",     "env",       "defaults",
+	                                   "workdir", "stages", "kubernetes"};
 	struct mlp_pipeline *p = c->p;
 	const struct pair *stages = NULL;
 
@@ -433,6 +434,8 @@ void mlp_pl_parse_top(struct ctx *c, const struct node *root)
 			mlp_pl_get_name(&p->workdir, c, k, v);
 		} else if (strcmp(k, "stages") == 0) {
 			stages = pr;
+		} else if (strcmp(k, "kubernetes") == 0) {
+			mlp_pl_parse_k8s(&p->k8s, c, pr, SIZE_MAX);
 		} else if (strncmp(k, "x-", 2) == 0) {
 			/* Extension keys: room for anchors, as in docker compose. */
 		} else if (strcmp(k, "concurrency") == 0) {
@@ -453,6 +456,7 @@ void mlp_pl_parse_top(struct ctx *c, const struct node *root)
 	if (p->nstages == 0)
 		return;
 	mlp_pl_resolve_defaults(c);
+	mlp_pl_check_k8s_stages(c);
 	mlp_pl_resolve_needs(c);
 	mlp_pl_order_stages(c);
 	mlp_pl_check_metrics_from(c);

@@ -174,8 +174,9 @@ static void parse_kind(struct ctx *c, size_t si, const struct pair *pr)
 static void parse_stage(struct ctx *c, size_t si)
 {
 	static const char *const keys[] = {
-	        "description",       "needs",   "if",  "env",   "timeout", "kill_grace", "retry",
-	        "continue_on_error", "workdir", "run", "train", "gate",    "rollout",    "model",
+	        "description",       "needs",      "if",  "env",   "timeout", "kill_grace", "retry",
+	        "continue_on_error", "workdir",    "run", "train", "gate",    "rollout",    "model",
+	        "runs-on",           "kubernetes",
 	};
 	struct mlp_stage *st = &c->p->stages[si];
 	struct stage_extra *x = &c->extra[si];
@@ -231,6 +232,10 @@ static void parse_stage(struct ctx *c, size_t si)
 			mlp_pl_get_bool(&st->continue_on_error, c, k, val);
 		} else if (strcmp(k, "workdir") == 0) {
 			mlp_pl_get_name(&st->workdir, c, k, val);
+		} else if (strcmp(k, "runs-on") == 0) {
+			mlp_pl_parse_runs_on(c, si, pr);
+		} else if (strcmp(k, "kubernetes") == 0) {
+			mlp_pl_parse_k8s(&st->k8s, c, pr, si);
 		} else if (strcmp(k, "model") == 0) {
 			if (x->has_kind && st->kind != MLP_STAGE_RUN && st->kind != MLP_STAGE_TRAIN)
 				mlp_pl_report(c, pr->key->pos,
