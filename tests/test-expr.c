@@ -20,6 +20,9 @@ static int resolve(const char **out, const struct mlp_expr_ref *ref, void *paylo
 	case MLP_EXPR_RUN_ID:
 		*out = "7";
 		return 0;
+	case MLP_EXPR_RUN_COMMIT:
+		*out = "0123abcd";
+		return 0;
 	case MLP_EXPR_ENV:
 		if (strcmp(ref->name, "DATA") == 0) {
 			*out = "/data/it's here";
@@ -48,6 +51,11 @@ static void test_expr__expands_raw(void **state)
 	        mlp_expr_expand(&s, "img:${{ run.id }}-${{run.id}}", MLP_EXPR_RAW, resolve, NULL),
 	        0);
 	assert_string_equal(s, "img:7-7");
+	free(s);
+	assert_int_equal(mlp_expr_expand(&s, "registry/trainer:${{ run.commit }}", MLP_EXPR_RAW,
+	                                 resolve, NULL),
+	                 0);
+	assert_string_equal(s, "registry/trainer:0123abcd");
 	free(s);
 }
 
@@ -88,7 +96,7 @@ static void test_expr__malformed_expressions_are_errors(void **state)
 	        {"x ${{ run.id", "unterminated", 2},
 	        {"${{ stages.a.outputs }}", "takes the form", 0},
 	        {"${{ stage.a.outputs.b }}", "did you mean 'stages'", 0},
-	        {"${{ run.name }}", "only 'run.id'", 0},
+	        {"${{ run.name }}", "only 'run.id' and 'run.commit'", 0},
 	        {"ok ${{ env }}", "needs a variable name", 3},
 	        {"${{ env.A B }}", "malformed", 0},
 	        {"${{ }}", "malformed", 0},

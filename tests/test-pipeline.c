@@ -356,8 +356,35 @@ static void test_pipeline__all_keys_fill_every_field(void **state)
 	assert_int_equal(st->train.ranks, 4);
 	assert_int_equal(st->train.nodes, 2);
 	assert_int_equal(st->train.gpus_per_node, 4);
-	assert_int_equal(st->train.max_restarts, 3);
+	assert_int_equal(st->train.max_restarts, 0);
 	assert_int_equal(st->train.stall_timeout_ms, 300000);
+	/* runs-on: kubernetes, the stage's keys over the pipeline's. */
+	assert_int_equal(st->runs_on, MLP_RUNS_ON_KUBERNETES);
+	assert_string_equal(st->k8s.namespace_, "ml-train");
+	assert_string_equal(st->k8s.context, "prod");
+	assert_string_equal(st->k8s.kubeconfig, "/etc/mlpipe/kubeconfig");
+	assert_string_equal(st->k8s.image, "registry.local/trainer:${{ run.commit }}");
+	assert_string_equal(st->k8s.helper_image, "registry.local/mlpipe:0.1");
+	assert_string_equal(st->k8s.service_account, "trainer");
+	assert_string_equal(st->k8s.queue, "team-a");
+	assert_string_equal(st->k8s.workdir, "/workspace/src");
+	assert_string_equal(st->k8s.pull_policy, "IfNotPresent");
+	assert_int_equal(st->k8s.start_timeout_ms, 300000);
+	assert_int_equal(st->k8s.resources.len, 3);
+	assert_string_equal(mlp_kvlist_get(&st->k8s.resources, "memory"), "64Gi");
+	assert_string_equal(mlp_kvlist_get(&st->k8s.resources, "nvidia.com/gpu"), "4");
+	assert_string_equal(mlp_kvlist_get(&st->k8s.node_selector, "gpu"), "h100");
+	assert_string_equal(mlp_kvlist_get(&st->k8s.annotations, "example.com/owner"), "vision");
+	assert_string_equal(mlp_kvlist_get(&st->k8s.labels, "team"), "vision");
+	assert_int_equal(st->k8s.ntolerations, 2);
+	assert_string_equal(st->k8s.tolerations[0].operator_, "Exists");
+	assert_string_equal(st->k8s.tolerations[0].effect, "NoSchedule");
+	assert_null(st->k8s.tolerations[1].operator_);
+	assert_string_equal(st->k8s.tolerations[1].value, "true");
+	assert_int_equal(st->k8s.tolerations[1].seconds, 60);
+	assert_string_equal(st->k8s.checkout_repo, "https://git.example.com/ml.git");
+	assert_string_equal(st->k8s.checkout_secret, "git-creds");
+	assert_string_equal(st->k8s.checkout_path, "/workspace");
 	assert_int_equal(st->train.builtin.nlayers, 4);
 	assert_int_equal(st->train.builtin.epochs, 10);
 	assert_int_equal(st->train.builtin.batch, 128);
@@ -371,6 +398,8 @@ static void test_pipeline__all_keys_fill_every_field(void **state)
 	assert_string_equal(st->model.path, "models/${{ run.id }}/model.bin");
 
 	st = stage(p, "train_custom");
+	assert_int_equal(st->runs_on, MLP_RUNS_ON_LOCAL);
+	assert_int_equal(st->train.max_restarts, 3);
 	assert_false(st->train.has_builtin);
 	assert_string_equal(st->train.command,
 	                    "python3 train.py --rows ${{ stages.fetch.outputs.rows }}");
@@ -909,7 +938,8 @@ static void test_pipeline__pipeline_env_cannot_use_stage_outputs(void **state)
 	             "  A: ${{ env.HOME }}/${{ run.id }}\n"
 	             "  B: x ${{ stages.a.metrics.acc }}\n"
 	             "stages: { a: { run: x } }\n",
-	             "3:8: the pipeline's env may use only env and run.id in expressions "
+	             "3:8: the pipeline's env may use only env, run.id and run.commit in "
+	             "expressions "
 	             "(stage metrics exist only within stages)\n");
 }
 

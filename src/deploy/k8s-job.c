@@ -461,18 +461,17 @@ static enum outcome turn(struct loop *l)
 		bool suspended = false;
 
 		l->next_job_check_ms = now + 1000;
-		if (check_jobs(l, &suspended) == 0) {
-			if (l->out->reason[0])
-				return FAILED;
-			if (suspended) {
-				kueue_note(l);
-				return RUNNING;
-			}
-			if (l->start_deadline_ms == 0)
-				l->start_deadline_ms = now + start_timeout(g);
+		if (check_jobs(l, &suspended) != 0)
+			gang_print(g, "[mlpipe] cannot read the Job (will try again): %s",
+			           mlp_error_last());
+		else if (l->out->reason[0])
+			return FAILED;
+		else if (suspended) {
+			kueue_note(l);
+			return RUNNING;
 		}
 		if (l->start_deadline_ms == 0)
-			return RUNNING;
+			l->start_deadline_ms = now + start_timeout(g);
 	}
 	if (list_pods(g, NULL) != 0) {
 		gang_print(g, "[mlpipe] cannot list the pods (will try again): %s",

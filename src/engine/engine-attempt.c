@@ -113,6 +113,9 @@ int engine_resolve(const char **out, const struct mlp_expr_ref *ref, void *paylo
 		snprintf(rc->scratch, sizeof(rc->scratch), "%lld", (long long)e->run_id);
 		*out = rc->scratch;
 		return 0;
+	case MLP_EXPR_RUN_COMMIT:
+		*out = e->commit ? e->commit : "";
+		return 0;
 	case MLP_EXPR_ENV:
 		*out = mlp_strv_getenv(rc->env, ref->name);
 		if (*out == NULL) {

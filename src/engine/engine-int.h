@@ -66,6 +66,7 @@ struct engine {
 	int cancel_signal;
 	char *first_failure;
 	char *run_dir;
+	char *commit;             /* the run's git commit, "" when none (${{ run.commit }}) */
 	struct mlp_strv base_env; /* process env + pipeline env + vars */
 };
 

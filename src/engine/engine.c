@@ -368,6 +368,23 @@ static int engine_loop(struct engine *e)
 
 /* ---- set-up ------------------------------------------------------------- */
 
+/* The run's commit for ${{ run.commit }}: hex digits only, since a
+ * commit counts as inert in every shell context (a value from a webhook
+ * that is anything else is dropped, never run). */
+static int load_commit(struct engine *e)
+{
+	struct mlp_run_info run = {0};
+	int rc = mlp_store_run_get(&run, e->store, e->run_id);
+	const char *c;
+
+	if (rc != 0)
+		return rc;
+	c = run.git_commit ? run.git_commit : "";
+	e->commit = xstrdup(strspn(c, "0123456789abcdef") == strlen(c) ? c : "");
+	mlp_run_info_clear(&run);
+	return 0;
+}
+
 int mlp_engine_check(const struct mlp_pipeline *p, struct mlp_diags *diags)
 {
 	int rc = 0;
@@ -530,7 +547,7 @@ int mlp_engine_run(struct mlp_engine_result *out, const struct mlp_pipeline *p,
 		e.st[i].proc.out_fd = -1;
 	}
 	e.run_dir = xasprintf("%s/runs/%lld", mlp_store_data_dir(store), (long long)run_id);
-	if ((rc = mlp_mkdirs(e.run_dir, 0755)) != 0)
+	if ((rc = mlp_mkdirs(e.run_dir, 0755)) != 0 || (rc = load_commit(&e)) != 0)
 		goto done;
 	if (opts->resume && (rc = load_resumed(&e)) != 0)
 		goto done;
@@ -592,6 +609,7 @@ done:
 	free(e.starting);
 	free(e.first_failure);
 	free(e.run_dir);
+	free(e.commit);
 	mlp_strv_free(&e.base_env);
 	return rc;
 }

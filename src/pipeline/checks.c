@@ -93,7 +93,8 @@ static int check_ref(const struct mlp_expr_ref *ref, void *payload)
 		return 0;
 	if (ec->stage == SIZE_MAX) {
 		mlp_pl_report(c, pos,
-		              "the pipeline's env may use only env and run.id in expressions "
+		              "the pipeline's env may use only env, run.id and run.commit in "
+		              "expressions "
 		              "(stage %s exist only within stages)",
 		              what);
 		return 0;

@@ -61,8 +61,12 @@ static int classify(struct mlp_expr_ref *ref, char *body)
 			ref->kind = MLP_EXPR_RUN_ID;
 			return 0;
 		}
+		if (n == 2 && strcmp(parts[1], "commit") == 0) {
+			ref->kind = MLP_EXPR_RUN_COMMIT;
+			return 0;
+		}
 		mlp_error_set("unknown expression 'run%s%s': the run context has only "
-		              "'run.id'",
+		              "'run.id' and 'run.commit'",
 		              n > 1 ? "." : "", n > 1 ? parts[1] : "");
 		return MLP_EINVAL;
 	}
@@ -145,10 +149,11 @@ int mlp_expr_scan(const char *text, size_t *err_offset,
 	return 0;
 }
 
-/* Values of these kinds are always numbers: inert in any shell context. */
+/* Values of these kinds are always numbers (or hex digits, or empty):
+ * inert in any shell context. */
 static bool is_number_kind(enum mlp_expr_kind kind)
 {
-	return kind == MLP_EXPR_RUN_ID || kind == MLP_EXPR_METRIC;
+	return kind == MLP_EXPR_RUN_ID || kind == MLP_EXPR_RUN_COMMIT || kind == MLP_EXPR_METRIC;
 }
 
 static char *ref_text(const struct mlp_expr_ref *ref)
@@ -156,6 +161,8 @@ static char *ref_text(const struct mlp_expr_ref *ref)
 	switch (ref->kind) {
 	case MLP_EXPR_RUN_ID:
 		return xstrdup("run.id");
+	case MLP_EXPR_RUN_COMMIT:
+		return xstrdup("run.commit");
 	case MLP_EXPR_ENV:
 		return xasprintf("env.%s", ref->name);
 	case MLP_EXPR_OUTPUT:

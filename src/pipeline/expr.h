@@ -22,6 +22,7 @@
 
 enum mlp_expr_kind {
 	MLP_EXPR_RUN_ID,
+	MLP_EXPR_RUN_COMMIT, /* the run's git commit (hex), "" outside git */
 	MLP_EXPR_ENV,
 	MLP_EXPR_OUTPUT,
 	MLP_EXPR_METRIC,

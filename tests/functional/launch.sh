@@ -169,8 +169,8 @@ stages:
       command: "true"
 Y
 run_mlpipe run nodes.yml
-expect_eq "multi-node train stages are refused before anything runs" 2 "$rc"
-expect_match "with the reason" "need runner agents" "$err"
+expect_eq "multi-node train stages on this machine are refused before anything runs" 2 "$rc"
+expect_match "with the reason" "needs runs-on: kubernetes" "$err"
 
 # --- GPU placement (these need no GPU) -------------------------------------
 run_mlpipe launch -n 2 --gpus-per-node 1 -- true
