@@ -64,7 +64,7 @@ struct gang {
 	char *base;
 	const char *ns;
 	pthread_mutex_t out_lock; /* lines to io->log */
-	struct pod *pods;
+	struct pod **pods;
 	size_t npods, cpods;
 	struct results results;
 };

@@ -154,14 +154,14 @@ void gang_join_followers(struct gang *g, int64_t deadline_ms)
 		bool all = true;
 
 		for (size_t i = 0; i < g->npods; i++)
-			if (g->pods[i].log.started && !g->pods[i].log.done)
+			if (g->pods[i]->log.started && !g->pods[i]->log.done)
 				all = false;
 		if (all || mlp_mono_ms() >= deadline_ms)
 			break;
 		nap_ms(50);
 	}
 	for (size_t i = 0; i < g->npods; i++) {
-		struct follower *f = &g->pods[i].log;
+		struct follower *f = &g->pods[i]->log;
 
 		if (!f->started)
 			continue;

@@ -162,14 +162,14 @@ static int create_objects(struct gang *g, enum mlp_k8s_job_mode mode, const char
 static struct pod *pod_named(struct gang *g, const char *name)
 {
 	for (size_t i = 0; i < g->npods; i++)
-		if (strcmp(g->pods[i].name, name) == 0)
-			return &g->pods[i];
-	/* The array only grows while no thread points into it (see watch). */
+		if (strcmp(g->pods[i]->name, name) == 0)
+			return g->pods[i];
+	/* Each pod is allocated once: its follower thread holds a pointer. */
 	xgrow((void **)&g->pods, &g->cpods, g->npods + 1, sizeof(*g->pods));
-	memset(&g->pods[g->npods], 0, sizeof(*g->pods));
-	g->pods[g->npods].name = xstrdup(name);
-	g->pods[g->npods].node = -1;
-	return &g->pods[g->npods++];
+	g->pods[g->npods] = xcalloc(1, sizeof(**g->pods));
+	g->pods[g->npods]->name = xstrdup(name);
+	g->pods[g->npods]->node = -1;
+	return g->pods[g->npods++];
 }
 
 static int64_t stamp_s(const char *s)
@@ -314,7 +314,7 @@ static struct pod *first_failure(struct gang *g)
 	struct pod *first = NULL;
 
 	for (size_t i = 0; i < g->npods; i++) {
-		struct pod *p = &g->pods[i];
+		struct pod *p = g->pods[i];
 
 		if (p->failed && (first == NULL || p->finished_s < first->finished_s ||
 		                  (p->finished_s == first->finished_s && p->node < first->node)))
@@ -430,7 +430,7 @@ static void unschedulable(struct loop *l)
 	mlp_format_duration(took, sizeof(took),
 	                    mlp_mono_ms() - l->start_deadline_ms + start_timeout(g));
 	for (size_t i = 0; i < g->npods; i++) {
-		const struct pod *p = &g->pods[i];
+		const struct pod *p = g->pods[i];
 
 		if (p->started) {
 			running++;
@@ -454,6 +454,7 @@ static enum outcome turn(struct loop *l)
 	int64_t now = mlp_mono_ms();
 	struct pod *failed;
 	int started = 0;
+	size_t ended = 0;
 
 	if (g->io->stop && *g->io->stop)
 		return CANCELLED;
@@ -479,14 +480,16 @@ static enum outcome turn(struct loop *l)
 		return RUNNING;
 	}
 	for (size_t i = 0; i < g->npods; i++) {
-		struct pod *p = &g->pods[i];
+		struct pod *p = g->pods[i];
 
 		if (p->started) {
 			started++;
 			gang_follow(g, p);
 		}
-		if (p->terminated)
+		if (p->terminated) {
 			p->log.terminated = 1;
+			ended++;
+		}
 		if (p->node == 0 && p->started && !p->terminated && !g->results.started)
 			gang_results_start(g, p->name);
 	}
@@ -509,11 +512,21 @@ static enum outcome turn(struct loop *l)
 		unschedulable(l);
 		return FAILED;
 	}
-	if (g->results.done) {
-		if (g->results.status)
+	if (g->results.done && g->results.status) {
+		const struct mlp_json *st = g->results.status;
+		int64_t code = mlp_json_int(mlp_json_get(st, "exit_code"), 0);
+
+		if (code == 0)
 			return SUCCEEDED;
-		snprintf(l->out->reason, sizeof(l->out->reason), "cannot read rank 0's results: %s",
-		         g->results.error);
+		snprintf(l->out->reason, sizeof(l->out->reason), "node 0 failed: %s",
+		         or (mlp_json_get_string(st, "reason"), "no reason given"));
+		l->out->exit_code = (int)code;
+		return FAILED;
+	}
+	if (ended == g->npods && ended >= (size_t)g->spec->nodes) {
+		snprintf(l->out->reason, sizeof(l->out->reason),
+		         "every pod ended, but rank 0's results could not be read%s%s",
+		         g->results.error[0] ? ": " : "", g->results.error);
 		return FAILED;
 	}
 	return RUNNING;
@@ -570,8 +583,8 @@ static void tear_down(struct gang *g, bool drain_first)
 		for (bool waiting = true; waiting && mlp_mono_ms() < until;) {
 			waiting = false;
 			for (size_t i = 0; i < g->npods; i++)
-				if (g->pods[i].terminated && g->pods[i].log.started &&
-				    !g->pods[i].log.done)
+				if (g->pods[i]->terminated && g->pods[i]->log.started &&
+				    !g->pods[i]->log.done)
 					waiting = true;
 			if (waiting)
 				nap_ms(50);
@@ -582,8 +595,8 @@ static void tear_down(struct gang *g, bool drain_first)
 		if (list_pods(g, &gone) == 0 && gone)
 			break;
 		for (size_t i = 0; i < g->npods; i++)
-			if (g->pods[i].terminated)
-				g->pods[i].log.terminated = 1;
+			if (g->pods[i]->terminated)
+				g->pods[i]->log.terminated = 1;
 		nap_ms(POLL_MS);
 	}
 	gang_join_followers(g, mlp_mono_ms() + 2000);
@@ -602,8 +615,8 @@ static void wait_all_ended(struct gang *g)
 
 		if (list_pods(g, NULL) == 0) {
 			for (size_t i = 0; i < g->npods; i++) {
-				if (g->pods[i].terminated)
-					g->pods[i].log.terminated = 1;
+				if (g->pods[i]->terminated)
+					g->pods[i]->log.terminated = 1;
 				else
 					all = false;
 			}
@@ -617,9 +630,10 @@ static void wait_all_ended(struct gang *g)
 static void gang_free(struct gang *g)
 {
 	for (size_t i = 0; i < g->npods; i++) {
-		free(g->pods[i].name);
-		free(g->pods[i].why);
-		free(g->pods[i].waiting);
+		free(g->pods[i]->name);
+		free(g->pods[i]->why);
+		free(g->pods[i]->waiting);
+		free(g->pods[i]);
 	}
 	free(g->pods);
 	free(g->results.pod);
