@@ -34,7 +34,7 @@ static const char *meta_get(const struct mlp_json *obj, const char *map, const c
 	return map ? mlp_json_get_string(mlp_json_get(m, map), key) : mlp_json_get_string(m, key);
 }
 
-static const char * or (const char *s, const char *otherwise)
+static const char *str_or(const char *s, const char *otherwise)
 {
 	return s ? s : otherwise;
 }
@@ -63,7 +63,7 @@ static int job_mode(enum mlp_k8s_job_mode *out, struct mlp_k8s *k, char *version
 		major = strtoll(smaj, NULL, 10);
 	if (smin)
 		minor = strtoll(smin, NULL, 10);
-	snprintf(version, size, "%s", or (mlp_json_get_string(v, "gitVersion"), "unknown"));
+	snprintf(version, size, "%s", str_or(mlp_json_get_string(v, "gitVersion"), "unknown"));
 	*out = major > 1 || (major == 1 && minor >= 24) ? MLP_K8S_JOB_INDEXED
 	                                                : MLP_K8S_JOB_PER_NODE;
 	mlp_json_free(v);
@@ -143,7 +143,7 @@ static int create_objects(struct gang *g, enum mlp_k8s_job_mode mode, const char
 			        mlp_json_get_string(mlp_json_get(objs[i], "metadata"), "name"),
 			        g->ns, mlp_error_last());
 		else if (i == 0)
-			uid = xstrdup(or (meta_get(got, NULL, "uid"), ""));
+			uid = xstrdup(str_or(meta_get(got, NULL, "uid"), ""));
 		else if (strcmp(kind, "Job") == 0)
 			rc = check_kept(objs[i], got, version);
 		mlp_json_free(got);
@@ -245,7 +245,7 @@ static void read_pod(struct pod *p, const struct mlp_json *obj)
 			p->started = true;
 		if (w && mlp_json_get_string(w, "message"))
 			set_str(&p->waiting,
-			        xasprintf("%s: %s", or (mlp_json_get_string(w, "reason"), ""),
+			        xasprintf("%s: %s", str_or(mlp_json_get_string(w, "reason"), ""),
 			                  mlp_json_get_string(w, "message")));
 		if (t && !p->terminated) {
 			p->started = p->terminated = true;
@@ -341,6 +341,7 @@ struct loop {
 	int64_t all_running_ms;
 	int64_t next_job_check_ms;
 	char last_note[512];
+	char suspended_uid[64]; /* a Job Kueue holds */
 };
 
 /* The Job's own verdicts: DeadlineExceeded, and whether Kueue let it go. */
@@ -363,8 +364,11 @@ static int check_jobs(struct loop *l, bool *out_suspended)
 		const struct mlp_json *job = mlp_json_at(items, i);
 		const struct mlp_json *conds = mlp_json_path(job, "status.conditions");
 
-		if (mlp_json_is_true(mlp_json_path(job, "spec.suspend")))
+		if (mlp_json_is_true(mlp_json_path(job, "spec.suspend"))) {
 			*out_suspended = true;
+			snprintf(l->suspended_uid, sizeof(l->suspended_uid), "%s",
+			         str_or(meta_get(job, NULL, "uid"), ""));
+		}
 		for (size_t j = 0; j < mlp_json_count(conds); j++) {
 			const struct mlp_json *c = mlp_json_at(conds, j);
 			const char *type = mlp_json_get_string(c, "type");
@@ -377,8 +381,8 @@ static int check_jobs(struct loop *l, bool *out_suspended)
 				         (long long)mlp_json_int(
 				                 mlp_json_path(job, "spec.activeDeadlineSeconds"),
 				                 0),
-				         or (mlp_json_get_string(c, "message"),
-				             "deadline exceeded"));
+				         str_or(mlp_json_get_string(c, "message"),
+				                "deadline exceeded"));
 			}
 		}
 	}
@@ -386,28 +390,43 @@ static int check_jobs(struct loop *l, bool *out_suspended)
 	return 0;
 }
 
-/* Kueue's word on a suspended Job: its Workload's newest condition. */
-static void kueue_note(struct loop *l)
+/* The newest condition message of the Workloads a selector finds. */
+static const char *workload_message(struct mlp_json **list, struct gang *g, const char *selector)
 {
-	struct gang *g = l->g;
-	char *path = xasprintf("/apis/kueue.x-k8s.io/v1beta1/namespaces/%s/workloads?labelSelector="
-	                       "mlpipe.dev%%2Fgang%%3D%s",
-	                       g->ns, g->base);
-	struct mlp_json *list = NULL;
+	char *path =
+	        xasprintf("/apis/kueue.x-k8s.io/v1beta1/namespaces/%s/workloads?labelSelector=%s",
+	                  g->ns, selector);
 	const char *msg = NULL;
 
-	if (mlp_k8s_request(&list, NULL, g->k, "GET", path, NULL, NULL) == 0) {
-		const struct mlp_json *items = mlp_json_get(list, "items");
+	*list = NULL;
+	if (mlp_k8s_request(list, NULL, g->k, "GET", path, NULL, NULL) == 0) {
+		const struct mlp_json *items = mlp_json_get(*list, "items");
 
 		for (size_t i = 0; i < mlp_json_count(items); i++) {
 			const struct mlp_json *conds =
 			        mlp_json_path(mlp_json_at(items, i), "status.conditions");
 
 			for (size_t j = 0; j < mlp_json_count(conds); j++)
-				msg = or
-				      (mlp_json_get_string(mlp_json_at(conds, j), "message"), msg);
+				msg = str_or(mlp_json_get_string(mlp_json_at(conds, j), "message"),
+				             msg);
 		}
 	}
+	free(path);
+	return msg;
+}
+
+/* Kueue's word on a suspended Job: its Workload's newest condition (the
+ * Workload carries the Job's uid as a label). */
+static void kueue_note(struct loop *l)
+{
+	struct gang *g = l->g;
+	char *by_uid = xasprintf("kueue.x-k8s.io%%2Fjob-uid%%3D%s", l->suspended_uid);
+	char *by_gang = xasprintf("mlpipe.dev%%2Fgang%%3D%s", g->base);
+	struct mlp_json *a = NULL, *b = NULL;
+	const char *msg = workload_message(&a, g, by_uid);
+
+	if (msg == NULL)
+		msg = workload_message(&b, g, by_gang);
 	if (msg == NULL)
 		msg = "the Job is suspended until Kueue admits it";
 	if (strcmp(msg, l->last_note) != 0) {
@@ -415,8 +434,10 @@ static void kueue_note(struct loop *l)
 		gang_print(g, "[mlpipe] waiting for Kueue (queue %s): %s", g->spec->k8s->queue,
 		           msg);
 	}
-	mlp_json_free(list);
-	free(path);
+	mlp_json_free(a);
+	mlp_json_free(b);
+	free(by_uid);
+	free(by_gang);
 }
 
 /* Not every pod runs in time: name the pods that wait and why. */
@@ -519,7 +540,7 @@ static enum outcome turn(struct loop *l)
 		if (code == 0)
 			return SUCCEEDED;
 		snprintf(l->out->reason, sizeof(l->out->reason), "node 0 failed: %s",
-		         or (mlp_json_get_string(st, "reason"), "no reason given"));
+		         str_or(mlp_json_get_string(st, "reason"), "no reason given"));
 		l->out->exit_code = (int)code;
 		return FAILED;
 	}
