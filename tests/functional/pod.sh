@@ -102,6 +102,20 @@ expect_eq "node 2 of 3 numbers its ranks globally" \
 PET_NPROC_PER_NODE=2 run_pod run --nproc-per-node 3 --termination-log "$TL" -- sh -c 'echo $WORLD_SIZE'
 expect_eq "--nproc-per-node wins over PET_NPROC_PER_NODE" "3 3 3" "$(printf '%s\n' "$out" | sed 's/.* //' | tr '\n' ' ' | sed 's/ $//')"
 
+# GPUs (no GPU needed: an inherited CUDA_VISIBLE_DEVICES lists them).
+CUDA_VISIBLE_DEVICES=3,5 run_pod run --nproc-per-node 2 --gpus-per-node 2 --termination-log "$TL" -- \
+	sh -c 'echo "$LOCAL_RANK=$CUDA_VISIBLE_DEVICES"'
+expect_eq "--gpus-per-node gives each local rank a GPU of its own" "[rank0] 0=3
+[rank1] 1=5" "$(printf '%s\n' "$out" | sort)"
+CUDA_VISIBLE_DEVICES=3 run_pod run --nproc-per-node 2 --gpus-per-node 2 --termination-log "$TL" -- true
+expect_eq "more GPUs asked for than the node has is bad input" 2 "$rc"
+expect_eq "saying so" "node 0: 2 GPUs per node asked for, but this node has 1 (CUDA_VISIBLE_DEVICES)" "$tlog"
+CUDA_VISIBLE_DEVICES=3,5 run_pod run --once --gpus-per-node 2 --termination-log "$TL" -- \
+	sh -c 'echo "$CUDA_VISIBLE_DEVICES"'
+expect_eq "--once leaves the node's GPUs to torchrun" "[node0] 3,5" "$out"
+CUDA_VISIBLE_DEVICES=3 run_pod run --once --gpus-per-node 2 --termination-log "$TL" -- true
+expect_eq "but checks their count" "2 node 0: 2 GPUs per node asked for, but this node has 1 (CUDA_VISIBLE_DEVICES)" "$rc $tlog"
+
 # --- --once: the command (torchrun) once per pod, [nodeN] -------------------
 cat >once.sh <<'S'
 echo "pid $$ PET_NNODES=$PET_NNODES PET_NODE_RANK=$PET_NODE_RANK PET_NPROC_PER_NODE=$PET_NPROC_PER_NODE"
