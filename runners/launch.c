@@ -39,7 +39,9 @@ struct round {
 	const struct mlp_launch_spec *spec;
 	struct rank *ranks;
 	int running;
-	int failed_rank; /* root cause, -1 none */
+	int failed_rank;     /* root cause, -1 none */
+	bool failed_by_exit; /* the root cause is failed_rank's own exit */
+	struct mlp_exit failed_exit;
 	char reason[512];
 	int64_t stop_at_ms; /* SIGKILL time once stopping; 0 not stopping */
 	int64_t last_progress_ms;
@@ -165,17 +167,18 @@ static void emit(struct round *r, int i, bool flush)
 {
 	struct rank *k = &r->ranks[i];
 	int rank = r->spec->node_rank * r->spec->nproc + i;
+	const char *label = r->spec->label ? r->spec->label : "rank";
 	size_t start = 0;
 
 	for (size_t j = 0; j < k->line.len; j++) {
 		if (k->line.data[j] != '\n')
 			continue;
-		fprintf(r->spec->out, "[rank%d] %.*s\n", rank, (int)(j - start),
+		fprintf(r->spec->out, "[%s%d] %.*s\n", label, rank, (int)(j - start),
 		        k->line.data + start);
 		start = j + 1;
 	}
 	if (flush && start < k->line.len) {
-		fprintf(r->spec->out, "[rank%d] %.*s\n", rank, (int)(k->line.len - start),
+		fprintf(r->spec->out, "[%s%d] %.*s\n", label, rank, (int)(k->line.len - start),
 		        k->line.data + start);
 		start = k->line.len;
 	}
@@ -219,20 +222,23 @@ static void stop_all(struct round *r, int sig)
 		r->stop_at_ms = mlp_mono_ms() + r->spec->kill_grace_ms;
 }
 
-static void fail_round(struct round *r, int i, const char *fmt, ...)
+static bool fail_round(struct round *r, int i, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 
-static void fail_round(struct round *r, int i, const char *fmt, ...)
+/* Records the root cause and stops the others; false when there already
+ * was one (the first failure is the root cause). */
+static bool fail_round(struct round *r, int i, const char *fmt, ...)
 {
 	va_list ap;
 
 	if (r->failed_rank >= 0 || r->signal)
-		return; /* the first failure is the root cause */
+		return false;
 	r->failed_rank = i;
 	va_start(ap, fmt);
 	vsnprintf(r->reason, sizeof(r->reason), fmt, ap);
 	va_end(ap);
 	stop_all(r, SIGTERM);
+	return true;
 }
 
 static void handle_exit(struct round *r, int i)
@@ -254,7 +260,10 @@ static void handle_exit(struct round *r, int i)
 		char what[64];
 
 		mlp_exit_describe(what, sizeof(what), &k->exit);
-		fail_round(r, i, "rank %d (pid %d) failed: %s", rank, (int)pid, what);
+		if (fail_round(r, i, "rank %d (pid %d) failed: %s", rank, (int)pid, what)) {
+			r->failed_by_exit = true;
+			r->failed_exit = k->exit;
+		}
 	}
 }
 
@@ -271,6 +280,17 @@ static bool progressed(struct round *r)
 	return true;
 }
 
+/* A round starts with no verdict and the watchdog's clock at now. */
+static void round_reset(struct round *r)
+{
+	r->failed_rank = -1;
+	r->failed_by_exit = false;
+	r->reason[0] = '\0';
+	r->stop_at_ms = 0;
+	r->last_progress_ms = mlp_mono_ms();
+	progressed(r);
+}
+
 /* One round; returns 0 (verdict in r) or a negative code. */
 static int run_round(struct round *r, int sigfd, int restart)
 {
@@ -283,11 +303,7 @@ static int run_round(struct round *r, int sigfd, int restart)
 		rc = port;
 		goto done;
 	}
-	r->failed_rank = -1;
-	r->reason[0] = '\0';
-	r->stop_at_ms = 0;
-	r->last_progress_ms = mlp_mono_ms();
-	progressed(r);
+	round_reset(r);
 	for (int i = 0; i < s->nproc; i++) {
 		struct mlp_strv env = {0};
 		struct mlp_spawn spec = {.argv = s->argv, .cwd = s->cwd, .capture = true};
@@ -401,6 +417,7 @@ int mlp_launch_run(struct mlp_launch_result *out, const struct mlp_launch_spec *
 	int sigfd, rc = 0;
 
 	memset(out, 0, sizeof(*out));
+	out->failed_rank = -1;
 	if (spec->nproc < 1 || spec->nnodes < 1 || spec->node_rank < 0 ||
 	    spec->node_rank >= spec->nnodes) {
 		mlp_error_set("bad launch: %d ranks per node, node %d of %d", spec->nproc,
@@ -448,6 +465,10 @@ int mlp_launch_run(struct mlp_launch_result *out, const struct mlp_launch_spec *
 			break;
 		out->restarts = restart;
 		snprintf(out->reason, sizeof(out->reason), "%s", r.reason);
+		out->failed_rank = r.failed_by_exit && !r.signal
+		                           ? spec->node_rank * spec->nproc + r.failed_rank
+		                           : -1;
+		out->failed_exit = r.failed_exit;
 		if (r.signal) {
 			out->signal = r.signal;
 			break;

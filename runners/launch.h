@@ -42,13 +42,19 @@ struct mlp_launch_spec {
 	const char *cwd;
 	const char *progress_file; /* a metrics file whose changes count as progress */
 	FILE *out;                 /* rank output, prefixed "[rankN] " */
+	const char *label;         /* the prefix's word instead of "rank" ("node": "[nodeN] ") */
 };
 
 struct mlp_launch_result {
 	bool ok;
-	int restarts;     /* group restarts used */
-	int signal;       /* set when the launcher itself was signalled */
-	char reason[512]; /* the root cause of the last failure */
+	int restarts; /* group restarts used */
+	int signal;   /* set when the launcher itself was signalled */
+	/* The rank whose own exit was the root cause of the last failure (its
+	 * global rank), or -1: none failed, or the cause was something else
+	 * (the stall watchdog, a rank that could not start, a signal). */
+	int failed_rank;
+	struct mlp_exit failed_exit; /* how that rank ended */
+	char reason[512];            /* the root cause of the last failure */
 };
 
 #define MLP_LAUNCH_MAX_GPUS 64

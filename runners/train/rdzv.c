@@ -155,6 +155,39 @@ int rdzv_resolve(struct in_addr *out, const char *host)
 	return 0;
 }
 
+int rdzv_resolve_wait(struct in_addr *out, const char *host, int64_t deadline_ms,
+                      int64_t timeout_ms, int cancel_fd)
+{
+	int64_t backoff_ms = 100;
+
+	while (rdzv_resolve(out, host) != 0) {
+		int64_t left = deadline_ms - mlp_mono_ms();
+		struct pollfd p = {.fd = cancel_fd, .events = POLLIN};
+		char d[32];
+
+		if (left <= 0) {
+			/* The last lookup's reason, without the repeated name. */
+			const char *why = strstr(mlp_error_last(), "': ");
+			char *msg;
+
+			mlp_format_duration(d, sizeof(d), timeout_ms);
+			msg = xasprintf("MASTER_ADDR '%s' did not resolve within %s (%s)", host, d,
+			                why ? why + 3 : mlp_error_last());
+			mlp_error_set("%s", msg);
+			free(msg);
+			return MLP_ETIMEOUT;
+		}
+		/* A wait, not a timer: nothing else happens until the name
+		 * resolves; cancel_fd lets a caller's signalfd cut it short. */
+		if (poll(&p, 1, (int)(left < backoff_ms ? left : backoff_ms)) > 0) {
+			mlp_error_set("waiting for MASTER_ADDR '%s' was cancelled", host);
+			return MLP_ECANCELLED;
+		}
+		backoff_ms = backoff_ms * 2 > 1000 ? 1000 : backoff_ms * 2;
+	}
+	return 0;
+}
+
 static void tune(int fd)
 {
 	int one = 1;
@@ -195,10 +228,13 @@ int rdzv_connect(const struct in_addr *addr, uint16_t port, int64_t deadline_ms)
 	return MLP_ETIMEOUT;
 }
 
-static int listen_on(struct in_addr *addr, int port)
+/* Every address: rank 0's own name may not resolve yet (see rdzv.h), and
+ * peers may reach it through any of its addresses. */
+static int listen_on(int port)
 {
-	struct sockaddr_in sa = {
-	        .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr = *addr};
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+	                         .sin_port = htons((uint16_t)port),
+	                         .sin_addr = {htonl(INADDR_ANY)}};
 	int one = 1;
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
@@ -228,10 +264,10 @@ static int listen_on(struct in_addr *addr, int port)
 	return fd;
 }
 
-static int host(struct rdzv_table *t, struct in_addr *addr, int port, int world, int group_rank,
-                uint16_t listen_port, int64_t deadline)
+static int host(struct rdzv_table *t, int port, int world, int group_rank, uint16_t listen_port,
+                int64_t deadline)
 {
-	int lfd = listen_on(addr, port);
+	int lfd = listen_on(port);
 	int *fds = NULL;
 	int joined = 1, rc = 0;
 
@@ -361,7 +397,7 @@ static int join(struct rdzv_table *t, struct in_addr *addr, int port, int rank, 
 int rdzv_join(struct rdzv_table *out, const char *master_addr, int master_port, int rank, int world,
               int group_rank, uint16_t listen_port, const void *root_blob, int timeout_ms)
 {
-	struct in_addr addr;
+	struct in_addr addr = {0};
 	int64_t deadline = mlp_mono_ms() + timeout_ms;
 	int rc;
 
@@ -375,8 +411,15 @@ int rdzv_join(struct rdzv_table *out, const char *master_addr, int master_port, 
 		mlp_error_set("MASTER_PORT %d is not a port", master_port);
 		return MLP_EINVAL;
 	}
-	if ((rc = rdzv_resolve(&addr, master_addr)) != 0)
+	/* Rank 0 needs no lookup: it listens on every address. */
+	if (rank != 0 &&
+	    (rc = rdzv_resolve_wait(&addr, master_addr, deadline, timeout_ms, -1)) != 0) {
+		char *m = xasprintf("rendezvous: %s", mlp_error_last());
+
+		mlp_error_set("%s", m);
+		free(m);
 		return rc;
+	}
 	out->world = world;
 	out->peers = xcalloc((size_t)world, sizeof(*out->peers));
 	if (rank == 0) {
@@ -384,7 +427,7 @@ int rdzv_join(struct rdzv_table *out, const char *master_addr, int master_port, 
 			memcpy(out->blob, root_blob, sizeof(out->blob));
 		if (getrandom(&out->token, sizeof(out->token), 0) != sizeof(out->token))
 			out->token = (uint64_t)mlp_mono_us() ^ ((uint64_t)getpid() << 32);
-		rc = host(out, &addr, master_port, world, group_rank, listen_port, deadline);
+		rc = host(out, master_port, world, group_rank, listen_port, deadline);
 	} else {
 		rc = join(out, &addr, master_port, rank, world, group_rank, listen_port, deadline);
 	}

@@ -1,8 +1,11 @@
 /*
  * rdzv.h - the rendezvous: how the ranks of a job find each other.
  *
- * Rank 0 listens on MASTER_ADDR:MASTER_PORT; every other rank connects
- * (retrying until rank 0 is up or the timeout passes) and says who it is:
+ * Rank 0 listens on MASTER_PORT on every address of its host (its own
+ * MASTER_ADDR may be a DNS name that does not resolve yet: on Kubernetes a
+ * pod's record appears seconds after the pod starts); every other rank
+ * resolves MASTER_ADDR and connects, retrying both until rank 0 is up or
+ * the timeout passes, and says who it is:
  * its rank, world size, node, pid and the port of its own listener.  Rank 0
  * checks that the group is consistent (same world size, each rank once)
  * and answers everyone with the whole table, then the connections close.
@@ -49,6 +52,19 @@ void rdzv_table_free(struct rdzv_table *t);
 int rdzv_write_all(int fd, const void *buf, size_t len, int64_t deadline_ms);
 int rdzv_read_all(int fd, void *buf, size_t len, int64_t deadline_ms);
 int rdzv_connect(const struct in_addr *addr, uint16_t port, int64_t deadline_ms);
+/* One lookup of host (a dotted quad or a name, IPv4); 0 or MLP_EINVAL with
+ * "cannot resolve MASTER_ADDR 'host': why". */
 int rdzv_resolve(struct in_addr *out, const char *host);
+/*
+ * Looks host up until it resolves or deadline_ms (monotonic) passes,
+ * waiting 100 ms after the first failure, doubling up to 1 s between
+ * tries.  Returns 0; MLP_ETIMEOUT with "MASTER_ADDR 'host' did not resolve
+ * within DUR (why)", DUR being timeout_ms as text; or MLP_ECANCELLED when
+ * cancel_fd (-1: none) became readable while waiting.  A lookup in
+ * progress is not interrupted: the deadline can be overrun by one
+ * resolver timeout (resolv.conf's "timeout", 5 s by default).
+ */
+int rdzv_resolve_wait(struct in_addr *out, const char *host, int64_t deadline_ms,
+                      int64_t timeout_ms, int cancel_fd);
 
 #endif

@@ -27,6 +27,11 @@ static void to_hex(char *out, const unsigned char *md, unsigned int len)
 	out[2 * len] = '\0';
 }
 
+void mlp_crypto_no_config(void)
+{
+	OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG, NULL);
+}
+
 void mlp_sha256_hex(char out[MLP_SHA256_HEX_LEN + 1], const void *data, size_t len)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
@@ -56,7 +61,12 @@ int mlp_sha256_file_hex(char out[MLP_SHA256_HEX_LEN + 1], const char *path)
 		mlp_error_set_errno(errno, "%s", path);
 		goto done;
 	}
-	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+	/* OpenSSL without a usable provider (a broken openssl.cnf) fails
+	 * here: an error, never an empty digest. */
+	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+		mlp_error_set("SHA-256 of %s: OpenSSL has no SHA-256 (its configuration?)", path);
+		goto done;
+	}
 	for (;;) {
 		ssize_t n = read(fd, buf, sizeof(buf));
 
@@ -68,9 +78,13 @@ int mlp_sha256_file_hex(char out[MLP_SHA256_HEX_LEN + 1], const char *path)
 		}
 		if (n == 0)
 			break;
-		EVP_DigestUpdate(ctx, buf, (size_t)n);
+		if (EVP_DigestUpdate(ctx, buf, (size_t)n) != 1)
+			break;
 	}
-	EVP_DigestFinal_ex(ctx, md, &md_len);
+	if (EVP_DigestFinal_ex(ctx, md, &md_len) != 1 || md_len != MLP_SHA256_HEX_LEN / 2) {
+		mlp_error_set("SHA-256 of %s failed (OpenSSL)", path);
+		goto done;
+	}
 	to_hex(out, md, md_len);
 	rc = 0;
 done:

@@ -22,6 +22,12 @@ bool mlp_equal_ct(const void *a, const void *b, size_t len);
 void mlp_hmac_sha256_hex(char out[MLP_SHA256_HEX_LEN + 1], const void *key, size_t keylen,
                          const void *data, size_t len);
 
+/* Keeps OpenSSL from reading its configuration file (openssl.cnf): for a
+ * program that runs in images whose OpenSSL setup is not its own (one may
+ * name providers a statically linked libcrypto cannot load).  Call it
+ * before any other function here. */
+void mlp_crypto_no_config(void);
+
 /* Fills buf with len bytes from the system's CSPRNG; 0 or MLP_EIO with a
  * message. */
 int mlp_random_bytes(void *buf, size_t len);
