@@ -120,6 +120,15 @@ static void parse_string_map(struct mlp_kvlist *out, struct ctx *c, const char *
 			              name, key);
 			continue;
 		}
+		if (strcmp(key, "labels") == 0 &&
+		    (strncmp(name, "mlpipe.dev/", 11) == 0 ||
+		     strcmp(name, "app.kubernetes.io/managed-by") == 0)) {
+			mlp_pl_report(c, pr->key->pos,
+			              "label '%s' is mlpipe's own: it names the objects mlpipe "
+			              "made and deletes",
+			              name);
+			continue;
+		}
 		if (!mlp_pl_get_name(&value, c, name, pr->value))
 			continue;
 		if (quantities && !quantity_valid(value))
@@ -127,7 +136,8 @@ static void parse_string_map(struct mlp_kvlist *out, struct ctx *c, const char *
 			              "%s '%s' must be a quantity such as 8, 500m or 64Gi, "
 			              "not '%s'",
 			              key, name, value);
-		else if (label_values && *value && !qualified_name_valid(value))
+		else if (label_values && *value &&
+		         (strchr(value, '/') || !qualified_name_valid(value)))
 			mlp_pl_report(c, pr->value->pos,
 			              "%s '%s' must be a label value (at most 63 letters, "
 			              "digits, '-', '_' and '.'), not '%s'",
