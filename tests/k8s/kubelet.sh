@@ -182,6 +182,52 @@ expect_eq "killed by signal 9: exit code 137" "Failed 137" \
 expect_eq "a failing init container fails the pod" "Failed 3 PodInitializing" \
 	"$(get pod/initfail '{.status.phase} {.status.initContainerStatuses[0].state.terminated.exitCode} {.status.containerStatuses[0].state.waiting.reason}')"
 
+# --- init containers, volumes, environment ------------------------------------------------
+# Mount points that do not exist (a new top-level directory, one in /etc)
+# are made inside the container only, never on the host.
+vol=/mlpipe-test-vol-$$
+kc create secret generic creds --from-literal=token=s3cret >/dev/null
+kc create configmap settings --from-literal=mode=fast >/dev/null
+kc apply -f - >/dev/null <<POD
+apiVersion: v1
+kind: Pod
+metadata: {name: vols, labels: {app: v}}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - name: prep
+    image: x
+    command: ["sh", "-c", "echo prepared > $vol/data.txt"]
+    volumeMounts: [{name: shared, mountPath: $vol}]
+  containers:
+  - name: main
+    image: x
+    workingDir: $vol-work
+    command:
+    - sh
+    - -c
+    - |
+      pwd; cat $vol/data.txt /etc/mlpipe-test-cfg/mode; echo
+      echo "\$TOKEN \$APP \$HOSTNAME"
+      grep -c "	vols\$" /etc/hosts
+      touch /etc/mlpipe-test-cfg/x 2>/dev/null || echo read-only
+    env:
+    - {name: TOKEN, valueFrom: {secretKeyRef: {name: creds, key: token}}}
+    - {name: APP, valueFrom: {fieldRef: {fieldPath: "metadata.labels['app']"}}}
+    volumeMounts:
+    - {name: shared, mountPath: $vol}
+    - {name: cfg, mountPath: /etc/mlpipe-test-cfg}
+  volumes:
+  - {name: shared, emptyDir: {}}
+  - {name: cfg, configMap: {name: settings}}
+POD
+wait_for 20 phase_in vols Succeeded Failed || true
+expect_eq "init container, emptyDir, configMap, secret and fieldRef env" \
+	"Succeeded|$vol-work|prepared|fast|s3cret v vols|1|read-only" \
+	"$(get pod/vols '{.status.phase}')|$(kc logs vols 2>&1 | paste -sd'|')"
+expect_eq "no mount point or working directory was made on the host" "" \
+	"$(ls -d "$vol" "$vol-work" /etc/mlpipe-test-cfg 2>/dev/null || true)"
+
 # --- logs: live, and the log API's parameters ----------------------------------------------
 kc apply -f - >/dev/null <<'POD'
 apiVersion: v1
