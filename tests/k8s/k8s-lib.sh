@@ -42,6 +42,8 @@ k8s_start() {
 	fi
 	C=$T/cluster
 	trap 'sh "$k8s_here/cluster.sh" stop "$C" >/dev/null 2>&1; rm -rf "$T"' EXIT
+	# Interrupted, still stop the cluster (the EXIT trap runs on exit).
+	trap 'exit 1' INT TERM HUP
 	if ! envfile=$(sh "$k8s_here/cluster.sh" start "$C" 2>"$T/cluster.err"); then
 		echo "Bail out! the test cluster did not start: $(tail -5 "$T/cluster.err")"
 		exit 1

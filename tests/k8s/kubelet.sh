@@ -1,7 +1,8 @@
 #!/bin/sh
 # tests/k8s/kubelet.sh - the test cluster's kubelet (kubelet.py), proven
 # with kubectl 1.20 and the admin kubeconfig only, no mlpipe: Jobs whose
-# pods find each other through a headless Service and talk over TCP, exit
+# pods find each other through a headless Service and talk over TCP (one
+# Job per rank, and one 2-pod Job), init containers and volumes, exit
 # codes and termination messages, `kubectl logs -f` and the log API's
 # parameters, the scheduler's Unschedulable message, graceful deletion,
 # the dns-delay hook, pods/proxy, and a `cluster.sh stop` that leaves
@@ -142,6 +143,88 @@ expect_eq "pair-1's termination message names pair-0's IP" "talked to $ip0" \
 	"$(pod_of pair-1 '.status.containerStatuses[0].state.terminated.message')"
 expect_eq "no /dev/termination-log was made on the host" no \
 	"$([ -e /dev/termination-log ] && echo yes || echo no)"
+
+# --- one 2-pod Job: both pods share a hostname, the name lists both -------------------------
+# Without Indexed Jobs the pods of one Job share one template, so one
+# hostname: "w.duo" resolves to both pod IPs, and each pod talks to the
+# address that is not its own (the lower IP serves).
+kc apply -f - >/dev/null <<JOB
+apiVersion: v1
+kind: Service
+metadata: {name: duo}
+spec:
+  clusterIP: None
+  publishNotReadyAddresses: true
+  selector: {group: duo}
+  ports: [{port: 7100}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: duo}
+spec:
+  completions: 2
+  parallelism: 2
+  backoffLimit: 0
+  template:
+    metadata: {labels: {group: duo}}
+    spec:
+      restartPolicy: Never
+      hostname: w
+      subdomain: duo
+      containers:
+      - name: main
+        image: registry.local/trainer:1
+        env:
+        - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+        command: ["$PY", "-c"]
+        args:
+        - |
+          import os, socket, sys, time
+          me = os.environ["POD_IP"]
+          for i in range(200):
+              try:
+                  ips = sorted({a[4][0] for a in socket.getaddrinfo(
+                      "w.duo", 7100, socket.AF_INET, socket.SOCK_STREAM)})
+              except socket.gaierror:
+                  ips = []
+              if len(ips) == 2:
+                  break
+              time.sleep(0.1)
+          else:
+              sys.exit("w.duo never listed both pods: %s" % ips)
+          peer = [ip for ip in ips if ip != me][0]
+          if me == ips[0]:
+              s = socket.socket()
+              s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+              s.bind((me, 7100))
+              s.listen(1)
+              c, addr = s.accept()
+              line = c.makefile().readline().strip()
+              c.sendall(b"welcome\\n")
+              print("server got %r from %s" % (line, addr[0]), flush=True)
+          else:
+              for i in range(100):
+                  try:
+                      c = socket.create_connection((peer, 7100), timeout=2)
+                      break
+                  except OSError:
+                      time.sleep(0.1)
+              c.sendall(("hello from %s\\n" % me).encode())
+              print("client got %r from %s" % (c.makefile().readline().strip(), peer), flush=True)
+          open("/dev/termination-log", "w").write("peer " + peer)
+JOB
+duo_done() { [ "$(get job/duo '{.status.succeeded}')" = 2 ]; }
+wait_for 60 duo_done || true
+expect_eq "a 2-pod Job: both pods succeed" 2 "$(get job/duo '{.status.succeeded}')"
+duo=$(kc get pods -l job-name=duo -o json)
+duo_ips=$(printf '%s\n' "$duo" | jq -r '[.items[].status.podIP] | sort | join(" ")')
+duo_logs=$(for p in $(printf '%s\n' "$duo" | jq -r '.items[].metadata.name'); do kc logs "$p"; done 2>&1)
+expect_match "the lower IP served the other pod's line" \
+	"server got 'hello from ${duo_ips#* }' from ${duo_ips#* }" "$duo_logs"
+expect_match "the other pod got the answer from the lower IP" \
+	"client got 'welcome' from ${duo_ips% *}" "$duo_logs"
+expect_eq "each pod's termination message names the other" "peer ${duo_ips#* } peer ${duo_ips% *}" \
+	"$(printf '%s\n' "$duo" | jq -r '[.items[] | {ip: .status.podIP, m: .status.containerStatuses[0].state.terminated.message}] | sort_by(.ip) | map(.m) | join(" ")')"
 
 # --- exit codes, signals, init containers ------------------------------------------------
 kc apply -f - >/dev/null <<'POD'
