@@ -711,6 +711,14 @@ class PodRuntime:
         self.k.wake.set()
 
     def lifecycle(self):
+        """Sandbox and volumes, init containers, containers; returns when
+        the pod is done or must stop (then wind_down runs)."""
+        if self.prepare() and self.run_init_containers():
+            self.run_containers()
+
+    def prepare(self):
+        """The sandbox and the volumes, retried each second until they
+        work; False if the pod must stop first."""
         self.start_time = rfc3339()
         self.start_mono = time.monotonic()
         os.makedirs(os.path.join(self.dir, "work"), exist_ok=True)
@@ -721,16 +729,20 @@ class PodRuntime:
                 break
             self.waiting_all("ContainerCreating", err)
             if self.wait(1.0):
-                return
+                return False
         while True:
             err = self.prepare_volumes()
             if err is None:
                 break
             self.waiting_all("ContainerCreating", err)
             if self.wait(1.0):
-                return
+                return False
         self.waiting_all(None, None)
-        # Init containers, one by one.
+        return True
+
+    def run_init_containers(self):
+        """One by one, each until it succeeds (restarting per policy);
+        False if the pod failed or must stop."""
         for c in self.init:
             while True:
                 if self.stop_wanted():
@@ -740,36 +752,40 @@ class PodRuntime:
                                      'Back-off pulling image "%s"' % c.image)
                     while not self.wait(1.0):
                         pass
-                    return
+                    return False
                 if c.pretend:               # nothing to run: done at once
                     self.pretend_run(c)
                     self.finish_pretend(c, 0)
                     break
                 if not self.start_container(c):
                     if self.wait(1.0):
-                        return
+                        return False
                     continue
                 with self.cond:
                     while c.state == "running" and not self.stop_wanted():
                         self.cond.wait(1.0)
                 if self.stop_wanted():
-                    return
+                    return False
                 if c.exit_code == 0:
                     break
                 if self.policy == "Never":
                     log("pod %s/%s: init container %s failed" % (self.ns, self.name, c.name))
-                    return
+                    return False
                 self.crash_loop(c)
                 while time.monotonic() < c.next_start:
                     if self.wait(c.next_start - time.monotonic()):
-                        return
+                        return False
+        return True
+
+    def run_containers(self):
+        """Start them all, then restart per policy until all have ended
+        for good or the pod must stop."""
         with self.cond:
             self.initialized = True
             for c in self.containers:
                 if c.state == "waiting" and c.reason == "PodInitializing":
                     c.reason = "ContainerCreating"
         self.k.wake.set()
-        # Containers: start them all, then restart per policy until done.
         for c in self.containers:
             if c.pull_error:
                 self.set_waiting(c, "ErrImagePull",
