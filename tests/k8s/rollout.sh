@@ -1,34 +1,19 @@
 #!/bin/sh
 # tests/k8s/rollout.sh - mlpipe rollout / rollback / deployments against a
 # real control plane (cluster.sh: kube-apiserver, kube-controller-manager,
-# etcd, a fake kubelet), compared with `kubectl rollout status` (Debian's
+# etcd, the test kubelet), compared with `kubectl rollout status` (Debian's
 # kubernetes-client 1.20) on the same Deployments.  TAP; run by
 # `make check-k8s`.
 #
 # Without the harness's packages (scripts/install-deps --with-k8s) it
 # prints "1..0 # SKIP" and exits 0, unless MLPIPE_K8S_REQUIRED=1.
 . "$MLPIPE_TEST_SRCDIR/functional/lib.sh"
-here=$MLPIPE_TEST_SRCDIR/k8s
+. "$MLPIPE_TEST_SRCDIR/k8s/k8s-lib.sh"
 examples=$MLPIPE_TEST_SRCDIR/../examples/k8s
 
-for tool in etcd openssl curl jq python3 dpkg-deb; do
-	if ! command -v "$tool" >/dev/null 2>&1; then
-		if [ "${MLPIPE_K8S_REQUIRED:-0}" = 1 ]; then
-			echo "Bail out! $tool is missing (scripts/install-deps --with-k8s)"
-			exit 1
-		fi
-		echo "1..0 # SKIP $tool is missing (scripts/install-deps --with-k8s)"
-		exit 0
-	fi
-done
-
-C=$T/cluster
-trap 'sh "$here/cluster.sh" stop "$C" >/dev/null 2>&1; rm -rf "$T"' EXIT
-if ! envfile=$(sh "$here/cluster.sh" start "$C" 2>"$T/cluster.err"); then
-	echo "Bail out! the test cluster did not start: $(tail -5 "$T/cluster.err")"
-	exit 1
-fi
-. "$envfile"
+k8s_need etcd openssl curl jq python3 dpkg-deb
+# $KUBECTL and $MLPIPE now run in the cluster's network namespace.
+k8s_start
 admin() { "$KUBECTL" --kubeconfig "$K8S_DIR/admin.kubeconfig" -n ml "$@"; }
 image_now() { admin get deploy "${1:-model-service}" -o 'jsonpath={.spec.template.spec.containers[0].image}'; }
 # kubectl's verdict on a Deployment: its exit code.
