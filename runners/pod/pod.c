@@ -49,9 +49,25 @@ void pod_report(const char *termination_log, const char *text)
 		while (len > 0 && ((unsigned char)text[len] & 0xC0) == 0x80)
 			len--;
 	}
-	if (mlp_write_file_atomic(termination_log, text, len, 0644) != 0)
-		fprintf(stderr, "mlpipe-pod: warning: cannot write the termination log: %s\n",
-		        mlp_error_last());
+	/* In place, not through a rename: the kubelet bind-mounts a file of
+	 * its own at terminationMessagePath, and a mount point cannot be
+	 * replaced (EBUSY).  The kubelet reads it only after we have exited. */
+	int fd = open(termination_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	bool ok = fd >= 0;
+
+	for (size_t off = 0; ok && off < len;) {
+		ssize_t n = write(fd, text + off, len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		ok = n > 0;
+		off += ok ? (size_t)n : 0;
+	}
+	if (fd >= 0 && close(fd) != 0)
+		ok = false;
+	if (!ok)
+		fprintf(stderr, "mlpipe-pod: warning: cannot write the termination log %s: %s\n",
+		        termination_log, strerror(errno));
 }
 
 /* What a run has to carry to its end. */

@@ -27,6 +27,8 @@ struct follower {
 	volatile int done;       /* the thread has finished */
 	int64_t last_s;          /* the last line's timestamp */
 	long last_ns;
+	long same;      /* lines written with that timestamp */
+	long skip_same; /* of those, still to skip in a resumed stream */
 	long lines;
 };
 

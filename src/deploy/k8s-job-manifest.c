@@ -231,8 +231,13 @@ static struct mlp_json *command(const struct mlp_k8s_job_spec *s)
 		push_str(c, "--stall-timeout");
 		push_ms(c, (long long)s->stall_timeout_ms);
 	}
+	/* Half the pod's grace: the ranks are SIGKILLed by mlpipe-pod, which
+	 * then reports, before the kubelet SIGKILLs mlpipe-pod itself. */
 	push_str(c, "--kill-grace");
-	push_ms(c, (long long)(s->grace_ms > 0 ? s->grace_ms : 1000));
+	push_ms(c, (long long)(s->grace_ms > 1000 ? s->grace_ms / 2 : 500));
+	/* As long as mlpipe waits for one file: a large model on a slow link. */
+	push_str(c, "--serve-timeout");
+	push_str(c, "1h");
 	push_str(c, "--rdzv-timeout");
 	push_ms(c, (long long)rdzv);
 	if (s->once)
@@ -329,6 +334,8 @@ static struct mlp_json *checkout_container(const struct mlp_k8s_job_spec *s)
 
 	mlp_json_add_string(c, "name", "checkout");
 	mlp_json_add_string(c, "image", s->helper_image);
+	if (s->k8s->pull_policy)
+		mlp_json_add_string(c, "imagePullPolicy", s->k8s->pull_policy);
 	push_str(cmd, "/bin/sh");
 	push_str(cmd, "-c");
 	push_str(cmd, script);

@@ -78,11 +78,25 @@ static int log_line(const char *line, size_t len, void *payload)
 	long nsec;
 
 	if (sp && parse_stamp(line, (size_t)(sp - line), &sec, &nsec)) {
-		/* A line we wrote before the stream was resumed. */
-		if (sec < f->last_s || (sec == f->last_s && nsec <= f->last_ns))
+		bool same = sec == f->last_s && nsec == f->last_ns;
+
+		/* Lines written before the stream was resumed: older ones, and
+		 * as many of the last timestamp's as were written (several
+		 * lines read in one go share a timestamp). */
+		if (sec < f->last_s || (sec == f->last_s && nsec < f->last_ns))
 			return 0;
-		f->last_s = sec;
-		f->last_ns = nsec;
+		if (same && f->skip_same > 0) {
+			f->skip_same--;
+			return 0;
+		}
+		if (same) {
+			f->same++;
+		} else {
+			f->last_s = sec;
+			f->last_ns = nsec;
+			f->same = 1;
+			f->skip_same = 0;
+		}
 		len -= (size_t)(sp - line) + 1;
 		line = sp + 1;
 	}
@@ -115,6 +129,7 @@ static void *follow_thread(void *arg)
 		char *path, since[48] = "";
 		int rc;
 
+		f->skip_same = f->same;
 		if (f->last_s > 0) {
 			time_t t = (time_t)f->last_s;
 			struct tm tm;

@@ -213,12 +213,14 @@ $ADMIN_TOKEN,admin,1,"system:masters"
 deployer-token-1234567890,deployer,2
 viewer-token-1234567890,viewer,3
 exec-token-1234567890,exec-deployer,4
+trainer-token-1234567890,trainer,5
 TOK
 	echo "$ADMIN_TOKEN" > "$D/pki/admin.token"
 
 	kubeconfig "$D/admin.kubeconfig" "    token: $ADMIN_TOKEN"
 	kubeconfig "$D/deployer.kubeconfig" "    token: deployer-token-1234567890"
 	kubeconfig "$D/viewer.kubeconfig" "    token: viewer-token-1234567890"
+	kubeconfig "$D/trainer.kubeconfig" "    token: trainer-token-1234567890"
 	kubeconfig "$D/cert.kubeconfig" "    client-certificate-data: $(b64 "$D/pki/cert-deployer.crt")
     client-key-data: $(b64 "$D/pki/cert-deployer.key")"
 	kubeconfig "$D/cert-files.kubeconfig" "    client-certificate: pki/cert-deployer.crt
