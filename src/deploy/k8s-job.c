@@ -137,12 +137,16 @@ static int create_objects(struct gang *g, enum mlp_k8s_job_mode mode, const char
 		}
 		body = mlp_json_print(objs[i], false);
 		rc = mlp_k8s_request(&got, NULL, g->k, "POST", path, "application/json", body);
-		if (rc != 0)
+		if (rc != 0) {
+			/* A copy: mlp_error_set must not read the buffer it writes. */
+			char *why = xstrdup(mlp_error_last());
+
 			mlp_error_set(
 			        "cannot create the %s %s in namespace %s: %s", kind,
 			        mlp_json_get_string(mlp_json_get(objs[i], "metadata"), "name"),
-			        g->ns, mlp_error_last());
-		else if (i == 0)
+			        g->ns, why);
+			free(why);
+		} else if (i == 0)
 			uid = xstrdup(str_or(meta_get(got, NULL, "uid"), ""));
 		else if (strcmp(kind, "Job") == 0)
 			rc = check_kept(objs[i], got, version);
