@@ -483,7 +483,8 @@ static enum outcome turn(struct loop *l)
 
 	if (g->io->stop && *g->io->stop)
 		return CANCELLED;
-	if (now >= l->next_job_check_ms || l->start_deadline_ms == 0) {
+	/* Once a second, also while Kueue holds the Job (which may take hours). */
+	if (now >= l->next_job_check_ms) {
 		bool suspended = false;
 
 		l->next_job_check_ms = now + 1000;
@@ -499,6 +500,8 @@ static enum outcome turn(struct loop *l)
 		if (l->start_deadline_ms == 0)
 			l->start_deadline_ms = now + start_timeout(g);
 	}
+	if (l->start_deadline_ms == 0)
+		return RUNNING;
 	if (list_pods(g, NULL) != 0) {
 		gang_print(g, "[mlpipe] cannot list the pods (will try again): %s",
 		           mlp_error_last());
