@@ -720,7 +720,8 @@ int mlp_k8s_job_run(struct mlp_k8s_job_result *out, struct mlp_k8s *k,
 			out->exit_code = 143;
 		}
 		gang_print(&g, "[mlpipe] %s; stopping the other pods", out->reason);
-		gang_results_join(&g);
+		/* The results thread may be in a 20 s long-poll of a pod that
+		 * runs on: it is joined (below) once the pods are deleted. */
 		tear_down(&g, end == FAILED);
 	}
 done:
