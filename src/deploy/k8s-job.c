@@ -551,6 +551,13 @@ static enum outcome turn(struct loop *l)
 		l->out->exit_code = (int)code;
 		return FAILED;
 	}
+	if (g->results.done && g->results.status == NULL) {
+		/* The results thread gave up (pods/proxy forbidden): waiting for
+		 * rank 0's serve timeout would not change the answer. */
+		snprintf(l->out->reason, sizeof(l->out->reason), "cannot read rank 0's results: %s",
+		         g->results.error);
+		return FAILED;
+	}
 	if (ended == g->npods && ended >= (size_t)g->spec->nodes) {
 		snprintf(l->out->reason, sizeof(l->out->reason),
 		         "every pod ended, but rank 0's results could not be read%s%s",
