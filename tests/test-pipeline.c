@@ -382,6 +382,7 @@ static void test_pipeline__all_keys_fill_every_field(void **state)
 	assert_null(st->k8s.tolerations[1].operator_);
 	assert_string_equal(st->k8s.tolerations[1].value, "true");
 	assert_int_equal(st->k8s.tolerations[1].seconds, 60);
+	assert_string_equal(st->k8s.tolerations[1].effect, "NoExecute");
 	assert_string_equal(st->k8s.checkout_repo, "https://git.example.com/ml.git");
 	assert_string_equal(st->k8s.checkout_secret, "git-creds");
 	assert_string_equal(st->k8s.checkout_path, "/workspace");

@@ -48,10 +48,25 @@ char *mlp_k8s_job_base_name(int64_t run_id, const char *stage, int attempt)
 	return name;
 }
 
+/* The stage's name as a label value: at most 63 characters, alphanumeric
+ * at both ends ("_prep" and long names are valid stage names; the pods'
+ * MLPIPE_STAGE keeps the name whole). */
+static void stage_label(char out[64], const char *stage)
+{
+	size_t len;
+
+	while (*stage && !isalnum((unsigned char)*stage))
+		stage++;
+	snprintf(out, 64, "%s", stage);
+	len = strlen(out);
+	while (len > 0 && !isalnum((unsigned char)out[len - 1]))
+		out[--len] = '\0';
+}
+
 static struct mlp_json *labels(const struct mlp_k8s_job_spec *s, const char *base, int node)
 {
 	struct mlp_json *l = mlp_json_object();
-	char num[32];
+	char num[32], stage[64];
 
 	for (size_t i = 0; i < s->k8s->labels.len; i++)
 		mlp_json_add_string(l, s->k8s->labels.items[i].key, s->k8s->labels.items[i].value);
@@ -59,7 +74,8 @@ static struct mlp_json *labels(const struct mlp_k8s_job_spec *s, const char *bas
 	mlp_json_add_string(l, "mlpipe.dev/store", s->store_id);
 	snprintf(num, sizeof(num), "%lld", (long long)s->run_id);
 	mlp_json_add_string(l, "mlpipe.dev/run", num);
-	mlp_json_add_string(l, "mlpipe.dev/stage", s->stage);
+	stage_label(stage, s->stage);
+	mlp_json_add_string(l, "mlpipe.dev/stage", stage);
 	snprintf(num, sizeof(num), "%d", s->attempt);
 	mlp_json_add_string(l, "mlpipe.dev/attempt", num);
 	mlp_json_add_string(l, "mlpipe.dev/gang", base);

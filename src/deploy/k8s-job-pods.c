@@ -210,11 +210,15 @@ static void *results_thread(void *arg)
 	while (!r->stop) {
 		struct mlp_json *st = NULL;
 		const char *state;
+		long http = 0;
 
-		if (mlp_k8s_request(&st, NULL, k, "GET", path, NULL, NULL) != 0) {
+		if (mlp_k8s_request(&st, &http, k, "GET", path, NULL, NULL) != 0) {
+			snprintf(r->error, sizeof(r->error), "%s", mlp_error_last());
+			/* RBAC without pods/proxy: asking again will not help. */
+			if (http == 401 || http == 403)
+				break;
 			/* Not listening yet, or the pod is going: the main loop
 			 * decides; here we only ask again. */
-			snprintf(r->error, sizeof(r->error), "%s", mlp_error_last());
 			nap_ms(200);
 			continue;
 		}

@@ -137,12 +137,16 @@ static int create_objects(struct gang *g, enum mlp_k8s_job_mode mode, const char
 		}
 		body = mlp_json_print(objs[i], false);
 		rc = mlp_k8s_request(&got, NULL, g->k, "POST", path, "application/json", body);
-		if (rc != 0)
+		if (rc != 0) {
+			/* A copy: mlp_error_set must not read the buffer it writes. */
+			char *why = xstrdup(mlp_error_last());
+
 			mlp_error_set(
 			        "cannot create the %s %s in namespace %s: %s", kind,
 			        mlp_json_get_string(mlp_json_get(objs[i], "metadata"), "name"),
-			        g->ns, mlp_error_last());
-		else if (i == 0)
+			        g->ns, why);
+			free(why);
+		} else if (i == 0)
 			uid = xstrdup(str_or(meta_get(got, NULL, "uid"), ""));
 		else if (strcmp(kind, "Job") == 0)
 			rc = check_kept(objs[i], got, version);
@@ -479,7 +483,8 @@ static enum outcome turn(struct loop *l)
 
 	if (g->io->stop && *g->io->stop)
 		return CANCELLED;
-	if (now >= l->next_job_check_ms || l->start_deadline_ms == 0) {
+	/* Once a second, also while Kueue holds the Job (which may take hours). */
+	if (now >= l->next_job_check_ms) {
 		bool suspended = false;
 
 		l->next_job_check_ms = now + 1000;
@@ -495,6 +500,8 @@ static enum outcome turn(struct loop *l)
 		if (l->start_deadline_ms == 0)
 			l->start_deadline_ms = now + start_timeout(g);
 	}
+	if (l->start_deadline_ms == 0)
+		return RUNNING;
 	if (list_pods(g, NULL) != 0) {
 		gang_print(g, "[mlpipe] cannot list the pods (will try again): %s",
 		           mlp_error_last());
@@ -542,6 +549,13 @@ static enum outcome turn(struct loop *l)
 		snprintf(l->out->reason, sizeof(l->out->reason), "node 0 failed: %s",
 		         str_or(mlp_json_get_string(st, "reason"), "no reason given"));
 		l->out->exit_code = (int)code;
+		return FAILED;
+	}
+	if (g->results.done && g->results.status == NULL) {
+		/* The results thread gave up (pods/proxy forbidden): waiting for
+		 * rank 0's serve timeout would not change the answer. */
+		snprintf(l->out->reason, sizeof(l->out->reason), "cannot read rank 0's results: %s",
+		         g->results.error);
 		return FAILED;
 	}
 	if (ended == g->npods && ended >= (size_t)g->spec->nodes) {
@@ -713,7 +727,8 @@ int mlp_k8s_job_run(struct mlp_k8s_job_result *out, struct mlp_k8s *k,
 			out->exit_code = 143;
 		}
 		gang_print(&g, "[mlpipe] %s; stopping the other pods", out->reason);
-		gang_results_join(&g);
+		/* The results thread may be in a 20 s long-poll of a pod that
+		 * runs on: it is joined (below) once the pods are deleted. */
 		tear_down(&g, end == FAILED);
 	}
 done:

@@ -198,6 +198,11 @@ static void parse_toleration(struct mlp_k8s_toleration *t, struct ctx *c, const 
 		              "(it tolerates every taint)");
 	if (t->operator_ && strcmp(t->operator_, "Exists") == 0 && t->value)
 		mlp_pl_report(c, v->pos, "a toleration with operator: Exists takes no 'value'");
+	/* The API server refuses tolerationSeconds with any other effect. */
+	if (t->seconds >= 0 && (t->effect == NULL || strcmp(t->effect, "NoExecute") != 0))
+		mlp_pl_report(c, v->pos,
+		              "a toleration with 'seconds' must have effect: NoExecute (how "
+		              "long a pod stays on a node after such a taint appears)");
 }
 
 static void parse_tolerations(struct mlp_k8s_settings *k, struct ctx *c, const struct node *v)
