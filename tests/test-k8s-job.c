@@ -28,6 +28,7 @@
 
 #include <cmocka.h>
 
+#include "base/crypto.h"
 #include "base/error.h"
 #include "base/json.h"
 #include "base/util.h"
@@ -416,10 +417,28 @@ static void check_base(int64_t run, const char *stage, int attempt, const char *
 
 static void test_k8s_job__base_name_short(void **state)
 {
+	char hex[MLP_SHA256_HEX_LEN + 1], *want;
+	char *a, *b;
+
 	(void)state;
 	check_base(42, "train", 1, "mlp-42-train-1");
-	check_base(7, "Fine_Tune", 12, "mlp-7-fine-tune-12");
-	check_base(1, "a-b_c", 3, "mlp-1-a-b-c-3");
+	check_base(1, "a-b-c", 3, "mlp-1-a-b-c-3");
+	/* A name that had to change carries the stage's own hash. */
+	mlp_sha256_hex(hex, "Fine_Tune", 9);
+	want = xasprintf("mlp-7-fine-tune-%.6s-12", hex);
+	check_base(7, "Fine_Tune", 12, want);
+	free(want);
+	/* so stages whose names differ only in case or '_' never share objects. */
+	a = mlp_k8s_job_base_name(1, "train_a", 1);
+	b = mlp_k8s_job_base_name(1, "train-a", 1);
+	assert_string_not_equal(a, b);
+	free(a);
+	free(b);
+	a = mlp_k8s_job_base_name(1, "Train-a", 1);
+	b = mlp_k8s_job_base_name(1, "train-A", 1);
+	assert_string_not_equal(a, b);
+	free(a);
+	free(b);
 }
 
 /* A name at the limit stays as it is. */

@@ -43,6 +43,7 @@ struct pod {
 	int64_t finished_s; /* when it ended, for the first failure */
 	char *why;          /* a failure, in words */
 	char *waiting;      /* why it is not running yet */
+	char *failed_init;  /* the init container that failed, if one did */
 	struct follower log;
 };
 

@@ -24,24 +24,29 @@
 char *mlp_k8s_job_base_name(int64_t run_id, const char *stage, int attempt)
 {
 	struct mlp_buf b = {0};
+	char hex[MLP_SHA256_HEX_LEN + 1];
+	bool exact = true;
 	char *name;
 
+	/* The stage's own hash when its name had to change (train_A and
+	 * train-a are different stages and must not share objects). */
+	mlp_sha256_hex(hex, stage, strlen(stage));
 	mlp_buf_printf(&b, "mlp-%lld-", (long long)run_id);
 	for (const char *p = stage; *p; p++) {
 		char ch = (char)tolower((unsigned char)*p);
 
+		exact = exact && ch == *p && (isalnum((unsigned char)ch) || ch == '-');
 		mlp_buf_putc(&b, isalnum((unsigned char)ch) ? ch : '-');
 	}
+	if (!exact)
+		mlp_buf_printf(&b, "-%.6s", hex);
 	mlp_buf_printf(&b, "-%d", attempt);
 	name = mlp_buf_detach(&b);
 	/* Pods are BASE-N (N < 1000) and must fit a 63-character label. */
 	if (strlen(name) > 52) {
-		char hex[MLP_SHA256_HEX_LEN + 1];
 		char *tail = strrchr(name, '-');
-		char *shorter;
+		char *shorter = xasprintf("%.38s-%.6s%s", name, hex, tail);
 
-		mlp_sha256_hex(hex, name, strlen(name));
-		shorter = xasprintf("%.38s-%.6s%s", name, hex, tail);
 		free(name);
 		name = shorter;
 	}
@@ -322,6 +327,11 @@ static struct mlp_json *resources(const struct mlp_k8s_job_spec *s)
 	return r;
 }
 
+static const char *helper_image(const struct mlp_k8s_job_spec *s)
+{
+	return s->helper_image ? s->helper_image : "mlpipe/mlpipe:" PACKAGE_VERSION;
+}
+
 static const char *checkout_path(const struct mlp_k8s_job_spec *s)
 {
 	return s->k8s->checkout_path ? s->k8s->checkout_path : DEFAULT_CHECKOUT;
@@ -349,7 +359,7 @@ static struct mlp_json *checkout_container(const struct mlp_k8s_job_spec *s)
 	struct mlp_json *mounts = mlp_json_array();
 
 	mlp_json_add_string(c, "name", "checkout");
-	mlp_json_add_string(c, "image", s->helper_image);
+	mlp_json_add_string(c, "image", helper_image(s));
 	if (s->k8s->pull_policy)
 		mlp_json_add_string(c, "imagePullPolicy", s->k8s->pull_policy);
 	push_str(cmd, "/bin/sh");
@@ -374,7 +384,7 @@ static struct mlp_json *init_containers(const struct mlp_k8s_job_spec *s)
 	struct mlp_json *cmd = mlp_json_array(), *mounts = mlp_json_array();
 
 	mlp_json_add_string(c, "name", "mlpipe-tools");
-	mlp_json_add_string(c, "image", s->helper_image);
+	mlp_json_add_string(c, "image", helper_image(s));
 	if (s->k8s->pull_policy)
 		mlp_json_add_string(c, "imagePullPolicy", s->k8s->pull_policy);
 	push_str(cmd, "mlpipe-pod");

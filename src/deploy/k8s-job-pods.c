@@ -110,6 +110,7 @@ static void *follow_thread(void *arg)
 	struct follower *f = arg;
 	struct gang *g = f->g;
 	struct mlp_k8s *k = NULL;
+	bool said = false;
 
 	if (mlp_k8s_open(&k, g->kopt) != 0) {
 		gang_print(g, "[mlpipe] cannot follow the log of pod %s: %s", f->pod,
@@ -146,6 +147,11 @@ static void *follow_thread(void *arg)
 			break;
 		if (rc == MLP_ENOTFOUND && f->lines > 0)
 			break; /* the pod is gone */
+		if (rc == MLP_ERROR && !said && strstr(mlp_error_last(), "(HTTP 403)")) {
+			said = true; /* RBAC: say it once, keep trying (it may be fixed) */
+			gang_print(g, "[mlpipe] cannot read the log of pod %s: %s", f->pod,
+			           mlp_error_last());
+		}
 		nap_ms(rc == 0 ? 100 : 250);
 	}
 	mlp_k8s_close(k);
@@ -343,6 +349,14 @@ int gang_fetch_results(struct gang *g)
 	for (size_t i = 0; i < MLP_ARRAY_SIZE(want) && rc == 0; i++) {
 		const struct mlp_json *f = mlp_json_get(files, want[i].name);
 
+		if (f == NULL && want[i].dest && strcmp(want[i].name, "model") == 0) {
+			/* Never register a stale local file as this run's model. */
+			mlp_error_set("rank 0 wrote no model file at %s (in the pod's working "
+			              "directory)",
+			              g->spec->model_path ? g->spec->model_path : want[i].dest);
+			rc = MLP_ENOTFOUND;
+			break;
+		}
 		if (f == NULL || want[i].dest == NULL)
 			continue;
 		if ((rc = fetch_file(g, want[i].name, f, want[i].dest)) == 0 &&

@@ -34,6 +34,16 @@ static const char *meta_get(const struct mlp_json *obj, const char *map, const c
 	return map ? mlp_json_get_string(mlp_json_get(m, map), key) : mlp_json_get_string(m, key);
 }
 
+/* mlp_k8s_data_fn: appends to a buffer (at most 4 KiB). */
+static int collect_chunk(const char *data, size_t len, void *payload)
+{
+	struct mlp_buf *b = payload;
+
+	if (b->len < 4096)
+		mlp_buf_add(b, data, len < 4096 - b->len ? len : 4096 - b->len);
+	return 0;
+}
+
 static const char *str_or(const char *s, const char *otherwise)
 {
 	return s ? s : otherwise;
@@ -232,12 +242,22 @@ static void read_pod(struct pod *p, const struct mlp_json *obj)
 	for (size_t i = 0; i < mlp_json_count(inits); i++) {
 		const struct mlp_json *c = mlp_json_at(inits, i);
 		const struct mlp_json *t = mlp_json_path(c, "state.terminated");
+		const struct mlp_json *w = mlp_json_path(c, "state.waiting");
+		const char *name = str_or(mlp_json_get_string(c, "name"), "init");
 
+		/* An init container that cannot start (its image will not pull):
+		 * the pod waits on it, and a start timeout should say so. */
+		if (w && mlp_json_get_string(w, "message"))
+			set_str(&p->waiting,
+			        xasprintf("init container %s: %s: %s", name,
+			                  str_or(mlp_json_get_string(w, "reason"), "waiting"),
+			                  mlp_json_get_string(w, "message")));
 		if (t && mlp_json_int(mlp_json_get(t, "exitCode"), 0) != 0 && !p->failed) {
 			p->failed = p->terminated = true;
 			p->exit_code = (int)mlp_json_int(mlp_json_get(t, "exitCode"), 1);
 			p->finished_s = stamp_s(mlp_json_get_string(t, "finishedAt"));
-			set_str(&p->why, terminated_words(t, mlp_json_get_string(c, "name")));
+			set_str(&p->why, terminated_words(t, name));
+			set_str(&p->failed_init, xstrdup(name));
 		}
 	}
 	for (size_t i = 0; i < mlp_json_count(cs); i++) {
@@ -260,7 +280,10 @@ static void read_pod(struct pod *p, const struct mlp_json *obj)
 				set_str(&p->why, terminated_words(t, "train"));
 		}
 	}
-	if (phase && strcmp(phase, "Failed") == 0 && !p->failed) {
+	if (phase && strcmp(phase, "Failed") == 0 &&
+	    (!p->failed || mlp_json_get_string(st, "reason"))) {
+		/* The pod's own reason (Evicted, DeadlineExceeded ...) is the
+		 * cause; its container's SIGTERM is only the consequence. */
 		const char *reason = mlp_json_get_string(st, "reason");
 		const char *msg = mlp_json_get_string(st, "message");
 
@@ -312,7 +335,19 @@ static int list_pods(struct gang *g, bool *out_gone)
 	return 0;
 }
 
-/* The pod that failed first (earliest end, then lowest node), or NULL. */
+/* Of two pods that ended in the same second, the likelier root cause: a
+ * rank that exited by itself rather than one stopped by a signal, then
+ * the lower node. */
+static bool earlier(const struct pod *a, const struct pod *b)
+{
+	bool a_sig = a->exit_code >= 128, b_sig = b->exit_code >= 128;
+
+	if (a_sig != b_sig)
+		return !a_sig;
+	return a->node < b->node;
+}
+
+/* The pod that failed first (earliest end, see earlier()), or NULL. */
 static struct pod *first_failure(struct gang *g)
 {
 	struct pod *first = NULL;
@@ -321,10 +356,37 @@ static struct pod *first_failure(struct gang *g)
 		struct pod *p = g->pods[i];
 
 		if (p->failed && (first == NULL || p->finished_s < first->finished_s ||
-		                  (p->finished_s == first->finished_s && p->node < first->node)))
+		                  (p->finished_s == first->finished_s && earlier(p, first))))
 			first = p;
 	}
 	return first;
+}
+
+/* The last lines of a failed init container (git's own error, say):
+ * nobody follows its log, and the pod is about to be deleted. */
+static char *init_log_tail(struct gang *g, const struct pod *p)
+{
+	char *path = xasprintf("/api/v1/namespaces/%s/pods/%s/log?container=%s&tailLines=3", g->ns,
+	                       p->name, p->failed_init);
+	struct mlp_k8s_stream opt = {.deadline_ms = mlp_mono_ms() + 5000};
+	struct mlp_buf b = {0};
+	char *text = NULL;
+
+	opt.fn = collect_chunk;
+	opt.payload = &b;
+	if (mlp_k8s_stream(g->k, path, &opt) == 0 && b.len) {
+		while (b.len && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == ' '))
+			b.len--;
+		for (size_t i = 0; i < b.len; i++)
+			if (b.data[i] == '\n')
+				b.data[i] = ' ';
+		mlp_buf_add(&b, "", 0);
+		b.data[b.len] = '\0';
+		text = xasprintf("%s", b.data);
+	}
+	mlp_buf_free(&b);
+	free(path);
+	return text;
 }
 
 /* ---- the loop ------------------------------------------------------------ */
@@ -346,6 +408,7 @@ struct loop {
 	int64_t next_job_check_ms;
 	char last_note[512];
 	char suspended_uid[64]; /* a Job Kueue holds */
+	int list_failures;      /* in a row */
 };
 
 /* The Job's own verdicts: DeadlineExceeded, and whether Kueue let it go. */
@@ -503,10 +566,19 @@ static enum outcome turn(struct loop *l)
 	if (l->start_deadline_ms == 0)
 		return RUNNING;
 	if (list_pods(g, NULL) != 0) {
-		gang_print(g, "[mlpipe] cannot list the pods (will try again): %s",
-		           mlp_error_last());
+		/* A blip is retried; 50 failures in a row (5 s), or a 403,
+		 * is not going to get better. */
+		if (++l->list_failures >= 50 || strstr(mlp_error_last(), "(HTTP 403)")) {
+			snprintf(l->out->reason, sizeof(l->out->reason), "cannot list the pods: %s",
+			         mlp_error_last());
+			return FAILED;
+		}
+		if (l->list_failures == 1)
+			gang_print(g, "[mlpipe] cannot list the pods (will try again): %s",
+			           mlp_error_last());
 		return RUNNING;
 	}
+	l->list_failures = 0;
 	for (size_t i = 0; i < g->npods; i++) {
 		struct pod *p = g->pods[i];
 
@@ -522,9 +594,12 @@ static enum outcome turn(struct loop *l)
 			gang_results_start(g, p->name);
 	}
 	if ((failed = first_failure(g)) != NULL) {
+		char *tail = failed->failed_init ? init_log_tail(g, failed) : NULL;
+
 		snprintf(l->out->reason, sizeof(l->out->reason),
-		         "pod %s (node %d) failed first: %s", failed->name, failed->node,
-		         failed->why ? failed->why : "failed");
+		         "pod %s (node %d) failed first: %s%s%s", failed->name, failed->node,
+		         failed->why ? failed->why : "failed", tail ? ": " : "", tail ? tail : "");
+		free(tail);
 		l->out->exit_code = failed->exit_code ? failed->exit_code : 1;
 		return FAILED;
 	}
@@ -559,9 +634,12 @@ static enum outcome turn(struct loop *l)
 		return FAILED;
 	}
 	if (ended == g->npods && ended >= (size_t)g->spec->nodes) {
+		/* The results thread writes its error before it says done. */
+		const char *err = g->results.done ? g->results.error : "";
+
 		snprintf(l->out->reason, sizeof(l->out->reason),
 		         "every pod ended, but rank 0's results could not be read%s%s",
-		         g->results.error[0] ? ": " : "", g->results.error);
+		         err[0] ? ": " : "", err);
 		return FAILED;
 	}
 	return RUNNING;
@@ -668,6 +746,7 @@ static void gang_free(struct gang *g)
 		free(g->pods[i]->name);
 		free(g->pods[i]->why);
 		free(g->pods[i]->waiting);
+		free(g->pods[i]->failed_init);
 		free(g->pods[i]);
 	}
 	free(g->pods);
@@ -698,7 +777,7 @@ int mlp_k8s_job_run(struct mlp_k8s_job_result *out, struct mlp_k8s *k,
 	if ((rc = create_objects(&g, mode, version)) != 0) {
 		char *why = xstrdup(mlp_error_last());
 
-		delete_all(&g);
+		tear_down(&g, false);
 		mlp_error_set("%s", why);
 		free(why);
 		goto done;
@@ -769,6 +848,7 @@ int mlp_k8s_job_sweep(struct mlp_k8s *k, const char *ns, const char *store_id,
 		pthread_mutex_init(&g.out_lock, NULL);
 		fprintf(log, "[mlpipe] sweeping %s: run %s is over but its objects were left\n",
 		        name, run);
+		fflush(log);
 		delete_all(&g);
 		gang_free(&g);
 		swept++;
