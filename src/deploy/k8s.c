@@ -470,6 +470,11 @@ int mlp_k8s_stream(struct mlp_k8s *k, const char *path, const struct mlp_k8s_str
 		curl_easy_setopt(k->curl, CURLOPT_XFERINFOFUNCTION, on_progress);
 		curl_easy_setopt(k->curl, CURLOPT_XFERINFODATA, &t);
 		curl_easy_setopt(k->curl, CURLOPT_NOPROGRESS, 0L);
+		if (opt->idle_timeout_ms > 0) {
+			curl_easy_setopt(k->curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+			curl_easy_setopt(k->curl, CURLOPT_LOW_SPEED_TIME,
+			                 (long)((opt->idle_timeout_ms + 999) / 1000));
+		}
 		cc = curl_easy_perform(k->curl);
 		curl_slist_free_all(h);
 		curl_easy_getinfo(k->curl, CURLINFO_RESPONSE_CODE, &http);

@@ -90,6 +90,7 @@ struct mlp_k8s_stream {
 	mlp_k8s_data_fn fn;
 	void *payload;
 	const volatile int *cancel; /* nonzero: abort soon (checked ~10 times a second) */
+	int64_t idle_timeout_ms;    /* > 0: MLP_EIO when no byte came for that long */
 };
 
 /*

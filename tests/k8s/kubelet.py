@@ -939,6 +939,11 @@ class PodRuntime:
             run_checked(["nsenter", "-t", str(pause.pid), "-n", "ip", "-batch", "-"],
                         "link set lo up\naddr add %s/24 dev eth0\nlink set eth0 up\n"
                         "route add default via %s\n" % (self.ip, GATEWAY))
+            # The IP may have been an earlier pod's: forget its MAC, or
+            # packets to this pod go to a dead veth until the stale ARP
+            # entry expires (proxied requests then hung for 15-30 s).
+            subprocess.run(["ip", "neigh", "flush", "to", self.ip],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         except (OSError, RuntimeError) as e:
             self.kill_pause()
             return "cannot set up the pod network: %s" % e
