@@ -236,8 +236,13 @@ static void read_pod(struct pod *p, const struct mlp_json *obj)
 	const char *index =
 	        meta_get(obj, "annotations", "batch.kubernetes.io/job-completion-index");
 
-	if (node || index)
-		p->node = atoi(node ? node : index);
+	if (node || index) {
+		long long n;
+
+		/* Labels we set; anything else leaves the node unknown (-1). */
+		if (mlp_parse_int(&n, node ? node : index, 0, 100000) == 0)
+			p->node = (int)n;
+	}
 	set_str(&p->waiting, NULL);
 	for (size_t i = 0; i < mlp_json_count(inits); i++) {
 		const struct mlp_json *c = mlp_json_at(inits, i);
