@@ -293,30 +293,35 @@ static void test_queue__token_found_by_hash_only(void **state)
 	struct fixture *f = *state;
 	const char *token = "mlp_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 	char sha[MLP_SHA256_HEX_LEN + 1], other[MLP_SHA256_HEX_LEN + 1];
-	char *name = NULL, *text = NULL;
+	char *name = NULL, *scopes = NULL, *text = NULL;
 	size_t len;
 
 	mlp_sha256_hex(sha, token, strlen(token));
 	mlp_sha256_hex(other, "mlp_guess", 9);
-	assert_int_equal(mlp_store_token_create(f->s, "ci", sha), 0);
-	assert_int_equal(mlp_store_token_create(f->s, "ci", other), MLP_EEXISTS);
-	assert_int_equal(mlp_store_token_create(f->s, "bot", other), 0);
-	assert_int_equal(mlp_store_token_check(&name, f->s, sha), 0);
+	assert_int_equal(mlp_store_token_create(f->s, "ci", sha, NULL), 0);
+	assert_int_equal(mlp_store_token_create(f->s, "ci", other, NULL), MLP_EEXISTS);
+	assert_int_equal(mlp_store_token_create(f->s, "bot", other, "models:read"), 0);
+	assert_int_equal(mlp_store_token_check(&name, NULL, f->s, sha), 0);
 	assert_string_equal(name, "ci");
 	free(name);
-	assert_int_equal(mlp_store_token_check(&name, f->s, other), 0);
+	assert_int_equal(mlp_store_token_check(&name, &scopes, f->s, other), 0);
 	assert_string_equal(name, "bot");
+	assert_string_equal(scopes, "models:read");
 	free(name);
+	free(scopes);
+	assert_int_equal(mlp_store_token_check(NULL, &scopes, f->s, sha), 0);
+	assert_string_equal(scopes, "all");
+	free(scopes);
 	/* Not a prefix, not another case, not empty. */
 	sha[10] = '\0';
-	assert_int_equal(mlp_store_token_check(&name, f->s, sha), MLP_ENOTFOUND);
+	assert_int_equal(mlp_store_token_check(&name, NULL, f->s, sha), MLP_ENOTFOUND);
 	assert_null(name);
 	mlp_sha256_hex(sha, token, strlen(token));
 	for (char *p = sha; *p; p++)
 		if (*p >= 'a' && *p <= 'f')
 			*p = (char)(*p - 'a' + 'A');
-	assert_int_equal(mlp_store_token_check(NULL, f->s, sha), MLP_ENOTFOUND);
-	assert_int_equal(mlp_store_token_check(NULL, f->s, ""), MLP_ENOTFOUND);
+	assert_int_equal(mlp_store_token_check(NULL, NULL, f->s, sha), MLP_ENOTFOUND);
+	assert_int_equal(mlp_store_token_check(NULL, NULL, f->s, ""), MLP_ENOTFOUND);
 	/* The token itself is nowhere in the database. */
 	mlp_store_close(f->s);
 	f->s = NULL;

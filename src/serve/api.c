@@ -1,8 +1,9 @@
 /*
  * api.c - the JSON API of `mlpipe serve`: /api/v1/runs and the runs under
- * it (serve-int.h, docs/api.md).
+ * it (serve-int.h, docs/api.md); /api/v1/models/ is artifacts.c's.
  *
- * Every request carries a bearer token (`mlpipe token create`); answers
+ * Every request carries a bearer token (`mlpipe token create`) whose
+ * scopes allow what it asks (runs:read, runs:write, models:read); answers
  * are read from and written to the database in the HTTP thread, under
  * db_lock.  A run created here is only queued: the main loop starts it
  * (dispatch.c).  A cancel is recorded here and the run's exec-run told
@@ -29,6 +30,7 @@
 #include "base/json.h"
 #include "base/util.h"
 #include "serve/serve-int.h"
+#include "serve/serve.h"
 #include "store/store.h"
 #include "store/store-queue.h"
 #include "store/store-runs.h"
@@ -46,19 +48,59 @@ static void json_time(struct mlp_json *o, const char *key, int64_t ms)
 	mlp_json_add_string(o, key, t);
 }
 
-static char *authenticate(struct serve *sv, const struct mlp_http_request *req)
+/* The token's name (the caller frees) and its scopes in *out_scopes, or
+ * NULL when the request has no valid token. */
+static char *authenticate(char **out_scopes, struct serve *sv, const struct mlp_http_request *req)
 {
 	const char *h = mlp_http_header(req, "Authorization");
 	char sha[MLP_SHA256_HEX_LEN + 1], *name = NULL;
 
+	*out_scopes = NULL;
 	if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
 		return NULL;
 	mlp_sha256_hex(sha, h + 7, strlen(h + 7));
 	pthread_mutex_lock(&sv->db_lock);
-	if (mlp_store_token_check(&name, sv->db, sha) != 0)
+	if (mlp_store_token_check(&name, out_scopes, sv->db, sha) != 0)
 		name = NULL;
 	pthread_mutex_unlock(&sv->db_lock);
 	return name;
+}
+
+static const char *const scope_names[] = {"all", "runs:read", "runs:write", "models:read"};
+
+bool mlp_serve_scope_known(const char *text)
+{
+	for (size_t i = 0; i < MLP_ARRAY_SIZE(scope_names); i++)
+		if (strcmp(text, scope_names[i]) == 0)
+			return true;
+	return false;
+}
+
+bool mlp_serve_scope_allows(const char *scopes, const char *need)
+{
+	size_t nlen = strlen(need);
+
+	for (const char *p = scopes; p && *p;) {
+		size_t len = strcspn(p, ",");
+
+		if ((len == 3 && strncmp(p, "all", 3) == 0) ||
+		    (len == nlen && strncmp(p, need, len) == 0))
+			return true;
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+	return false;
+}
+
+/* The scope a request needs: by the first part of the path and the method. */
+static const char *scope_needed(const char *rest, const char *method)
+{
+	if (strncmp(rest, "models/", 7) == 0)
+		return "models:read";
+	if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
+		return "runs:read";
+	return "runs:write";
 }
 
 static struct mlp_json *run_json(const struct mlp_run_info *ri, const struct mlp_queued_run *q)
@@ -416,7 +458,8 @@ void serve_api_handle(struct serve *sv, const struct mlp_http_request *req,
                       const struct mlp_http_request_view *v, struct mlp_http_response *r,
                       const char *rest)
 {
-	char *user = authenticate(sv, req);
+	char *scopes = NULL, *user = authenticate(&scopes, sv, req);
+	const char *need = scope_needed(rest, v->method);
 	long long id = 0;
 	char *end = NULL;
 
@@ -425,6 +468,17 @@ void serve_api_handle(struct serve *sv, const struct mlp_http_request *req,
 		r->extra_value = "Bearer realm=\"mlpipe\"";
 		serve_reply_error(r, 401, "a bearer token is required (mlpipe token create)");
 		return;
+	}
+	if (!mlp_serve_scope_allows(scopes, need)) {
+		char *msg = xasprintf("the token '%s' lacks the scope %s", user, need);
+
+		serve_reply_error(r, 403, msg);
+		free(msg);
+		goto done;
+	}
+	if (strncmp(rest, "models/", 7) == 0) {
+		serve_models_handle(sv, req, v, r, rest + 7);
+		goto done;
 	}
 	if (strcmp(rest, "runs") == 0) {
 		if (strcmp(v->method, "GET") == 0)
@@ -454,5 +508,6 @@ void serve_api_handle(struct serve *sv, const struct mlp_http_request *req,
 	}
 	serve_reply_error(r, 404, "no such endpoint");
 done:
+	free(scopes);
 	free(user);
 }

@@ -154,6 +154,12 @@ void serve_api_handle(struct serve *sv, const struct mlp_http_request *req,
                       const struct mlp_http_request_view *v, struct mlp_http_response *r,
                       const char *rest);
 
+/* artifacts.c: /api/v1/models/...; rest is the path after /api/v1/models/.
+ * The token's scope has been checked. */
+void serve_models_handle(struct serve *sv, const struct mlp_http_request *req,
+                         const struct mlp_http_request_view *v, struct mlp_http_response *r,
+                         const char *rest);
+
 /* metrics.c: GET /metrics, the Prometheus text format. */
 void serve_metrics_handle(struct serve *sv, struct mlp_http_response *r);
 

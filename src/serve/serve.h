@@ -46,4 +46,13 @@ struct mlp_serve_opts {
  */
 int mlp_serve_run(bool *out_bad_settings, const struct mlp_serve_opts *opts);
 
+/*
+ * API token scopes (docs/api.md): "runs:read", "runs:write", "models:read",
+ * or "all".  A token's scopes are a comma-separated list of these.
+ */
+/* Whether text is a known scope name. */
+bool mlp_serve_scope_known(const char *text);
+/* Whether a token with scopes (the comma-separated list) may use need. */
+bool mlp_serve_scope_allows(const char *scopes, const char *need);
+
 #endif

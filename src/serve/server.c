@@ -10,7 +10,9 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -62,6 +64,18 @@ static void remote_of(struct MHD_Connection *conn, char *buf, size_t size)
 		          buf, (socklen_t)size);
 }
 
+void mlp_http_response_header(struct mlp_http_response *r, const char *name, const char *fmt, ...)
+{
+	va_list ap;
+
+	assert(r->nheaders < MLP_HTTP_MAX_HEADERS);
+	va_start(ap, fmt);
+	r->headers[r->nheaders].name = name;
+	r->headers[r->nheaders].value = xvasprintf(fmt, ap);
+	r->nheaders++;
+	va_end(ap);
+}
+
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
 	struct mlp_http_response *r = cls;
@@ -94,6 +108,11 @@ static enum MHD_Result respond(struct mlp_server *s, struct mlp_http_request *re
 		resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader,
 		                                         copy, stream_done);
 		len = 0;
+	} else if (r->has_file) {
+		/* MHD owns the descriptor from here (it closes it when done). */
+		resp = MHD_create_response_from_fd_at_offset64(r->file_len, r->file_fd,
+		                                               r->file_offset);
+		len = (size_t)r->file_len;
 	} else {
 		if (r->body == NULL) {
 			r->body = xstrdup("");
@@ -110,6 +129,11 @@ static enum MHD_Result respond(struct mlp_server *s, struct mlp_http_request *re
 	                        r->content_type ? r->content_type : "application/json");
 	if (r->extra_header && r->extra_value)
 		MHD_add_response_header(resp, r->extra_header, r->extra_value);
+	for (size_t i = 0; i < r->nheaders; i++) {
+		MHD_add_response_header(resp, r->headers[i].name, r->headers[i].value);
+		free(r->headers[i].value);
+		r->headers[i].value = NULL;
+	}
 	ret = MHD_queue_response(req->conn, (unsigned int)status, resp);
 	MHD_destroy_response(resp);
 	if (s->opts.log) {

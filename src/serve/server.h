@@ -20,6 +20,8 @@
 struct mlp_server;
 struct mlp_http_request;
 
+#define MLP_HTTP_MAX_HEADERS 8
+
 /* A request header (case-insensitive name), or NULL. */
 const char *mlp_http_header(const struct mlp_http_request *r, const char *name);
 /* A query argument, or NULL. */
@@ -50,7 +52,23 @@ struct mlp_http_response {
 	mlp_http_stream_fn stream; /* instead of body */
 	void *stream_payload;
 	void (*stream_free)(void *payload);
+	/* Instead of body: file_len bytes of the open file file_fd from
+	 * file_offset (sent with sendfile where it can be; the fd is the
+	 * response's, closed after sending). */
+	bool has_file;
+	int file_fd;
+	uint64_t file_offset, file_len;
+	/* More headers (mlp_http_response_header); values are owned. */
+	struct {
+		const char *name;
+		char *value;
+	} headers[MLP_HTTP_MAX_HEADERS];
+	size_t nheaders;
 };
+
+/* Adds a header (name a literal) to r; at most MLP_HTTP_MAX_HEADERS. */
+void mlp_http_response_header(struct mlp_http_response *r, const char *name, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
 
 typedef void (*mlp_http_handler)(void *payload, const struct mlp_http_request *req,
                                  const struct mlp_http_request_view *view,

@@ -219,6 +219,8 @@ const struct mlp_migration mlp_store_migrations[] = {
          "  created_at INTEGER NOT NULL,\n"
          "  last_used_at INTEGER\n"
          ");\n"},
+        {5, "API token scopes (tokens made before grant every scope)",
+         "ALTER TABLE api_tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT 'all';\n"},
 };
 
 const size_t mlp_store_nmigrations = MLP_ARRAY_SIZE(mlp_store_migrations);

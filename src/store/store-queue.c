@@ -539,10 +539,11 @@ int mlp_store_schedule_active(int64_t *out_id, struct mlp_store *s, const char *
 
 /* ---- tokens --------------------------------------------------------------- */
 
-int mlp_store_token_create(struct mlp_store *s, const char *name, const char *sha256_hex)
+int mlp_store_token_create(struct mlp_store *s, const char *name, const char *sha256_hex,
+                           const char *scopes)
 {
 	sqlite3_stmt *st = store_prepare(
-	        s, "INSERT INTO api_tokens (name, sha256, created_at) VALUES (?, ?, ?)");
+	        s, "INSERT INTO api_tokens (name, sha256, created_at, scopes) VALUES (?, ?, ?, ?)");
 	int rc;
 
 	if (st == NULL)
@@ -550,6 +551,7 @@ int mlp_store_token_create(struct mlp_store *s, const char *name, const char *sh
 	store_bind_text(st, 1, name);
 	store_bind_text(st, 2, sha256_hex);
 	sqlite3_bind_int64(st, 3, mlp_wall_ms());
+	store_bind_text(st, 4, scopes ? scopes : "all");
 	rc = sqlite3_step(st);
 	sqlite3_finalize(st);
 	if (rc == SQLITE_CONSTRAINT) {
@@ -561,27 +563,33 @@ int mlp_store_token_create(struct mlp_store *s, const char *name, const char *sh
 	return 0;
 }
 
-int mlp_store_token_check(char **out_name, struct mlp_store *s, const char *sha256_hex)
+int mlp_store_token_check(char **out_name, char **out_scopes, struct mlp_store *s,
+                          const char *sha256_hex)
 {
-	sqlite3_stmt *st = store_cached(s, "SELECT name, sha256 FROM api_tokens");
+	sqlite3_stmt *st = store_cached(s, "SELECT name, sha256, scopes FROM api_tokens");
 	size_t len = strlen(sha256_hex);
-	char *found = NULL;
+	char *found = NULL, *scopes = NULL;
 	int rc;
 
 	if (out_name)
 		*out_name = NULL;
+	if (out_scopes)
+		*out_scopes = NULL;
 	if (st == NULL)
 		return MLP_EDB;
 	/* Every row is compared, in constant time, whichever matches. */
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		const char *h = (const char *)sqlite3_column_text(st, 1);
 
-		if (h && strlen(h) == len && mlp_equal_ct(h, sha256_hex, len) && found == NULL)
+		if (h && strlen(h) == len && mlp_equal_ct(h, sha256_hex, len) && found == NULL) {
 			found = store_column_text(st, 0);
+			scopes = store_column_text(st, 2);
+		}
 	}
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE) {
 		free(found);
+		free(scopes);
 		return store_fail(s, "checking a token");
 	}
 	if (found == NULL)
@@ -590,6 +598,10 @@ int mlp_store_token_check(char **out_name, struct mlp_store *s, const char *sha2
 		*out_name = found;
 	else
 		free(found);
+	if (out_scopes)
+		*out_scopes = scopes;
+	else
+		free(scopes);
 	return 0;
 }
 

@@ -156,11 +156,15 @@ int mlp_store_schedule_fire(int64_t *out_id, struct mlp_store *s, const char *ke
 /* Whether a run of the schedule key is queued or running; *out_id one. */
 int mlp_store_schedule_active(int64_t *out_id, struct mlp_store *s, const char *key);
 
-/* API tokens, stored as the SHA-256 hex of the token. */
-int mlp_store_token_create(struct mlp_store *s, const char *name, const char *sha256_hex);
-/* Compares with every stored hash in constant time; 0 with *out_name (the
- * caller frees; may be NULL) or MLP_ENOTFOUND (no message). */
-int mlp_store_token_check(char **out_name, struct mlp_store *s, const char *sha256_hex);
+/* API tokens, stored as the SHA-256 hex of the token, with the scopes they
+ * grant: a comma-separated list (NULL or "all": every scope; docs/api.md). */
+int mlp_store_token_create(struct mlp_store *s, const char *name, const char *sha256_hex,
+                           const char *scopes);
+/* Compares with every stored hash in constant time; 0 with *out_name and
+ * *out_scopes (the caller frees each; either may be NULL) or MLP_ENOTFOUND
+ * (no message). */
+int mlp_store_token_check(char **out_name, char **out_scopes, struct mlp_store *s,
+                          const char *sha256_hex);
 
 /* Counts for /metrics.  A label (and a second one) and a value. */
 struct mlp_count {
