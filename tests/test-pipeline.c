@@ -429,6 +429,8 @@ static void test_pipeline__all_keys_fill_every_field(void **state)
 	assert_string_equal(st->rollout.context, "prod-cluster");
 	assert_int_equal(st->rollout.timeout_ms, 300000);
 	assert_int_equal(st->rollout.on_failure, MLP_ON_FAILURE_KEEP);
+	assert_string_equal(st->rollout.model, "digits");
+	assert_string_equal(st->rollout.model_base_url, "https://mlpipe.ci.svc:8443/");
 
 	assert_int_equal(stage(p, "notify")->cond, MLP_IF_FAILURE);
 	assert_int_equal(stage(p, "cleanup")->cond, MLP_IF_ALWAYS);

@@ -234,6 +234,29 @@ static void test_rollout__patch_is_strategic_and_conditional(void **state)
 	mlp_json_free(ann);
 }
 
+static void test_rollout__model_env_points_at_the_artifact(void **state)
+{
+	struct mlp_kvlist env = {0};
+
+	(void)state;
+	mlp_kvlist_set(&env, "MODEL_URI", "old");
+	mlp_kvlist_set(&env, "LOG_LEVEL", "debug");
+	mlp_rollout_model_env(&env, "fashion mnist", 3, "ab12", "/data/a/ab12",
+	                      "https://ci:8443//");
+	assert_string_equal(mlp_kvlist_get(&env, "MODEL_URI"),
+	                    "https://ci:8443/api/v1/models/fashion%20mnist/versions/3/artifact");
+	assert_string_equal(mlp_kvlist_get(&env, "MODEL_SHA256"), "ab12");
+	assert_string_equal(mlp_kvlist_get(&env, "MODEL_NAME"), "fashion mnist");
+	assert_string_equal(mlp_kvlist_get(&env, "MODEL_VERSION"), "3");
+	assert_string_equal(mlp_kvlist_get(&env, "LOG_LEVEL"), "debug");
+	assert_int_equal(env.len, 5);
+	/* No serve address: the artifact on this host. */
+	mlp_rollout_model_env(&env, "fashion", 4, "cd34", "/data/a/cd34", NULL);
+	assert_string_equal(mlp_kvlist_get(&env, "MODEL_URI"), "file:///data/a/cd34");
+	assert_string_equal(mlp_kvlist_get(&env, "MODEL_VERSION"), "4");
+	mlp_kvlist_free(&env);
+}
+
 static void test_rollout__env_set_clears_value_from(void **state)
 {
 	struct mlp_json *cur =
@@ -546,6 +569,7 @@ int main(void)
 	        cmocka_unit_test(test_rollout__several_containers_need_a_name),
 	        cmocka_unit_test(test_rollout__patch_is_strategic_and_conditional),
 	        cmocka_unit_test(test_rollout__env_set_clears_value_from),
+	        cmocka_unit_test(test_rollout__model_env_points_at_the_artifact),
 	        cmocka_unit_test(test_rollout__env_restore),
 	        cmocka_unit_test(test_rollout__annotations_restore),
 	        cmocka_unit_test_setup_teardown(test_rollout__kubeconfig_contexts, dir_setup,

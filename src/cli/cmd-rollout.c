@@ -3,6 +3,7 @@
  * stage's work from the command line.
  *
  *   mlpipe rollout NAMESPACE/DEPLOYMENT --image IMAGE [--env K=V]...
+ *   mlpipe rollout NAMESPACE/DEPLOYMENT --model NAME[:VERSION] [--model-base-url URL]
  *   mlpipe rollback NAMESPACE/DEPLOYMENT
  *
  * Both record what they change in the deployments table (mlpipe
@@ -72,7 +73,8 @@ enum {
 	OPT_TIMEOUT,
 	OPT_ON_FAILURE,
 	OPT_DRY_RUN,
-	OPT_MODEL
+	OPT_MODEL,
+	OPT_MODEL_BASE_URL
 };
 
 /* What `mlpipe rollout`'s options say. */
@@ -80,7 +82,7 @@ struct rollout_args {
 	struct mlp_rollout_request req;
 	struct mlp_k8s_options ko;
 	struct mlp_kvlist env;
-	const char *db, *model;
+	const char *db, *model, *model_base_url;
 };
 
 /* Reads the options into a; returns -1 with *status set to leave with
@@ -98,6 +100,7 @@ static int parse_rollout_options(struct rollout_args *a, int argc, char **argv, 
 	        {"on-failure", required_argument, NULL, OPT_ON_FAILURE},
 	        {"dry-run", no_argument, NULL, OPT_DRY_RUN},
 	        {"model", required_argument, NULL, OPT_MODEL},
+	        {"model-base-url", required_argument, NULL, OPT_MODEL_BASE_URL},
 	        {"help", no_argument, NULL, 'h'},
 	        {NULL, 0, NULL, 0},
 	};
@@ -160,6 +163,15 @@ static int parse_rollout_options(struct rollout_args *a, int argc, char **argv, 
 		case OPT_MODEL:
 			a->model = optarg;
 			break;
+		case OPT_MODEL_BASE_URL:
+			if (strncmp(optarg, "http://", 7) != 0 &&
+			    strncmp(optarg, "https://", 8) != 0) {
+				*status = mlp_cmd_usage_error(
+				        self, "--model-base-url is an http:// or https:// address");
+				return -1;
+			}
+			a->model_base_url = optarg;
+			break;
 		case 'h':
 			mlp_cmd_print_help(self, stdout);
 			*status = MLP_EXIT_OK;
@@ -171,6 +183,10 @@ static int parse_rollout_options(struct rollout_args *a, int argc, char **argv, 
 	}
 	if (optind + 1 != argc) {
 		*status = mlp_cmd_usage_error(self, "give one NAMESPACE/DEPLOYMENT");
+		return -1;
+	}
+	if (a->model_base_url && a->model == NULL) {
+		*status = mlp_cmd_usage_error(self, "--model-base-url needs --model");
 		return -1;
 	}
 	return 0;
@@ -194,8 +210,8 @@ static int rollout_exec(int argc, char **argv)
 		        mlp_cmd_usage_error(self, "'%s' is not NAMESPACE/DEPLOYMENT", argv[optind]);
 		goto done;
 	}
-	if (a.req.image == NULL && a.env.len == 0) {
-		mlp_cmd_usage_error(self, "nothing to roll out: give --image and/or --env");
+	if (a.req.image == NULL && a.env.len == 0 && a.model == NULL) {
+		mlp_cmd_usage_error(self, "nothing to roll out: give --image, --env or --model");
 		goto done;
 	}
 	if (mlp_store_open(&s, a.db, 0) != 0 || mlp_k8s_open(&k, &a.ko) != 0) {
@@ -211,6 +227,8 @@ static int rollout_exec(int argc, char **argv)
 		a.req.model_version = mv.version;
 		a.req.model_version_id = mv.id;
 		a.req.model_sha256 = mv.sha256;
+		mlp_rollout_model_env(&a.env, mv.model, mv.version, mv.sha256, mv.artifact_path,
+		                      a.model_base_url);
 	}
 	user = mlp_cmd_current_user();
 	a.req.namespace_ = ns;
@@ -312,8 +330,10 @@ done:
 
 const struct mlp_cmd mlp_cmd_rollout = {
         .name = "rollout",
-        .args = "[NAMESPACE/]DEPLOYMENT --image IMAGE [--env NAME=VALUE]... [options]",
-        .summary = "Roll a new image out to a Kubernetes Deployment; roll back on failure.",
+        .args = "[NAMESPACE/]DEPLOYMENT [--image IMAGE] [--env NAME=VALUE]... [--model "
+                "NAME[:VER]] [options]",
+        .summary = "Roll a new image or model out to a Kubernetes Deployment; roll back on "
+                   "failure.",
         .help = "Reads the Deployment, records the container's image and env and the pod\n"
                 "template's annotations (mlpipe deployments), patches it (a strategic\n"
                 "merge patch, conditional on its resourceVersion, retried on a conflict),\n"
@@ -326,7 +346,11 @@ const struct mlp_cmd mlp_cmd_rollout = {
                 "  -e, --env NAME=VALUE  set an environment variable (repeatable)\n"
                 "  -c, --container NAME  the container (default: the only one)\n"
                 "  --model NAME[:VER]    the registered model version this deploys (default\n"
-                "                        version: the latest); annotated and marked deployed\n"
+                "                        version: the latest): sets MODEL_URI, MODEL_SHA256,\n"
+                "                        MODEL_NAME and MODEL_VERSION for mlpipe-model-server,\n"
+                "                        annotates the pods, marks the version deployed\n"
+                "  --model-base-url URL  mlpipe serve's address: MODEL_URI is its artifact\n"
+                "                        URL (default: file:// of the artifact on this host)\n"
                 "  --timeout DURATION    mlpipe's own deadline (default 10m)\n"
                 "  --on-failure rollback|keep  (default rollback)\n"
                 "  --dry-run             validate on the server (?dryRun=All); change "

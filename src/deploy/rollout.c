@@ -5,6 +5,7 @@
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -455,6 +456,45 @@ done:
 	mlp_json_free(prev_ann);
 	free(path);
 	return rc;
+}
+
+/* Appends s to b percent-encoded but for RFC 3986's unreserved characters. */
+static void url_path_segment(struct mlp_buf *b, const char *s)
+{
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (isalnum(ch) || ch == '-' || ch == '.' || ch == '_' || ch == '~')
+			mlp_buf_putc(b, (char)ch);
+		else
+			mlp_buf_printf(b, "%%%02X", ch);
+	}
+}
+
+void mlp_rollout_model_env(struct mlp_kvlist *env, const char *model, int version,
+                           const char *sha256, const char *artifact_path, const char *base_url)
+{
+	struct mlp_buf uri = {0};
+	char vtext[16];
+
+	snprintf(vtext, sizeof(vtext), "%d", version);
+	if (base_url) {
+		size_t len = strlen(base_url);
+
+		while (len > 0 && base_url[len - 1] == '/')
+			len--;
+		mlp_buf_add(&uri, base_url, len);
+		mlp_buf_puts(&uri, "/api/v1/models/");
+		url_path_segment(&uri, model);
+		mlp_buf_printf(&uri, "/versions/%d/artifact", version);
+	} else {
+		mlp_buf_printf(&uri, "file://%s", artifact_path);
+	}
+	mlp_kvlist_set(env, "MODEL_URI", mlp_buf_str(&uri));
+	mlp_kvlist_set(env, "MODEL_SHA256", sha256);
+	mlp_kvlist_set(env, "MODEL_NAME", model);
+	mlp_kvlist_set(env, "MODEL_VERSION", vtext);
+	mlp_buf_free(&uri);
 }
 
 /* The annotations a rollout sets: the model version and the run. */

@@ -97,6 +97,15 @@ struct mlp_json *mlp_rollout_env_restore(const struct mlp_json *current,
  * (removed). */
 struct mlp_json *mlp_rollout_annotations_restore(const struct mlp_json *previous);
 
+/*
+ * Sets the model-as-configuration variables in env (docs/model-server.md):
+ * MODEL_NAME, MODEL_VERSION, MODEL_SHA256 and MODEL_URI, which is
+ * BASE/api/v1/models/NAME/versions/V/artifact when base_url (mlpipe
+ * serve's address) is not NULL, else file://ARTIFACT_PATH.
+ */
+void mlp_rollout_model_env(struct mlp_kvlist *env, const char *model, int version,
+                           const char *sha256, const char *artifact_path, const char *base_url);
+
 /* ---- rolling out -------------------------------------------------------- */
 
 struct mlp_rollout_request {

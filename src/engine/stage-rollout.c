@@ -124,10 +124,21 @@ static int load_stage(struct rollout_job *j, const struct mlp_stage_rollout_args
 		return MLP_ENOTFOUND;
 	}
 	j->r = &j->p->stages[idx].rollout;
-	model = stage_model(j->p, (size_t)idx);
+	model = j->r->model ? j->r->model : stage_model(j->p, (size_t)idx);
 	if (model == NULL)
 		return 0;
 	rc = mlp_store_model_version_of_run(&j->mv, j->s, model, a->run_id);
+	if (rc == MLP_ENOTFOUND && j->r->model) {
+		/* A deploy-only pipeline: the newest version a gate approved. */
+		rc = mlp_store_model_version_with_status(&j->mv, j->s, model, MLP_MODEL_APPROVED,
+		                                         0);
+		if (rc == MLP_ENOTFOUND) {
+			mlp_error_set("model %s has no version to roll out: this run registered "
+			              "none and none is approved",
+			              model);
+			return MLP_EINVAL;
+		}
+	}
 	if (rc == MLP_ENOTFOUND)
 		return 0;
 	if (rc != 0)
@@ -143,6 +154,7 @@ static int load_stage(struct rollout_job *j, const struct mlp_stage_rollout_args
 static int roll_out(struct rollout_job *j, const struct mlp_stage_rollout_args *a)
 {
 	struct mlp_k8s_options ko = {.context = j->r->context};
+	struct mlp_kvlist env = {0};
 	struct mlp_rollout_request req = {
 	        .namespace_ = j->r->namespace_,
 	        .deployment = j->r->deployment,
@@ -167,8 +179,18 @@ static int roll_out(struct rollout_job *j, const struct mlp_stage_rollout_args *
 		req.model_version_id = j->mv.id;
 		req.model_sha256 = j->mv.sha256;
 	}
+	if (j->r->model && j->mv.id) {
+		/* The model as configuration: the env: values, then the model's. */
+		for (size_t i = 0; a->env && i < a->env->len; i++)
+			mlp_kvlist_set(&env, a->env->items[i].key, a->env->items[i].value);
+		mlp_rollout_model_env(&env, j->mv.model, j->mv.version, j->mv.sha256,
+		                      j->mv.artifact_path, j->r->model_base_url);
+		req.env = &env;
+	}
 	j->tried = true;
-	return mlp_rollout_run(&j->out, j->k, j->s, &req);
+	rc = mlp_rollout_run(&j->out, j->k, j->s, &req);
+	mlp_kvlist_free(&env);
+	return rc;
 }
 
 static int write_outputs(const struct mlp_rollout_outcome *o)

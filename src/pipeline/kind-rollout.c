@@ -2,7 +2,7 @@
  * kind-rollout.c - rollout stages: what the keys under `rollout:` mean.
  *
  * A rollout changes one container of a Kubernetes Deployment (its image,
- * its env, or both), waits up to `timeout` for the new pods, and on
+ * its env, the model it serves, or several), waits up to `timeout` for the new pods, and on
  * failure rolls back unless told to keep the change.  Names are checked
  * the way Kubernetes checks them, so that a typo is caught by
  * `mlpipe validate` rather than by the API server; talking to the API
@@ -46,12 +46,13 @@ void mlp_pl_get_k8s_name(struct ctx *c, const char *key, const struct node *v, b
 void mlp_pl_parse_rollout(struct ctx *c, size_t si, const struct pair *kp)
 {
 	static const char *const keys[] = {
-	        "deployment", "namespace", "container",  "image",   "env",
-	        "context",    "timeout",   "on_failure", "dry_run",
+	        "deployment", "namespace",  "container", "image",          "env",   "context",
+	        "timeout",    "on_failure", "dry_run",   "model_base_url", "model",
 	};
 	static const char *const on_failure[] = {"rollback", "keep"};
 	struct mlp_rollout *r = &c->p->stages[si].rollout;
 	const struct node *v = kp->value;
+	const struct mlp_pos *base_pos = NULL;
 	bool has_env = false;
 	int which;
 
@@ -89,6 +90,17 @@ void mlp_pl_parse_rollout(struct ctx *c, size_t si, const struct pair *kp)
 				r->on_failure = (enum mlp_on_failure)which;
 		} else if (strcmp(k, "dry_run") == 0) {
 			mlp_pl_get_bool(&r->dry_run, c, k, val);
+		} else if (strcmp(k, "model") == 0) {
+			mlp_pl_get_name(&r->model, c, k, val);
+		} else if (strcmp(k, "model_base_url") == 0) {
+			if (mlp_pl_get_name(&r->model_base_url, c, k, val) &&
+			    strncmp(r->model_base_url, "http://", 7) != 0 &&
+			    strncmp(r->model_base_url, "https://", 8) != 0)
+				mlp_pl_report(c, val->pos,
+				              "'model_base_url' is the http:// or https:// address "
+				              "of mlpipe serve, not '%s'",
+				              r->model_base_url);
+			base_pos = &val->pos;
 		} else {
 			mlp_pl_unknown_key(c, pr->key, keys, MLP_ARRAY_SIZE(keys), " in rollout");
 		}
@@ -101,8 +113,12 @@ void mlp_pl_parse_rollout(struct ctx *c, size_t si, const struct pair *kp)
 		mlp_pl_report(c, kp->key->pos,
 		              "missing 'container' in rollout (the container to "
 		              "update)");
-	if (r->image == NULL && !has_env)
+	if (r->image == NULL && !has_env && r->model == NULL)
 		mlp_pl_report(c, kp->key->pos,
-		              "rollout needs 'image' or 'env' (what to change in the "
+		              "rollout needs 'image', 'env' or 'model' (what to change in the "
 		              "container)");
+	if (base_pos && r->model == NULL)
+		mlp_pl_report(c, *base_pos,
+		              "'model_base_url' needs 'model' (the model whose artifact it "
+		              "serves)");
 }

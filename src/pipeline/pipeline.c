@@ -204,6 +204,8 @@ static void stage_free(struct mlp_stage *st)
 	free(st->rollout.image);
 	mlp_kvlist_free(&st->rollout.env);
 	free(st->rollout.context);
+	free(st->rollout.model);
+	free(st->rollout.model_base_url);
 	mlp_k8s_settings_free(&st->k8s);
 }
 

@@ -156,6 +156,12 @@ struct mlp_rollout {
 	int64_t timeout_ms; /* default 10m */
 	enum mlp_on_failure on_failure;
 	bool dry_run;
+	/* model: the model to set as configuration (MODEL_URI, MODEL_SHA256,
+	 * MODEL_NAME, MODEL_VERSION in the container's env); NULL: none.
+	 * model_base_url: where `mlpipe serve` answers, for MODEL_URI (NULL:
+	 * a file:// URI of the artifact in the data directory). */
+	char *model;
+	char *model_base_url;
 };
 
 enum mlp_runs_on {
