@@ -24,10 +24,12 @@ struct mlp_stage_rollout_args {
 /*
  * The process of a rollout stage (`mlpipe stage-rollout`): reads the run's
  * pipeline from the database for the rest of the stage's settings, finds
- * the model version this run registered under the model of a gate (or
- * model:) stage the rollout depends on (refusing one that is not
- * approved), and rolls out (mlp_rollout_run), printing progress lines on
- * stdout.  previous_image=, image=, revision=, deployment= and
+ * the model version this run registered under the rollout's model: (else
+ * the model of a gate, or model:, stage the rollout depends on), refusing
+ * one that is not approved; with model: and no version from this run, the
+ * newest approved one.  With model: the container's env gets MODEL_URI,
+ * MODEL_SHA256, MODEL_NAME and MODEL_VERSION (mlp_rollout_model_env).  It
+ * rolls out (mlp_rollout_run), printing progress lines on stdout.  previous_image=, image=, revision=, deployment= and
  * rolled_back= go to $MLPIPE_OUTPUT.
  *
  * Returns 0 when the rollout completed (or was validated, for a dry run).

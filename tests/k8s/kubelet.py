@@ -26,7 +26,11 @@
 #     container states, exit codes, termination messages), restarts
 #     containers per restartPolicy, and finishes graceful deletions
 #     (SIGTERM, SIGKILL after the grace period, then the final DELETE);
-#   - serves /containerLogs over TLS for `kubectl logs [-f]`.
+#   - serves /containerLogs over TLS for `kubectl logs [-f]`;
+#   - runs httpGet readiness probes (periodSeconds, initialDelaySeconds,
+#     timeoutSeconds, success/failureThreshold, named ports) against the pod
+#     IP for containers that run a process: such a container is ready only
+#     while its probe passes (the model server's rollout tests).
 #
 # Pods whose containers have neither command nor args run no process: their
 # containers just count as running and ready (the Deployments of the rollout
@@ -469,6 +473,11 @@ class Container:
         self.proc = None
         self.next_start = 0.0
         self.pod_name = pod_name
+        # An httpGet readinessProbe is run against a container that runs a
+        # process (a pretend one has nothing to answer it).
+        rp = spec.get("readinessProbe") or {}
+        self.probe = rp if rp.get("httpGet") and not self.pretend else None
+        self.probe_ok = False
 
     def alive(self):
         return self.proc is not None and self.proc.returncode is None and self.state == "running"
@@ -476,6 +485,8 @@ class Container:
     def ready(self):
         if self.init:
             return self.state == "terminated" and self.exit_code == 0
+        if self.probe:
+            return self.state == "running" and self.probe_ok
         return self.state == "running" and not self.bad
 
     def terminated_dict(self):
@@ -1249,9 +1260,72 @@ class PodRuntime:
         threading.Thread(target=self.read_output, args=(proc.stdout, inst), daemon=True).start()
         threading.Thread(target=self.wait_container, args=(c, proc, inst, term, startfail),
                          daemon=True).start()
+        if c.probe:
+            threading.Thread(target=self.probe_loop, args=(c, c.starts), daemon=True).start()
         log("pod %s/%s: started %s (pid %d)" % (self.ns, self.name, c.name, proc.pid))
         self.k.wake.set()
         return True
+
+    def probe_port(self, c, port):
+        if isinstance(port, int):
+            return port
+        for p in c.spec.get("ports") or []:
+            if p.get("name") == port:
+                return int(p["containerPort"])
+        return int(port)
+
+    def probe_once(self, c):
+        """One httpGet readiness probe, as the kubelet's prober: success
+        is a status from 200 to 399 within timeoutSeconds."""
+        g = c.probe["httpGet"]
+        timeout = float(c.probe.get("timeoutSeconds") or 1)
+        try:
+            port = self.probe_port(c, g.get("port"))
+            if (g.get("scheme") or "HTTP").upper() == "HTTPS":
+                conn = http.client.HTTPSConnection(self.ip, port, timeout=timeout,
+                                                   context=ssl._create_unverified_context())
+            else:
+                conn = http.client.HTTPConnection(self.ip, port, timeout=timeout)
+            headers = {h["name"]: h["value"] for h in g.get("httpHeaders") or []}
+            conn.request("GET", g.get("path") or "/", headers=headers)
+            code = conn.getresponse().status
+            conn.close()
+            return 200 <= code < 400
+        except (OSError, ValueError, http.client.HTTPException):
+            return False
+
+    def probe_loop(self, c, run):
+        """Probes one run of a container every periodSeconds after
+        initialDelaySeconds; ready after successThreshold successes in a
+        row, unready after failureThreshold failures in a row."""
+        period = max(1, int(c.probe.get("periodSeconds") or 10))
+        fail_max = max(1, int(c.probe.get("failureThreshold") or 3))
+        ok_min = max(1, int(c.probe.get("successThreshold") or 1))
+        oks = fails = 0
+        if self.wait(float(c.probe.get("initialDelaySeconds") or 0)):
+            return
+        while True:
+            with self.cond:
+                if c.starts != run or c.state != "running" or self.stop_wanted():
+                    c.probe_ok = False
+                    return
+            good = self.probe_once(c)
+            oks, fails = (oks + 1, 0) if good else (0, fails + 1)
+            changed = False
+            with self.cond:
+                if c.starts != run or c.state != "running":
+                    c.probe_ok = False
+                    return
+                if good and oks >= ok_min and not c.probe_ok:
+                    c.probe_ok = changed = True
+                elif not good and fails >= fail_max and c.probe_ok:
+                    c.probe_ok, changed = False, True
+            if changed:
+                log("pod %s/%s: %s is %s" % (self.ns, self.name, c.name,
+                                             "ready" if c.probe_ok else "not ready"))
+                self.k.wake.set()
+            if self.wait(period):
+                return
 
     def read_output(self, pipe, inst):
         """Container output to its log, one timestamped record per line:
