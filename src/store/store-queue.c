@@ -629,12 +629,14 @@ int mlp_store_counts(struct mlp_count **out, size_t *n, struct mlp_store *s,
 		      " ORDER BY v.model, m.name";
 		break;
 	case MLP_COUNT_VERSION_METRICS:
-		/* The newest versions by number: (model, version) is unique and
-		 * indexed, so the count below is a short index range each. */
+		/* The versions above the model's (?1 + 1)-th newest, 0 when it
+		 * has no more than ?1: (model, version) is unique, so indexed,
+		 * and that is a short walk down the index from its end. */
 		sql = "SELECT v.model, v.version, m.name, v.status, m.value FROM model_versions v"
 		      " JOIN model_metrics m ON m.version_id = v.id"
-		      " WHERE (SELECT count(*) FROM model_versions w WHERE w.model = v.model"
-		      "  AND w.version > v.version) < ?1 ORDER BY v.model, v.version, m.name";
+		      " WHERE v.version > coalesce((SELECT w.version FROM model_versions w"
+		      "  WHERE w.model = v.model ORDER BY w.version DESC LIMIT 1 OFFSET ?1), 0)"
+		      " ORDER BY v.model, v.version, m.name";
 		break;
 	case MLP_COUNT_STAGE_KINDS:
 		sql = "SELECT kind, NULL, NULL, count(*) FROM stages WHERE started_at IS NOT NULL"
