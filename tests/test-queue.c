@@ -3,8 +3,8 @@
  * mlp_store_run_claim in store-runs.c), on a real database file: a
  * delivery recorded in the transaction that queues its run (and in no
  * other), redeliveries and once-per-commit, a claim that only one of many
- * racing processes wins, schedule fire times, cancellation, and API tokens
- * found by their hash only.
+ * racing processes wins, schedule fire times, cancellation, API tokens
+ * found by their hash only, and the counts behind /metrics.
  */
 #include "config.h"
 
@@ -330,6 +330,125 @@ static void test_queue__token_found_by_hash_only(void **state)
 	free(text);
 }
 
+/*
+ * /metrics exports the metrics of each model's newest 100 versions, by
+ * version number: with gaps in the numbers (a model registered elsewhere,
+ * versions deleted) "the newest 100" is not "above max - 100".
+ */
+static void test_queue__version_metrics_keep_the_newest_100(void **state)
+{
+	struct fixture *f = *state;
+	struct mlp_count *c = NULL;
+	size_t n = 0;
+
+	raw_exec(f->db,
+	         "INSERT INTO artifacts VALUES ('aa', '/dev/null', 0, 0);"
+	         "INSERT INTO models VALUES ('big', 0), ('small', 0);"
+	         "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 150)"
+	         " INSERT INTO model_versions (model, version, sha256, status, created_at)"
+	         " SELECT 'big', 2 * i, 'aa', CASE i WHEN 150 THEN 'deployed' ELSE 'retired' END,"
+	         " 0 FROM k;"
+	         "INSERT INTO model_versions (model, version, sha256, status, created_at)"
+	         " VALUES ('small', 1, 'aa', 'rejected', 0), ('small', 2, 'aa', 'approved', 0);"
+	         "INSERT INTO model_metrics (version_id, name, value)"
+	         " SELECT id, 'accuracy', version / 1000.0 FROM model_versions;"
+	         "INSERT INTO model_metrics (version_id, name, value)"
+	         " SELECT id, 'loss', 1 FROM model_versions WHERE model = 'big';");
+	assert_int_equal(mlp_store_counts(&c, &n, f->s, MLP_COUNT_VERSION_METRICS), 0);
+	assert_int_equal(n, 2 * MLP_VERSION_METRICS_MAX + 2);
+	/* big: versions 102 .. 300 (the newest 100 of 2, 4 .. 300), two metrics each. */
+	assert_string_equal(c[0].label, "big");
+	assert_string_equal(c[0].label2, "102");
+	assert_string_equal(c[0].label3, "accuracy");
+	assert_string_equal(c[0].label4, "retired");
+	assert_true(c[0].value == 0.102);
+	assert_string_equal(c[1].label3, "loss");
+	assert_string_equal(c[199].label2, "300");
+	assert_string_equal(c[199].label4, "deployed");
+	/* small: both versions, whatever their status. */
+	assert_string_equal(c[200].label, "small");
+	assert_string_equal(c[200].label2, "1");
+	assert_string_equal(c[200].label4, "rejected");
+	assert_string_equal(c[201].label2, "2");
+	assert_string_equal(c[201].label4, "approved");
+	mlp_count_free_all(c, n);
+}
+
+/* A rollback row is counted as a rollback, and the rollout it undid by
+ * its own result, rolled_back. */
+static void test_queue__rollbacks_counted_apart(void **state)
+{
+	struct fixture *f = *state;
+	struct mlp_count *c = NULL;
+	size_t n = 0;
+
+	raw_exec(f->db, "INSERT INTO deployments (kind, namespace, deployment, container, result,"
+	                " started_at) VALUES ('rollout', 'ml', 'm', 'c', 'complete', 0),"
+	                " ('rollout', 'ml', 'm', 'c', 'rolled_back', 0),"
+	                " ('rollback', 'ml', 'm', 'c', 'complete', 0),"
+	                " ('rollout', 'ml', 'm', 'c', 'complete', 0)");
+	assert_int_equal(mlp_store_counts(&c, &n, f->s, MLP_COUNT_ROLLOUTS_BY_RESULT), 0);
+	assert_int_equal(n, 3);
+	assert_string_equal(c[0].label2, "rollout");
+	assert_string_equal(c[0].label, "complete");
+	assert_true(c[0].value == 2);
+	assert_string_equal(c[1].label2, "rollout");
+	assert_string_equal(c[1].label, "rolled_back");
+	assert_true(c[1].value == 1);
+	assert_string_equal(c[2].label2, "rollback");
+	assert_string_equal(c[2].label, "complete");
+	assert_true(c[2].value == 1);
+	mlp_count_free_all(c, n);
+}
+
+/* Stage durations are counted per stage kind; skipped stages (attempt 0)
+ * and attempts still running are not counted. */
+static void test_queue__stage_durations_by_kind(void **state)
+{
+	static const double bounds[] = {0.1, 1, 10};
+	struct fixture *f = *state;
+	struct mlp_count *c = NULL;
+	uint64_t counts[MLP_ARRAY_SIZE(bounds) + 1];
+	size_t n = 0;
+	double sum = 0;
+
+	raw_exec(f->db,
+	         "INSERT INTO runs (id, pipeline, pipeline_text, pipeline_sha256, status, trigger,"
+	         " created_at) VALUES (1, 'p', '', '', 'succeeded', 'cli', 0);"
+	         "INSERT INTO stages (run_id, stage, attempt, kind, status, started_at, ended_at)"
+	         " VALUES (1, 'a', 1, 'run', 'succeeded', 1000, 1050),"
+	         " (1, 'a', 2, 'run', 'succeeded', 2000, 4000),"
+	         " (1, 'g', 1, 'gate', 'failed', 5000, 5200),"
+	         " (1, 's', 0, 'rollout', 'skipped', 6000, 6000),"
+	         " (1, 't', 1, 'train', 'running', 7000, NULL)");
+	assert_int_equal(mlp_store_counts(&c, &n, f->s, MLP_COUNT_STAGE_KINDS), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(c[0].label, "gate");
+	assert_true(c[0].value == 1);
+	assert_string_equal(c[1].label, "run");
+	assert_true(c[1].value == 2);
+	mlp_count_free_all(c, n);
+
+	assert_int_equal(mlp_store_stage_durations(&sum, f->s, "run", bounds,
+	                                           MLP_ARRAY_SIZE(bounds), counts),
+	                 0);
+	assert_int_equal(counts[0], 1); /* 0.05 s */
+	assert_int_equal(counts[1], 1);
+	assert_int_equal(counts[2], 2); /* and 2 s */
+	assert_int_equal(counts[3], 2);
+	assert_true(sum > 2.049 && sum < 2.051);
+	assert_int_equal(mlp_store_stage_durations(&sum, f->s, "gate", bounds,
+	                                           MLP_ARRAY_SIZE(bounds), counts),
+	                 0);
+	assert_int_equal(counts[0], 0);
+	assert_int_equal(counts[1], 1);
+	assert_int_equal(counts[3], 1);
+	assert_int_equal(
+	        mlp_store_stage_durations(&sum, f->s, NULL, bounds, MLP_ARRAY_SIZE(bounds), counts),
+	        0);
+	assert_int_equal(counts[3], 3);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -346,6 +465,12 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(test_queue__schedule_fire_records_time_and_run,
 	                                        setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_queue__token_found_by_hash_only, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_queue__version_metrics_keep_the_newest_100,
+	                                        setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_queue__rollbacks_counted_apart, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_queue__stage_durations_by_kind, setup,
 	                                        teardown),
 	};
 

@@ -607,20 +607,6 @@ int mlp_store_token_check(char **out_name, char **out_scopes, struct mlp_store *
 
 /* ---- counts for /metrics -------------------------------------------------- */
 
-static bool table_exists(struct mlp_store *s, const char *name)
-{
-	sqlite3_stmt *st =
-	        store_prepare(s, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?");
-	bool yes;
-
-	if (st == NULL)
-		return false;
-	store_bind_text(st, 1, name);
-	yes = sqlite3_step(st) == SQLITE_ROW;
-	sqlite3_finalize(st);
-	return yes;
-}
-
 int mlp_store_counts(struct mlp_count **out, size_t *n, struct mlp_store *s,
                      enum mlp_count_kind kind)
 {
@@ -628,7 +614,7 @@ int mlp_store_counts(struct mlp_count **out, size_t *n, struct mlp_store *s,
 	sqlite3_stmt *st = NULL;
 	struct mlp_count *c = NULL;
 	size_t len = 0, cap = 0;
-	int rc;
+	int rc, ncol;
 
 	*out = NULL;
 	*n = 0;
@@ -644,17 +630,8 @@ int mlp_store_counts(struct mlp_count **out, size_t *n, struct mlp_store *s,
 		      " count(*) FROM gate_decisions GROUP BY passed";
 		break;
 	case MLP_COUNT_ROLLOUTS_BY_RESULT:
-		/* The deployments table belongs to the rollout work; its result
-		 * column may be called result or status. */
-		if (!table_exists(s, "deployments"))
-			return 0;
-		st = store_prepare(s, "SELECT result, NULL, NULL, count(*) FROM deployments"
-		                      " GROUP BY result");
-		if (st == NULL)
-			st = store_prepare(s, "SELECT status, NULL, NULL, count(*) FROM deployments"
-			                      " GROUP BY status");
-		if (st == NULL)
-			return 0;
+		sql = "SELECT result, kind, NULL, count(*) FROM deployments"
+		      " GROUP BY kind, result ORDER BY kind DESC, result";
 		break;
 	case MLP_COUNT_DEPLOYED_METRICS:
 		sql = "SELECT v.model, m.name, v.version, m.value FROM model_versions v"
@@ -663,15 +640,39 @@ int mlp_store_counts(struct mlp_count **out, size_t *n, struct mlp_store *s,
 		      "  FROM model_versions w WHERE w.model = v.model AND w.status = 'deployed')"
 		      " ORDER BY v.model, m.name";
 		break;
+	case MLP_COUNT_VERSION_METRICS:
+		/* The versions above the model's (?1 + 1)-th newest, 0 when it
+		 * has no more than ?1: (model, version) is unique, so indexed,
+		 * and that is a short walk down the index from its end. */
+		sql = "SELECT v.model, v.version, m.name, v.status, m.value FROM model_versions v"
+		      " JOIN model_metrics m ON m.version_id = v.id"
+		      " WHERE v.version > coalesce((SELECT w.version FROM model_versions w"
+		      "  WHERE w.model = v.model ORDER BY w.version DESC LIMIT 1 OFFSET ?1), 0)"
+		      " ORDER BY v.model, v.version, m.name";
+		break;
+	case MLP_COUNT_STAGE_KINDS:
+		sql = "SELECT kind, NULL, NULL, count(*) FROM stages WHERE started_at IS NOT NULL"
+		      " AND ended_at IS NOT NULL AND attempt > 0 GROUP BY kind ORDER BY kind";
+		break;
 	}
-	if (st == NULL && (st = store_prepare(s, sql)) == NULL)
+	if ((st = store_prepare(s, sql)) == NULL)
 		return MLP_EDB;
+	if (kind == MLP_COUNT_VERSION_METRICS)
+		sqlite3_bind_int(st, 1, MLP_VERSION_METRICS_MAX);
+	/* The labels come first, the value last. */
+	ncol = sqlite3_column_count(st);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		char **labels[4];
+
 		xgrow((void **)&c, &cap, len + 1, sizeof(*c));
-		c[len].label = store_column_text(st, 0);
-		c[len].label2 = store_column_text(st, 1);
-		c[len].label3 = store_column_text(st, 2);
-		c[len].value = sqlite3_column_double(st, 3);
+		memset(&c[len], 0, sizeof(c[len]));
+		labels[0] = &c[len].label;
+		labels[1] = &c[len].label2;
+		labels[2] = &c[len].label3;
+		labels[3] = &c[len].label4;
+		for (int i = 0; i + 1 < ncol && i < (int)MLP_ARRAY_SIZE(labels); i++)
+			*labels[i] = store_column_text(st, i);
+		c[len].value = sqlite3_column_double(st, ncol - 1);
 		if (c[len].label == NULL)
 			c[len].label = xstrdup("");
 		len++;
@@ -692,22 +693,25 @@ void mlp_count_free_all(struct mlp_count *c, size_t n)
 		free(c[i].label);
 		free(c[i].label2);
 		free(c[i].label3);
+		free(c[i].label4);
 	}
 	free(c);
 }
 
-int mlp_store_stage_durations(double *out_sum, struct mlp_store *s, const double *bounds,
-                              size_t nbounds, uint64_t *counts)
+int mlp_store_stage_durations(double *out_sum, struct mlp_store *s, const char *stage_kind,
+                              const double *bounds, size_t nbounds, uint64_t *counts)
 {
 	sqlite3_stmt *st = store_prepare(
 	        s, "SELECT (ended_at - started_at) / 1000.0 FROM stages"
-	           " WHERE started_at IS NOT NULL AND ended_at IS NOT NULL AND attempt > 0");
+	           " WHERE started_at IS NOT NULL AND ended_at IS NOT NULL AND attempt > 0"
+	           " AND (?1 IS NULL OR kind = ?1)");
 	int rc;
 
 	memset(counts, 0, (nbounds + 1) * sizeof(*counts));
 	*out_sum = 0;
 	if (st == NULL)
 		return MLP_EDB;
+	store_bind_text(st, 1, stage_kind);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		double d = sqlite3_column_double(st, 0);
 

@@ -166,11 +166,13 @@ int mlp_store_token_create(struct mlp_store *s, const char *name, const char *sh
 int mlp_store_token_check(char **out_name, char **out_scopes, struct mlp_store *s,
                           const char *sha256_hex);
 
-/* Counts for /metrics.  A label (and a second one) and a value. */
+/* Counts for /metrics.  Up to four labels (NULL when a kind has fewer)
+ * and a value. */
 struct mlp_count {
 	char *label;
 	char *label2;
 	char *label3;
+	char *label4;
 	double value;
 };
 
@@ -178,18 +180,30 @@ enum mlp_count_kind {
 	MLP_COUNT_RUNS_BY_STATUS,
 	MLP_COUNT_DELIVERIES_BY_RESULT,
 	MLP_COUNT_GATE_DECISIONS,     /* label "passed" / "failed" */
-	MLP_COUNT_ROLLOUTS_BY_RESULT, /* empty when there is no deployments table */
+	MLP_COUNT_ROLLOUTS_BY_RESULT, /* result, kind ("rollout" / "rollback") */
 	MLP_COUNT_DEPLOYED_METRICS,   /* model, metric, version */
+	/* model, version, metric, status: every metric of the newest
+	 * MLP_VERSION_METRICS_MAX versions of each model. */
+	MLP_COUNT_VERSION_METRICS,
+	MLP_COUNT_STAGE_KINDS, /* kind: the kinds of finished stage attempts */
 };
 
+/* How many versions per model MLP_COUNT_VERSION_METRICS reports: it bounds
+ * the series a model's history makes in /metrics. */
+#define MLP_VERSION_METRICS_MAX 100
+
+/* The rows of one kind of count, in a stable order; *out (free with
+ * mlp_count_free_all) is NULL and *n 0 when there are none. */
 int mlp_store_counts(struct mlp_count **out, size_t *n, struct mlp_store *s,
                      enum mlp_count_kind kind);
 void mlp_count_free_all(struct mlp_count *c, size_t n);
 
 /* Every finished stage attempt's duration in seconds, counted into
- * buckets (counts[i]: at most bounds[i]; counts[nbounds]: all). */
-int mlp_store_stage_durations(double *out_sum, struct mlp_store *s, const double *bounds,
-                              size_t nbounds, uint64_t *counts);
+ * buckets (counts[i]: at most bounds[i]; counts[nbounds]: all); only the
+ * attempts of stages of kind stage_kind ("run", "train" ...) unless it is
+ * NULL. */
+int mlp_store_stage_durations(double *out_sum, struct mlp_store *s, const char *stage_kind,
+                              const double *bounds, size_t nbounds, uint64_t *counts);
 
 /* Runs recorded with the given status and project (NULL: any), counted. */
 int mlp_store_runs_count(int64_t *out, struct mlp_store *s, const char *project,

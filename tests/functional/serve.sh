@@ -172,7 +172,7 @@ expect_eq "an unknown run is 404" 404 "$(api -o /dev/null -w '%{http_code}' "$ba
 m=$(curl -s "$base/metrics")
 expect_match "metrics: runs by status" 'mlpipe_runs\{status="succeeded"\} 2' "$m"
 expect_match "metrics: queue depth" 'mlpipe_queue_depth 0' "$m"
-expect_match "metrics: stage duration histogram" 'mlpipe_stage_duration_seconds_bucket\{le="\+Inf"\} 4' "$m"
+expect_match "metrics: stage duration histogram, by kind" 'mlpipe_stage_duration_seconds_bucket\{kind="run",le="\+Inf"\} 4' "$m"
 expect_match "metrics: deliveries by result" 'mlpipe_webhook_deliveries_total\{result="rejected"\} 3' "$m"
 expect_match "metrics: ignored deliveries (from SQLite)" 'mlpipe_webhook_deliveries_total\{result="ignored"\} 2' "$m"
 expect_match "metrics: HELP and TYPE lines" '# TYPE mlpipe_stage_duration_seconds histogram' "$m"
