@@ -6,17 +6,16 @@
  * type 0) or a varint length and that many bytes (wire type 2).  A nested
  * message's length is known only once it is written, so pb_begin() notes
  * where its content starts and pb_end() shifts the content up by the
- * length's size and writes the length in front.  Every byte is moved at
- * most once per nesting level (the weights: tensor, graph), and nothing is
- * copied into a second buffer, so a model of MLP_MODEL_MAX_PARAMS floats
- * (1 GiB) needs about 1 GiB more, not several.
+ * length's size and writes the length in front.  Every byte moves once
+ * per nesting level (the weights: twice, tensor and graph) within the one
+ * buffer, which is sized for the weights up front: a model of
+ * MLP_MODEL_MAX_PARAMS floats (1 GiB) needs about 1 GiB more, not several.
  *
  * Field numbers are those of onnx/onnx.proto (IR version 8).  The file is
  * the same bytes on every host: floats are written little-endian.
  */
 #include "config.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
