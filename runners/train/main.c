@@ -1,7 +1,8 @@
 /*
- * main.c - the mlpipe-train command line: `train` (the default) and
- * `evaluate MODEL`, --help and --version.  Parses and checks options into
- * the structs of train.h; the work happens in train.c and evaluate.c.
+ * main.c - the mlpipe-train command line: `train` (the default),
+ * `evaluate MODEL` and `export --onnx MODEL OUT`, --help and --version.
+ * Parses and checks options into the structs of train.h; the work happens
+ * in train.c, evaluate.c and onnx.c.
  *
  * Errors are one line on stderr, "mlpipe-train: ...", with exit 2 for bad
  * input (options, files, sizes, labels) and 1 for a runtime failure (a
@@ -19,8 +20,10 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "base/crypto.h"
 #include "base/error.h"
 #include "gpu.h"
+#include "onnx.h"
 #include "train.h"
 #include "base/util.h"
 
@@ -74,6 +77,7 @@ static void openblas_fix_core(char **argv)
 static const char usage_text[] =
         "usage: mlpipe-train [train] --data PATH [OPTIONS]\n"
         "       mlpipe-train evaluate MODEL --data PATH [OPTIONS]\n"
+        "       mlpipe-train export --onnx MODEL OUT.onnx\n"
         "       mlpipe-train gpu-check | gpu-count | gemm-peak [OPTIONS]  (see docs/gpu.md)\n"
         "       mlpipe-train --help | --version\n"
         "\n"
@@ -118,6 +122,10 @@ static const char usage_text[] =
         "\n"
         "Evaluation:\n"
         "  --batch N              samples per forward pass (default 512)\n"
+        "\n"
+        "Export: writes the model as ONNX (IR 8, opset 13: input \"input\" FP32\n"
+        "[batch, features], outputs \"logits\" FP32 [batch, classes] and \"class\"\n"
+        "INT64 [batch]) for ONNX Runtime or Triton, atomically (docs/onnx.md).\n"
         "\n"
         "Data-parallel runs take the torchrun environment (RANK, WORLD_SIZE,\n"
         "LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR, MASTER_PORT,\n"
@@ -364,6 +372,39 @@ static int take_option(struct cmdline *cl, int c, char **argv)
 	return -1;
 }
 
+/* `export --onnx MODEL OUT`: the model file as ONNX (onnx.c). */
+static int export_main(int argc, char **argv)
+{
+	static const struct option export_opts[] = {
+	        {"onnx", no_argument, NULL, 'o'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
+	};
+	char sha256[MLP_SHA256_HEX_LEN + 1];
+	bool onnx = false;
+	int c, rc;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", export_opts, NULL)) != -1) {
+		if (c == 'o')
+			onnx = true;
+		else if (c == 'h')
+			return fputs(usage_text, stdout) < 0 ? EXIT_RUNTIME : EXIT_OK;
+		else
+			return usage_error("export: unknown option '%s'", argv[optind - 1]);
+	}
+	if (!onnx)
+		return usage_error("export needs a format: --onnx (the only one)");
+	if (argc - optind != 2)
+		return usage_error("export --onnx takes a model file and an output file");
+	rc = mlp_onnx_export(argv[optind + 1], argv[optind], sha256);
+	if (rc != 0)
+		return fail(rc);
+	printf("wrote %s (ONNX IR %d, opset %d, sha256 %s)\n", argv[optind + 1],
+	       MLP_ONNX_IR_VERSION, MLP_ONNX_OPSET, sha256);
+	return EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
 	struct cmdline cl = {.t = train_defaults, .e = eval_defaults, .layers = "784,256,10"};
@@ -376,6 +417,8 @@ int main(int argc, char **argv)
 	/* gpu-check, gpu-count, gemm-peak (gpu-cmd.c) */
 	if (argc > 1 && (rc = mlp_train_gpu_main(argc - 1, argv + 1)) >= 0)
 		return rc;
+	if (argc > 1 && strcmp(argv[1], "export") == 0)
+		return export_main(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "evaluate") == 0) {
 		cl.evaluate = true;
 		argv++;
@@ -384,8 +427,8 @@ int main(int argc, char **argv)
 		argv++;
 		argc--;
 	} else if (argc > 1 && argv[1][0] != '-') {
-		return usage_error("unknown command '%s' (train, evaluate, gpu-check, gpu-count or "
-		                   "gemm-peak)",
+		return usage_error("unknown command '%s' (train, evaluate, export, gpu-check, "
+		                   "gpu-count or gemm-peak)",
 		                   argv[1]);
 	}
 	opterr = 0;
