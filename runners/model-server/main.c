@@ -9,7 +9,6 @@
  */
 #include "config.h"
 
-#include <cblas.h>
 #include <curl/curl.h>
 #include <getopt.h>
 #include <signal.h>
@@ -272,11 +271,6 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
-#ifdef OPENBLAS_VERSION
-	/* One BLAS thread: the HTTP threads already use the cores, and the
-	 * matrices of a batch are small. */
-	openblas_set_num_threads(1);
-#endif
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	st.metrics = ms_metrics_new(st.opts.name, st.opts.max_batch);
 	if (ms_batcher_start(&st.batcher, st.opts.max_batch, st.opts.batch_delay_us, st.metrics) !=

@@ -64,8 +64,9 @@ int ms_model_classes(const struct ms_model *m);
 size_t ms_model_scratch(const struct ms_model *m, int n);
 
 /* The forward pass for n rows of x (n x features, row-major) into logits
- * (n x classes): one cblas_sgemm per layer over all n rows, the bias and
- * ReLU in a loop, exactly as mlpipe-train's CPU backend computes it. */
+ * (n x classes): per layer one product over all n rows in which every
+ * element is summed in a fixed order, so a row's logits are the same bits
+ * alone or in any batch (infer.c says why not sgemm). */
 void ms_model_forward(const struct ms_model *m, const float *x, int n, float *logits,
                       float *scratch);
 

@@ -110,7 +110,9 @@ static void infer(struct answer *a, struct ms_state *st, struct request *req, co
 	struct ms_model *m = atomic_load(&st->model);
 	struct ms_infer r;
 
-	if (!atomic_load(&st->ready) || m == NULL) {
+	/* Not st->ready: that goes false first when stopping, and a request
+	 * accepted until the listener closes is still answered. */
+	if (m == NULL) {
 		not_ready(a, st);
 		return;
 	}
@@ -208,7 +210,7 @@ static void route_model(struct answer *a, struct ms_state *st, struct request *r
 		ms_json_string(&b, st->opts.name);
 		mlp_buf_printf(&b, ",\"ready\":%s}\n", ready ? "true" : "false");
 		answer_json(a, ready ? 200 : 503, mlp_buf_detach(&b));
-	} else if (!ready) {
+	} else if (m == NULL) {
 		not_ready(a, st);
 	} else {
 		metadata(a, st, m);
@@ -295,7 +297,7 @@ static struct request *request_new(struct ms_server *s, struct MHD_Connection *c
 	if (is_infer(method, url)) {
 		req->infer = true;
 		ms_metrics_request(s->st->metrics);
-		if (!req->too_big && atomic_load(&s->st->ready)) {
+		if (!req->too_big && atomic_load(&s->st->model)) {
 			req->arriving = true;
 			ms_batcher_arriving(s->st->batcher);
 		}
