@@ -49,9 +49,9 @@ wait_log() {
 http() {
 	if [ $# -ge 3 ]; then
 		code=$(curl -s -o "$T/.body" -w '%{http_code}' -X "$1" -H 'Content-Type: application/json' \
-			--data-binary @"$3" "http://127.0.0.1:$port$2")
+			--data-binary @"$3" "http://127.0.0.1:$port$2") || true
 	else
-		code=$(curl -s -o "$T/.body" -w '%{http_code}' -X "$1" "http://127.0.0.1:$port$2")
+		code=$(curl -s -o "$T/.body" -w '%{http_code}' -X "$1" "http://127.0.0.1:$port$2") || true
 	fi
 	body=$(cat "$T/.body")
 }
