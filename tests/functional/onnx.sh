@@ -259,11 +259,11 @@ for m in $models; do
 	fi
 done
 
-# The model server, when there is one: same rows, same logits.
+# The model server, when there is one: same rows (200, one request), same logits.
 if [ -n "${MLPIPE_MODEL_SERVER:-}" ] && [ -x "$MLPIPE_MODEL_SERVER" ] && [ -f fm.ort ]; then
 	port=$("$python" check.py free_port)
 	"$MLPIPE_MODEL_SERVER" --model "file://$T/fm.bin" --sha256 "$(sha256sum fm.bin | cut -d' ' -f1)" \
-		--listen "127.0.0.1:$port" --name m >server.log 2>&1 &
+		--listen "127.0.0.1:$port" --name m --max-batch 256 >server.log 2>&1 &
 	server=$!
 	i=0
 	until curl -sf -o /dev/null "http://127.0.0.1:$port/v2/health/ready"; do
