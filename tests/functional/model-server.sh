@@ -272,4 +272,8 @@ for c in "required|" "not 64 hex|--model $T/model.bin --sha256 abc" \
 done
 MODEL_URI="$T/model.bin" MODEL_NAME=env-name "$MLPIPE_MODEL_SERVER" --help >"$T/help"
 expect_match "--help lists the environment variables" "MODEL_URI" "$(cat "$T/help")"
+# Under ASan/UBSan (make check in an --enable-asan build) a report would be
+# in a server's log.
+reports=$(grep -lE 'Sanitizer|runtime error' "$T"/*.log 2>/dev/null || true)
+expect_eq "no sanitizer report in any server's log" "" "$reports"
 finish
