@@ -5,9 +5,8 @@
 # "error" and the server goes on, concurrent clients get batched answers
 # identical to one-by-one ones, a digest mismatch or an unreachable URI
 # keeps it not ready, http and https (verified with --ca-file) loading
-# sends the bearer token, SIGTERM
-# during load loses no accepted request, /metrics has every metric, and
-# bad flags are one line and exit 2.
+# sends the bearer token, SIGTERM during load loses no accepted request,
+# /metrics has every metric, and bad flags are one line and exit 2.
 . "$(dirname "$0")/lib.sh"
 : "${MLPIPE_TRAIN:?MLPIPE_TRAIN must name the mlpipe-train binary (run through make check)}"
 : "${MLPIPE_MODEL_SERVER:?MLPIPE_MODEL_SERVER must name the mlpipe-model-server binary}"
