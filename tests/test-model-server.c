@@ -29,15 +29,17 @@ static void test_model_server__reads_flat_and_nested_data(void **state)
 	struct ms_infer r;
 
 	(void)state;
-	assert_int_equal(parse(&r, " {\"id\":\"a\\u00e9\\n\",\"inputs\":[{\"name\":\"input\",\"shape\":"
-	                           "[2,3],\"datatype\":\"FP32\",\"parameters\":{\"x\":[null,true]},"
-	                           "\"data\":[[1,-2.5,0.1],[1e-3,-0,12345678901234567890]]}],"
-	                           "\"outputs\":[{\"name\":\"class\"}]} "),
+	assert_int_equal(parse(&r,
+	                       " {\"id\":\"a\\u00e9\\n\",\"inputs\":[{\"name\":\"input\",\"shape\":"
+	                       "[2,3],\"datatype\":\"FP32\",\"parameters\":{\"x\":[null,true]},"
+	                       "\"data\":[[1,-2.5,0.1],[1e-3,-0,12345678901234567890]]}],"
+	                       "\"outputs\":[{\"name\":\"class\"}]} "),
 	                 0);
 	assert_string_equal(r.id, "a\xc3\xa9\n");
 	assert_int_equal(r.rows, 2);
 	assert_true(r.x[0] == 1.0f && r.x[1] == -2.5f && r.x[2] == (float)0.1);
-	assert_true(r.x[3] == (float)1e-3 && r.x[4] == 0.0f && r.x[5] == (float)1.2345678901234567e19);
+	assert_true(r.x[3] == (float)1e-3 && r.x[4] == 0.0f &&
+	            r.x[5] == (float)1.2345678901234567e19);
 	assert_true(r.want_class && !r.want_logits);
 	ms_infer_free(&r);
 	/* [F] is one row, and without "outputs" both come back. */
@@ -51,8 +53,8 @@ static void test_model_server__reads_flat_and_nested_data(void **state)
 
 static void test_model_server__numbers_are_what_strtod_gives(void **state)
 {
-	static const char *const numbers[] = {"0.1",   "0.00392156862745098", "3.4e38", "-7.25e-5",
-	                                      "1e22",  "123456789012345",     "0.5e1",  "1E+2",
+	static const char *const numbers[] = {"0.1",   "0.00392156862745098",  "3.4e38", "-7.25e-5",
+	                                      "1e22",  "123456789012345",      "0.5e1",  "1E+2",
 	                                      "1e-45", "2.5000000000000001e-3"};
 	char body[256];
 
@@ -92,16 +94,19 @@ static void test_model_server__refuses_with_a_message(void **state)
 	         "want [rows, 3]"},
 	        {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[5,3]}]}",
 	         "5 rows (this server takes 1 to 4"},
-	        {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[0,3]}]}", "0 rows"},
+	        {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[0,3]}]}",
+	         "0 rows"},
 	        {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[3]}]}",
 	         "missing or not an array"},
 	        {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[3],\"data\":[1,"
 	         "\"NaN\",3]}]}",
 	         "value 1 is not a finite"},
-	        {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[3],\"data\":[1,2,"
+	        {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[3],\"data\":[1,"
+	         "2,"
 	         "1e39]}]}",
 	         "value 2 is not a finite"},
-	        {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[2,3],\"data\":[1,"
+	        {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[2,3],\"data\":["
+	         "1,"
 	         "2,3]}]}",
 	         "3 values, but shape [2, 3] needs 6"},
 	        {"{\"id\":1,\"inputs\":[]}", "id: not a string"},
@@ -126,9 +131,10 @@ static void test_model_server__refuses_with_a_message(void **state)
  * fail cleanly (ASan and UBSan watch in CI); deep nesting is refused. */
 static void test_model_server__survives_any_input(void **state)
 {
-	const char *good = "{\"id\":\"x\\ud83d\\ude00\",\"inputs\":[{\"name\":\"input\",\"datatype\":"
-	                   "\"FP32\",\"shape\":[1,3],\"data\":[[0.5,-1e2,3]]}],\"outputs\":[{\"name\":"
-	                   "\"logits\"}]}";
+	const char *good =
+	        "{\"id\":\"x\\ud83d\\ude00\",\"inputs\":[{\"name\":\"input\",\"datatype\":"
+	        "\"FP32\",\"shape\":[1,3],\"data\":[[0.5,-1e2,3]]}],\"outputs\":[{\"name\":"
+	        "\"logits\"}]}";
 	size_t len = strlen(good);
 	char *buf = xmalloc(len + 1);
 	struct mlp_buf deep = {0};

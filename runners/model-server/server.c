@@ -315,8 +315,11 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 
 	(void)version;
 	if (req == NULL) {
-		*con_cls = request_new(s, conn, method, url);
-		return MHD_YES;
+		*con_cls = req = request_new(s, conn, method, url);
+		/* A declared oversized body is refused before any of it is read
+		 * (MHD then closes the connection). */
+		if (!req->too_big)
+			return MHD_YES;
 	}
 	if (*upload_data_size > 0) {
 		if (!req->too_big && req->body.len + *upload_data_size > s->st->opts.max_body) {

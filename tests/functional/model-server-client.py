@@ -7,9 +7,11 @@
 #                                          prints "same N differ M errors E"
 #   load PORT NAME DATA_DIR THREADS STARTED_FILE SECONDS
 #                                          prints "ok N refused M lost L"
-#   artifact TOKEN FILE PORT_FILE          serves FILE at
+#   artifact TOKEN FILE PORT_FILE [CERT KEY]
+#                                          serves FILE at
 #                                          /api/v1/models/fashion/versions/1/artifact
 #                                          to "Authorization: Bearer TOKEN" only
+#                                          (over TLS with CERT and KEY)
 #
 # Features are what mlpipe-train computes: float32(byte) * float32(1/255)
 # rounded to float32, written exactly (repr of the float32 value).
@@ -18,6 +20,7 @@ import http.client
 import http.server
 import json
 import os
+import ssl
 import struct
 import sys
 import threading
@@ -143,7 +146,7 @@ def load(port, name, data_dir, threads, started_file, seconds):
     print("ok %(ok)d refused %(refused)d lost %(lost)d" % counts)
 
 
-def artifact(token, path, port_file):
+def artifact(token, path, port_file, cert=None, key=None):
     model = open(path, "rb").read()
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -163,6 +166,10 @@ def artifact(token, path, port_file):
             self.wfile.write(data)
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     with open(port_file + ".tmp", "w") as f:
         f.write(str(server.server_address[1]))
     os.rename(port_file + ".tmp", port_file)

@@ -4,9 +4,9 @@
 # equals `mlpipe-train evaluate`'s, every bad input is a 4xx with an
 # "error" and the server goes on, concurrent clients get batched answers
 # identical to one-by-one ones, a digest mismatch or an unreachable URI
-# keeps it not ready, http(s) loading sends the bearer token, SIGTERM
-# during load loses no accepted request, /metrics has every metric, and
-# bad flags are one line and exit 2.
+# keeps it not ready, http and https (verified with --ca-file) loading
+# sends the bearer token, SIGTERM during load loses no accepted request,
+# /metrics has every metric, and bad flags are one line and exit 2.
 . "$(dirname "$0")/lib.sh"
 : "${MLPIPE_TRAIN:?MLPIPE_TRAIN must name the mlpipe-train binary (run through make check)}"
 : "${MLPIPE_MODEL_SERVER:?MLPIPE_MODEL_SERVER must name the mlpipe-model-server binary}"
@@ -205,6 +205,37 @@ expect_match "a refused token is one line, not retried" \
 http GET /v2/health/ready
 expect_eq "... and not ready" "503" "$code"
 stop_server "$denied"
+# https: verified against --ca-file; without it the certificate is refused.
+(
+	cd "$T"
+	openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 \
+		-subj /CN=model-server-test-ca
+	openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1
+	printf 'subjectAltName=IP:127.0.0.1\n' >srv.ext
+	openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem \
+		-days 2 -extfile srv.ext
+) >"$T/openssl.log" 2>&1 || { cat "$T/openssl.log"; exit 1; }
+"$PY" "$CLIENT" artifact artifact-token-1 "$T/model.bin" "$T/tls.port" "$T/srv.pem" \
+	"$T/srv.key" 2>"$T/tls-artifact.log" &
+pids="$pids $!"
+i=0
+while [ $i -lt 100 ] && [ ! -f "$T/tls.port" ]; do sleep 0.1; i=$((i + 1)); done
+turi="https://127.0.0.1:$(cat "$T/tls.port")/api/v1/models/fashion/versions/1/artifact"
+start_server "$T/https.log" --model "$turi" --sha256 "$sha" --token-file "$T/token" \
+	--ca-file "$T/ca.pem" --name fashion
+tls=$pid
+wait_log "$T/https.log" "ready|retry"
+http GET /v2/health/ready
+expect_eq "a model fetched over https, verified with --ca-file, is ready" "200" "$code"
+stop_server "$tls"
+start_server "$T/https-untrusted.log" --model "$turi" --sha256 "$sha" --token-file "$T/token"
+untrusted=$pid
+wait_log "$T/https-untrusted.log" "retry"
+expect_match "without the CA the certificate is refused" \
+	"model $turi: .*certificate.*\(will retry\)" "$(cat "$T/https-untrusted.log")"
+http GET /v2/health/ready
+expect_eq "... and the server is not ready" "503" "$code"
+stop_server "$untrusted"
 
 # --- 6. SIGTERM during load: every accepted request is answered --------------
 start_server "$T/term.log" --model "$T/model.bin" --name fashion
@@ -272,4 +303,8 @@ for c in "required|" "not 64 hex|--model $T/model.bin --sha256 abc" \
 done
 MODEL_URI="$T/model.bin" MODEL_NAME=env-name "$MLPIPE_MODEL_SERVER" --help >"$T/help"
 expect_match "--help lists the environment variables" "MODEL_URI" "$(cat "$T/help")"
+# Under ASan/UBSan (make check in an --enable-asan build) a report would be
+# in a server's log.
+reports=$(grep -lE 'Sanitizer|runtime error' "$T"/*.log 2>/dev/null || true)
+expect_eq "no sanitizer report in any server's log" "" "$reports"
 finish
