@@ -301,6 +301,25 @@ for c in "required|" "not 64 hex|--model $T/model.bin --sha256 abc" \
 		not_ok "bad flags ($args): exit 2 with one line" "rc $rc" "stderr: $err"
 	fi
 done
+# --- 9. no privileges needed: as uid 65532 (the container's user) -----------
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+	chmod 755 "$T"
+	chmod 644 "$T/model.bin"
+	setpriv --reuid 65532 --regid 65532 --clear-groups --inh-caps=-all \
+		"$MLPIPE_MODEL_SERVER" --listen 127.0.0.1:0 --model "$T/model.bin" --sha256 "$sha" \
+		--name fashion 2>"$T/nonroot.log" &
+	pid=$!
+	pids="$pids $pid"
+	wait_log "$T/nonroot.log" "ready \\(sha256"
+	port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$T/nonroot.log")
+	http GET /v2/health/ready
+	expect_eq "as an unprivileged user (uid 65532, no capabilities) it loads and is ready" 200 "$code"
+	expect_eq "... running as that user" 65532 "$(stat -c %u /proc/$pid 2>/dev/null)"
+	stop_server "$pid"
+	expect_eq "... and stops cleanly" 0 "$stop_rc"
+else
+	ok "# SKIP the unprivileged run needs root and setpriv"
+fi
 MODEL_URI="$T/model.bin" MODEL_NAME=env-name "$MLPIPE_MODEL_SERVER" --help >"$T/help"
 expect_match "--help lists the environment variables" "MODEL_URI" "$(cat "$T/help")"
 # Under ASan/UBSan (make check in an --enable-asan build) a report would be
