@@ -263,6 +263,7 @@ int main(int argc, char **argv)
 	struct ms_loader *loader = NULL;
 	sigset_t set;
 	int rc, sig;
+	long long cut;
 
 	if ((rc = parse_args(&st.opts, argc, argv)) != 0)
 		return rc == 1 ? 0 : rc;
@@ -292,9 +293,13 @@ int main(int argc, char **argv)
 	atomic_store(&st.ready, false);
 	fprintf(stderr, MS_PROG ": %s: not ready; finishing the requests in flight\n",
 	        sig == SIGTERM ? "SIGTERM" : "SIGINT");
-	ms_server_shutdown(server, mlp_mono_us() + STOP_BUDGET_US);
+	cut = ms_server_shutdown(server, mlp_mono_us() + STOP_BUDGET_US);
 	server = NULL;
-	fprintf(stderr, MS_PROG ": stopped\n");
+	if (cut == 0)
+		fprintf(stderr, MS_PROG ": stopped: every request it read was answered\n");
+	else
+		fprintf(stderr, MS_PROG ": stopped: %lld requests it read were not answered\n",
+		        cut);
 done:
 	ms_server_shutdown(server, mlp_mono_us());
 	ms_loader_stop(loader);

@@ -151,7 +151,10 @@ int ms_server_port(const struct ms_server *s);
 
 /* Stops accepting connections; answers every request already accepted;
  * waits for the open connections to go idle, at most until deadline_us
- * (mlp_mono_us()), then closes them and frees the server.  NULL is fine. */
-void ms_server_shutdown(struct ms_server *s, int64_t deadline_us);
+ * (mlp_mono_us()), then closes them and frees the server.  NULL is fine.
+ * Returns how many requests the server had begun to read were not
+ * answered (cut short by the deadline or an error; a client that went
+ * away is not counted): 0 when the stop lost nothing. */
+long long ms_server_shutdown(struct ms_server *s, int64_t deadline_us);
 
 #endif

@@ -45,6 +45,7 @@ struct ms_server {
 	atomic_int connections; /* open */
 	atomic_int busy;        /* requests between their first byte and their answer */
 	atomic_llong last_activity_us;
+	atomic_llong cut; /* requests read but not answered (ms_server_shutdown) */
 };
 
 struct request {
@@ -354,9 +355,11 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 	struct request *req = *con_cls;
 
 	(void)conn;
-	(void)toe;
 	if (req == NULL)
 		return;
+	if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK &&
+	    toe != MHD_REQUEST_TERMINATED_CLIENT_ABORT)
+		s->cut++;
 	if (req->arriving)
 		ms_batcher_abandon(s->st->batcher);
 	mlp_buf_free(&req->body);
@@ -475,12 +478,13 @@ static void drain_backlog(struct ms_server *s, MHD_socket fd)
 	close(fd);
 }
 
-void ms_server_shutdown(struct ms_server *s, int64_t deadline_us)
+long long ms_server_shutdown(struct ms_server *s, int64_t deadline_us)
 {
 	MHD_socket fd;
+	long long cut;
 
 	if (s == NULL)
-		return;
+		return 0;
 	fd = MHD_quiesce_daemon(s->d);
 	if (fd != MHD_INVALID_SOCKET)
 		drain_backlog(s, fd);
@@ -493,5 +497,7 @@ void ms_server_shutdown(struct ms_server *s, int64_t deadline_us)
 		usleep(10000);
 	}
 	MHD_stop_daemon(s->d);
+	cut = s->cut;
 	free(s);
+	return cut;
 }

@@ -6,7 +6,7 @@
 #   concurrent PORT NAME DATA_DIR THREADS REQUESTS
 #                                          prints "same N differ M errors E"
 #   load PORT NAME DATA_DIR THREADS STARTED_FILE SECONDS
-#                                          prints "ok N refused M lost L"
+#                                          prints "ok N refused M reset R lost L"
 #   artifact TOKEN FILE PORT_FILE [CERT KEY]
 #                                          serves FILE at
 #                                          /api/v1/models/fashion/versions/1/artifact
@@ -112,7 +112,7 @@ def concurrent(port, name, data_dir, threads, requests):
 def load(port, name, data_dir, threads, started_file, seconds):
     rows, _, f = test_set(data_dir)
     data = body(rows[:1], f)
-    counts = {"ok": 0, "refused": 0, "lost": 0}
+    counts = {"ok": 0, "refused": 0, "reset": 0, "lost": 0}
     lock = threading.Lock()
     deadline = time.monotonic() + float(seconds)
 
@@ -126,6 +126,11 @@ def load(port, name, data_dir, threads, started_file, seconds):
                     sys.stderr.write("lost: HTTP %d\n" % status)
             except ConnectionRefusedError:
                 key = "refused"
+            except ConnectionResetError:
+                # The kernel completed the handshake after the server's
+                # last accept: never read by the server (which reports
+                # what it read and did not answer).
+                key = "reset"
             except (OSError, http.client.HTTPException) as e:
                 sys.stderr.write("lost: %r\n" % e)
                 key = "lost"
@@ -135,7 +140,7 @@ def load(port, name, data_dir, threads, started_file, seconds):
                 counts[key] += 1
                 if counts["ok"] == 50:
                     open(started_file, "w").close()
-            if key == "refused":
+            if key in ("refused", "reset"):
                 return
 
     ts = [threading.Thread(target=client) for _ in range(int(threads))]
@@ -143,7 +148,7 @@ def load(port, name, data_dir, threads, started_file, seconds):
         t.start()
     for t in ts:
         t.join()
-    print("ok %(ok)d refused %(refused)d lost %(lost)d" % counts)
+    print("ok %(ok)d refused %(refused)d reset %(reset)d lost %(lost)d" % counts)
 
 
 def artifact(token, path, port_file, cert=None, key=None):
