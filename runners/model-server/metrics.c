@@ -119,14 +119,7 @@ void ms_metrics_load_failure(struct ms_metrics *m)
 static void put_label(struct mlp_buf *b, const char *s)
 {
 	mlp_buf_putc(b, '"');
-	for (; *s; s++) {
-		if (*s == '\\' || *s == '"')
-			mlp_buf_putc(b, '\\');
-		if (*s == '\n')
-			mlp_buf_puts(b, "\\n");
-		else
-			mlp_buf_putc(b, *s);
-	}
+	mlp_buf_put_prom_label(b, s);
 	mlp_buf_putc(b, '"');
 }
 

@@ -119,6 +119,18 @@ void mlp_buf_putc(struct mlp_buf *b, char c)
 	mlp_buf_add(b, &c, 1);
 }
 
+void mlp_buf_put_prom_label(struct mlp_buf *b, const char *s)
+{
+	for (; s && *s; s++) {
+		if (*s == '\\' || *s == '"')
+			mlp_buf_putc(b, '\\');
+		if (*s == '\n')
+			mlp_buf_puts(b, "\\n");
+		else
+			mlp_buf_putc(b, *s);
+	}
+}
+
 void mlp_buf_printf(struct mlp_buf *b, const char *fmt, ...)
 {
 	va_list ap;

@@ -38,6 +38,9 @@ struct mlp_buf {
 void mlp_buf_add(struct mlp_buf *b, const void *data, size_t len);
 void mlp_buf_puts(struct mlp_buf *b, const char *s);
 void mlp_buf_putc(struct mlp_buf *b, char c);
+/* Appends s escaped as a Prometheus label value (\\, \" and \n), without
+ * the quotes; NULL appends nothing. */
+void mlp_buf_put_prom_label(struct mlp_buf *b, const char *s);
 void mlp_buf_printf(struct mlp_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void mlp_buf_clear(struct mlp_buf *b);
 /* Returns the string (never NULL: "" when empty) and hands ownership to

@@ -18,18 +18,6 @@
 #include "store/store.h"
 #include "store/store-queue.h"
 
-static void prom_label(struct mlp_buf *b, const char *v)
-{
-	for (; v && *v; v++) {
-		if (*v == '\\' || *v == '"')
-			mlp_buf_putc(b, '\\');
-		if (*v == '\n')
-			mlp_buf_puts(b, "\\n");
-		else
-			mlp_buf_putc(b, *v);
-	}
-}
-
 static void prom_counts(struct mlp_buf *b, struct serve *sv, enum mlp_count_kind kind,
                         const char *name, const char *label)
 {
@@ -40,7 +28,7 @@ static void prom_counts(struct mlp_buf *b, struct serve *sv, enum mlp_count_kind
 		return;
 	for (size_t i = 0; i < n; i++) {
 		mlp_buf_printf(b, "%s{%s=\"", name, label);
-		prom_label(b, c[i].label);
+		mlp_buf_put_prom_label(b, c[i].label);
 		mlp_buf_printf(b, "\"} %.17g\n", c[i].value);
 	}
 	mlp_count_free_all(c, n);
@@ -53,7 +41,7 @@ static void prom_series(struct mlp_buf *b, const char *name, const char *const *
 	mlp_buf_printf(b, "%s{", name);
 	for (size_t i = 0; i < n; i++) {
 		mlp_buf_printf(b, "%s%s=\"", i ? "," : "", keys[i]);
-		prom_label(b, values[i]);
+		mlp_buf_put_prom_label(b, values[i]);
 		mlp_buf_putc(b, '"');
 	}
 	mlp_buf_printf(b, "} %.17g\n", value);
@@ -87,19 +75,19 @@ static void prom_stage_durations(struct mlp_buf *b, struct serve *sv)
 			break;
 		for (size_t i = 0; i < MLP_ARRAY_SIZE(bounds); i++) {
 			mlp_buf_puts(b, "mlpipe_stage_duration_seconds_bucket{kind=\"");
-			prom_label(b, kind);
+			mlp_buf_put_prom_label(b, kind);
 			mlp_buf_printf(b, "\",le=\"%g\"} %llu\n", bounds[i],
 			               (unsigned long long)counts[i]);
 		}
 		mlp_buf_puts(b, "mlpipe_stage_duration_seconds_bucket{kind=\"");
-		prom_label(b, kind);
+		mlp_buf_put_prom_label(b, kind);
 		mlp_buf_printf(b, "\",le=\"+Inf\"} %llu\n",
 		               (unsigned long long)counts[MLP_ARRAY_SIZE(bounds)]);
 		mlp_buf_puts(b, "mlpipe_stage_duration_seconds_sum{kind=\"");
-		prom_label(b, kind);
+		mlp_buf_put_prom_label(b, kind);
 		mlp_buf_printf(b, "\"} %.6f\n", sum);
 		mlp_buf_puts(b, "mlpipe_stage_duration_seconds_count{kind=\"");
-		prom_label(b, kind);
+		mlp_buf_put_prom_label(b, kind);
 		mlp_buf_printf(b, "\"} %llu\n", (unsigned long long)counts[MLP_ARRAY_SIZE(bounds)]);
 	}
 	mlp_count_free_all(kinds, nkinds);
