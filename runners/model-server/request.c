@@ -665,8 +665,14 @@ char *ms_infer_answer(const struct ms_infer *r, const char *name, const char *ve
 		               "{\"name\":\"logits\",\"datatype\":\"FP32\",\"shape\":[%d,%d],"
 		               "\"data\":[",
 		               r->rows, classes);
-		for (size_t i = 0; i < n; i++)
-			mlp_buf_printf(&b, "%s%.9g", i ? "," : "", (double)r->logits[i]);
+		/* A logit that overflowed (inf or NaN, from inputs near the
+		 * float32 limit) has no JSON number: it is written as null. */
+		for (size_t i = 0; i < n; i++) {
+			if (isfinite(r->logits[i]))
+				mlp_buf_printf(&b, "%s%.9g", i ? "," : "", (double)r->logits[i]);
+			else
+				mlp_buf_puts(&b, i ? ",null" : "null");
+		}
 		mlp_buf_puts(&b, "]}");
 	}
 	if (r->want_class) {
