@@ -11,6 +11,7 @@
 
 #include <curl/curl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -95,6 +96,21 @@ static int parse_listen(struct ms_opts *o, const char *v)
 	return 0;
 }
 
+/* A model given as a relative path is taken from the directory the server
+ * starts in, as a user typing `--model model.bin` means (file:// URIs and
+ * MODEL_URI in a pod are absolute anyway). */
+static int absolute_path(struct ms_opts *o)
+{
+	static char path[PATH_MAX];
+	char cwd[PATH_MAX];
+
+	if (getcwd(cwd, sizeof(cwd)) == NULL ||
+	    (size_t)snprintf(path, sizeof(path), "%s/%s", cwd, o->model_uri) >= sizeof(path))
+		return bad("--model: cannot make '%s' an absolute path", o->model_uri);
+	o->model_uri = path;
+	return 0;
+}
+
 static bool is_http(const char *uri)
 {
 	return strncasecmp(uri, "http://", 7) == 0 || strncasecmp(uri, "https://", 8) == 0;
@@ -107,7 +123,7 @@ static int check_opts(const struct ms_opts *o)
 		return bad("--model URI (or MODEL_URI) is required");
 	if (!is_http(o->model_uri) && strncmp(o->model_uri, "file:///", 8) != 0 &&
 	    o->model_uri[0] != '/')
-		return bad("--model: '%s' is not file:///ABS/PATH, /ABS/PATH, http:// or https://",
+		return bad("--model: '%s' is not a path, file:///PATH, http:// or https://",
 		           o->model_uri);
 	if (o->sha256) {
 		size_t n = strspn(o->sha256, "0123456789abcdefABCDEF");
@@ -242,6 +258,9 @@ static int parse_args(struct ms_opts *o, int argc, char **argv)
 	if (optind < argc)
 		return bad("unexpected argument '%s' (see --help)", argv[optind]);
 	if (parse_listen(o, listen) != 0)
+		return 2;
+	if (o->model_uri && *o->model_uri && o->model_uri[0] != '/' &&
+	    !strstr(o->model_uri, "://") && absolute_path(o) != 0)
 		return 2;
 	return check_opts(o);
 }

@@ -289,7 +289,7 @@ expect_eq "an idle server stops with 0" "0" "$stop_rc"
 # --- 8. bad flags: one line, exit 2 ------------------------------------------
 for c in "required|" "not 64 hex|--model $T/model.bin --sha256 abc" \
 	"required for a model fetched over http|--model http://127.0.0.1:1/m" \
-	"is not file:///|--model model.bin" "from 1 to 65536|--model $T/model.bin --max-batch 0" \
+	"is not a path, file:///PATH|--model ftp://host/model.bin" "from 1 to 65536|--model $T/model.bin --max-batch 0" \
 	"HOST:PORT|--model $T/model.bin --listen 8080" \
 	"not a port|--model $T/model.bin --listen 127.0.0.1:99999" \
 	"unknown option '--bogus'|--model $T/model.bin --bogus" \
@@ -309,6 +309,15 @@ for c in "required|" "not 64 hex|--model $T/model.bin --sha256 abc" \
 		not_ok "bad flags ($args): exit 2 with one line" "rc $rc" "stderr: $err"
 	fi
 done
+# --- a relative path is taken from the directory it starts in --------------
+(cd "$T" && exec "$MLPIPE_MODEL_SERVER" --listen 127.0.0.1:0 --model model.bin --name fashion) \
+	2>"$T/relative.log" &
+pid=$!
+pids="$pids $pid"
+wait_log "$T/relative.log" "ready \\(sha256"
+expect_match "--model model.bin (relative) loads $T/model.bin" "ready \(sha256 $sha" "$(cat "$T/relative.log")"
+stop_server "$pid"
+
 # --- 9. no privileges needed: as uid 65532 (the container's user) -----------
 if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
 	chmod 755 "$T"
