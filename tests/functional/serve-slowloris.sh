@@ -80,6 +80,26 @@ expect_eq "a request that arrived whole is answered" 200 \
 stop_server
 expect_eq "the server stops cleanly after the attack" 0 "$server_rc"
 
+# --- the settings --------------------------------------------------------------
+for bad in 'request_timeout = 0s' 'request_timeout = 2h' 'max_connections_per_ip = -1' \
+	'max_connections = 8' 'http_threads = 0'; do
+	printf '%s\n' "$bad" > "$T/bad.conf"
+	run_mlpipe serve --listen 127.0.0.1:0 --config "$T/bad.conf"
+	if [ "$rc" -ne 0 ] && printf '%s' "$err" | grep -q "${bad%% *} wants"; then ok "refused: $bad"
+	else not_ok "refused: $bad" "rc=$rc" "$err"; fi
+done
+# Fewer descriptors than max_connections needs: fewer connections, logged.
+rm -f "$T/port"
+(ulimit -n 400 && exec "$MLPIPE" serve --listen 127.0.0.1:0 --port-file "$T/port" \
+	--poll-interval 0 2>>"$T/serve.log") &
+server=$!
+i=0; while [ ! -s "$T/port" ] && [ $i -lt 400 ] && kill -0 $server 2>/dev/null; do sleep 0.05; i=$((i + 1)); done
+base="http://127.0.0.1:$(cat "$T/port" 2>/dev/null || echo 0)"
+expect_eq "/healthz with ulimit -n 400" '{"status":"ok"}' "$(curl -s -m 5 "$base/healthz")"
+expect_match "the log says how many connections the descriptors allow" \
+	"descriptor limit \(ulimit -n 400\) allows 200 connections at once, not the 2048" "$(cat "$T/serve.log")"
+stop_server
+
 # --- log streams do not hold threads -----------------------------------------
 printf 'http_threads = 2\n' > "$T/streams.conf"
 start_server --config "$T/streams.conf"
