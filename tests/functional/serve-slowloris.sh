@@ -3,11 +3,12 @@
 # (docs/serve.md, "Limits"): while 1,000 connections trickle one header
 # line every 2 s (slowloris.py), signed webhook deliveries and /healthz
 # still answer; one address holds no more than max_connections_per_ip; a
-# request that has not arrived whole within request_timeout is closed
-# however it trickles.  Log streams of a running stage do not hold the
-# pool's threads: more followers than threads, and /healthz still answers;
-# a stop with followers waiting ends their streams and exits 0.  A real
-# server on 127.0.0.1, a real file:// bare repository, real SQLite.
+# request that has not arrived whole (headers or body) within
+# request_timeout is closed however it trickles.  Log streams of a running
+# stage do not hold the pool's threads: more followers than threads, and
+# /healthz still answers; a stop with followers waiting ends their streams
+# and exits 0.  A real server on 127.0.0.1, a real file:// bare
+# repository, real SQLite.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/serve-lib.sh"
 
@@ -71,6 +72,10 @@ cmin=$(rep closed_min); cmax=$(rep closed_max)
 if [ "${cmin:-0}" -ge 9000 ] && [ "${cmax:-99999}" -le 16000 ] && [ "$(rep open_left)" = 0 ]; then
 	ok "trickling does not extend request_timeout: closed after 10 s (${cmin}-${cmax} ms)"
 else not_ok "trickling does not extend request_timeout" "$(cat "$T/report")"; fi
+bc=$(rep body_closed)
+if [ "${bc:-0}" -ge 9000 ] && [ "$bc" -le 16000 ]; then
+	ok "a body trickled a byte every 2 s is cut at request_timeout too (${bc} ms)"
+else not_ok "a body trickled a byte every 2 s is cut at request_timeout too" "$(cat "$T/report")"; fi
 expect_match "the log says so" "closed [0-9]+ connection\(s\) whose request had not arrived whole" \
 	"$(cat "$T/serve.log")"
 expect_eq "/healthz after the attack" '{"status":"ok"}' "$(curl -s -m 5 "$base/healthz")"

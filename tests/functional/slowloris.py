@@ -7,8 +7,9 @@ what still answers while it lasts (tests/functional/serve-slowloris.sh).
 
 Opens N connections from K loopback addresses (127.0.0.2 ...), each sending
 a request line and then one header line every S seconds, never finishing
-its headers; and M more from one address (127.0.0.200) to meet the per-IP
-limit.  While they are held, it sends P signed GitHub push deliveries and P
+its headers; M more from one address (127.0.0.200) to meet the per-IP
+limit; and one (from 127.0.0.201) that sends whole headers and then
+trickles its body a byte at a time.  While they are held, it sends P signed GitHub push deliveries and P
 GET /healthz from 127.0.0.1, one at a time, and times each.  It stops when
 the server has closed every slow connection or after --duration seconds,
 and writes a KEY=VALUE report (times in ms):
@@ -20,6 +21,7 @@ and writes a KEY=VALUE report (times in ms):
     closed_min  earliest close by the server, after the connection opened,
     closed_max  latest close (of those not refused), -1 if none
     open_left   connections still open at the end
+    body_closed when the server closed the slow-body connection, -1 if not
     hook_codes  the deliveries' HTTP statuses, sorted and unique
     hook_p50, hook_max, health_p50, health_max
     failures    probe requests that got no answer
@@ -49,23 +51,27 @@ def raise_fd_limit(want):
 
 
 class Slow:
-    def __init__(self, sock, opened, crowd):
+    def __init__(self, sock, opened, crowd, body):
         self.sock = sock
         self.opened = opened
         self.crowd = crowd
+        self.body = body
         self.closed = None  # when the server closed it (monotonic)
         self.lines = 0
 
 
-def open_slow(port, src, crowd):
+def open_slow(port, src, crowd, body=False):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind((src, 0))
     s.settimeout(5)
     s.connect(("127.0.0.1", port))
     s.setblocking(False)
-    c = Slow(s, time.monotonic(), crowd)
+    c = Slow(s, time.monotonic(), crowd, body)
+    head = b"POST /hooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    if body:
+        head += b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
     try:
-        s.send(b"POST /hooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        s.send(head)
     except OSError:
         c.closed = time.monotonic()
     return c
@@ -147,6 +153,7 @@ def main():
         conns.append(open_slow(a.port, "127.0.0.%d" % (2 + i % a.ips), False))
     for i in range(a.crowd):
         conns.append(open_slow(a.port, "127.0.0.200", True))
+    conns.append(open_slow(a.port, "127.0.0.201", False, True))
     sel = selectors.DefaultSelector()
     for c in conns:
         if c.closed is None:
@@ -167,7 +174,7 @@ def main():
                 if c.closed is not None:
                     continue
                 try:
-                    c.sock.send(b"X-Slow-%d: x\r\n" % c.lines)
+                    c.sock.send(b" " if c.body else b"X-Slow-%d: x\r\n" % c.lines)
                     c.lines += 1
                 except OSError:
                     c.closed = now
@@ -195,6 +202,9 @@ def main():
     out["closed_min"] = "%.0f" % min(later) if later else "-1"
     out["closed_max"] = "%.0f" % max(later) if later else "-1"
     out["open_left"] = str(sum(1 for c in conns if c.closed is None))
+    body = conns[-1]
+    out["body_closed"] = "%.0f" % ((body.closed - body.opened) * 1000.0) \
+        if body.closed is not None else "-1"
     for c in conns:
         c.sock.close()
     del out["remote"]
