@@ -124,6 +124,8 @@ const struct mlp_cmd mlp_cmd_serve = {
                 "  --port-file FILE       write the port listened on to FILE (port_file)\n"
                 "  --db PATH              the database\n"
                 "Settings only in the file: body_max (bytes, default 1048576),\n"
-                "resume_limit (default 3), dispatch (true; false queues without running).\n",
+                "resume_limit (default 3), dispatch (true; false queues without running),\n"
+                "http_threads (4), max_connections (2048), max_connections_per_ip (128;\n"
+                "0: no limit), request_timeout (30s: a request must arrive whole by then).\n",
         .exec = serve_exec,
 };

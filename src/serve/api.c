@@ -264,11 +264,25 @@ static bool stage_log(struct serve *sv, int64_t run, const char *stage, char **p
 	return found;
 }
 
+/*
+ * The next bytes of the log.  It never waits: with nothing new while the
+ * stage runs it returns 0, and server.c calls again once ls->ino reports
+ * a write to a log of the run or to the database (the attempt's end is a
+ * commit to its WAL), or after a backstop delay (100 ms without inotify).
+ * The inotify queue is drained before the log is read, so a write after
+ * the read still wakes the stream.
+ */
 static ssize_t log_read(void *payload, uint64_t pos, char *buf, size_t max)
 {
 	struct log_stream *ls = payload;
 	bool running = false;
 
+	if (ls->ino >= 0) {
+		char ev[4096];
+
+		while (read(ls->ino, ev, sizeof(ev)) > 0)
+			;
+	}
 	for (int pass = 0; pass < 2; pass++) {
 		int fd = ls->path ? open(ls->path, O_RDONLY | O_CLOEXEC) : -1;
 		ssize_t n = 0;
@@ -281,37 +295,20 @@ static ssize_t log_read(void *payload, uint64_t pos, char *buf, size_t max)
 			return n;
 		if (pass == 1)
 			break;
-		/* Nothing new: finished, or wait for more. */
+		/* Nothing new: finished, or more to come. */
 		stage_log(ls->sv, ls->run, ls->stage, &ls->path, &running);
 		if (!running || atomic_load(&ls->sv->stopping) || mlp_mono_ms() > ls->deadline_ms)
 			continue; /* read once more: the last lines, then the end */
-		/*
-		 * Wake on a write to a log of the run or to the database (the
-		 * attempt's end is a commit to its WAL); the timeout is a backstop
-		 * for a graceful stop.  Returning 0 makes libmicrohttpd call again
-		 * at once, so this wait is what keeps the thread from spinning.
-		 *
-		 * Not a timer of the main loop: this runs in the connection's own
-		 * thread (server.c, a thread per connection), which has no loop of
-		 * ours and serves nobody else while it waits.  The sleep is the
-		 * fallback for when inotify is unavailable: a 100 ms poll of the
-		 * file.
-		 */
-		if (ls->ino >= 0) {
-			struct pollfd pfd = {.fd = ls->ino, .events = POLLIN};
-			char ev[4096];
-
-			if (poll(&pfd, 1, 1000) > 0)
-				while (read(ls->ino, ev, sizeof(ev)) > 0)
-					;
-		} else {
-			struct timespec ts = {0, 100 * 1000 * 1000};
-
-			nanosleep(&ts, NULL);
-		}
 		return 0;
 	}
 	return -1;
+}
+
+static int log_wait_fd(void *payload)
+{
+	const struct log_stream *ls = payload;
+
+	return ls->ino;
 }
 
 static void log_free(void *payload)
@@ -355,6 +352,7 @@ static void api_run_logs(struct serve *sv, int64_t id, const char *stage,
 	r->stream = log_read;
 	r->stream_payload = ls;
 	r->stream_free = log_free;
+	r->stream_wait_fd = log_wait_fd;
 }
 
 static void api_run_create(struct serve *sv, const char *user,

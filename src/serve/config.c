@@ -77,6 +77,41 @@ static int config_set(struct serve_config *c, const char *key, const char *v)
 		c->body_max = (size_t)n;
 		return 0;
 	}
+	if (strcmp(key, "http_threads") == 0) {
+		if (mlp_parse_int(&n, v, 1, 256) != 0) {
+			mlp_error_set("http_threads wants a number from 1 to 256, not '%s'", v);
+			return MLP_EINVAL;
+		}
+		c->http_threads = (int)n;
+		return 0;
+	}
+	if (strcmp(key, "max_connections") == 0 || strcmp(key, "max_connections_per_ip") == 0) {
+		bool per_ip = strcmp(key, "max_connections_per_ip") == 0;
+
+		if (mlp_parse_int(&n, v, per_ip ? 0 : 16, 1 << 20) != 0) {
+			mlp_error_set("%s wants a number from %d to 1048576, not '%s'", key,
+			              per_ip ? 0 : 16, v);
+			return MLP_EINVAL;
+		}
+		if (per_ip)
+			c->max_connections_per_ip = (int)n;
+		else
+			c->max_connections = (int)n;
+		return 0;
+	}
+	if (strcmp(key, "request_timeout") == 0) {
+		int64_t ms;
+
+		if (mlp_parse_duration(&ms, v) != 0)
+			return MLP_EINVAL;
+		if (ms < 1000 || ms > 3600 * 1000) {
+			mlp_error_set("request_timeout wants a duration from 1s to 1h, not '%s'",
+			              v);
+			return MLP_EINVAL;
+		}
+		c->request_timeout_ms = ms;
+		return 0;
+	}
 	if (strcmp(key, "poll_interval") == 0 || strcmp(key, "grace") == 0) {
 		int64_t ms;
 
@@ -160,6 +195,10 @@ int serve_config_load(struct serve_config *c, const char *file, const struct mlp
 	c->poll_interval_ms = 60000;
 	c->grace_ms = 30000;
 	c->body_max = DEFAULT_BODY_MAX;
+	c->http_threads = 4;
+	c->max_connections = 2048;
+	c->max_connections_per_ip = 128;
+	c->request_timeout_ms = 30000;
 	c->resume_limit = 3;
 	c->dispatch = true;
 	/* The file first, then the options over it. */

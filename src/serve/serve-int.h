@@ -55,6 +55,11 @@ struct serve_config {
 	int64_t poll_interval_ms; /* 0: no periodic poll (one at start) */
 	int64_t grace_ms;         /* SIGTERM: wait this long, then cancel */
 	size_t body_max;
+	/* HTTP limits (server.h): threads, connections, a request's deadline. */
+	int http_threads;
+	int max_connections;
+	int max_connections_per_ip; /* 0: no limit */
+	int64_t request_timeout_ms;
 	int resume_limit; /* an interrupted run is resumed at most ... */
 	bool dispatch;    /* false: queue only (benchmarks, maintenance) */
 	char *port_file;

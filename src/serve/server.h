@@ -6,8 +6,12 @@
  * headers and the raw body (never more than body_max bytes: a larger one
  * is answered 413 before the handler sees it).  The handler fills a
  * response: a status and a body, or a stream (for logs that grow while a
- * stage runs).  Each connection has its own thread, so a handler may block
- * briefly (on the database) and a stream may wait for more data.
+ * stage runs).  A fixed pool of threads serves all connections: a handler
+ * may block briefly (on the database), which holds up the other
+ * connections of its thread, but a stream must not wait: it says it has
+ * nothing yet and names a descriptor to be woken by (server.c parks the
+ * connection meanwhile).  Connections are bounded in total and per peer,
+ * and a request must arrive whole within request_timeout.
  */
 #ifndef MLP_SERVER_H
 #define MLP_SERVER_H
@@ -37,8 +41,11 @@ struct mlp_http_request_view {
 
 /*
  * A stream: called for the next bytes at offset pos; returns how many it
- * wrote into buf (at most max), 0 when it has none yet (it is called
- * again shortly), or -1 at the end.
+ * wrote into buf (at most max), 0 when it has none yet, or -1 at the end.
+ * It must not block: after a 0 it is called again once the descriptor
+ * its wait function names is readable (the stream drains it itself), or
+ * after a second at the latest; without a wait function, after 100 ms.
+ * When the server stops, a stream that has nothing yet is ended.
  */
 typedef ssize_t (*mlp_http_stream_fn)(void *payload, uint64_t pos, char *buf, size_t max);
 
@@ -52,6 +59,9 @@ struct mlp_http_response {
 	mlp_http_stream_fn stream; /* instead of body */
 	void *stream_payload;
 	void (*stream_free)(void *payload);
+	/* The descriptor to wait on after the stream returned 0, or -1; NULL:
+	 * none. */
+	int (*stream_wait_fd)(void *payload);
 	/* Instead of body: file_len bytes of the open file file_fd from
 	 * file_offset (sent with sendfile where it can be; the fd is the
 	 * response's, closed after sending). */
@@ -80,13 +90,18 @@ struct mlp_server_opts {
 	const char *tls_cert; /* PEM files; both or neither */
 	const char *tls_key;
 	size_t body_max; /* larger bodies: 413 */
+	/* Slow and many clients (docs/serve.md, "Limits"). */
+	unsigned int threads;       /* the polling threads; 0: 4 */
+	unsigned int conn_max;      /* connections at once; 0: 2048 */
+	unsigned int conn_per_ip;   /* connections from one address; 0: no limit */
+	int64_t request_timeout_ms; /* a request must arrive whole this soon; 0: no limit */
 	mlp_http_handler handler;
 	void *payload;
 	/* Called after each request with its line for the log. */
 	void (*log)(void *payload, const char *line);
 };
 
-/* Starts serving in threads of its own.  MLP_EIO / MLP_EINVAL with a
+/* Starts serving in threads of its own (a pool and a watcher).  MLP_EIO / MLP_EINVAL with a
  * message (address in use, unreadable certificate ...). */
 int mlp_server_start(struct mlp_server **out, const struct mlp_server_opts *opts);
 /* The port it listens on. */
