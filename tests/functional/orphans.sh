@@ -152,4 +152,24 @@ expect_match "attempt 1 is recorded as interrupted, attempt 2 succeeded" \
 	'"stage":"long","attempt":1,"kind":"run","status":"interrupted".*"stage":"long","attempt":2,"kind":"run","status":"succeeded"' "$r"
 stop_server
 expect_eq "the server stops cleanly" 0 "$server_rc"
+
+# --- serve: a run not resumed again (resume_limit) is stopped by the server --
+: > "$TRACE"
+printf 'resume_limit = 1\n' > "$T/serve.conf"
+start_server --poll-interval 0 --config "$T/serve.conf"
+r=$(run_id_of "$(api -X POST -d '{"project":"orphan","branch":"main"}' "$base/api/v1/runs" | tr -d ' \n')")
+wait_file "$T/pids.$r.1" || true
+execpid=$(pgrep -f "exec-run --db $MLPIPE_DB --run $r\$" || true)
+[ -z "$execpid" ] || kill -9 "$execpid"
+if wait_run "$r" failed; then ok "a run interrupted resume_limit times is not resumed: failed"
+else not_ok "a run interrupted resume_limit times is not resumed: failed" "$(api "$base/api/v1/runs/$r")"; fi
+# The run is marked failed first, then the server stops its group.
+stopped_logged() { grep -Eq "run $r: stage 'long' attempt 1 was still running .* stopped \(SIGTERM\)" "$T/serve.log"; }
+wait_for "the server stops what its dead exec-run left, and logs it" stopped_logged &&
+	ok "the server stops what its dead exec-run left, and logs it"
+expect_eq "... with SIGTERM" "start $r.1 term $r.1" "$(trace)"
+if nothing_left "$r.1"; then ok "... and no process of it is left"
+else not_ok "... and no process of it is left" "$(ps -eo pid,pgid,stat,args | grep -v ' ps ')"; fi
+stop_server
+expect_eq "the server stops cleanly again" 0 "$server_rc"
 finish
