@@ -11,6 +11,17 @@
 . "$(dirname "$0")/lib.sh"
 
 export TRACE="$T/trace" STAGE_SH="$T/stage.sh" T
+# A failing check may leave held stages behind: at exit, every process
+# whose environment names this test's stage script goes.
+kill_stages() {
+	for e in /proc/[0-9]*/environ; do
+		if tr '\0' '\n' < "$e" 2>/dev/null | grep -qxF "STAGE_SH=$STAGE_SH"; then
+			p=${e#/proc/}; kill -9 "${p%/environ}" 2>/dev/null
+		fi
+	done
+	return 0
+}
+trap 'kill_stages; rm -rf "$T"' EXIT
 : > "$TRACE"
 # One attempt: held while $T/hold.RUN.ATTEMPT (or $T/hold.any.ATTEMPT)
 # exists (60 s at most), with
@@ -121,7 +132,7 @@ if ! command -v curl >/dev/null || ! command -v openssl >/dev/null || ! command 
 	exit $?
 fi
 . "$(dirname "$0")/serve-lib.sh"
-trap '[ -z "$server" ] || kill -9 "$server" 2>/dev/null || true; rm -rf "$T"' EXIT
+trap '[ -z "$server" ] || kill -9 "$server" 2>/dev/null || true; kill_stages; rm -rf "$T"' EXIT
 : > "$TRACE"
 new_repo
 cp "$T/p/p.yml" pipeline.yml
