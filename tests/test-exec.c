@@ -1,6 +1,7 @@
 /*
  * test-exec.c - spawning stage processes: exit codes, signals, output
- * capture, process-group kills that reach grandchildren, bad directories.
+ * capture, process-group kills that reach grandchildren, bad directories,
+ * and stopping a recorded group (TERM, KILL after the grace, pid reuse).
  */
 #include "config.h"
 
@@ -164,6 +165,104 @@ static void test_exec__group_kill_reaches_grandchildren(void **state)
 	mlp_proc_close(&p);
 }
 
+/* The first output of p (10 s at most): a pid the script printed. */
+static pid_t read_pid(struct mlp_proc *p)
+{
+	char buf[64] = "";
+	ssize_t n = 0;
+	int64_t end = mlp_mono_ms() + 10000;
+
+	while (n <= 0 && mlp_mono_ms() < end) {
+		struct pollfd pfd = {.fd = p->out_fd, .events = POLLIN};
+
+		if (poll(&pfd, 1, 1000) > 0)
+			n = read(p->out_fd, buf, sizeof(buf) - 1);
+	}
+	assert_true(n > 0);
+	buf[n] = '\0';
+	return (pid_t)strtol(buf, NULL, 10);
+}
+
+static void test_exec__identity_names_group_session_and_start(void **state)
+{
+	struct mlp_proc p;
+	struct mlp_proc_identity id, again;
+	struct mlp_exit ex;
+
+	assert_int_equal(spawn_sh(&p, "sleep 300", NULL), 0);
+	assert_int_equal(mlp_proc_identity(&id, p.pid), 0);
+	assert_int_equal(id.pgid, p.pid);
+	assert_int_equal(id.session, getsid(0));
+	assert_true(id.start_time > 0);
+	assert_int_equal(mlp_proc_identity(&again, p.pid), 0);
+	assert_true(again.start_time == id.start_time);
+	mlp_proc_kill_group(&p, SIGKILL);
+	assert_int_equal(mlp_proc_reap(&ex, &p, true), 0);
+	mlp_proc_close(&p);
+	assert_int_equal(mlp_proc_identity(&id, p.pid), MLP_ENOTFOUND);
+}
+
+static void test_exec__group_stop_terms_then_kills_what_ignores_it(void **state)
+{
+	struct mlp_proc p;
+	struct mlp_proc_identity id;
+	enum mlp_group_stop how;
+	struct mlp_exit ex;
+	pid_t grandchild;
+
+	/* A group that shrugs off SIGTERM, grandchild included. */
+	assert_int_equal(spawn_sh(&p, "trap '' TERM; sleep 300 & echo $!; wait", NULL), 0);
+	grandchild = read_pid(&p);
+	assert_true(grandchild > 0);
+	assert_int_equal(mlp_proc_identity(&id, p.pid), 0);
+	assert_int_equal(mlp_proc_group_stop(&how, &id, 100), 0);
+	assert_int_equal(how, MLP_GROUP_KILLED);
+	assert_true(process_gone(grandchild));
+	/* Stopped once: nothing is left to signal the second time. */
+	assert_int_equal(mlp_proc_group_stop(&how, &id, 100), 0);
+	assert_int_equal(how, MLP_GROUP_GONE);
+	assert_int_equal(mlp_proc_reap(&ex, &p, true), 0);
+	assert_int_equal(ex.signal, SIGKILL);
+	mlp_proc_close(&p);
+
+	/* One that obeys SIGTERM ends within the grace. */
+	assert_int_equal(spawn_sh(&p, "sleep 300 & echo $!; wait", NULL), 0);
+	grandchild = read_pid(&p);
+	assert_int_equal(mlp_proc_identity(&id, p.pid), 0);
+	assert_int_equal(mlp_proc_group_stop(&how, &id, 10000), 0);
+	assert_int_equal(how, MLP_GROUP_TERMED);
+	assert_true(process_gone(grandchild));
+	assert_int_equal(mlp_proc_reap(&ex, &p, true), 0);
+	assert_int_equal(ex.signal, SIGTERM);
+	mlp_proc_close(&p);
+}
+
+static void test_exec__group_stop_spares_a_reused_pid(void **state)
+{
+	struct mlp_proc p;
+	struct mlp_proc_identity id;
+	enum mlp_group_stop how;
+	struct mlp_exit ex;
+
+	/* The recorded leader started at another time: this live group with
+	 * its pid is someone else's and gets no signal. */
+	assert_int_equal(spawn_sh(&p, "sleep 300", NULL), 0);
+	assert_int_equal(mlp_proc_identity(&id, p.pid), 0);
+	id.start_time--;
+	assert_int_equal(mlp_proc_group_stop(&how, &id, 100), 0);
+	assert_int_equal(how, MLP_GROUP_GONE);
+	assert_int_equal(mlp_proc_reap(&ex, &p, false), MLP_ETIMEOUT);
+	/* Nor does a group of another session. */
+	assert_int_equal(mlp_proc_identity(&id, p.pid), 0);
+	id.session++;
+	assert_int_equal(mlp_proc_group_stop(&how, &id, 100), 0);
+	assert_int_equal(how, MLP_GROUP_GONE);
+	assert_int_equal(mlp_proc_reap(&ex, &p, false), MLP_ETIMEOUT);
+	mlp_proc_kill_group(&p, SIGKILL);
+	assert_int_equal(mlp_proc_reap(&ex, &p, true), 0);
+	mlp_proc_close(&p);
+}
+
 static void test_exec__missing_directory_is_a_clear_error(void **state)
 {
 	struct mlp_proc p;
@@ -191,6 +290,9 @@ int main(void)
 	        cmocka_unit_test(test_exec__reports_exit_code_and_signal),
 	        cmocka_unit_test(test_exec__pidfd_is_readable_only_after_exit),
 	        cmocka_unit_test(test_exec__group_kill_reaches_grandchildren),
+	        cmocka_unit_test(test_exec__identity_names_group_session_and_start),
+	        cmocka_unit_test(test_exec__group_stop_terms_then_kills_what_ignores_it),
+	        cmocka_unit_test(test_exec__group_stop_spares_a_reused_pid),
 	        cmocka_unit_test(test_exec__missing_directory_is_a_clear_error),
 	        cmocka_unit_test(test_exec__missing_program_is_a_clear_error),
 	};

@@ -9,8 +9,10 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -124,6 +126,132 @@ void mlp_proc_kill_group(const struct mlp_proc *p, int sig)
 bool mlp_proc_group_alive(const struct mlp_proc *p)
 {
 	return p->pid > 0 && kill(-p->pid, 0) == 0;
+}
+
+/* ---- groups left behind by a process that died --------------------------- */
+
+struct proc_stat {
+	char state;
+	pid_t pgrp;
+	pid_t session;
+	unsigned long long start_time;
+};
+
+/* Reads /proc/PID/stat: fields 3 (state), 5, 6 and 22.  The name (field
+ * 2) may hold spaces and ')': the fields start after the last ')'. */
+static bool read_proc_stat(struct proc_stat *out, pid_t pid)
+{
+	char path[64], buf[1024], *p, *save = NULL;
+	int fd, field = 3;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	if (p == NULL)
+		return false;
+	memset(out, 0, sizeof(*out));
+	for (char *tok = strtok_r(p + 1, " ", &save); tok && field <= 22;
+	     tok = strtok_r(NULL, " ", &save), field++) {
+		if (field == 3)
+			out->state = tok[0];
+		else if (field == 5)
+			out->pgrp = (pid_t)strtol(tok, NULL, 10);
+		else if (field == 6)
+			out->session = (pid_t)strtol(tok, NULL, 10);
+		else if (field == 22)
+			out->start_time = strtoull(tok, NULL, 10);
+	}
+	return field > 22;
+}
+
+int mlp_proc_identity(struct mlp_proc_identity *out, pid_t pid)
+{
+	struct proc_stat ps;
+
+	if (!read_proc_stat(&ps, pid)) {
+		mlp_error_set("process %d: no such process in /proc", (int)pid);
+		return MLP_ENOTFOUND;
+	}
+	out->pgid = ps.pgrp;
+	out->session = ps.session;
+	out->start_time = ps.start_time;
+	return 0;
+}
+
+/* How many live (not zombie) processes are in the recorded group and
+ * session. */
+static size_t group_members(const struct mlp_proc_identity *id)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	size_t n = 0;
+
+	if (d == NULL)
+		return kill(-id->pgid, 0) == 0 ? 1 : 0;
+	while ((de = readdir(d)) != NULL) {
+		struct proc_stat ps;
+		char *end;
+		long pid = strtol(de->d_name, &end, 10);
+
+		if (*end != '\0' || pid <= 0 || !read_proc_stat(&ps, (pid_t)pid))
+			continue;
+		if (ps.pgrp == id->pgid && ps.session == id->session && ps.state != 'Z' &&
+		    ps.state != 'X')
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+/*
+ * Waits until the group has no live member or deadline_ms passes.  A
+ * sleep, not a timer in a poll(): no descriptor says that a group whose
+ * processes are not our children has emptied.
+ */
+static bool wait_group_empty(const struct mlp_proc_identity *id, int64_t deadline_ms)
+{
+	for (;;) {
+		if (group_members(id) == 0)
+			return true;
+		if (mlp_mono_ms() >= deadline_ms)
+			return false;
+		poll(NULL, 0, 20);
+	}
+}
+
+int mlp_proc_group_stop(enum mlp_group_stop *out, const struct mlp_proc_identity *id,
+                        int64_t grace_ms)
+{
+	struct proc_stat leader;
+
+	*out = MLP_GROUP_GONE;
+	if (id->pgid <= 1)
+		return 0;
+	/* A leader with another start time is a new process with a reused
+	 * pid: the kernel reuses no pid while a group of that id exists, so
+	 * the recorded group is gone. */
+	if (read_proc_stat(&leader, id->pgid) && leader.start_time != id->start_time)
+		return 0;
+	if (group_members(id) == 0)
+		return 0;
+	kill(-id->pgid, SIGTERM);
+	*out = MLP_GROUP_TERMED;
+	if (wait_group_empty(id, mlp_mono_ms() + (grace_ms > 0 ? grace_ms : 0)))
+		return 0;
+	kill(-id->pgid, SIGKILL);
+	*out = MLP_GROUP_KILLED;
+	if (wait_group_empty(id, mlp_mono_ms() + 5000))
+		return 0;
+	mlp_error_set("process group %d is still there 5s after SIGKILL", (int)id->pgid);
+	return MLP_ETIMEOUT;
 }
 
 int mlp_proc_reap(struct mlp_exit *out, struct mlp_proc *p, bool wait)

@@ -10,6 +10,7 @@
 #define MLP_EXEC_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 struct mlp_proc {
@@ -38,6 +39,41 @@ void mlp_proc_kill_group(const struct mlp_proc *p, int sig);
 
 /* True when some process of the group is still alive. */
 bool mlp_proc_group_alive(const struct mlp_proc *p);
+
+/*
+ * Who a process group is, as recorded when its leader started: enough to
+ * find the group again from another process after the one that started it
+ * died (kill -9), and to tell it from a later group that got the same id.
+ */
+struct mlp_proc_identity {
+	pid_t pgid;                    /* the leader's pid */
+	pid_t session;                 /* the session the group belongs to */
+	unsigned long long start_time; /* the leader's start, /proc/PID/stat field 22 */
+};
+
+/* Reads pid's group, session and start time from /proc.  Returns 0, or
+ * MLP_ENOTFOUND (with a message) when there is no such process. */
+int mlp_proc_identity(struct mlp_proc_identity *out, pid_t pid);
+
+/* What mlp_proc_group_stop did. */
+enum mlp_group_stop {
+	MLP_GROUP_GONE,   /* nothing of the group was left: no signal sent */
+	MLP_GROUP_TERMED, /* SIGTERM, and the group was empty within the grace */
+	MLP_GROUP_KILLED, /* SIGKILL after the grace */
+};
+
+/*
+ * Stops what is left of the recorded group id: if its leader still runs
+ * with the recorded start time, or (the leader gone) processes of that
+ * group remain in the recorded session, the group gets SIGTERM, then
+ * SIGKILL after grace_ms, and this waits until no live process is left in
+ * it (zombies count as gone).  A leader with another start time is a
+ * reused pid: then the recorded group is gone and nothing is sent.
+ * Blocks at most grace_ms + 5 s.  Returns 0 with *out set, or MLP_ETIMEOUT
+ * with a message when processes remain after SIGKILL (stuck in the kernel).
+ */
+int mlp_proc_group_stop(enum mlp_group_stop *out, const struct mlp_proc_identity *id,
+                        int64_t grace_ms);
 
 struct mlp_exit {
 	int code;   /* exit status, or -1 when killed by a signal */

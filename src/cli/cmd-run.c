@@ -143,7 +143,8 @@ const struct mlp_cmd mlp_cmd_run = {
                 "  --plain                plain lines even on a terminal\n\n"
                 "Ctrl-C or SIGTERM cancels the run: every stage's process group gets\n"
                 "SIGTERM, then SIGKILL after its kill_grace, and the run is recorded as\n"
-                "cancelled.\n\n"
+                "cancelled.  What the stages of an mlpipe killed -9 left running is\n"
+                "stopped the same way before a new run starts (docs/running.md).\n\n"
                 "Exit code: 0 the run succeeded, 1 it failed, 2 the file or the options\n"
                 "are invalid (nothing was run), 130/143 cancelled by SIGINT/SIGTERM.\n",
         .exec = run_exec,

@@ -255,6 +255,31 @@ int engine_record_attempt(struct engine *e, size_t i)
 	return 0;
 }
 
+/*
+ * Records the group of the attempt's new process, so that what it leaves
+ * running when this mlpipe is killed -9 can be stopped before the next
+ * attempt (engine-leftovers.c).  It goes into the turn's transaction,
+ * committed before the loop waits.  The process is our unreaped child, so
+ * /proc has it even if it has exited already.
+ */
+static int record_group(struct engine *e, size_t i)
+{
+	struct stage_rt *s = &e->st[i];
+	struct mlp_proc_identity id;
+	struct mlp_attempt_group g = {.attempt_id = s->attempt_id};
+	int rc;
+
+	if (mlp_proc_identity(&id, s->proc.pid) != 0)
+		return 0;
+	g.pgid = id.pgid;
+	g.session = id.session;
+	g.start_time = (int64_t)id.start_time;
+	g.kill_grace_ms = s->def->kill_grace_ms;
+	if ((rc = engine_tx_ensure(e)) != 0)
+		return rc;
+	return mlp_store_attempt_set_group(e->store, &g);
+}
+
 /* Starts the process of a recorded attempt.  A failure to start fails the
  * attempt (and may retry it); only database errors are returned. */
 int engine_spawn_attempt(struct engine *e, size_t i)
@@ -293,6 +318,8 @@ int engine_spawn_attempt(struct engine *e, size_t i)
 		if (mlp_proc_spawn(&s->proc, &spec) != 0)
 			goto failed_to_start;
 	}
+	if ((rc = record_group(e, i)) != 0)
+		goto done;
 	s->deadline_ms = s->def->timeout_ms > 0 ? s->started_ms + s->def->timeout_ms : 0;
 	engine_notify(e, i);
 	goto done;

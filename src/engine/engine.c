@@ -549,7 +549,10 @@ int mlp_engine_run(struct mlp_engine_result *out, const struct mlp_pipeline *p,
 	e.run_dir = xasprintf("%s/runs/%lld", mlp_store_data_dir(store), (long long)run_id);
 	if ((rc = mlp_mkdirs(e.run_dir, 0755)) != 0 || (rc = load_commit(&e)) != 0)
 		goto done;
-	if (opts->resume && (rc = load_resumed(&e)) != 0)
+	/* What an earlier mlpipe left of this run's attempts stops before any
+	 * new attempt starts. */
+	if (opts->resume &&
+	    ((rc = mlp_engine_stop_leftovers(store, run_id)) != 0 || (rc = load_resumed(&e)) != 0))
 		goto done;
 	if ((rc = build_base_env(&e)) != 0) {
 		/* A pipeline env that cannot be expanded fails the run. */

@@ -80,4 +80,17 @@ int mlp_engine_check(const struct mlp_pipeline *p, struct mlp_diags *diags);
 int mlp_engine_run(struct mlp_engine_result *out, const struct mlp_pipeline *p,
                    struct mlp_store *store, int64_t run_id, const struct mlp_engine_opts *opts);
 
+/*
+ * Stops what is left of interrupted attempts of run run_id (0: of every
+ * run): an attempt whose mlpipe died (kill -9) may leave its process
+ * group running, and no stage may have two live attempts.  Each group
+ * still there (mlp_proc_group_stop: same leader start time, same session)
+ * gets SIGTERM, then SIGKILL after the stage's kill grace, and this waits
+ * until it is empty, printing one line to stderr for each group it
+ * stopped; a group that is gone is forgotten.  Blocks up to the grace plus
+ * 5 s per group found.  Returns 0, or a negative code with a message when
+ * the database fails or a group survives SIGKILL.
+ */
+int mlp_engine_stop_leftovers(struct mlp_store *store, int64_t run_id);
+
 #endif

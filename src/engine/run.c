@@ -147,8 +147,15 @@ int mlp_run_local(int *out_exit, struct mlp_diags *diags, const struct mlp_run_l
 	if (rc != 0)
 		goto done;
 	if ((rc = resolve_workspace(&workspace, p, o->workdir)) != 0 ||
-	    (rc = mlp_store_open(&store, o->db, 0)) != 0 ||
-	    (rc = record_run(&run_id, store, p, workspace, o->user)) != 0)
+	    (rc = mlp_store_open(&store, o->db, 0)) != 0)
+		goto done;
+	/* Opening the store marked the runs of mlpipes that died interrupted;
+	 * what their stages left running stops before this run starts (a
+	 * run is not resumed by `mlpipe run`, but it may share the workspace,
+	 * the GPUs ...).  One that cannot be stopped is reported, not fatal. */
+	if (mlp_engine_stop_leftovers(store, 0) != 0)
+		mlp_error_warn("%s", mlp_error_last());
+	if ((rc = record_run(&run_id, store, p, workspace, o->user)) != 0)
 		goto done;
 	execute_live(out_exit, p, store, run_id, workspace, o);
 done:

@@ -23,6 +23,7 @@
 
 #include "base/error.h"
 #include "base/util.h"
+#include "engine/engine.h"
 #include "serve/serve-int.h"
 #include "store/store.h"
 #include "store/store-queue.h"
@@ -81,6 +82,20 @@ static void spawn_run(struct serve *sv, const struct mlp_queued_run *q, const si
 	free(logpath);
 }
 
+/*
+ * A run that ends interrupted, never resumed, has no child to stop what
+ * its dead one left running (a resumed run's child does that itself):
+ * the server does, here.  This blocks the main loop for up to the
+ * stage's kill grace; it happens once per such run, which is rare (a run
+ * cancelled while interrupted, or interrupted resume_limit times), and
+ * HTTP is answered meanwhile by libmicrohttpd's threads.
+ */
+static void stop_leftovers(struct serve *sv, int64_t run)
+{
+	if (mlp_engine_stop_leftovers(sv->ctl, run) != 0)
+		serve_log(sv, "run %lld: %s", (long long)run, mlp_error_last());
+}
+
 void serve_dispatch(struct serve *sv, const sigset_t *mask)
 {
 	struct mlp_queued_run *q = NULL;
@@ -105,6 +120,7 @@ void serve_dispatch(struct serve *sv, const sigset_t *mask)
 				int64_t pid;
 
 				mlp_store_run_cancel(&pid, sv->ctl, q[i].id);
+				stop_leftovers(sv, q[i].id);
 				continue;
 			}
 			if (q[i].exec_attempts >= sv->cfg.resume_limit) {
@@ -114,6 +130,7 @@ void serve_dispatch(struct serve *sv, const sigset_t *mask)
 				mlp_store_run_abandon(sv->ctl, q[i].id, why);
 				serve_log(sv, "run %lld: %s", (long long)q[i].id, why);
 				free(why);
+				stop_leftovers(sv, q[i].id);
 				continue;
 			}
 		}

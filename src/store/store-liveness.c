@@ -9,6 +9,11 @@
  * but nobody holds the lock" means interrupted.  A lock, unlike a stored
  * pid, cannot be fooled by pid reuse.  store.c (open) and store-runs.c
  * (create, claim) both build on this file, which builds on neither.
+ *
+ * The lock says a run's mlpipe died; it does not stop the stages it
+ * started, whose process groups outlive it.  Each attempt's group is
+ * recorded (pgid, session, the leader's start time: what pid reuse cannot
+ * fake) so the engine can stop them later (mlp_store_leftover_groups).
  */
 #include "config.h"
 
@@ -138,4 +143,78 @@ int mlp_store_recover(int *out_count, struct mlp_store *s)
 	}
 	free(dead);
 	return rc;
+}
+
+/* ---- the process groups of attempts --------------------------------------- */
+
+int mlp_store_attempt_set_group(struct mlp_store *s, const struct mlp_attempt_group *g)
+{
+	sqlite3_stmt *st = store_cached(s, "UPDATE stages SET pgid = ?, pgid_session = ?,"
+	                                   " pgid_start_time = ?, kill_grace_ms = ? WHERE id = ?");
+
+	if (st == NULL)
+		return MLP_EDB;
+	sqlite3_bind_int64(st, 1, g->pgid);
+	sqlite3_bind_int64(st, 2, g->session);
+	sqlite3_bind_int64(st, 3, g->start_time);
+	sqlite3_bind_int64(st, 4, g->kill_grace_ms);
+	sqlite3_bind_int64(st, 5, g->attempt_id);
+	return store_exec_cached(s, st, "recording a stage's process group");
+}
+
+int mlp_store_leftover_groups(struct mlp_attempt_group **out, size_t *n, struct mlp_store *s,
+                              int64_t run_id)
+{
+	sqlite3_stmt *st = store_prepare(
+	        s, "SELECT id, run_id, stage, attempt, pgid, pgid_session, pgid_start_time,"
+	           " kill_grace_ms FROM stages WHERE status = 'interrupted' AND pgid IS NOT NULL"
+	           " AND (?1 = 0 OR run_id = ?1) ORDER BY id");
+	struct mlp_attempt_group *g = NULL;
+	size_t len = 0, cap = 0;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	if (st == NULL)
+		return MLP_EDB;
+	sqlite3_bind_int64(st, 1, run_id);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct mlp_attempt_group *x;
+
+		xgrow((void **)&g, &cap, len + 1, sizeof(*g));
+		x = &g[len++];
+		x->attempt_id = sqlite3_column_int64(st, 0);
+		x->run_id = sqlite3_column_int64(st, 1);
+		x->stage = store_column_text(st, 2);
+		x->attempt = sqlite3_column_int(st, 3);
+		x->pgid = sqlite3_column_int64(st, 4);
+		x->session = sqlite3_column_int64(st, 5);
+		x->start_time = sqlite3_column_int64(st, 6);
+		x->kill_grace_ms = sqlite3_column_int64(st, 7);
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		mlp_attempt_group_free_all(g, len);
+		return store_fail(s, "listing the process groups of interrupted attempts");
+	}
+	*out = g;
+	*n = len;
+	return 0;
+}
+
+int mlp_store_attempt_clear_group(struct mlp_store *s, int64_t attempt_id)
+{
+	sqlite3_stmt *st = store_cached(s, "UPDATE stages SET pgid = NULL WHERE id = ?");
+
+	if (st == NULL)
+		return MLP_EDB;
+	sqlite3_bind_int64(st, 1, attempt_id);
+	return store_exec_cached(s, st, "forgetting a stage's process group");
+}
+
+void mlp_attempt_group_free_all(struct mlp_attempt_group *g, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(g[i].stage);
+	free(g);
 }

@@ -221,6 +221,13 @@ const struct mlp_migration mlp_store_migrations[] = {
          ");\n"},
         {5, "API token scopes (tokens made before grant every scope)",
          "ALTER TABLE api_tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT 'all';\n"},
+        {6, "the process group of each attempt, to stop what a crash left running",
+         "ALTER TABLE stages ADD COLUMN pgid INTEGER;\n"
+         "ALTER TABLE stages ADD COLUMN pgid_session INTEGER;\n"
+         "ALTER TABLE stages ADD COLUMN pgid_start_time INTEGER;\n"
+         "ALTER TABLE stages ADD COLUMN kill_grace_ms INTEGER;\n"
+         "CREATE INDEX stages_left_running ON stages(status)\n"
+         "  WHERE status = 'interrupted' AND pgid IS NOT NULL;\n"},
 };
 
 const size_t mlp_store_nmigrations = MLP_ARRAY_SIZE(mlp_store_migrations);

@@ -40,6 +40,34 @@ int mlp_store_run_finish(struct mlp_store *s, int64_t run_id, enum mlp_status st
  * *out_count (may be NULL) is how many. */
 int mlp_store_recover(int *out_count, struct mlp_store *s);
 
+/*
+ * The process group an attempt's process leads, recorded once it started:
+ * when the mlpipe running it dies (kill -9), the group lives on, and the
+ * next mlpipe to resume the run (or to run anything) stops it first.
+ */
+struct mlp_attempt_group {
+	int64_t attempt_id;
+	int64_t run_id;
+	char *stage; /* filled by mlp_store_leftover_groups only */
+	int attempt;
+	int64_t pgid;
+	int64_t session;
+	int64_t start_time;    /* the leader's, in clock ticks since boot */
+	int64_t kill_grace_ms; /* the stage's TERM -> KILL delay */
+};
+
+/* Records the group of a started attempt (stage, attempt and run_id are
+ * not written). */
+int mlp_store_attempt_set_group(struct mlp_store *s, const struct mlp_attempt_group *g);
+
+/* Interrupted attempts whose group is still recorded, of run run_id or,
+ * when run_id is 0, of every run.  Free with mlp_attempt_group_free_all. */
+int mlp_store_leftover_groups(struct mlp_attempt_group **out, size_t *n, struct mlp_store *s,
+                              int64_t run_id);
+/* Forgets an attempt's group (it has been stopped, or was gone). */
+int mlp_store_attempt_clear_group(struct mlp_store *s, int64_t attempt_id);
+void mlp_attempt_group_free_all(struct mlp_attempt_group *g, size_t n);
+
 /* Records that an attempt of a stage started. */
 int mlp_store_attempt_start(int64_t *out_id, struct mlp_store *s, int64_t run_id, const char *stage,
                             const char *kind, int attempt, const char *log_path);
