@@ -187,3 +187,18 @@ bool mlp_pipeline_wants_push(const struct mlp_pipeline *p, const char *ref)
 	}
 	return false;
 }
+
+char *mlp_pipeline_trigger_refusal(const struct mlp_pipeline *p, const char *trigger,
+                                   const char *ref)
+{
+	if (trigger == NULL || strcmp(trigger, "api") == 0 || strcmp(trigger, "cli") == 0)
+		return NULL;
+	if (strcmp(trigger, "webhook") == 0 || strcmp(trigger, "poll") == 0)
+		return mlp_pipeline_wants_push(p, ref)
+		               ? NULL
+		               : xasprintf("does not run on a push to %s (on.push)", ref);
+	if (strcmp(trigger, "schedule") == 0)
+		return p->nschedules > 0 ? NULL
+		                         : xstrdup("does not run on a schedule (on.schedule)");
+	return xasprintf("does not know the trigger '%s'", trigger);
+}

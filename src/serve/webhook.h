@@ -55,4 +55,16 @@ bool mlp_branch_matches(const char *globs, const char *branch);
  */
 bool mlp_pipeline_wants_push(const struct mlp_pipeline *p, const char *ref);
 
+/*
+ * Why pipeline p (read at the run's commit) does not want a run started by
+ * trigger on ref, or NULL when it wants it: the same `on:` rules for every
+ * trigger.  A push seen by a webhook or by the poller ("webhook", "poll")
+ * needs `on.push` to match ref (mlp_pipeline_wants_push); "schedule" needs
+ * an `on.schedule` entry; a run started by hand ("api", "cli", NULL) always
+ * runs, with or without `on:`.  Any other trigger never runs.  The reason
+ * (the caller frees) completes "the pipeline at COMMIT ...".
+ */
+char *mlp_pipeline_trigger_refusal(const struct mlp_pipeline *p, const char *trigger,
+                                   const char *ref);
+
 #endif
