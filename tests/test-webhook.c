@@ -135,6 +135,76 @@ static void test_webhook__pipeline_push_filters(void **state)
 	mlp_pipeline_free(p);
 }
 
+/* Every trigger obeys on: the same way; by hand always runs. */
+static void test_webhook__trigger_rules(void **state)
+{
+	struct mlp_pipeline *p;
+	char *why;
+
+	(void)state;
+	p = load("stages:\n  a:\n    run: true\n");
+	assert_null(mlp_pipeline_trigger_refusal(p, "api", "refs/heads/main"));
+	assert_null(mlp_pipeline_trigger_refusal(p, "cli", "refs/heads/main"));
+	assert_null(mlp_pipeline_trigger_refusal(p, NULL, "refs/heads/main"));
+	why = mlp_pipeline_trigger_refusal(p, "poll", "refs/heads/main");
+	assert_string_equal(why, "does not run on a push to refs/heads/main (on.push)");
+	free(why);
+	why = mlp_pipeline_trigger_refusal(p, "webhook", "refs/heads/main");
+	assert_non_null(why);
+	free(why);
+	why = mlp_pipeline_trigger_refusal(p, "schedule", "refs/heads/main");
+	assert_string_equal(why, "does not run on a schedule (on.schedule)");
+	free(why);
+	why = mlp_pipeline_trigger_refusal(p, "carrier-pigeon", "refs/heads/main");
+	assert_non_null(why);
+	free(why);
+	mlp_pipeline_free(p);
+	p = load("on:\n  push:\n    branches: [main]\n  schedule:\n    - cron: \"@daily\"\n"
+	         "stages:\n  a:\n    run: true\n");
+	assert_null(mlp_pipeline_trigger_refusal(p, "poll", "refs/heads/main"));
+	assert_null(mlp_pipeline_trigger_refusal(p, "webhook", "refs/heads/main"));
+	assert_null(mlp_pipeline_trigger_refusal(p, "schedule", "refs/heads/main"));
+	why = mlp_pipeline_trigger_refusal(p, "poll", "refs/heads/dev");
+	assert_non_null(why);
+	free(why);
+	mlp_pipeline_free(p);
+}
+
+/* Content types by forge, and GitHub's form: '+' is a space, %2B a '+'. */
+static void test_webhook__form_deliveries(void **state)
+{
+	static const char body[] = "x=1&payload=%7B%22m%22%3A%22a+b%2Bc%22%7D&y=2";
+	char *out = NULL;
+	size_t len = 0;
+	bool form;
+
+	(void)state;
+	assert_true(mlp_webhook_content_type_ok(&form, MLP_FORGE_GITHUB, "application/json"));
+	assert_false(form);
+	assert_true(mlp_webhook_content_type_ok(&form, MLP_FORGE_GITHUB,
+	                                        "Application/X-WWW-Form-Urlencoded; charset=x"));
+	assert_true(form);
+	assert_false(mlp_webhook_content_type_ok(&form, MLP_FORGE_GITLAB,
+	                                         "application/x-www-form-urlencoded"));
+	assert_false(mlp_webhook_content_type_ok(&form, MLP_FORGE_GITEA, "text/plain"));
+	assert_false(mlp_webhook_content_type_ok(&form, MLP_FORGE_GITHUB, NULL));
+	assert_false(mlp_webhook_content_type_ok(&form, MLP_FORGE_GITHUB, "application/jsonx"));
+	assert_true(mlp_webhook_content_type_ok(&form, MLP_FORGE_GITEA, " application/json ;x"));
+	assert_int_equal(mlp_webhook_form_payload(&out, &len, body, strlen(body)), 0);
+	assert_string_equal(out, "{\"m\":\"a b+c\"}");
+	assert_int_equal(len, strlen(out));
+	free(out);
+	assert_int_equal(mlp_webhook_form_payload(&out, &len, "payload=", 8), 0);
+	assert_int_equal(len, 0);
+	free(out);
+	/* Only the bytes given count: no read past len. */
+	assert_int_equal(mlp_webhook_form_payload(&out, &len, "payload=%41%42", 12), 0);
+	assert_string_equal(out, "A%");
+	free(out);
+	assert_int_equal(mlp_webhook_form_payload(&out, &len, "payloadx=1&p=2", 14), MLP_EINVAL);
+	assert_null(out);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -143,6 +213,8 @@ int main(void)
 	        cmocka_unit_test(test_webhook__push_payloads),
 	        cmocka_unit_test(test_webhook__branch_globs),
 	        cmocka_unit_test(test_webhook__pipeline_push_filters),
+	        cmocka_unit_test(test_webhook__trigger_rules),
+	        cmocka_unit_test(test_webhook__form_deliveries),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

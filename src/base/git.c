@@ -45,6 +45,17 @@ static bool inside_work_tree(const char *path)
 	return found;
 }
 
+bool mlp_git_ref_name_valid(const char *ref)
+{
+	int valid = 0;
+
+	if (ref == NULL ||
+	    (strncmp(ref, "refs/heads/", 11) != 0 && strncmp(ref, "refs/tags/", 10) != 0))
+		return false;
+	git_libgit2_init();
+	return git_reference_name_is_valid(&valid, ref) == 0 && valid;
+}
+
 int mlp_git_head_commit(char **out, const char *path)
 {
 	git_buf root = {0};

@@ -4,6 +4,8 @@
 #ifndef MLP_GIT_H
 #define MLP_GIT_H
 
+#include <stdbool.h>
+
 /*
  * Finds the repository that holds path (a file or directory) and returns
  * its HEAD commit as 40 hex digits in *out (the caller frees).  When path
@@ -35,6 +37,16 @@ struct mlp_git_creds {
  */
 int mlp_git_mirror_fetch(const char *dir, const char *url, const char *const *refs,
                          const struct mlp_git_creds *creds);
+
+/*
+ * Whether ref is a full reference name that git accepts for a branch or a
+ * tag a run can start from: "refs/heads/NAME" or "refs/tags/NAME" where
+ * the whole is valid by git's rules (git check-ref-format, as libgit2's
+ * git_reference_name_is_valid applies them: no "..", no component that
+ * starts with "." or ends with ".lock", no control characters, space, "~",
+ * "^", ":", "?", "*", "[", "\", no "@{", no "//", no trailing "/" or ".").
+ */
+bool mlp_git_ref_name_valid(const char *ref);
 
 /* The commit ref ("refs/heads/main") points at in the mirror, as 40 hex
  * digits (the caller frees); MLP_ENOTFOUND with a message. */

@@ -296,6 +296,10 @@ void mlp_k8s_settings_free(struct mlp_k8s_settings *k);
 /* The index of the named stage, or -1. */
 ssize_t mlp_pipeline_find_stage(const struct mlp_pipeline *p, const char *name);
 
+/* Whether s is a valid stage name: letters, digits, '_' and '-', starting
+ * with a letter or '_' (what a pipeline file may name a stage). */
+bool mlp_pipeline_stage_name_valid(const char *s);
+
 /* True when stage `ancestor` is reachable from stage `index` through needs. */
 bool mlp_pipeline_depends_on(const struct mlp_pipeline *p, size_t index, size_t ancestor);
 

@@ -34,7 +34,7 @@ const char *mlp_stage_kind_name(enum mlp_stage_kind kind)
 	return "unknown";
 }
 
-static bool stage_name_valid(const char *s)
+bool mlp_pipeline_stage_name_valid(const char *s)
 {
 	if (!isalpha((unsigned char)*s) && *s != '_')
 		return false;
@@ -285,7 +285,7 @@ void mlp_pl_parse_stages(struct ctx *c, const struct pair *kp)
 		st->kind_pos = pr->key->pos;
 		st->cond = MLP_IF_SUCCESS;
 		mlp_pl_retry_defaults(&st->retry, 0);
-		if (!stage_name_valid(st->name))
+		if (!mlp_pipeline_stage_name_valid(st->name))
 			mlp_pl_report(c, st->pos,
 			              "stage name '%s' is not valid (use letters, digits, '_' "
 			              "and '-', starting with a letter or '_')",

@@ -27,8 +27,10 @@
 
 #include "base/crypto.h"
 #include "base/error.h"
+#include "base/git.h"
 #include "base/json.h"
 #include "base/util.h"
+#include "pipeline/pipeline.h"
 #include "serve/serve-int.h"
 #include "serve/serve.h"
 #include "store/store.h"
@@ -142,8 +144,14 @@ static void api_runs_list(struct serve *sv, const struct mlp_http_request *req,
 	size_t len = 0;
 	int rc;
 
-	if ((v = mlp_http_query(req, "limit")) && mlp_parse_int(&n, v, 1, 1000) == 0)
+	if ((v = mlp_http_query(req, "limit"))) {
+		if (mlp_parse_int(&n, v, 1, 1000) != 0) {
+			serve_reply_error(r, 400,
+			                  "\"limit\" must be a whole number from 1 to 1000");
+			return;
+		}
 		f.limit = (int)n;
+	}
 	if ((v = mlp_http_query(req, "status"))) {
 		if (mlp_status_parse(&f.status, v) != 0) {
 			serve_reply_error(r, 400, "unknown status");
@@ -328,6 +336,14 @@ static void api_run_logs(struct serve *sv, int64_t id, const char *stage,
 	struct log_stream *ls = xcalloc(1, sizeof(*ls));
 	bool running;
 
+	/* A name no pipeline file can give a stage is no stage's. */
+	if (!mlp_pipeline_stage_name_valid(stage)) {
+		log_free(ls);
+		serve_reply_error(r, 400,
+		                  "not a stage name (letters, digits, '_' and '-', starting "
+		                  "with a letter or '_')");
+		return;
+	}
 	ls->sv = sv;
 	ls->run = id;
 	ls->stage = xstrdup(stage);
@@ -379,6 +395,16 @@ static void api_run_create(struct serve *sv, const char *user,
 	}
 	if (ref == NULL)
 		ref = refbuf = xasprintf("refs/heads/%s", branch ? branch : "main");
+	/* git's own rules, here rather than at the fetch: a bad name is the
+	 * caller's mistake, answered now, not a run that fails later. */
+	if (!mlp_git_ref_name_valid(ref)) {
+		serve_reply_error(r, 400,
+		                  branch && !mlp_json_get_string(j, "ref")
+		                          ? "\"branch\" is not a valid git branch name"
+		                          : "\"ref\" must be refs/heads/NAME or refs/tags/NAME, "
+		                            "a valid git reference name");
+		goto done;
+	}
 	if (commit && (strlen(commit) != 40 || strspn(commit, "0123456789abcdef") != 40)) {
 		serve_reply_error(r, 400, "\"commit\" must be 40 lower-case hex digits");
 		goto done;

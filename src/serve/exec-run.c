@@ -172,18 +172,21 @@ static int record_source(struct exec_run *x)
 	        .git_author = x->author,
 	        .git_message = x->message,
 	};
+	char *refusal;
 	int rc;
 
 	mlp_sha256_hex(sha, x->text, x->len);
 	if ((rc = mlp_store_run_set_pipeline(x->store, x->q.id, &src)) != 0)
 		return rc;
-	/* The pipeline at the pushed commit decides whether it wants the push. */
-	if (x->q.trigger && strcmp(x->q.trigger, "webhook") == 0 &&
-	    !mlp_pipeline_wants_push(x->p, x->ref))
-		return cannot_start(x, MLP_STATUS_CANCELLED,
-		                    xasprintf("not started: the pipeline at %.12s does not run "
-		                              "on a push to %s (on.push)",
-		                              x->commit, x->ref));
+	/* The pipeline at the run's commit decides whether it wants the run:
+	 * the same rules whoever started it. */
+	if ((refusal = mlp_pipeline_trigger_refusal(x->p, x->q.trigger, x->ref)) != NULL) {
+		rc = cannot_start(
+		        x, MLP_STATUS_CANCELLED,
+		        xasprintf("not started: the pipeline at %.12s %s", x->commit, refusal));
+		free(refusal);
+		return rc;
+	}
 	return 0;
 }
 

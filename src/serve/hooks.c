@@ -30,7 +30,8 @@ struct hook {
 	char forge_name[16]; /* as the path says it: "forgejo" is MLP_FORGE_GITEA */
 	enum mlp_forge forge;
 	const char *event, *sig, *delivery; /* the forge's headers, or NULL */
-	const struct mlp_project *proj;     /* who sent it */
+	bool form;                      /* GitHub's "form" content type: the JSON is payload=... */
+	const struct mlp_project *proj; /* who sent it */
 	struct mlp_push push;
 };
 
@@ -208,7 +209,8 @@ void serve_hook_handle(struct serve *sv, const struct mlp_http_request *req,
 	struct hook h = {.proj = NULL};
 	struct mlp_project *projects = NULL;
 	size_t nprojects = 0;
-	char body_sha[MLP_SHA256_HEX_LEN + 1];
+	char body_sha[MLP_SHA256_HEX_LEN + 1], *json = NULL;
+	size_t json_len = 0;
 	const char *why;
 	int rc;
 
@@ -220,6 +222,17 @@ void serve_hook_handle(struct serve *sv, const struct mlp_http_request *req,
 	}
 	if (mlp_forge_parse(&h.forge, h.forge_name) != 0) {
 		serve_reply_error(r, 404, "no such forge (github, gitlab, gitea, forgejo)");
+		return;
+	}
+	if (!mlp_webhook_content_type_ok(&h.form, h.forge, mlp_http_header(req, "Content-Type"))) {
+		atomic_fetch_add(&sv->invalid, 1);
+		serve_reply_error(r, 415,
+		                  h.forge == MLP_FORGE_GITHUB
+		                          ? "Content-Type must be application/json or "
+		                            "application/x-www-form-urlencoded (the webhook's "
+		                            "content type: json or form)"
+		                          : "Content-Type must be application/json (set the "
+		                            "webhook's content type to JSON)");
 		return;
 	}
 	hook_read_headers(&h, req);
@@ -249,7 +262,14 @@ void serve_hook_handle(struct serve *sv, const struct mlp_http_request *req,
 	mlp_sha256_hex(body_sha, v->body, v->body_len);
 	if (h.delivery == NULL || *h.delivery == '\0' || strlen(h.delivery) > 200)
 		h.delivery = body_sha;
-	if (mlp_webhook_parse_push(&h.push, v->body, v->body_len) != 0) {
+	/* The signature was over the raw body; the form only wraps the JSON. */
+	if (h.form && mlp_webhook_form_payload(&json, &json_len, v->body, v->body_len) != 0) {
+		atomic_fetch_add(&sv->invalid, 1);
+		serve_reply_error(r, 400, mlp_error_last());
+		goto done;
+	}
+	if (mlp_webhook_parse_push(&h.push, json ? json : v->body, json ? json_len : v->body_len) !=
+	    0) {
 		atomic_fetch_add(&sv->invalid, 1);
 		serve_reply_error(r, 400, mlp_error_last());
 		goto done;
@@ -259,6 +279,7 @@ void serve_hook_handle(struct serve *sv, const struct mlp_http_request *req,
 	else
 		hook_enqueue(sv, &h, r);
 done:
+	free(json);
 	mlp_push_clear(&h.push);
 	mlp_project_free_all(projects, nprojects);
 }

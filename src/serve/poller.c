@@ -1,7 +1,9 @@
 /*
  * poller.c - the git poller of `mlpipe serve`: a thread that fetches each
  * project's remote into its mirror every poll_interval and queues the
- * branch heads that moved and have no run yet (serve-int.h).
+ * branch heads that moved and have no run yet (serve-int.h).  Such a run
+ * is a push like a webhook's: when it starts, the pipeline at its commit
+ * decides whether it wants it (its on.push, exec-run.c), the same way.
  *
  * For forges that cannot send webhooks, and to catch pushes whose
  * delivery was lost.  The thread has its own database connection; it only

@@ -89,6 +89,8 @@ struct mlp_http_request {
 	struct MHD_Connection *conn;
 	struct mlp_buf body;
 	bool too_big;
+	bool begun;   /* the access handler has seen the request */
+	bool nul_uri; /* the target has a %00 (uri_cb) */
 	int64_t started_us;
 };
 
@@ -314,6 +316,23 @@ static enum MHD_Result respond(struct mlp_server *s, struct mlp_http_request *re
 	return ret;
 }
 
+/*
+ * The request's target as sent, before libmicrohttpd decodes it: its state
+ * starts here.  A %00 decodes to a NUL, which would cut the path or a query
+ * value short (".../logs/a%00b" read as ".../logs/a"): such a request is
+ * answered 400 without reaching the handler.
+ */
+static void *uri_cb(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	struct mlp_http_request *req = xcalloc(1, sizeof(*req));
+
+	(void)cls;
+	req->conn = conn;
+	req->started_us = mlp_mono_us();
+	req->nul_uri = strstr(uri, "%00") != NULL;
+	return req;
+}
+
 static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls)
@@ -322,15 +341,14 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 	struct mlp_http_request *req = *con_cls;
 
 	(void)version;
-	if (req == NULL) {
+	if (req == NULL)
+		*con_cls = req = uri_cb(s, "", conn);
+	if (!req->begun) {
 		const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 		                                             MHD_HTTP_HEADER_CONTENT_LENGTH);
 		long long n;
 
-		req = xcalloc(1, sizeof(*req));
-		req->conn = conn;
-		req->started_us = mlp_mono_us();
-		*con_cls = req;
+		req->begun = true;
 		/* Refuse a declared oversized body before reading any of it. */
 		if (cl && mlp_parse_int(&n, cl, 0, INT64_MAX) == 0 && (size_t)n > s->opts.body_max)
 			req->too_big = true;
@@ -368,6 +386,10 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 			r.status = 413;
 			r.body = xasprintf("{\"error\":\"the body is larger than %zu bytes\"}\n",
 			                   s->opts.body_max);
+			r.body_len = strlen(r.body);
+		} else if (req->nul_uri) {
+			r.status = 400;
+			r.body = xstrdup("{\"error\":\"the URL has a NUL (%00)\"}\n");
 			r.body_len = strlen(r.body);
 		} else {
 			s->opts.handler(s->opts.payload, req, &v, &r);
@@ -534,6 +556,7 @@ static struct MHD_Daemon *start_daemon(struct mlp_server *s, unsigned int flags,
 		conn_max = threads;
 	return MHD_start_daemon(flags, 0, NULL, NULL, access_cb, s, MHD_OPTION_SOCK_ADDR, addr,
 	                        MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s,
+	                        MHD_OPTION_URI_LOG_CALLBACK, uri_cb, s,
 	                        MHD_OPTION_NOTIFY_CONNECTION, notify_cb, s,
 	                        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)60,
 	                        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,

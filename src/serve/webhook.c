@@ -8,10 +8,13 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <limits.h>
 #include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include <curl/curl.h>
 
 #include "base/crypto.h"
 #include "base/error.h"
@@ -77,6 +80,67 @@ bool mlp_webhook_verify(enum mlp_forge f, const char *secret, const char *signat
 	given[slen] = '\0';
 	mlp_hmac_sha256_hex(mac, secret, strlen(secret), body, len);
 	return mlp_equal_ct(mac, given, MLP_SHA256_HEX_LEN);
+}
+
+bool mlp_webhook_content_type_ok(bool *form, enum mlp_forge f, const char *content_type)
+{
+	static const char json[] = "application/json",
+	                  urlenc[] = "application/x-www-form-urlencoded";
+	size_t len;
+
+	*form = false;
+	if (content_type == NULL)
+		return false;
+	while (*content_type == ' ' || *content_type == '\t')
+		content_type++;
+	len = strcspn(content_type, "; \t");
+	if (len == strlen(json) && strncasecmp(content_type, json, len) == 0)
+		return true;
+	if (f == MLP_FORGE_GITHUB && len == strlen(urlenc) &&
+	    strncasecmp(content_type, urlenc, len) == 0) {
+		*form = true;
+		return true;
+	}
+	return false;
+}
+
+int mlp_webhook_form_payload(char **out, size_t *out_len, const char *body, size_t len)
+{
+	const char *p = body, *end = body + len;
+
+	*out = NULL;
+	*out_len = 0;
+	while (p < end) {
+		const char *amp = memchr(p, '&', (size_t)(end - p));
+		size_t flen = amp ? (size_t)(amp - p) : (size_t)(end - p);
+
+		if (flen >= 8 && memcmp(p, "payload=", 8) == 0 && flen - 8 <= INT_MAX) {
+			char *value = xmalloc(flen - 8 + 1), *dec;
+			int dlen = 0;
+
+			memcpy(value, p + 8, flen - 8);
+			value[flen - 8] = '\0';
+
+			/* A form encodes a space as '+' (and a '+' as %2B); libcurl
+			 * decodes the %XX escapes. */
+			for (size_t i = 0; i < flen - 8; i++)
+				if (value[i] == '+')
+					value[i] = ' ';
+			dec = curl_easy_unescape(NULL, value, (int)(flen - 8), &dlen);
+			free(value);
+			if (dec == NULL)
+				break;
+			*out = xmalloc((size_t)dlen + 1);
+			memcpy(*out, dec, (size_t)dlen);
+			(*out)[dlen] = '\0';
+			*out_len = (size_t)dlen;
+			curl_free(dec);
+			return 0;
+		}
+		p += flen + 1;
+	}
+	mlp_error_set("the form-encoded delivery has no payload field");
+	return MLP_EINVAL;
 }
 
 static bool is_commit_id(const char *s)
@@ -186,4 +250,19 @@ bool mlp_pipeline_wants_push(const struct mlp_pipeline *p, const char *ref)
 		return p->npush_branches == 0;
 	}
 	return false;
+}
+
+char *mlp_pipeline_trigger_refusal(const struct mlp_pipeline *p, const char *trigger,
+                                   const char *ref)
+{
+	if (trigger == NULL || strcmp(trigger, "api") == 0 || strcmp(trigger, "cli") == 0)
+		return NULL;
+	if (strcmp(trigger, "webhook") == 0 || strcmp(trigger, "poll") == 0)
+		return mlp_pipeline_wants_push(p, ref)
+		               ? NULL
+		               : xasprintf("does not run on a push to %s (on.push)", ref);
+	if (strcmp(trigger, "schedule") == 0)
+		return p->nschedules > 0 ? NULL
+		                         : xstrdup("does not run on a schedule (on.schedule)");
+	return xasprintf("does not know the trigger '%s'", trigger);
 }

@@ -30,6 +30,24 @@ int mlp_forge_parse(enum mlp_forge *out, const char *name);
 bool mlp_webhook_verify(enum mlp_forge f, const char *secret, const char *signature,
                         const void *body, size_t len);
 
+/*
+ * Whether content_type (the request's Content-Type header, or NULL) is one
+ * that forge f sends: GitHub's application/json or, for a webhook whose
+ * content type is "form", application/x-www-form-urlencoded (*form is then
+ * set); GitLab's and Gitea/Forgejo's application/json.  Parameters
+ * ("; charset=utf-8") and case are ignored.
+ */
+bool mlp_webhook_content_type_ok(bool *form, enum mlp_forge f, const char *content_type);
+
+/*
+ * The JSON of a form-encoded delivery (GitHub: the body is
+ * "payload=URL-ENCODED-JSON"), decoded into *out (the caller frees; NUL-
+ * terminated, *out_len bytes without it).  MLP_EINVAL with a message when
+ * the body has no payload field.  The signature is over the raw body: check
+ * it before calling this.
+ */
+int mlp_webhook_form_payload(char **out, size_t *out_len, const char *body, size_t len);
+
 /* What a push event says. */
 struct mlp_push {
 	char *ref;    /* "refs/heads/main" */
@@ -54,5 +72,17 @@ bool mlp_branch_matches(const char *globs, const char *branch);
  * round); with neither, every push matches.
  */
 bool mlp_pipeline_wants_push(const struct mlp_pipeline *p, const char *ref);
+
+/*
+ * Why pipeline p (read at the run's commit) does not want a run started by
+ * trigger on ref, or NULL when it wants it: the same `on:` rules for every
+ * trigger.  A push seen by a webhook or by the poller ("webhook", "poll")
+ * needs `on.push` to match ref (mlp_pipeline_wants_push); "schedule" needs
+ * an `on.schedule` entry; a run started by hand ("api", "cli", NULL) always
+ * runs, with or without `on:`.  Any other trigger never runs.  The reason
+ * (the caller frees) completes "the pipeline at COMMIT ...".
+ */
+char *mlp_pipeline_trigger_refusal(const struct mlp_pipeline *p, const char *trigger,
+                                   const char *ref);
 
 #endif

@@ -623,7 +623,14 @@ int mlp_store_counts(struct mlp_count **out, size_t *n, struct mlp_store *s,
 		sql = "SELECT status, NULL, NULL, count(*) FROM runs GROUP BY status";
 		break;
 	case MLP_COUNT_DELIVERIES_BY_RESULT:
-		sql = "SELECT result, NULL, NULL, count(*) FROM deliveries GROUP BY result";
+		/* A delivery of a commit that already had a run points at that
+		 * run as "queued" too: only the one that queued a webhook's run
+		 * counts as queued (the others are duplicates, counted by serve). */
+		sql = "SELECT result, NULL, NULL, count(*) FROM deliveries"
+		      " WHERE result <> 'queued' OR run_id IS NULL OR rowid IN"
+		      "  (SELECT min(d.rowid) FROM deliveries d JOIN runs r ON r.id = d.run_id"
+		      "   WHERE d.result = 'queued' AND r.trigger = 'webhook' GROUP BY d.run_id)"
+		      " GROUP BY result";
 		break;
 	case MLP_COUNT_GATE_DECISIONS:
 		sql = "SELECT CASE passed WHEN 1 THEN 'passed' ELSE 'failed' END, NULL, NULL,"

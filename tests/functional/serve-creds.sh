@@ -38,7 +38,7 @@ hook() {
 	printf '{"ref":"refs/heads/main","before":"%040d","after":"%s","repository":{}}' 0 "$2" > "$T/body"
 	sig=sha256=$(openssl dgst -sha256 -hmac creds-secret < "$T/body" | sed 's/^.*= *//')
 	code=$(curl -s -o "$T/resp" -w '%{http_code}' -X POST -H 'X-GitHub-Event: push' \
-		-H "X-GitHub-Delivery: $3" -H "X-Hub-Signature-256: $sig" \
+		-H "X-GitHub-Delivery: $3" -H "X-Hub-Signature-256: $sig" -H 'Content-Type: application/json' \
 		--data-binary "@$T/body" "$base/hooks/github/$1")
 	resp=$(cat "$T/resp")
 }

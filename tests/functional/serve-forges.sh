@@ -184,7 +184,7 @@ if openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
 		push_body "$f3"
 		code=$(curl -s --cacert "$T/cert.pem" -o "$T/resp" -w '%{http_code}' -X POST \
 			-H 'X-GitHub-Event: push' -H "X-Hub-Signature-256: sha256=$(hmac)" \
-			-H 'X-GitHub-Delivery: tls-1' --data-binary "@$T/body" "$base/hooks/github")
+			-H 'X-GitHub-Delivery: tls-1' -H 'Content-Type: application/json' --data-binary "@$T/body" "$base/hooks/github")
 		expect_eq "https: a webhook over TLS is verified and answered" 200 "$code"
 		expect_eq "https: an unknown certificate is refused by the client" 60 \
 			"$(curl -s -o /dev/null "$base/healthz" || echo $?)"

@@ -60,7 +60,8 @@ printf '{"ref":"refs/heads/main","before":"%040d","after":"%s","repository":{}}'
 sig=sha256=$(openssl dgst -sha256 -hmac stop-secret < "$T/body" | sed 's/^.*= *//')
 set +e
 curl -s -o /dev/null -X POST -H 'X-GitHub-Event: push' -H 'X-GitHub-Delivery: d-late' \
-	-H "X-Hub-Signature-256: $sig" --data-binary "@$T/body" "$base/hooks/github"
+	-H "X-Hub-Signature-256: $sig" -H 'Content-Type: application/json' \
+	--data-binary "@$T/body" "$base/hooks/github"
 curl_rc=$?
 set -e
 expect_eq "a webhook delivery while stopping: connection refused (curl exit 7)" 7 "$curl_rc"
