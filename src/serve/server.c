@@ -554,14 +554,13 @@ static struct MHD_Daemon *start_daemon(struct mlp_server *s, unsigned int flags,
 	/* Each thread of the pool gets an equal share of the connections. */
 	if (conn_max < threads)
 		conn_max = threads;
-	return MHD_start_daemon(flags, 0, NULL, NULL, access_cb, s, MHD_OPTION_SOCK_ADDR, addr,
-	                        MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s,
-	                        MHD_OPTION_URI_LOG_CALLBACK, uri_cb, s,
-	                        MHD_OPTION_NOTIFY_CONNECTION, notify_cb, s,
-	                        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)60,
-	                        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
-	                        conn_max, MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->opts.conn_per_ip,
-	                        MHD_OPTION_ARRAY, s->cert ? tls : tls + 2, MHD_OPTION_END);
+	return MHD_start_daemon(
+	        flags, 0, NULL, NULL, access_cb, s, MHD_OPTION_SOCK_ADDR, addr,
+	        MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s, MHD_OPTION_URI_LOG_CALLBACK, uri_cb,
+	        s, MHD_OPTION_NOTIFY_CONNECTION, notify_cb, s, MHD_OPTION_CONNECTION_TIMEOUT,
+	        (unsigned int)60, MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
+	        conn_max, MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->opts.conn_per_ip, MHD_OPTION_ARRAY,
+	        s->cert ? tls : tls + 2, MHD_OPTION_END);
 }
 
 int mlp_server_start(struct mlp_server **out, const struct mlp_server_opts *opts)
