@@ -63,9 +63,10 @@ static enum heredoc_problem heredoc_lines(const struct mlp_sh_site *site, const 
 	struct mlp_buf all = {0};
 	const char *rest_nl = strchr(rest, '\n');
 	enum heredoc_problem found = HEREDOC_OK;
-	size_t dlen = strlen(site->delimiter);
+	size_t dlen = strlen(site->delimiter), plen;
 
 	mlp_buf_puts(&all, last_nl ? last_nl + 1 : prefix);
+	plen = all.len;
 	mlp_buf_add(&all, text, len);
 	mlp_buf_add(&all, rest, rest_nl ? (size_t)(rest_nl - rest) : strlen(rest));
 	for (const char *line = mlp_buf_str(&all); line && !found;) {
@@ -84,7 +85,10 @@ static enum heredoc_problem heredoc_lines(const struct mlp_sh_site *site, const 
 
 			while (k < l && k < dlen && line[k] == site->delimiter[k])
 				k++;
-			if (k > 0 && k < l && (unsigned char)line[k] >= 0x80)
+			/* A byte before the value is the command's own: the value
+			 * does not change what dash does to it. */
+			if (k > 0 && k < l && (unsigned char)line[k] >= 0x80 &&
+			    (size_t)(line + k - all.data) >= plen)
 				found = HEREDOC_DASH_BYTE;
 		}
 		line = nl ? nl + 1 : NULL;

@@ -404,7 +404,6 @@ static int parse_tzif(struct mlp_tz *tz, const unsigned char *b, size_t len)
 
 int mlp_tz_open(struct mlp_tz **out, const char *name)
 {
-	struct mlp_tz *tz;
 	char *path, *data = NULL;
 	size_t len;
 	int rc;
@@ -416,22 +415,28 @@ int mlp_tz_open(struct mlp_tz **out, const char *name)
 		              name ? name : "");
 		return MLP_EINVAL;
 	}
-	tz = xcalloc(1, sizeof(*tz));
 	if (strcmp(name, "UTC") == 0) {
-		*out = tz;
+		*out = xcalloc(1, sizeof(**out));
 		return 0;
 	}
 	path = xasprintf("%s/%s", ZONEINFO_DIR, name);
 	rc = mlp_read_file(&data, &len, path, TZIF_MAX_BYTES);
-	if (rc == 0 && parse_tzif(tz, (const unsigned char *)data, len) != 0) {
-		mlp_error_set("time zone file %s is damaged or older than TZif version 2", path);
-		rc = MLP_EINVAL;
-	}
+	if (rc == 0)
+		rc = mlp_tz_parse(out, data, len, path);
 	free(path);
 	free(data);
-	if (rc != 0) {
+	return rc;
+}
+
+int mlp_tz_parse(struct mlp_tz **out, const void *data, size_t len, const char *what)
+{
+	struct mlp_tz *tz = xcalloc(1, sizeof(*tz));
+
+	*out = NULL;
+	if (parse_tzif(tz, data, len) != 0) {
+		mlp_error_set("time zone file %s is damaged or older than TZif version 2", what);
 		mlp_tz_free(tz);
-		return rc;
+		return MLP_EINVAL;
 	}
 	*out = tz;
 	return 0;
@@ -504,7 +509,10 @@ int mlp_cron_next(int64_t *out, const struct mlp_cron *c, const struct mlp_tz *t
 {
 	const int64_t limit = after + INT64_C(10) * 366 * 86400;
 	const bool every_hour = (c->hours & 0xffffffu) == 0xffffffu;
-	int64_t t = floor_div(after, 60) * 60 + 60;
+	/* Not the next whole UTC minute: in a zone whose offset has seconds
+	 * (LMT, "<+0330>-3:30:30") the wall clock's whole minutes fall in
+	 * between; the steps below find the first of them. */
+	int64_t t = after + 1;
 
 	while (t < limit) {
 		struct tz_period p;

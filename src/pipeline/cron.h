@@ -82,6 +82,11 @@ struct mlp_tz;
 int mlp_tz_open(struct mlp_tz **out, const char *name);
 void mlp_tz_free(struct mlp_tz *tz);
 
+/* The same from the bytes of a TZif file (what names it in the message:
+ * its path).  MLP_EINVAL with a message when they are not a version 2+
+ * TZif file. */
+int mlp_tz_parse(struct mlp_tz **out, const void *data, size_t len, const char *what);
+
 /* The zone's offset from UTC, in seconds east, at time t (Unix seconds). */
 int mlp_tz_offset(const struct mlp_tz *tz, int64_t t);
 
