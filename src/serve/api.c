@@ -31,6 +31,7 @@
 #include "base/json.h"
 #include "base/util.h"
 #include "pipeline/pipeline.h"
+#include "serve/api-int.h"
 #include "serve/serve-int.h"
 #include "serve/serve.h"
 #include "store/store.h"
@@ -137,27 +138,15 @@ static struct mlp_json *run_json(const struct mlp_run_info *ri, const struct mlp
 static void api_runs_list(struct serve *sv, const struct mlp_http_request *req,
                           struct mlp_http_response *r)
 {
-	struct mlp_run_filter f = {.limit = 50};
+	struct mlp_run_filter f = {0};
 	struct mlp_run_info *runs = NULL;
-	const char *v;
-	long long n;
 	size_t len = 0;
 	int rc;
 
-	if ((v = mlp_http_query(req, "limit"))) {
-		if (mlp_parse_int(&n, v, 1, 1000) != 0) {
-			serve_reply_error(r, 400,
-			                  "\"limit\" must be a whole number from 1 to 1000");
-			return;
-		}
-		f.limit = (int)n;
-	}
-	if ((v = mlp_http_query(req, "status"))) {
-		if (mlp_status_parse(&f.status, v) != 0) {
-			serve_reply_error(r, 400, "unknown status");
-			return;
-		}
-		f.has_status = true;
+	if (serve_runs_query_parse(&f, mlp_http_query(req, "limit"),
+	                           mlp_http_query(req, "status")) != 0) {
+		serve_reply_error(r, 400, mlp_error_last());
+		return;
 	}
 	f.pipeline = mlp_http_query(req, "pipeline");
 	pthread_mutex_lock(&sv->db_lock);
@@ -374,39 +363,12 @@ static void api_run_logs(struct serve *sv, int64_t id, const char *stage,
 static void api_run_create(struct serve *sv, const char *user,
                            const struct mlp_http_request_view *v, struct mlp_http_response *r)
 {
-	struct mlp_json *j = NULL;
-	const char *project, *branch, *ref, *commit;
-	char *refbuf = NULL;
+	struct serve_run_request rq;
 	int64_t id = 0;
 	int rc;
 
-	if (mlp_json_parse(&j, v->body, v->body_len) != 0 || !mlp_json_is_object(j)) {
-		mlp_json_free(j);
-		serve_reply_error(r, 400, "the body must be a JSON object");
-		return;
-	}
-	project = mlp_json_get_string(j, "project");
-	branch = mlp_json_get_string(j, "branch");
-	ref = mlp_json_get_string(j, "ref");
-	commit = mlp_json_get_string(j, "commit");
-	if (project == NULL) {
-		serve_reply_error(r, 400, "\"project\" is required");
-		goto done;
-	}
-	if (ref == NULL)
-		ref = refbuf = xasprintf("refs/heads/%s", branch ? branch : "main");
-	/* git's own rules, here rather than at the fetch: a bad name is the
-	 * caller's mistake, answered now, not a run that fails later. */
-	if (!mlp_git_ref_name_valid(ref)) {
-		serve_reply_error(r, 400,
-		                  branch && !mlp_json_get_string(j, "ref")
-		                          ? "\"branch\" is not a valid git branch name"
-		                          : "\"ref\" must be refs/heads/NAME or refs/tags/NAME, "
-		                            "a valid git reference name");
-		goto done;
-	}
-	if (commit && (strlen(commit) != 40 || strspn(commit, "0123456789abcdef") != 40)) {
-		serve_reply_error(r, 400, "\"commit\" must be 40 lower-case hex digits");
+	if (serve_run_request_parse(&rq, v->body, v->body_len) != 0) {
+		serve_reply_error(r, 400, mlp_error_last());
 		goto done;
 	}
 	{
@@ -414,17 +376,17 @@ static void api_run_create(struct serve *sv, const char *user,
 		size_t n = 0;
 		bool known = false;
 		struct mlp_run_queued q = {
-		        .project = project,
+		        .project = rq.project,
 		        .trigger = "api",
 		        .user = user,
-		        .git_ref = ref,
-		        .git_commit = commit,
+		        .git_ref = rq.ref,
+		        .git_commit = rq.commit,
 		};
 
 		pthread_mutex_lock(&sv->db_lock);
 		rc = mlp_store_projects_list(&ps, &n, sv->db);
 		for (size_t i = 0; rc == 0 && i < n; i++)
-			known = known || strcmp(ps[i].name, project) == 0;
+			known = known || strcmp(ps[i].name, rq.project) == 0;
 		if (rc == 0 && known)
 			rc = mlp_store_run_enqueue(&id, sv->db, &q, NULL, NULL);
 		pthread_mutex_unlock(&sv->db_lock);
@@ -446,8 +408,7 @@ static void api_run_create(struct serve *sv, const char *user,
 		serve_wake(sv);
 	}
 done:
-	free(refbuf);
-	mlp_json_free(j);
+	serve_run_request_clear(&rq);
 }
 
 static void api_run_cancel(struct serve *sv, int64_t id, struct mlp_http_response *r)

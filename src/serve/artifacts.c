@@ -30,71 +30,10 @@
 #include "base/error.h"
 #include "base/json.h"
 #include "base/util.h"
+#include "serve/api-int.h"
 #include "serve/serve-int.h"
 #include "store/store.h"
 #include "store/store-models.h"
-
-/* Whether an If-None-Match list (comma-separated entity tags, W/ prefixes
- * compared weakly, or "*") names etag. */
-static bool etag_listed(const char *list, const char *etag)
-{
-	size_t elen = strlen(etag);
-
-	for (const char *p = list; *p;) {
-		while (*p == ' ' || *p == '\t' || *p == ',')
-			p++;
-		if (*p == '*')
-			return true;
-		if (strncmp(p, "W/", 2) == 0)
-			p += 2;
-		if (strncmp(p, etag, elen) == 0 &&
-		    (p[elen] == '\0' || p[elen] == ',' || p[elen] == ' ' || p[elen] == '\t'))
-			return true;
-		while (*p && *p != ',')
-			p++;
-	}
-	return false;
-}
-
-enum range_result { RANGE_NONE, RANGE_OK, RANGE_UNSATISFIABLE };
-
-/* Parses one "bytes=A-B" range over a file of size bytes into [*first,
- * *last].  Anything it does not understand (another unit, several ranges,
- * junk) is RANGE_NONE: the whole file is sent. */
-static enum range_result parse_range(uint64_t *first, uint64_t *last, const char *h, uint64_t size)
-{
-	long long a = -1, b = -1;
-	const char *dash, *spec;
-	char *num;
-
-	if (strncmp(h, "bytes=", 6) != 0 || strchr(h, ','))
-		return RANGE_NONE;
-	spec = h + 6;
-	if ((dash = strchr(spec, '-')) == NULL)
-		return RANGE_NONE;
-	if (dash > spec) {
-		num = xstrndup(spec, (size_t)(dash - spec));
-		if (mlp_parse_int(&a, num, 0, INT64_MAX) != 0)
-			a = -2;
-		free(num);
-	}
-	if (dash[1] && mlp_parse_int(&b, dash + 1, 0, INT64_MAX) != 0)
-		b = -2;
-	if (a == -2 || b == -2 || (a < 0 && b < 0) || (a >= 0 && b >= 0 && b < a))
-		return RANGE_NONE;
-	if (a < 0) { /* the last b bytes */
-		if (b == 0 || size == 0)
-			return RANGE_UNSATISFIABLE;
-		*first = (uint64_t)b >= size ? 0 : size - (uint64_t)b;
-		*last = size - 1;
-		return RANGE_OK;
-	}
-	if ((uint64_t)a >= size)
-		return RANGE_UNSATISFIABLE;
-	*first = (uint64_t)a;
-	*last = b < 0 || (uint64_t)b >= size ? size - 1 : (uint64_t)b;
-	return RANGE_OK;
-}
 
 /* The version row of NAME/V; answers 404 or 503 itself when there is none. */
 static int version_get(struct serve *sv, struct mlp_model_version *mv, const char *name,
@@ -152,11 +91,11 @@ static void artifact_send(const struct mlp_model_version *mv, const struct mlp_h
 	const char *if_range = mlp_http_header(req, "If-Range");
 	char *etag = xasprintf("\"%s\"", mv->sha256);
 	uint64_t size, first = 0, last = 0;
-	enum range_result rr = RANGE_NONE;
+	enum serve_range rr = SERVE_RANGE_NONE;
 	struct stat st;
 	int fd = -1;
 
-	if (inm && etag_listed(inm, etag)) {
+	if (inm && serve_etag_listed(inm, etag)) {
 		r->status = 304;
 		mlp_http_response_header(r, "ETag", "%s", etag);
 		goto done;
@@ -182,10 +121,10 @@ static void artifact_send(const struct mlp_model_version *mv, const struct mlp_h
 		goto done;
 	}
 	if (range && (if_range == NULL || strcmp(if_range, etag) == 0))
-		rr = parse_range(&first, &last, range, size);
+		rr = serve_range_parse(&first, &last, range, size);
 	mlp_http_response_header(r, "ETag", "%s", etag);
 	mlp_http_response_header(r, "Accept-Ranges", "bytes");
-	if (rr == RANGE_UNSATISFIABLE) {
+	if (rr == SERVE_RANGE_UNSATISFIABLE) {
 		mlp_http_response_header(r, "Content-Range", "bytes */%llu",
 		                         (unsigned long long)size);
 		serve_reply_error(r, 416, "the range is outside the artifact");
@@ -195,7 +134,7 @@ static void artifact_send(const struct mlp_model_version *mv, const struct mlp_h
 	r->has_file = true;
 	r->file_fd = fd;
 	fd = -1;
-	if (rr == RANGE_OK) {
+	if (rr == SERVE_RANGE_OK) {
 		r->status = 206;
 		r->file_offset = first;
 		r->file_len = last - first + 1;
