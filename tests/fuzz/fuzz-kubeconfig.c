@@ -15,7 +15,8 @@
  *
  * What must hold, besides no crash, leak or undefined behaviour: a
  * refused file comes with MLP_EINVAL, MLP_ENOTFOUND or MLP_EIO and a
- * message that does not contain the token of the file; an accepted one
+ * message that does not contain the file's token (the marker tok-SECRET,
+ * where it is only a credential); an accepted one
  * gives a server URL starting with "http", a namespace and an
  * authentication kind.
  *
@@ -26,6 +27,7 @@
 #include "config.h"
 
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +69,43 @@ static void setup(void)
 	}
 }
 
+/* Whether the input holds the marker token, and only as a credential
+ * (token:, password:, --token=): a cluster or user named so may be named
+ * in a message. */
+static bool token_only_as_credential(const uint8_t *data, size_t size)
+{
+	static const char *const before[] = {"token: ", "password: ", "--token="};
+	const uint8_t *p = data, *hit;
+	bool any = false;
+
+	while ((hit = memmem(p, size - (size_t)(p - data), "tok-SECRET", 10)) != NULL) {
+		bool ok = false;
+
+		for (size_t i = 0; i < MLP_ARRAY_SIZE(before); i++) {
+			size_t n = strlen(before[i]);
+
+			ok |= (size_t)(hit - data) >= n && memcmp(hit - n, before[i], n) == 0;
+		}
+		if (!ok)
+			return false;
+		any = true;
+		p = hit + 10;
+	}
+	return any;
+}
+
+/* Writes the file plainly: mlp_write_file_atomic's fsync costs more
+ * than the parse. */
+static void write_config(const uint8_t *data, size_t size)
+{
+	FILE *f = fopen(path, "wb");
+
+	if (f == NULL || fwrite(data, 1, size, f) != size || fclose(f) != 0) {
+		fprintf(stderr, "fuzz-kubeconfig: cannot write %s\n", path);
+		abort();
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -80,16 +119,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	setup();
 	opt.kubeconfig = path;
 	opt.context = data[0] & 1 ? "ctx" : NULL;
-	if (mlp_write_file_atomic(path, data + 1, size - 1, 0600) != 0) {
-		fprintf(stderr, "fuzz-kubeconfig: %s\n", mlp_error_last());
-		abort();
-	}
+	write_config(data + 1, size - 1);
 	rc = mlp_k8s_open(&k, &opt);
 	if (rc != 0) {
 		if ((rc != MLP_EINVAL && rc != MLP_ENOTFOUND && rc != MLP_EIO) ||
 		    *mlp_error_last() == '\0')
 			fail("refused without a known error and a message", data + 1, size - 1);
-		if (memmem(data, size, "tok-SECRET", 10) && strstr(mlp_error_last(), "tok-SECRET"))
+		if (token_only_as_credential(data, size) && strstr(mlp_error_last(), "tok-SECRET"))
 			fail("a message shows the token", data + 1, size - 1);
 		return 0;
 	}
