@@ -369,6 +369,36 @@ static void test_cron__never_firing_is_an_error(void **state)
 	mlp_tz_free(tz);
 }
 
+/* fuzz-cron's first finding: in a zone whose offset has seconds, the
+ * wall clock's whole minutes fall between UTC's, and none is skipped. */
+static void test_cron__offset_with_seconds_skips_no_minute(void **state)
+{
+	static const char rule[] = "\n<+0330>-3:3:3\n";
+	unsigned char tzif[2 * 54 + sizeof(rule) - 1] = {0};
+	struct mlp_tz *tz;
+	struct mlp_cron c;
+	int64_t t, again;
+
+	(void)state;
+	for (int part = 0; part < 2; part++) {
+		unsigned char *h = tzif + 54 * part;
+
+		memcpy(h, "TZif2", 5);
+		h[20 + 4 * 4 + 3] = 1; /* typecnt */
+		h[20 + 4 * 5 + 3] = 4; /* charcnt */
+		memcpy(h + 50, "UTC", 4);
+	}
+	memcpy(tzif + 108, rule, sizeof(rule) - 1);
+	assert_int_equal(mlp_tz_parse(&tz, tzif, sizeof(tzif), "test"), 0);
+	assert_int_equal(mlp_cron_parse(&c, "0 12 * * *"), 0);
+	assert_int_equal(mlp_cron_next(&t, &c, tz, 0), 0);
+	/* 12:00:00 at +03:03:03 is 08:56:57 UTC */
+	assert_int_equal(t, 8 * 3600 + 56 * 60 + 57);
+	assert_int_equal(mlp_cron_next(&again, &c, tz, t - 1), 0);
+	assert_int_equal(again, t);
+	mlp_tz_free(tz);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -388,6 +418,7 @@ int main(void)
 	        cmocka_unit_test(test_cron__next_fire_across_dst),
 	        cmocka_unit_test(test_cron__offsets_follow_the_zone),
 	        cmocka_unit_test(test_cron__never_firing_is_an_error),
+	        cmocka_unit_test(test_cron__offset_with_seconds_skips_no_minute),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

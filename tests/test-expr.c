@@ -80,6 +80,26 @@ static void test_expr__text_without_expressions_is_unchanged(void **state)
 	free(s);
 }
 
+/* fuzz-expr's first finding: a non-ASCII byte after the start of the
+ * here-document's delimiter, before the value, is the command's own, not
+ * the value's (validate passes it, so a run must not refuse it). */
+static void test_expr__heredoc_dash_byte_before_the_value_is_not_its(void **state)
+{
+	char *s;
+
+	(void)state;
+	assert_int_equal(mlp_expr_expand(&s, "cat <<EOF\nE\xb2 ${{ run.id }}\nEOF\n",
+	                                 MLP_EXPR_SHELL, resolve, NULL),
+	                 0);
+	assert_string_equal(s, "cat <<EOF\nE\xb2 7\nEOF\n");
+	free(s);
+	/* ... but a value that makes such a line ("E7\xb2" under <<E7) is
+	 * still refused */
+	assert_int_equal(mlp_expr_expand(&s, "cat <<E7\nE${{ run.id }}\xb2\nE7\n", MLP_EXPR_SHELL,
+	                                 resolve, NULL),
+	                 MLP_EINVAL);
+}
+
 static int count_cb(const struct mlp_expr_ref *ref, void *payload)
 {
 	(*(int *)payload)++;
@@ -139,6 +159,7 @@ int main(void)
 	        cmocka_unit_test(test_expr__expands_raw),
 	        cmocka_unit_test(test_expr__shell_quotes_values_in_commands),
 	        cmocka_unit_test(test_expr__text_without_expressions_is_unchanged),
+	        cmocka_unit_test(test_expr__heredoc_dash_byte_before_the_value_is_not_its),
 	        cmocka_unit_test(test_expr__malformed_expressions_are_errors),
 	        cmocka_unit_test(test_expr__unresolvable_reference_fails_expansion),
 	        cmocka_unit_test(test_expr__scan_reports_each_reference),
