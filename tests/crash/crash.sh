@@ -53,7 +53,7 @@ ours() {
 }
 cleanup() {
 	for p in $(ours); do kill -9 "$p" 2>/dev/null; done
-	rm -rf "$T"
+	[ -n "${CRASH_KEEP:-}" ] && echo "# kept $T" || rm -rf "$T"
 }
 trap cleanup EXIT
 
@@ -150,15 +150,16 @@ body_of() { # K: the push of delivery K
 	printf '{"ref":"refs/heads/d/%s","before":"%s","after":"%s","repository":{"clone_url":"file://%s/remote.git"}}' \
 		"$1" 0000000000000000000000000000000000000000 "$commit" "$T"
 }
-# deliver K: posts delivery K until it is answered 2xx (60 s at most),
-# the way a forge redelivers; appends "K CODE RUN" to $T/sent/K.  Any
-# answer but 2xx, a refused connection or an empty reply (a server
-# killed meanwhile) or 5xx is a defect, logged as "bad".
+# deliver K: posts delivery K until it is answered 2xx (60 s at most, and
+# not after the senders' deadline), the way a forge redelivers; appends
+# "K CODE RUN" to $T/sent/K.  A refused connection or an empty reply (a
+# server killed meanwhile) and a 5xx are tried again 0.1 s later (and
+# counted); any other answer is a defect, logged as "bad".
 deliver() {
-	local k=$1 body sig code i=0 port
+	local k=$1 body sig code port end=$((SECONDS + 60))
 	body=$(body_of "$k")
 	sig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac crash-secret | sed 's/^.*= *//')
-	while [ $i -lt 600 ]; do
+	while [ $SECONDS -lt $end ] && [ $SECONDS -lt "$send_deadline" ]; do
 		port=$(cat "$T/port" 2>/dev/null || echo 1)
 		code=$(curl -s -o "$T/sent/resp.$k" -w '%{http_code}' --connect-timeout 2 --max-time 15 \
 			-X POST -H "X-GitHub-Event: push" -H "X-GitHub-Delivery: crash-$k" \
@@ -168,21 +169,22 @@ deliver() {
 		2??)
 			echo "$k $code $(sed -n 's/.*"run": *\([0-9]*\).*/\1/p' "$T/sent/resp.$k")" >> "$T/sent/$k"
 			return 0;;
-		000|5??) ;;
+		000|5??) echo "$k $code" >> "$T/sent/retried";;
 		*) echo "bad $k $code $(cat "$T/sent/resp.$k")" >> "$T/sent/bad"; return 1;;
 		esac
-		sleep 0.1; i=$((i + 1))
+		sleep 0.1
 	done
 	echo "bad $k never answered 2xx" >> "$T/sent/bad"
 	return 1
 }
-# sender FIRST STEP SEED: delivers FIRST, FIRST+STEP ... 0.1-0.6 s apart;
+# sender FIRST STEP SEED: delivers FIRST, FIRST+STEP ... 0.1-0.6 s apart
+# (4 minutes at most for all);
 # after a kill (a new line in $T/kills) and now and then at random, it
 # sends an earlier delivery again.
 sender() {
 	local k=$1 step=$2 seen=0 n
 	RANDOM=$3
-	while [ "$k" -le "$deliveries" ]; do
+	while [ "$k" -le "$deliveries" ] && [ $SECONDS -lt "$send_deadline" ]; do
 		deliver "$k" || true
 		n=$(wc -l < "$T/kills")
 		if [ "$n" != "$seen" ] || [ $((RANDOM % 8)) = 0 ]; then
@@ -251,6 +253,8 @@ killer() {
 }
 
 : > "$T/kills"
+: > "$T/sent/retried"
+send_deadline=$((SECONDS + 240))
 if start_server; then ok "the server starts"; else not_ok "the server starts" "$(tail -5 "$T/serve.log")"; fi
 killer &
 killer_pid=$!
@@ -269,7 +273,9 @@ touch "$T/stop"
 wait $killer_pid || true
 nkills=$(wc -l < "$T/kills")
 echo "# $nkills kills: $(awk '{print $1}' "$T/kills" | sort | uniq -c | tr -s ' \n' ' ')"
-echo "# $(cat "$T"/sent/[0-9]* 2>/dev/null | wc -l) answers to $deliveries deliveries"
+echo "# $(cat "$T"/sent/[0-9]* 2>/dev/null | wc -l) answers to $deliveries deliveries;" \
+	"tried again: $(grep -c ' 000$' "$T/sent/retried" || true) refused or cut," \
+	"$(grep -c ' 5..$' "$T/sent/retried" || true) 5xx"
 
 expect_eq "every delivery was answered 2xx, never 4xx" "" "$(cat "$T/sent/bad" 2>/dev/null || true)"
 [ "$nkills" -ge 5 ] && ok "the killer killed ($nkills times)" || not_ok "the killer killed" "$nkills kills"
@@ -337,7 +343,19 @@ expect_eq "no attempt number was started twice" "" "$twice"
 unrecorded=$(awk 'NR == FNR { a[$1 " " $2 " " $3] = 1; next }
 	$1 == "start" && !(($2 " " $3 " " $4) in a) { print $2, $3, $4 }' "$T/attempts" "$TRACE" | head -5)
 expect_eq "every attempt that started is recorded" "" "$unrecorded"
-expect_eq "no stage had two live attempts" "" "$(grep '^overlap' "$TRACE" | head -5 || true)"
+overlaps=$(grep '^overlap' "$TRACE" | head -5 || true)
+expect_eq "no stage had two live attempts" "" "$overlaps"
+# What happened to each: the trace, the kills, the attempts recorded
+# (with their groups) and the log of each exec-run of the run.
+printf '%s\n' "$overlaps" | while read -r _ r st _; do
+	[ -n "$r" ] || continue
+	grep -E "^[a-z]+ $r $st " "$TRACE" | sed 's/^/#   trace: /'
+	grep -E " $r( |\$)" "$T/kills" | sed 's/^/#   killed: /' || true
+	db "SELECT attempt, status, pgid, started_at, ended_at FROM stages WHERE run_id = $r AND stage = '$st'" |
+		sed 's/^/#   attempt: /'
+	sed 's/^/#   exec-run: /' "$T/runs/$r.exec.log" 2>/dev/null | tail -20 || true
+	grep -E "run $r[:( ]" "$T/serve.log" | sed 's/^/#   serve: /' | tail -10 || true
+done
 restarts=$(awk '$1 == "start" && $4 > 1' "$TRACE" | wc -l | tr -d ' ')
 echo "# stage attempts started again after a kill: $restarts"
 
