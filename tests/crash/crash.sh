@@ -360,6 +360,10 @@ restarts=$(awk '$1 == "start" && $4 > 1' "$TRACE" | wc -l | tr -d ' ')
 echo "# stage attempts started again after a kill: $restarts"
 
 # --- the database and the processes -----------------------------------------
+# Under --enable-asan a sanitizer report aborts the process; its run would
+# then only look interrupted.  The logs say.
+expect_eq "no sanitizer report in the logs of the servers and exec-runs" "" \
+	"$(grep -lE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$T/serve.log" "$T"/runs/*.exec.log 2>/dev/null || true)"
 expect_eq "PRAGMA integrity_check" ok "$(db 'PRAGMA integrity_check')"
 expect_eq "PRAGMA foreign_key_check" "" "$(db 'PRAGMA foreign_key_check')"
 i=0
