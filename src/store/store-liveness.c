@@ -107,6 +107,18 @@ int mlp_store_recover(int *out_count, struct mlp_store *s)
 
 		if ((rc = mlp_store_begin(s)) != 0)
 			break;
+		/*
+		 * Looked at again with the write lock held.  Since the first look
+		 * a new exec-run may have claimed the run: it takes the run's lock
+		 * before its claim commits, and cannot commit while this
+		 * transaction is open.  Marking its run interrupted would have the
+		 * run resumed by a second exec-run while the first one still runs
+		 * stages: two live attempts of a stage (tests/crash/crash.sh).
+		 */
+		if (!store_run_owner_dead(s, dead[i])) {
+			mlp_store_rollback(s);
+			continue;
+		}
 		st = store_prepare(s, "UPDATE runs SET status = 'interrupted', ended_at = ?,"
 		                      " message = 'the mlpipe process running it died'"
 		                      " WHERE id = ? AND status = 'running'");
@@ -129,15 +141,20 @@ int mlp_store_recover(int *out_count, struct mlp_store *s)
 				rc = store_exec_stmt(s, st, "marking stages interrupted");
 			}
 		}
-		if (rc == 0)
+		/* The lock file goes before the commit, for the same reason: once
+		 * the run is committed interrupted, a new exec-run may claim it
+		 * and lock this file, and a lock on a file unlinked after that is
+		 * one that nobody looking at the path sees. */
+		if (rc == 0) {
+			path = store_run_lock_path(s, dead[i]);
+			unlink(path);
+			free(path);
 			rc = mlp_store_commit(s);
+		}
 		if (rc != 0) {
 			mlp_store_rollback(s);
 			break;
 		}
-		path = store_run_lock_path(s, dead[i]);
-		unlink(path);
-		free(path);
 		if (out_count)
 			(*out_count)++;
 	}
