@@ -108,6 +108,12 @@ struct serve {
 	atomic_bool stopping;
 	struct serve_child *children;
 	size_t nchildren, cap_children;
+	/* The exec-run started ahead of the next run (dispatch.c): its pid
+	 * (0: none) and the pipe it reads the run's ID from; after it died,
+	 * none is started again before standby_retry_at (mlp_mono_ms). */
+	pid_t standby_pid;
+	int standby_fd;
+	int64_t standby_retry_at;
 	struct serve_schedule *scheds;
 	size_t nscheds;
 	/* Webhook results that leave no row (since start). */
@@ -191,8 +197,8 @@ void serve_clock_drain(struct serve *sv);
 /* Reads every project's schedules again (kept as they were when the
  * projects cannot be listed). */
 void serve_schedules_reload(struct serve *sv);
-/* Fires the schedules that are due at now. */
-void serve_schedules_fire_due(struct serve *sv, int64_t now);
+/* Fires the schedules that are due at now; whether any was. */
+bool serve_schedules_fire_due(struct serve *sv, int64_t now);
 /* How long the main loop may wait for the next fire, in ms. */
 int64_t serve_schedules_timeout_ms(struct serve *sv, int64_t now);
 /* Frees the schedules. */
@@ -201,8 +207,13 @@ void serve_schedules_free(struct serve *sv);
 /* ---- dispatch.c ------------------------------------------------------------ */
 
 /* Starts what the queue allows (children get mask as their signal mask),
- * cancels or abandons interrupted runs that are not to be resumed. */
+ * cancels or abandons interrupted runs that are not to be resumed; then
+ * has an exec-run stand by for the next run. */
 void serve_dispatch(struct serve *sv, const sigset_t *mask);
+/* How long until a standby is to be started again (ms), -1: none is. */
+int64_t serve_standby_wait_ms(const struct serve *sv);
+/* Tells the standing-by exec-run there will be no run (it exits). */
+void serve_standby_stop(struct serve *sv);
 /* Reaps the children that ended (after SIGCHLD). */
 void serve_reap(struct serve *sv);
 /* Cancels run: recorded, and SIGTERM to its exec-run when it runs. */
@@ -211,7 +222,8 @@ void serve_run_cancel(struct serve *sv, int64_t run);
 void serve_children_cancel(struct serve *sv);
 /* SIGKILL to every child. */
 void serve_children_kill(struct serve *sv);
-/* Frees the table of children (they are not waited for). */
+/* Frees the table of children (they are not waited for); stops and waits
+ * for the standing-by exec-run, which has no run yet. */
 void serve_children_free(struct serve *sv);
 
 #endif

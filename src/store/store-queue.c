@@ -10,6 +10,7 @@
  */
 #include "config.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -226,9 +227,21 @@ static void read_queued(struct mlp_queued_run *r, sqlite3_stmt *st)
 
 int mlp_store_queue_list(struct mlp_queued_run **out, size_t *n, struct mlp_store *s)
 {
+	return mlp_store_queue_list_next(out, n, s, INT_MAX);
+}
+
+int mlp_store_queue_list_next(struct mlp_queued_run **out, size_t *n, struct mlp_store *s,
+                              int per_project)
+{
+	/* The index on (status, id) finds the few running and interrupted
+	 * runs; the window keeps a backlog of thousands of queued runs from
+	 * being read whole each time the dispatcher looks. */
 	sqlite3_stmt *st = store_prepare(
 	        s, "SELECT " QUEUE_COLUMNS " FROM runs WHERE queued_at IS NOT NULL AND"
-	           " status IN ('queued', 'running', 'interrupted') ORDER BY id");
+	           " (status IN ('running', 'interrupted') OR (status = 'queued' AND ?1 > 0 AND"
+	           " id IN (SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY"
+	           " coalesce(project, id) ORDER BY id) AS k FROM runs WHERE status = 'queued'"
+	           " AND queued_at IS NOT NULL) WHERE k <= ?1))) ORDER BY id");
 	struct mlp_queued_run *r = NULL;
 	size_t len = 0, cap = 0;
 	int rc;
@@ -237,6 +250,7 @@ int mlp_store_queue_list(struct mlp_queued_run **out, size_t *n, struct mlp_stor
 	*n = 0;
 	if (st == NULL)
 		return MLP_EDB;
+	sqlite3_bind_int(st, 1, per_project);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		xgrow((void **)&r, &cap, len + 1, sizeof(*r));
 		read_queued(&r[len++], st);
