@@ -302,12 +302,14 @@ int mlp_serve_run(bool *out_bad_settings, const struct mlp_serve_opts *opts)
 	mlp_git_hold();
 	git_held = true;
 	serve_poller_start(&sv);
+	serve_checkpointer_start(&sv);
 	rc = loop_run(&l);
 	serve_log(&sv, "mlpipe serve: stopped");
 done:
 	/* The poller first: it may be in libgit2 until it sees stopping. */
 	atomic_store(&sv.stopping, true);
 	serve_poller_join(&sv);
+	serve_checkpointer_join(&sv);
 	if (git_held)
 		mlp_git_release();
 	serve_close(&sv);

@@ -16,6 +16,9 @@
  *   - The git poller thread (poller.c) owns a connection it opens itself:
  *     every poll_interval it fetches each project's branches and queues
  *     the heads that have no run yet.
+ *   - The checkpointer thread (checkpoint.c) owns a connection too: it
+ *     copies the write-ahead log into the database, which `db` never does,
+ *     so no HTTP thread pays for it under db_lock.
  *
  * Recovery: runs live in SQLite.  A run's child holds its liveness lock,
  * so after `kill -9` of the server a restarted server finds running runs
@@ -121,6 +124,9 @@ struct serve {
 	/* The poller. */
 	pthread_t poller;
 	bool poller_started;
+	/* The checkpointer (checkpoint.c); it waits on poll_cond too. */
+	pthread_t checkpointer;
+	bool checkpointer_started;
 	pthread_mutex_t poll_lock;
 	pthread_cond_t poll_cond;
 	struct mlp_server *http;
@@ -183,6 +189,14 @@ void serve_poller_wake(struct serve *sv);
 /* Wakes the poller and waits for it to end; nothing when it never started.
  * sv->stopping must be set. */
 void serve_poller_join(struct serve *sv);
+
+/* ---- checkpoint.c ---------------------------------------------------------- */
+
+/* Starts the checkpointer thread; once it runs, `db` no longer checkpoints. */
+void serve_checkpointer_start(struct serve *sv);
+/* Waits for it to end (sv->stopping must be set); nothing when it never
+ * started. */
+void serve_checkpointer_join(struct serve *sv);
 
 /* ---- schedules.c ----------------------------------------------------------- */
 
