@@ -11,6 +11,11 @@
  * delivery is its own connection, as forges send them.  Prints one line:
  * sent, accepted (202), other answers, throughput, and p50/p99/max of the
  * time from connect to the complete answer.
+ *
+ *   bench/webhook-load --push PORT SECRET COMMIT DELIVERY
+ *
+ * Posts one push of COMMIT and prints the run it queued and the wall
+ * clock (ms) just before connecting: the start of webhook -> first stage.
  */
 #include "config.h"
 
@@ -53,25 +58,21 @@ static void sleep_until(int64_t t)
 	}
 }
 
-static int post_one(long i)
+/* Posts body as delivery id; the answer's code (0: none), its text in resp. */
+static int post(const char *body, const char *delivery, char *resp, size_t cap)
 {
-	char body[512], req[2048], sig[MLP_SHA256_HEX_LEN + 1], resp[1024];
+	char req[2048], sig[MLP_SHA256_HEX_LEN + 1];
 	struct sockaddr_in sa = {0};
-	int fd, n, len, one = 1, code = 0;
-	size_t got = 0;
+	int fd, n, one = 1, code = 0;
+	size_t got = 0, len = strlen(body);
 
-	len = snprintf(
-	        body, sizeof(body),
-	        "{\"ref\":\"refs/heads/main\",\"before\":\"%040d\",\"after\":\"%024llx%016lx\","
-	        "\"repository\":{\"clone_url\":\"file:///bench\"}}",
-	        0, (unsigned long long)start_us, (unsigned long)i + 1);
-	mlp_hmac_sha256_hex(sig, secret, strlen(secret), body, (size_t)len);
+	mlp_hmac_sha256_hex(sig, secret, strlen(secret), body, len);
 	n = snprintf(req, sizeof(req),
 	             "POST /hooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-	             "X-GitHub-Event: push\r\nX-GitHub-Delivery: bench-%ld-%lld\r\n"
+	             "X-GitHub-Event: push\r\nX-GitHub-Delivery: %s\r\n"
 	             "X-Hub-Signature-256: sha256=%s\r\nContent-Type: application/json\r\n"
-	             "Content-Length: %d\r\n\r\n%s",
-	             i, (long long)start_us, sig, len, body);
+	             "Content-Length: %zu\r\n\r\n%s",
+	             delivery, sig, len, body);
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	sa.sin_family = AF_INET;
 	sa.sin_port = htons((uint16_t)port);
@@ -82,14 +83,25 @@ static int post_one(long i)
 		close(fd);
 		return 0;
 	}
-	while (got < sizeof(resp) - 1 &&
-	       (n = (int)read(fd, resp + got, sizeof(resp) - 1 - got)) > 0)
+	while (got < cap - 1 && (n = (int)read(fd, resp + got, cap - 1 - got)) > 0)
 		got += (size_t)n;
 	resp[got] = '\0';
 	close(fd);
 	if (sscanf(resp, "HTTP/1.%*d %d", &code) != 1)
 		code = 0;
 	return code;
+}
+
+static int post_one(long i)
+{
+	char body[512], delivery[64], resp[1024];
+
+	snprintf(body, sizeof(body),
+	         "{\"ref\":\"refs/heads/main\",\"before\":\"%040d\",\"after\":\"%024llx%016lx\","
+	         "\"repository\":{\"clone_url\":\"file:///bench\"}}",
+	         0, (unsigned long long)start_us, (unsigned long)i + 1);
+	snprintf(delivery, sizeof(delivery), "bench-%ld-%lld", i, (long long)start_us);
+	return post(body, delivery, resp, sizeof(resp));
 }
 
 static void *worker(void *arg)
@@ -122,6 +134,34 @@ static int cmp64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* --push PORT SECRET COMMIT DELIVERY: one push of COMMIT to main; prints
+ * "RUN WALL_MS", the run it queued and the wall clock (ms) just before
+ * connecting, which a run's records can be compared with. */
+static int push(char **argv)
+{
+	char body[512], resp[1024];
+	long long v;
+	int64_t t0;
+	const char *run;
+
+	if (mlp_parse_int(&v, argv[2], 1, 65535) != 0)
+		return 2;
+	port = (int)v;
+	secret = argv[3];
+	snprintf(body, sizeof(body),
+	         "{\"ref\":\"refs/heads/main\",\"after\":\"%s\","
+	         "\"repository\":{\"clone_url\":\"x\"}}",
+	         argv[4]);
+	t0 = mlp_wall_ms();
+	if (post(body, argv[5], resp, sizeof(resp)) != 202 ||
+	    (run = strstr(resp, "\"run\":")) == NULL) {
+		fprintf(stderr, "webhook-load: not accepted: %s\n", resp);
+		return 1;
+	}
+	printf("%lld %lld\n", strtoll(run + 6, NULL, 10), (long long)t0);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	long long v;
@@ -129,9 +169,12 @@ int main(int argc, char **argv)
 	pthread_t *th;
 	long done = 0;
 
+	if (argc == 6 && strcmp(argv[1], "--push") == 0)
+		return push(argv);
 	if (argc < 6 || mlp_parse_int(&v, argv[1], 1, 65535) != 0) {
 		fprintf(stderr,
-		        "usage: webhook-load PORT SECRET COUNT CONCURRENCY RATE [MAX_SECONDS]\n");
+		        "usage: webhook-load PORT SECRET COUNT CONCURRENCY RATE [MAX_SECONDS]\n"
+		        "       webhook-load --push PORT SECRET COMMIT DELIVERY\n");
 		return 2;
 	}
 	port = (int)v;

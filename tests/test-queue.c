@@ -125,6 +125,50 @@ static void test_queue__redelivery_queues_nothing(void **state)
 	mlp_queued_run_free_all(q, n);
 }
 
+/* The dispatcher's list: every running run, and of the queued ones only
+ * each project's per_project oldest, whatever the backlog behind them. */
+static void test_queue__next_is_each_projects_oldest(void **state)
+{
+	struct fixture *f = *state;
+	struct mlp_run_queued manual = push_a, other = push_a;
+	struct mlp_queued_run *q = NULL;
+	size_t n = 0;
+	int64_t a[4], b = 0;
+	bool resumed;
+
+	manual.once_per_commit = false;
+	other.project = "other";
+	other.once_per_commit = false;
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(mlp_store_run_enqueue(&a[i], f->s, &manual, NULL, NULL), 0);
+	assert_int_equal(mlp_store_run_enqueue(&b, f->s, &other, NULL, NULL), 0);
+	assert_int_equal(mlp_store_run_claim(&resumed, f->s, a[0]), 0);
+
+	assert_int_equal(mlp_store_queue_list_next(&q, &n, f->s, 1), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(q[0].id, a[0]);
+	assert_int_equal(q[0].status, MLP_STATUS_RUNNING);
+	assert_int_equal(q[1].id, a[1]);
+	assert_int_equal(q[2].id, b);
+	mlp_queued_run_free_all(q, n);
+
+	assert_int_equal(mlp_store_queue_list_next(&q, &n, f->s, 2), 0);
+	assert_int_equal(n, 4);
+	assert_int_equal(q[2].id, a[2]);
+	assert_int_equal(q[3].id, b);
+	mlp_queued_run_free_all(q, n);
+
+	/* No room: the running run only. */
+	assert_int_equal(mlp_store_queue_list_next(&q, &n, f->s, 0), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(q[0].id, a[0]);
+	mlp_queued_run_free_all(q, n);
+
+	assert_int_equal(mlp_store_queue_list(&q, &n, f->s), 0);
+	assert_int_equal(n, 5);
+	mlp_queued_run_free_all(q, n);
+}
+
 static void test_queue__once_per_commit_is_per_commit(void **state)
 {
 	struct fixture *f = *state;
@@ -453,6 +497,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test_setup_teardown(test_queue__redelivery_queues_nothing, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_queue__next_is_each_projects_oldest, setup,
 	                                        teardown),
 	        cmocka_unit_test_setup_teardown(test_queue__once_per_commit_is_per_commit, setup,
 	                                        teardown),

@@ -6,10 +6,13 @@
  */
 #include "config.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "base/crypto.h"
 #include "base/error.h"
@@ -87,7 +90,7 @@ static int claim(struct exec_run *x)
 {
 	int rc;
 
-	if ((rc = mlp_store_open(&x->store, x->o->db, 0)) != 0 ||
+	if ((x->store == NULL && (rc = mlp_store_open(&x->store, x->o->db, 0)) != 0) ||
 	    (rc = mlp_store_run_claim(&x->resumed, x->store, x->o->run_id)) != 0 ||
 	    (rc = mlp_store_queued_run_get(&x->q, x->store, x->o->run_id)) != 0 ||
 	    (rc = mlp_store_projects_list(&x->projects, &x->nprojects, x->store)) != 0)
@@ -243,19 +246,112 @@ static void execute(int *out_exit, struct exec_run *x)
 	free(stage_dir);
 }
 
+/* The run, from its claim to its end; x->store may be open already. */
+static int exec_run(int *out_exit, struct exec_run *x)
+{
+	int rc;
+
+	*out_exit = MLP_EXIT_FAILED;
+	if ((rc = claim(x)) == 0 && (rc = read_source(x)) == 0 && (rc = check_out(x)) == 0 &&
+	    (rc = record_source(x)) == 0) {
+		execute(out_exit, x);
+	} else if (x->why) {
+		*out_exit = give_up(x);
+		rc = 0;
+	}
+	exec_run_clear(x);
+	return rc;
+}
+
 int mlp_exec_run(int *out_exit, const struct mlp_exec_run_opts *o)
 {
 	struct exec_run x = {.o = o};
 	int rc;
 
-	*out_exit = MLP_EXIT_FAILED;
-	if ((rc = claim(&x)) == 0 && (rc = read_source(&x)) == 0 && (rc = check_out(&x)) == 0 &&
-	    (rc = record_source(&x)) == 0) {
-		execute(out_exit, &x);
-	} else if (x.why) {
-		*out_exit = give_up(&x);
-		rc = 0;
+	/* Initialised once for the whole run: each init of libgit2 parses the
+	 * system's CA bundle again (about 5 ms), and a run makes half a dozen
+	 * calls into it before its first stage. */
+	mlp_git_hold();
+	rc = exec_run(out_exit, &x);
+	mlp_git_release();
+	return rc;
+}
+
+/* Reads "ID\n" from fd; 0, or MLP_ENOTFOUND at end of file (nothing to
+ * do), MLP_EINVAL for anything else. */
+static int read_run_id(int64_t *out, int fd)
+{
+	char line[32];
+	size_t len = 0;
+	long long id;
+
+	while (len < sizeof(line) - 1) {
+		ssize_t n = read(fd, line + len, sizeof(line) - 1 - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (memchr(line, '\n', len))
+			break;
 	}
-	exec_run_clear(&x);
+	if (len == 0)
+		return MLP_ENOTFOUND;
+	line[len] = '\0';
+	line[strcspn(line, "\n")] = '\0';
+	if (mlp_parse_int(&id, line, 1, INT64_MAX) != 0) {
+		mlp_error_set("standby: bad run id '%s'", line);
+		return MLP_EINVAL;
+	}
+	*out = (int64_t)id;
+	return 0;
+}
+
+/* Points stdout and stderr at the run's exec log, as serve would have. */
+static void redirect_to_log(const struct mlp_store *store, int64_t run)
+{
+	char *dir = xasprintf("%s/runs", mlp_store_data_dir(store));
+	char *path = xasprintf("%s/%lld.exec.log", dir, (long long)run);
+	int fd;
+
+	mlp_mkdirs(dir, 0755);
+	fflush(stdout);
+	fflush(stderr);
+	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (fd >= 0) {
+		dup2(fd, STDOUT_FILENO);
+		dup2(fd, STDERR_FILENO);
+		close(fd);
+	}
+	free(dir);
+	free(path);
+}
+
+int mlp_exec_run_standby(int *out_exit, const struct mlp_exec_run_opts *o, int fd)
+{
+	struct mlp_exec_run_opts mine = *o;
+	struct exec_run x = {.o = &mine};
+	int devnull, rc;
+
+	*out_exit = MLP_EXIT_OK;
+	mlp_git_hold();
+	if ((rc = mlp_store_open(&x.store, o->db, 0)) != 0)
+		goto done;
+	if ((rc = read_run_id(&mine.run_id, fd)) != 0) {
+		if (rc == MLP_ENOTFOUND)
+			rc = 0; /* serve stopped, or died: nothing was asked */
+		goto done;
+	}
+	if ((devnull = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0) {
+		dup2(devnull, fd);
+		close(devnull);
+	}
+	redirect_to_log(x.store, mine.run_id);
+	rc = exec_run(out_exit, &x);
+	x.store = NULL; /* closed by exec_run */
+done:
+	mlp_store_close(x.store);
+	mlp_git_release();
 	return rc;
 }

@@ -39,4 +39,15 @@ struct mlp_exec_run_opts {
  */
 int mlp_exec_run(int *out_exit, const struct mlp_exec_run_opts *opts);
 
+/*
+ * A run started ahead of its run (`mlpipe exec-run --standby`, see
+ * dispatch.c): loads, initialises libgit2 and opens the database, then
+ * waits for "ID\n" on fd.  With it: points stdout and stderr at the run's
+ * exec log (runs/ID.exec.log, as serve does for a child it starts itself)
+ * and does what mlp_exec_run does for run ID (opts->run_id is ignored).
+ * End of file before an ID (serve stopped or died): returns 0 with
+ * *out_exit 0, having touched no run.
+ */
+int mlp_exec_run_standby(int *out_exit, const struct mlp_exec_run_opts *opts, int fd);
+
 #endif

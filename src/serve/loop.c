@@ -42,7 +42,13 @@ struct loop {
 	int64_t stop_at; /* stopping: the end of the grace period (mlp_mono_ms) */
 	int64_t term_at; /* after it: when to SIGKILL what still runs; 0: not yet */
 	bool reload;     /* read the schedules again */
+	/* Not before then (mlp_mono_ms): a burst of deliveries reads them
+	 * once, not once each. */
+	int64_t reload_after;
 };
+
+/* Schedules are read again at most this often (ms). */
+#define RELOAD_MIN_MS 1000
 
 void serve_log(struct serve *sv, const char *fmt, ...)
 {
@@ -77,6 +83,7 @@ static void loop_begin_stop(struct loop *l, int signo)
 	serve_log(sv, "SIG%s: no new work; waiting up to %lld ms for %zu run(s)",
 	          sigabbrev_np(signo), (long long)sv->cfg.grace_ms, sv->nchildren);
 	atomic_store(&sv->stopping, true);
+	serve_standby_stop(sv);
 	mlp_server_quiesce(sv->http);
 	serve_poller_wake(sv);
 	l->stop_at = mlp_mono_ms() + sv->cfg.grace_ms;
@@ -133,18 +140,29 @@ static int loop_run(struct loop *l)
 		};
 		int64_t now = serve_clock_now(sv), timeout_ms;
 
-		if (l->reload && !atomic_load(&sv->stopping)) {
+		/* The queue first: a webhook's run does not wait for the
+		 * schedules to be read again from every project's mirror. */
+		serve_dispatch(sv, &l->child_mask);
+		if (l->reload && !atomic_load(&sv->stopping) && mlp_mono_ms() >= l->reload_after) {
 			serve_schedules_reload(sv);
 			l->reload = false;
+			l->reload_after = mlp_mono_ms() + RELOAD_MIN_MS;
 		}
-		serve_schedules_fire_due(sv, now);
-		serve_dispatch(sv, &l->child_mask);
+		if (serve_schedules_fire_due(sv, now))
+			serve_dispatch(sv, &l->child_mask);
 		if (atomic_load(&sv->stopping)) {
 			if (sv->nchildren == 0)
 				return 0;
 			timeout_ms = loop_wind_down(l);
 		} else {
 			timeout_ms = serve_schedules_timeout_ms(sv, now);
+			if (l->reload && l->reload_after - mlp_mono_ms() < timeout_ms)
+				timeout_ms = l->reload_after - mlp_mono_ms();
+			if (serve_standby_wait_ms(sv) >= 0 &&
+			    serve_standby_wait_ms(sv) < timeout_ms)
+				timeout_ms = serve_standby_wait_ms(sv);
+			if (timeout_ms < 0)
+				timeout_ms = 0;
 		}
 		if (poll(pfd, 3, (int)timeout_ms) < 0 && errno != EINTR) {
 			mlp_error_set_errno(errno, "poll");
@@ -265,7 +283,7 @@ static void serve_close(struct serve *sv)
 
 int mlp_serve_run(bool *out_bad_settings, const struct mlp_serve_opts *opts)
 {
-	struct serve sv = {.wake_fd = -1, .clock_fd = -1, .log = stderr};
+	struct serve sv = {.wake_fd = -1, .clock_fd = -1, .standby_fd = -1, .log = stderr};
 	struct loop l = {.sv = &sv, .sigfd = -1};
 	bool git_held = false;
 	int rc;
@@ -284,12 +302,14 @@ int mlp_serve_run(bool *out_bad_settings, const struct mlp_serve_opts *opts)
 	mlp_git_hold();
 	git_held = true;
 	serve_poller_start(&sv);
+	serve_checkpointer_start(&sv);
 	rc = loop_run(&l);
 	serve_log(&sv, "mlpipe serve: stopped");
 done:
 	/* The poller first: it may be in libgit2 until it sees stopping. */
 	atomic_store(&sv.stopping, true);
 	serve_poller_join(&sv);
+	serve_checkpointer_join(&sv);
 	if (git_held)
 		mlp_git_release();
 	serve_close(&sv);

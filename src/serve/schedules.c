@@ -256,11 +256,16 @@ static void fire_schedule(struct serve *sv, struct serve_schedule *s, int64_t no
 		s->next = INT64_MAX;
 }
 
-void serve_schedules_fire_due(struct serve *sv, int64_t now)
+bool serve_schedules_fire_due(struct serve *sv, int64_t now)
 {
+	bool fired = false;
+
 	for (size_t i = 0; i < sv->nscheds && !atomic_load(&sv->stopping); i++)
-		if (sv->scheds[i].next <= now)
+		if (sv->scheds[i].next <= now) {
 			fire_schedule(sv, &sv->scheds[i], now);
+			fired = true;
+		}
+	return fired;
 }
 
 int64_t serve_schedules_timeout_ms(struct serve *sv, int64_t now)

@@ -16,6 +16,9 @@
  *   - The git poller thread (poller.c) owns a connection it opens itself:
  *     every poll_interval it fetches each project's branches and queues
  *     the heads that have no run yet.
+ *   - The checkpointer thread (checkpoint.c) owns a connection too: it
+ *     copies the write-ahead log into the database, which `db` never does,
+ *     so no HTTP thread pays for it under db_lock.
  *
  * Recovery: runs live in SQLite.  A run's child holds its liveness lock,
  * so after `kill -9` of the server a restarted server finds running runs
@@ -108,6 +111,12 @@ struct serve {
 	atomic_bool stopping;
 	struct serve_child *children;
 	size_t nchildren, cap_children;
+	/* The exec-run started ahead of the next run (dispatch.c): its pid
+	 * (0: none) and the pipe it reads the run's ID from; after it died,
+	 * none is started again before standby_retry_at (mlp_mono_ms). */
+	pid_t standby_pid;
+	int standby_fd;
+	int64_t standby_retry_at;
 	struct serve_schedule *scheds;
 	size_t nscheds;
 	/* Webhook results that leave no row (since start). */
@@ -115,6 +124,9 @@ struct serve {
 	/* The poller. */
 	pthread_t poller;
 	bool poller_started;
+	/* The checkpointer (checkpoint.c); it waits on poll_cond too. */
+	pthread_t checkpointer;
+	bool checkpointer_started;
 	pthread_mutex_t poll_lock;
 	pthread_cond_t poll_cond;
 	struct mlp_server *http;
@@ -178,6 +190,14 @@ void serve_poller_wake(struct serve *sv);
  * sv->stopping must be set. */
 void serve_poller_join(struct serve *sv);
 
+/* ---- checkpoint.c ---------------------------------------------------------- */
+
+/* Starts the checkpointer thread; once it runs, `db` no longer checkpoints. */
+void serve_checkpointer_start(struct serve *sv);
+/* Waits for it to end (sv->stopping must be set); nothing when it never
+ * started. */
+void serve_checkpointer_join(struct serve *sv);
+
 /* ---- schedules.c ----------------------------------------------------------- */
 
 /* Sets up the test clock when MLPIPE_SERVE_TEST_CLOCK names one.  MLP_EINVAL
@@ -191,8 +211,8 @@ void serve_clock_drain(struct serve *sv);
 /* Reads every project's schedules again (kept as they were when the
  * projects cannot be listed). */
 void serve_schedules_reload(struct serve *sv);
-/* Fires the schedules that are due at now. */
-void serve_schedules_fire_due(struct serve *sv, int64_t now);
+/* Fires the schedules that are due at now; whether any was. */
+bool serve_schedules_fire_due(struct serve *sv, int64_t now);
 /* How long the main loop may wait for the next fire, in ms. */
 int64_t serve_schedules_timeout_ms(struct serve *sv, int64_t now);
 /* Frees the schedules. */
@@ -201,8 +221,13 @@ void serve_schedules_free(struct serve *sv);
 /* ---- dispatch.c ------------------------------------------------------------ */
 
 /* Starts what the queue allows (children get mask as their signal mask),
- * cancels or abandons interrupted runs that are not to be resumed. */
+ * cancels or abandons interrupted runs that are not to be resumed; then
+ * has an exec-run stand by for the next run. */
 void serve_dispatch(struct serve *sv, const sigset_t *mask);
+/* How long until a standby is to be started again (ms), -1: none is. */
+int64_t serve_standby_wait_ms(const struct serve *sv);
+/* Tells the standing-by exec-run there will be no run (it exits). */
+void serve_standby_stop(struct serve *sv);
 /* Reaps the children that ended (after SIGCHLD). */
 void serve_reap(struct serve *sv);
 /* Cancels run: recorded, and SIGTERM to its exec-run when it runs. */
@@ -211,7 +236,8 @@ void serve_run_cancel(struct serve *sv, int64_t run);
 void serve_children_cancel(struct serve *sv);
 /* SIGKILL to every child. */
 void serve_children_kill(struct serve *sv);
-/* Frees the table of children (they are not waited for). */
+/* Frees the table of children (they are not waited for); stops and waits
+ * for the standing-by exec-run, which has no run yet. */
 void serve_children_free(struct serve *sv);
 
 #endif

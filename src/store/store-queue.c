@@ -10,6 +10,7 @@
  */
 #include "config.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -226,9 +227,26 @@ static void read_queued(struct mlp_queued_run *r, sqlite3_stmt *st)
 
 int mlp_store_queue_list(struct mlp_queued_run **out, size_t *n, struct mlp_store *s)
 {
-	sqlite3_stmt *st = store_prepare(
-	        s, "SELECT " QUEUE_COLUMNS " FROM runs WHERE queued_at IS NOT NULL AND"
-	           " status IN ('queued', 'running', 'interrupted') ORDER BY id");
+	return mlp_store_queue_list_next(out, n, s, INT_MAX);
+}
+
+/* Two halves, each on the index on (status, id): the few running and
+ * interrupted runs, and (only when there is room, ?1 > 0, a constant
+ * SQLite tests before it reads a row) the window over the queued ones that
+ * keeps a backlog of thousands from being read whole each time the
+ * dispatcher looks, which is after every delivery: hence also cached. */
+static const char next_sql[] =
+        "SELECT " QUEUE_COLUMNS " FROM runs WHERE status IN ('running', 'interrupted')"
+        " AND queued_at IS NOT NULL UNION ALL SELECT " QUEUE_COLUMNS " FROM runs"
+        " WHERE ?1 > 0 AND status = 'queued' AND queued_at IS NOT NULL AND id IN"
+        " (SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY"
+        " coalesce(project, id) ORDER BY id) AS k FROM runs WHERE ?1 > 0 AND"
+        " status = 'queued' AND queued_at IS NOT NULL) WHERE k <= ?1) ORDER BY 1";
+
+int mlp_store_queue_list_next(struct mlp_queued_run **out, size_t *n, struct mlp_store *s,
+                              int per_project)
+{
+	sqlite3_stmt *st = store_cached(s, next_sql);
 	struct mlp_queued_run *r = NULL;
 	size_t len = 0, cap = 0;
 	int rc;
@@ -237,11 +255,12 @@ int mlp_store_queue_list(struct mlp_queued_run **out, size_t *n, struct mlp_stor
 	*n = 0;
 	if (st == NULL)
 		return MLP_EDB;
+	sqlite3_bind_int(st, 1, per_project);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		xgrow((void **)&r, &cap, len + 1, sizeof(*r));
 		read_queued(&r[len++], st);
 	}
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	if (rc != SQLITE_DONE) {
 		mlp_queued_run_free_all(r, len);
 		return store_fail(s, "listing queued runs");

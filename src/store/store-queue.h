@@ -105,6 +105,10 @@ struct mlp_queued_run {
 /* Runs queued_at IS NOT NULL with status queued, running or interrupted,
  * oldest first. */
 int mlp_store_queue_list(struct mlp_queued_run **out, size_t *n, struct mlp_store *s);
+/* The same, but of the queued runs only each project's per_project oldest
+ * (none when per_project <= 0): those the dispatcher may start next. */
+int mlp_store_queue_list_next(struct mlp_queued_run **out, size_t *n, struct mlp_store *s,
+                              int per_project);
 /* One run's queue fields (any status); MLP_ENOTFOUND with a message. */
 int mlp_store_queued_run_get(struct mlp_queued_run *out, struct mlp_store *s, int64_t run_id);
 void mlp_queued_run_clear(struct mlp_queued_run *r);

@@ -146,6 +146,23 @@ void mlp_store_rollback(struct mlp_store *s)
 		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
+void mlp_store_no_autocheckpoint(struct mlp_store *s)
+{
+	sqlite3_wal_autocheckpoint(s->db, 0);
+}
+
+int mlp_store_checkpoint(int *out_frames, struct mlp_store *s)
+{
+	int log = 0, done = 0;
+
+	*out_frames = 0;
+	if (sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done) !=
+	    SQLITE_OK)
+		return store_fail(s, "checkpointing the write-ahead log");
+	*out_frames = done > 0 ? done : 0;
+	return 0;
+}
+
 int mlp_store_schema_version(int *out, struct mlp_store *s)
 {
 	sqlite3_stmt *st = store_prepare(s, "PRAGMA user_version");

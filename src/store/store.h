@@ -53,6 +53,18 @@ int mlp_store_begin(struct mlp_store *s);
 int mlp_store_commit(struct mlp_store *s);
 void mlp_store_rollback(struct mlp_store *s);
 
+/*
+ * Write-ahead log checkpoints.  By default the connection whose commit
+ * makes the log pass 1000 pages copies it into the database then and
+ * there, fsyncs included (10-40 ms), before its caller goes on.  A caller
+ * that must not wait so (serve's HTTP threads, under one mutex) turns that
+ * off for its connection and has another connection call
+ * mlp_store_checkpoint() (PASSIVE: it never waits for, nor blocks, a
+ * writer), which says in *out_frames how many frames it copied.
+ */
+void mlp_store_no_autocheckpoint(struct mlp_store *s);
+int mlp_store_checkpoint(int *out_frames, struct mlp_store *s);
+
 /* The schema version the database is at, and the newest this build knows. */
 int mlp_store_schema_version(int *out, struct mlp_store *s);
 int mlp_store_schema_latest(void);

@@ -147,7 +147,7 @@ touch "$T/hold.any.1"
 r=$(run_id_of "$(api -X POST -d '{"project":"orphan","branch":"main"}' "$base/api/v1/runs" | tr -d ' \n')")
 expect_match "a run is queued through the API" '^[0-9]+$' "$r"
 if wait_file "$T/pids.$r.1"; then ok "its stage starts"; else not_ok "its stage starts" "$(tail -15 "$T/serve.log")"; fi
-execpid=$(pgrep -f "exec-run --db $MLPIPE_DB --run $r\$" || true)
+execpid=$(exec_pid "$r")
 expect_match "exec-run runs it" '^[0-9]+$' "$execpid"
 [ -z "$execpid" ] || kill -9 "$execpid"
 if wait_run "$r" succeeded; then ok "the server resumes the run and it succeeds"
@@ -170,7 +170,7 @@ printf 'resume_limit = 1\n' > "$T/serve.conf"
 start_server --poll-interval 0 --config "$T/serve.conf"
 r=$(run_id_of "$(api -X POST -d '{"project":"orphan","branch":"main"}' "$base/api/v1/runs" | tr -d ' \n')")
 wait_file "$T/pids.$r.1" || true
-execpid=$(pgrep -f "exec-run --db $MLPIPE_DB --run $r\$" || true)
+execpid=$(exec_pid "$r")
 [ -z "$execpid" ] || kill -9 "$execpid"
 if wait_run "$r" failed; then ok "a run interrupted resume_limit times is not resumed: failed"
 else not_ok "a run interrupted resume_limit times is not resumed: failed" "$(api "$base/api/v1/runs/$r")"; fi

@@ -49,6 +49,13 @@ stop_server() {
 	server=
 }
 
+# exec_pid RUN: the pid of the exec-run executing RUN, from the server's
+# "run N: started (..., pid P...)" line (exec-runs start ahead of their
+# run, so their command line does not name it).
+exec_pid() {
+	sed -n "s/.* run $1: started (.*pid \([0-9]*\).*/\1/p" "$T/serve.log" | tail -1
+}
+
 api() { curl -s -H "Authorization: Bearer $token" "$@"; }
 field() { # field NAME JSON: a string or number field of a flat JSON text
 	printf '%s' "$2" | tr -d '\n' | sed -n "s/.*\"$1\": *\"\{0,1\}\([^\",}]*\).*/\1/p" | head -1

@@ -212,7 +212,7 @@ hook push d-queued "$T/payload"
 run4=$(printf '%s' "$resp" | sed -n 's/.*"run":\([0-9]*\).*/\1/p')
 expect_eq "a second push is answered 202 while the first runs" 202 "$code"
 # The machine dies: the server and the run's process, with -9.
-execpid=$(pgrep -f "exec-run --db $MLPIPE_DB --run $run3\$" || true)
+execpid=$(sed -n "s/.* run $run3: started (.*pid \([0-9]*\).*/\1/p" "$T/serve.log" | tail -1)
 kill -9 $server
 [ -n "$execpid" ] && kill -9 $execpid
 wait $server 2>/dev/null || true
