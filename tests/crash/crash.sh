@@ -143,7 +143,14 @@ start_server() {
 		sleep 0.05; i=$((i + 1)); done
 	[ -s "$T/port" ]
 }
-exec_runs() { pgrep -f "exec-run --db $MLPIPE_DB --run " || true; }
+# Every exec-run of this database: those serve started for a run, and the
+# one standing by for the next run (dispatch.c), which a kill may hit too.
+exec_runs() { pgrep -f "exec-run --db $MLPIPE_DB --" || true; }
+# exec_run_of RUN: its exec-run, from the newest "run N: started (... pid
+# P" line of the servers' log (a standby's command line names no run).
+exec_run_of() {
+	sed -n "s/.* run $1: started (.*pid \([0-9]*\).*/\1/p" "$T/serve.log" | tail -1
+}
 
 # --- the senders ------------------------------------------------------------
 body_of() { # K: the push of delivery K
@@ -239,7 +246,8 @@ killer() {
 			while [ "$(wc -c < "$TRACE")" = "$size" ] && [ $i -lt 300 ]; do
 				sleep 0.01; i=$((i + 1)); done
 			run=$(tail -1 "$TRACE" | awk '$1 == "start" {print $2}')
-			pids=$([ -z "$run" ] || pgrep -f "exec-run --db $MLPIPE_DB --run $run\$" || true)
+			pids=$([ -z "$run" ] || exec_run_of "$run")
+			[ -z "$pids" ] || alive "$pids" || pids=
 		else
 			pids=$(exec_runs)
 		fi
